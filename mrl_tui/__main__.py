@@ -1,0 +1,3 @@
+from mrl_tui.cli import main
+
+raise SystemExit(main())

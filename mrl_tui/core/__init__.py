@@ -1,0 +1,1 @@
+"""The headless core: corpus, chunking, embedding, nested index, cache. No Textual here."""
