@@ -1,0 +1,362 @@
+"""The command line: `mrl-tui PATH` opens the app; `index`, `search` and `info` work headless.
+
+A thin shell over `mrl_tui.core`. Every failure the user can cause ends in one line on stderr and
+a non-zero exit: 2 for bad arguments, 1 for anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from mrl_tui import __version__
+from mrl_tui.core.errors import MrlError
+
+COMMANDS = ("index", "search", "info", "open")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"mrl-tui: error: {message} (see mrl-tui --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is below 1")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--model",
+        help="sentence-transformers model name or folder (default: bundled all-MiniLM-L6-v2)",
+    )
+    common.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    common.add_argument(
+        "--cache-dir",
+        type=Path,
+        help="where indexes live (default: platform cache dir, or $MRL_TUI_CACHE_DIR)",
+    )
+    common.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="allow models that run code from their repository",
+    )
+
+    parser = _Parser(
+        prog="mrl-tui",
+        description="Search a folder at any Matryoshka prefix dimension, and see what each dimension trades.",
+        epilog="mrl-tui PATH opens the terminal app on PATH.",
+    )
+    parser.add_argument("--version", action="version", version=f"mrl-tui {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    p_open = sub.add_parser(
+        "open", parents=[common], help="open the terminal app on a folder (the default)"
+    )
+    p_open.add_argument("path", type=Path)
+
+    p_index = sub.add_parser(
+        "index", parents=[common], help="index a folder (incremental) and print a summary"
+    )
+    p_index.add_argument("path", type=Path)
+    p_index.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+    p_search = sub.add_parser(
+        "search", parents=[common], help="search a folder (indexing it first if needed)"
+    )
+    p_search.add_argument("path", type=Path)
+    p_search.add_argument("query")
+    p_search.add_argument("--dim", type=_positive_int, help="prefix dimension (default: full)")
+    p_search.add_argument(
+        "--k", type=_positive_int, default=10, help="results to return (default 10)"
+    )
+    p_search.add_argument("--json", action="store_true", help="print one JSON object")
+
+    p_info = sub.add_parser(
+        "info", parents=[common], help="what is indexed, and what each dimension costs"
+    )
+    p_info.add_argument("path", type=Path)
+    p_info.add_argument("--json", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list and args_list[0] not in COMMANDS and not args_list[0].startswith("-"):
+        args_list.insert(0, "open")
+    parser = build_parser()
+    args = parser.parse_args(args_list)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return _run(args)
+    except MrlError as exc:
+        print(f"mrl-tui: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("mrl-tui: interrupted; everything already indexed is kept", file=sys.stderr)
+        return 130
+
+
+def _run(args: argparse.Namespace) -> int:
+    from mrl_tui.core.library import check_folder
+
+    check_folder(args.path)  # before loading any model: a typo should fail in milliseconds
+    if args.command == "open":
+        from mrl_tui.ui.app import run_app
+
+        return run_app(
+            args.path,
+            model=args.model,
+            device=args.device,
+            cache_root=args.cache_dir,
+            trust_remote_code=args.trust_remote_code,
+        )
+    library = _open_library(args)
+    try:
+        if args.command == "index":
+            return _cmd_index(library, args)
+        if args.command == "search":
+            return _cmd_search(library, args)
+        return _cmd_info(library, args)
+    finally:
+        library.close()
+
+
+def _open_library(args: argparse.Namespace) -> Any:
+    from mrl_tui.core.library import Library
+
+    with _status(f"loading {args.model or 'the bundled model'}"):
+        library = Library.open(
+            args.path,
+            model=args.model,
+            device=args.device,
+            trust_remote_code=args.trust_remote_code,
+            cache_root=args.cache_dir,
+        )
+    for message in library.messages:
+        print(f"mrl-tui: {message}", file=sys.stderr)
+    return library
+
+
+def _status(text: str) -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True).status(text)
+
+
+def _index_with_progress(library: Any) -> Any:
+    """Run `library.update()` under a rich progress bar on stderr (files, chunks, chunks/s, ETA)."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    console = Console(stderr=True)
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("[dim]{task.fields[current]}"),
+    )
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task("scanning", total=None, rate="", current="")
+
+        def show(p: Any) -> None:
+            if p.phase == "embedding":
+                rate = p.chunks_done / p.elapsed_s if p.elapsed_s else 0.0
+                bar.update(
+                    task,
+                    description="embedding",
+                    total=p.chunks_total or None,
+                    completed=p.chunks_done,
+                    rate=f"{rate:.1f} chunks/s",
+                    current=p.current[-40:],
+                )
+            elif p.phase == "reading":
+                bar.update(
+                    task,
+                    description="reading",
+                    total=p.files_total or None,
+                    completed=p.files_done,
+                    rate="",
+                    current=p.current[-40:],
+                )
+
+        return library.update(on_progress=show)
+
+
+def _cmd_index(library: Any, args: argparse.Namespace) -> int:
+    report = _index_with_progress(library)
+    summary = {
+        "path": str(library.root),
+        "files": report.files_seen,
+        "files_changed": report.files_changed,
+        "files_removed": report.files_removed,
+        "chunks_embedded": report.chunks_embedded,
+        "chunks": report.chunks_total,
+        "skipped": [{"path": s.path, "reason": s.reason} for s in report.skipped],
+        "seconds": round(report.seconds, 2),
+        "cache_dir": str(library.store.directory),
+    }
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    print(
+        f"{summary['files']} files, {report.files_changed} (re)indexed, "
+        f"{report.files_removed} removed, {report.chunks_embedded} chunks embedded, "
+        f"{report.chunks_total} chunks in the index, {report.seconds:.1f} s"
+    )
+    if report.skipped:
+        reasons: dict[str, int] = {}
+        for skip in report.skipped:
+            reason = skip.reason.split(" (")[0].split(":")[0]
+            reasons[reason] = reasons.get(reason, 0) + 1
+        print("skipped: " + ", ".join(f"{n} {r}" for r, n in sorted(reasons.items())))
+    return 0
+
+
+def _ensure_indexed(library: Any) -> None:
+    report = _index_with_progress(library)
+    if report.chunks_total == 0:
+        from mrl_tui.core.errors import InputError
+
+        raise InputError(
+            f"{library.root}: nothing indexable found ({len(report.skipped)} files skipped)"
+        )
+
+
+def _cmd_search(library: Any, args: argparse.Namespace) -> int:
+    dim = library.check_dim(args.dim) if args.dim else library.full_dim
+    _ensure_indexed(library)
+    library.load()
+    query = library.query(args.query)
+    result = library.search(query, dim, args.k)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "query": args.query,
+                    "dim": dim,
+                    "full_dim": library.full_dim,
+                    "model": library.embedder.name,
+                    "transform": library.transform_name,
+                    "results": [
+                        {
+                            "rank": h.rank,
+                            "path": h.chunk.path,
+                            "start_line": h.chunk.start_line,
+                            "end_line": h.chunk.end_line,
+                            "score": round(h.score, 6),
+                            "heading": h.chunk.heading,
+                            "text": h.chunk.text,
+                        }
+                        for h in result.hits
+                    ],
+                    "timings_ms": {
+                        "embed": round(query.embed_ms, 3),
+                        "search": round(result.search_ms, 3),
+                    },
+                },
+                indent=2,
+            )
+        )
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(
+        title=f"{args.query!r} at {dim}/{library.full_dim} dims ({library.transform_name})"
+    )
+    table.add_column("#", justify="right")
+    table.add_column("score", justify="right")
+    table.add_column("where")
+    table.add_column("text", overflow="ellipsis", no_wrap=True, max_width=70)
+    for h in result.hits:
+        snippet = " ".join(h.chunk.text.split())
+        table.add_row(
+            str(h.rank), f"{h.score:.3f}", f"{h.chunk.path}:{h.chunk.start_line}", snippet
+        )
+    console = Console()
+    console.print(table)
+    console.print(f"[dim]embed {query.embed_ms:.1f} ms, search {result.search_ms:.2f} ms[/dim]")
+    return 0
+
+
+def power_of_two_dims(full_dim: int) -> list[int]:
+    dims = [d for d in (8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096) if d < full_dim]
+    return [*dims, full_dim]
+
+
+def _cmd_info(library: Any, args: argparse.Namespace) -> int:
+    library.load()
+    info = library.info()
+    n = info.chunks
+    sizes = [
+        {"dim": d, "bytes_per_vector": d * 4, "index_bytes": n * d * 4}
+        for d in power_of_two_dims(library.full_dim)
+    ]
+    data = {
+        "path": str(info.root),
+        "cache_dir": str(info.cache_dir),
+        "model": info.embedder.model,
+        "device": info.embedder.device,
+        "dtype": info.embedder.dtype,
+        "full_dim": info.embedder.full_dim,
+        "native_mrl": info.embedder.native_mrl,
+        "transform": info.transform,
+        "files": info.files,
+        "chunks": n,
+        "sizes": sizes,
+    }
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    for key in (
+        "path",
+        "cache_dir",
+        "model",
+        "device",
+        "dtype",
+        "full_dim",
+        "transform",
+        "files",
+        "chunks",
+    ):
+        print(f"{key:>10}: {data[key]}")
+    print("float32 index size by prefix dimension:")
+    for row in sizes:
+        print(
+            f"{row['dim']:>10}: {_human(row['index_bytes'])} ({row['bytes_per_vector']} B/vector)"
+        )
+    return 0
+
+
+def _human(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"

@@ -1,0 +1,212 @@
+"""One `Embedder` over sentence-transformers: device choice, prompts, batching, cancellation.
+
+The ML stack is imported lazily (importing sentence-transformers takes seconds), so a TUI can draw
+its first frame before any of it is loaded.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from mrl_tui.core.errors import Cancelled, InputError, ModelLoadError
+from mrl_tui.core.models import DEFAULT_MODEL, ModelSpec, bundled_model_path, find_spec
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+DEFAULT_BATCH_SIZE = 32
+"""Measured on a 2-core CPU with MiniLM: 32 beats 64 and 128."""
+
+
+def _quiet_ml_stack() -> None:
+    """Silence the loaders' progress bars and warnings: they would break a TUI's screen."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    import logging
+
+    logging.getLogger("sentence_transformers").setLevel(logging.ERROR)
+
+
+def choose_device(requested: str = "auto") -> str:
+    """cuda, then mps, then cpu; an explicit request that this machine cannot honour is an error."""
+    if requested not in DEVICES:
+        raise InputError(f"unknown device {requested!r}; choose one of {', '.join(DEVICES)}")
+    import torch
+
+    cuda = torch.cuda.is_available()
+    mps = bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available()
+    if requested == "auto":
+        return "cuda" if cuda else "mps" if mps else "cpu"
+    if requested == "cuda" and not cuda:
+        raise InputError("--device cuda: no CUDA GPU is available to torch on this machine")
+    if requested == "mps" and not mps:
+        raise InputError("--device mps: Apple's MPS backend is not available on this machine")
+    return requested
+
+
+def resolve_model(name: str | None) -> tuple[str, str]:
+    """(display name, what to hand to SentenceTransformer): the default maps to the bundled copy."""
+    name = name or DEFAULT_MODEL
+    spec = find_spec(name)
+    if spec is not None and spec.name.endswith("all-MiniLM-L6-v2") and not Path(name).exists():
+        bundled = bundled_model_path()
+        if bundled is not None:
+            return spec.name, str(bundled)
+    if Path(name).expanduser().exists():
+        return name, str(Path(name).expanduser().resolve())
+    return name, name
+
+
+@dataclass(frozen=True)
+class EmbedderInfo:
+    model: str
+    device: str
+    dtype: str
+    full_dim: int
+    max_seq_length: int
+    native_mrl: bool
+
+
+class Embedder:
+    """Turns text into full-dimension float32 vectors, documents in batches, queries one at a time."""
+
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        device: str = "auto",
+        trust_remote_code: bool = False,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> None:
+        self.name, self._source = resolve_model(model)
+        self.spec: ModelSpec = find_spec(self.name) or ModelSpec(self.name)
+        if self.spec.needs_remote_code and not trust_remote_code:
+            raise InputError(
+                f"{self.name} runs code from its repository; pass --trust-remote-code to allow it"
+            )
+        self.device = choose_device(device)
+        self.batch_size = batch_size
+        self._model = self._load(trust_remote_code)
+        get_dim = getattr(self._model, "get_embedding_dimension", None) or (
+            self._model.get_sentence_embedding_dimension
+        )
+        self.full_dim = int(get_dim() or 0)
+        if self.full_dim <= 0:
+            raise ModelLoadError(f"{self.name} does not report an embedding dimension")
+        self.max_seq_length = int(self._model.max_seq_length or 512)
+        self._query_prompt = self._prompt("query", self.spec.query_prompt)
+        self._document_prompt = self._prompt("document", self.spec.document_prompt)
+
+    def _load(self, trust_remote_code: bool) -> SentenceTransformer:
+        _quiet_ml_stack()
+        from sentence_transformers import SentenceTransformer
+
+        local = Path(self._source).exists()
+        try:
+            model = SentenceTransformer(
+                self._source,
+                device=self.device,
+                trust_remote_code=trust_remote_code,
+                local_files_only=local,
+            )
+        except OSError as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if local:
+                raise ModelLoadError(f"cannot load model from {self._source}: {first}") from exc
+            raise ModelLoadError(
+                f"cannot load model {self.name!r}: not a local folder, and the Hugging Face hub "
+                f"is not reachable or has no such model ({first[:120]})"
+            ) from exc
+        except Exception as exc:  # the loaders raise many types; the user needs one line
+            raise ModelLoadError(f"cannot load model {self.name!r}: {exc}") from exc
+        if self.device == "cuda" and self.spec.allow_fp16:
+            model.half()
+        return model
+
+    def _prompt(self, kind: str, registry_prompt: str | None) -> str:
+        """The model's own saved prompt wins; the registry fills in for models that don't save one."""
+        saved = self._model.prompts or {}
+        names = ("query",) if kind == "query" else ("document", "passage", "corpus")
+        for name in names:
+            if saved.get(name):
+                return saved[name]
+        return registry_prompt or ""
+
+    @property
+    def info(self) -> EmbedderInfo:
+        dtype = "float16" if self.device == "cuda" and self.spec.allow_fp16 else "float32"
+        return EmbedderInfo(
+            self.name, self.device, dtype, self.full_dim, self.max_seq_length, self.spec.native_mrl
+        )
+
+    @property
+    def max_chunk_tokens(self) -> int:
+        """Tokens a chunk may hold so the model never truncates it: room for [CLS]/[SEP] and prompt."""
+        return max(16, self.max_seq_length - 2 - self.count_tokens(self._document_prompt))
+
+    def count_tokens(self, text: str) -> int:
+        if not text:
+            return 0
+        return len(self._model.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def embed_query(self, text: str) -> np.ndarray:
+        """The full-dimension vector of one query; every later dimension change re-scores it."""
+        return self._encode([self._query_prompt + text], self.batch_size)[0]
+
+    def embed_documents(
+        self,
+        texts: Sequence[str],
+        *,
+        on_progress: Callable[[int], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> np.ndarray:
+        """(N, D) float32. Batches hold texts of similar length; a GPU out-of-memory halves the batch.
+
+        `on_progress(n)` is called with the number of texts finished after each batch, and
+        `should_stop()` is checked between batches: it raises `Cancelled`.
+        """
+        out = np.zeros((len(texts), self.full_dim), dtype=np.float32)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
+        batch = self.batch_size
+        start = 0
+        while start < len(order):
+            if should_stop is not None and should_stop():
+                raise Cancelled("indexing cancelled")
+            ids = order[start : start + batch]
+            try:
+                vectors = self._encode([self._document_prompt + texts[i] for i in ids], len(ids))
+            except RuntimeError as exc:
+                if "out of memory" not in str(exc).lower() or batch == 1:
+                    raise
+                self._free_gpu_memory()
+                batch = max(1, batch // 2)
+                continue
+            out[ids] = vectors
+            start += len(ids)
+            if on_progress is not None:
+                on_progress(len(ids))
+        return out
+
+    def _encode(self, texts: list[str], batch_size: int) -> np.ndarray:
+        vectors = self._model.encode(
+            texts, batch_size=batch_size, show_progress_bar=False, convert_to_numpy=True
+        )
+        return np.asarray(vectors, dtype=np.float32)
+
+    def _free_gpu_memory(self) -> None:
+        import torch
+
+        if self.device == "cuda":
+            torch.cuda.empty_cache()

@@ -1,0 +1,96 @@
+"""Shared fixtures: the real bundled model (loaded once per session) and small temp corpora."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLES = REPO / "sample_corpora"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    """No test ever touches the real platform cache."""
+    monkeypatch.setenv("MRL_TUI_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    from mrl_tui.core.embed import Embedder
+
+    return Embedder(device="cpu")
+
+
+class HashEmbedder:
+    """A fast stand-in for unit tests of bookkeeping: deterministic vectors from the text's hash.
+
+    It records every text it embeds, which is what the incremental-indexing tests check.
+    """
+
+    name = "hash-embedder"
+    full_dim = 32
+    max_chunk_tokens = 64
+
+    def __init__(self) -> None:
+        self.embedded: list[str] = []
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def embed_documents(
+        self,
+        texts: list[str],
+        *,
+        on_progress: Callable[[int], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> np.ndarray:
+        out = np.zeros((len(texts), self.full_dim), dtype=np.float32)
+        for i, text in enumerate(texts):
+            if should_stop is not None and should_stop():
+                from mrl_tui.core.errors import Cancelled
+
+                raise Cancelled("stopped")
+            seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
+            out[i] = np.random.default_rng(seed).standard_normal(self.full_dim)
+            self.embedded.append(text)
+            if on_progress is not None:
+                on_progress(1)
+        return out
+
+
+@pytest.fixture
+def hash_embedder() -> HashEmbedder:
+    return HashEmbedder()
+
+
+def write_files(root: Path, files: dict[str, str]) -> Path:
+    for rel, text in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    return root
+
+
+TOPICS = {
+    "cooking/bread.md": "# Sourdough bread\n\nFeed the starter with flour and water twice a day. "
+    "Bake the loaf in a hot Dutch oven at 250 C.\n",
+    "space/mars.md": "# Mars\n\nThe red planet has two small moons, Phobos and Deimos, and the "
+    "tallest volcano in the solar system, Olympus Mons.\n",
+    "bikes/chain.md": "# Bicycle chain care\n\nClean and lube the bike chain every 300 km; "
+    "replace it when a chain checker shows 0.5 % wear.\n",
+    "finance/budget.md": "# Monthly budget\n\nSplit income 50/30/20 between needs, wants and "
+    "savings; automate the transfer to the savings account on payday.\n",
+    "net/dns.md": "# DNS troubleshooting\n\nUse dig to query the resolver; check the TTL and "
+    "whether the A record points at the right IP address.\n",
+}
+
+
+@pytest.fixture
+def topic_folder(tmp_path: Path) -> Path:
+    return write_files(tmp_path / "topics", TOPICS)

@@ -1,0 +1,145 @@
+"""The CLI's contract: JSON shapes, one-line errors with non-zero exits, and real search quality."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import SAMPLES, TOPICS, write_files
+
+from mrl_tui import __version__
+from mrl_tui.cli import main
+
+
+def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    try:
+        code = main(args)
+    except SystemExit as exc:  # argparse's own exits (--help, --version, usage errors)
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_help_and_version(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(["--help"], capsys)
+    assert code == 0 and "search" in out and "index" in out
+    code, out, _ = run(["--version"], capsys)
+    assert code == 0 and __version__ in out
+
+
+def test_console_script_runs_without_a_traceback(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "mrl_tui", "search", str(tmp_path / "nope"), "x"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.strip().count("\n") == 0 and "no such folder" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("extra", "code", "needle"),
+    [
+        (["--dim", "0"], 2, "below 1"),
+        (["--dim", "abc"], 2, "not a whole number"),
+        (["--k", "0"], 2, "below 1"),
+        (["--dim", "999"], 1, "between 1 and 384"),
+    ],
+)
+def test_bad_numbers_are_one_line_errors(
+    topic_folder: Path, capsys: pytest.CaptureFixture[str], extra: list[str], code: int, needle: str
+) -> None:
+    got, out, err = run(["search", str(topic_folder), "bread", *extra], capsys)
+    assert got == code and out == ""
+    assert needle in err and len(err.strip().splitlines()) == 1
+
+
+def test_path_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "missing"
+    code, _, err = run(["search", str(missing), "q"], capsys)
+    assert code == 1 and "no such folder" in err
+    a_file = write_files(tmp_path, {"one.md": "hi"}) / "one.md"
+    code, _, err = run(["index", str(a_file)], capsys)
+    assert code == 1 and "is a file" in err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, _, err = run(["search", str(empty), "q"], capsys)
+    assert code == 1 and "nothing indexable" in err and len(err.strip().splitlines()) == 1
+
+
+def test_unknown_model_offline_is_one_line(
+    topic_folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(
+        ["search", str(topic_folder), "q", "--model", "no-such-org/no-such-model"], capsys
+    )
+    assert code == 1 and "cannot load model" in err and len(err.strip().splitlines()) == 1
+
+
+def test_search_json_contract(topic_folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(
+        ["search", str(topic_folder), "red planet moons", "--dim", "64", "--k", "3", "--json"],
+        capsys,
+    )
+    assert code == 0
+    data = json.loads(out)
+    assert set(data) >= {"query", "dim", "full_dim", "model", "transform", "results", "timings_ms"}
+    assert data["dim"] == 64 and data["full_dim"] == 384 and data["transform"] == "PCA"
+    assert data["model"].endswith("all-MiniLM-L6-v2")
+    assert len(data["results"]) == 3
+    first = data["results"][0]
+    assert set(first) >= {"rank", "path", "start_line", "end_line", "score", "text"}
+    assert first["rank"] == 1 and first["path"] == "space/mars.md"
+    assert [r["rank"] for r in data["results"]] == [1, 2, 3]
+    scores = [r["score"] for r in data["results"]]
+    assert scores == sorted(scores, reverse=True)
+    assert set(data["timings_ms"]) == {"embed", "search"}
+    lines = (topic_folder / first["path"]).read_text().splitlines()
+    shown = "\n".join(lines[first["start_line"] - 1 : first["end_line"]])
+    assert first["text"].split()[0] in shown
+
+
+def test_index_then_info(topic_folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(["index", str(topic_folder), "--json"], capsys)
+    assert code == 0
+    summary = json.loads(out)
+    assert summary["files"] == len(TOPICS) and summary["chunks"] >= len(TOPICS)
+    code, out, _ = run(["index", str(topic_folder), "--json"], capsys)
+    assert json.loads(out)["chunks_embedded"] == 0  # nothing changed, nothing embedded
+    code, out, _ = run(["info", str(topic_folder), "--json"], capsys)
+    info = json.loads(out)
+    assert info["chunks"] == summary["chunks"] and info["full_dim"] == 384
+    assert info["transform"] == "PCA" and info["device"] == "cpu"
+    by_dim = {row["dim"]: row for row in info["sizes"]}
+    assert by_dim[384]["index_bytes"] == summary["chunks"] * 384 * 4
+    assert by_dim[64]["bytes_per_vector"] == 256
+
+
+def _queries(corpus: Path) -> list[tuple[str, str]]:
+    with open(corpus / "queries.tsv", newline="", encoding="utf-8") as fh:
+        rows = list(csv.reader(fh, delimiter="\t"))
+    return [(q, rel) for q, rel in rows[1:]]
+
+
+def test_bundled_model_finds_the_expected_notes(capsys: pytest.CaptureFixture[str]) -> None:
+    """End to end on the notes sample corpus: the expected file is in the top 5 for most queries."""
+    from mrl_tui.core.library import Library
+
+    corpus = SAMPLES / "notes"
+    library = Library.open(corpus, device="cpu")
+    report = library.update()
+    assert report.chunks_total > 100 and not report.cancelled
+    found = 0
+    queries = _queries(corpus)
+    for text, relevant in queries:
+        query = library.query(text)
+        top = {hit.chunk.path for hit in library.search(query, 384, 5).hits}
+        found += relevant in top
+    assert found / len(queries) >= 0.85
+    library.close()
