@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 from mrl_tui import __version__
 from mrl_tui.core.errors import MrlError
 
-COMMANDS = ("index", "search", "info", "open")
+COMMANDS = ("index", "search", "info", "open", "bench")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = _Parser(
         prog="mrl-tui",
-        description="Search a folder at any Matryoshka prefix dimension, and see what each dimension trades.",
+        description="Search a folder at any Matryoshka prefix dimension; see what each one trades.",
         epilog="mrl-tui PATH opens the terminal app on PATH.",
     )
     parser.add_argument("--version", action="version", version=f"mrl-tui {__version__}")
@@ -87,6 +87,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_info.add_argument("path", type=Path)
     p_info.add_argument("--json", action="store_true")
+
+    p_bench = sub.add_parser(
+        "bench",
+        parents=[common],
+        help="nDCG@10, recall@100 and cost per dimension, on a BEIR set or a queries.tsv",
+    )
+    p_bench.add_argument("path", type=Path, nargs="?", help="a folder holding queries.tsv")
+    p_bench.add_argument(
+        "--beir",
+        type=Path,
+        metavar="DIR",
+        help="a BEIR folder (corpus.jsonl, queries.jsonl, qrels/)",
+    )
+    p_bench.add_argument("--dims", help="prefix dims to measure, e.g. 32,64,128 (default 32..256)")
+    p_bench.add_argument("--k", type=_positive_int, default=10, help="nDCG cutoff (default 10)")
+    p_bench.add_argument("--json", action="store_true", help="print one JSON object")
+    p_bench.add_argument("--plot", type=Path, metavar="FILE", help="also write an SVG plot")
     return parser
 
 
@@ -112,6 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     from mrl_tui.core.library import check_folder
 
+    if args.command == "bench":
+        return _cmd_bench(args)
     check_folder(args.path)  # before loading any model: a typo should fail in milliseconds
     if args.command == "open":
         from mrl_tui.ui.app import run_app
@@ -287,17 +306,17 @@ def _cmd_search(library: Any, args: argparse.Namespace) -> int:
     from rich.table import Table
 
     table = Table(
-        title=f"{args.query!r} at {dim}/{library.full_dim} dims ({library.transform_name})"
+        title=f"{args.query!r} at {dim}/{library.full_dim} dims ({library.transform_name})",
+        expand=True,
     )
-    table.add_column("#", justify="right")
-    table.add_column("score", justify="right")
-    table.add_column("where")
-    table.add_column("text", overflow="ellipsis", no_wrap=True, max_width=70)
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("score", justify="right", no_wrap=True)
+    table.add_column("where", no_wrap=True)
+    table.add_column("text", overflow="ellipsis", no_wrap=True, ratio=1)
     for h in result.hits:
         snippet = " ".join(h.chunk.text.split())
-        table.add_row(
-            str(h.rank), f"{h.score:.3f}", f"{h.chunk.path}:{h.chunk.start_line}", snippet
-        )
+        where = f"{h.chunk.path}:{h.chunk.start_line}"
+        table.add_row(str(h.rank), f"{h.score:.3f}", where, snippet)
     console = Console()
     console.print(table)
     console.print(f"[dim]embed {query.embed_ms:.1f} ms, search {result.search_ms:.2f} ms[/dim]")
@@ -360,3 +379,123 @@ def _human(n: int) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     return f"{n} B"
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from mrl_tui.core import bench
+    from mrl_tui.core.beir import load_beir, read_folder_queries
+    from mrl_tui.core.errors import InputError
+    from mrl_tui.core.library import check_folder
+
+    if (args.path is None) == (args.beir is None):
+        raise InputError("bench needs either a folder holding queries.tsv or --beir DIR")
+    dims = bench.parse_dims(args.dims) if args.dims else None
+    if args.plot and args.plot.suffix.lower() != ".svg":
+        raise InputError(f"--plot {args.plot}: the plot is written as SVG; name it *.svg")
+    # Check the inputs before loading any model: a typo should fail in milliseconds.
+    if args.beir is not None:
+        data = load_beir(args.beir)
+        from mrl_tui.core.embed import Embedder
+
+        with _status(f"loading {args.model or 'the bundled model'}"):
+            embedder = Embedder(
+                args.model, device=args.device, trust_remote_code=args.trust_remote_code
+            )
+        dims = bench.check_dims(dims or bench.DEFAULT_DIMS, embedder.full_dim, given=bool(dims))
+        with _bench_progress() as progress:
+            eval_set = bench.beir_eval_set(args.beir, data, embedder, progress)
+        report = bench.run_bench(eval_set, dims, args.k)
+    else:
+        read_folder_queries(check_folder(args.path))
+        library = _open_library(args)
+        try:
+            dims = bench.check_dims(dims or bench.DEFAULT_DIMS, library.full_dim, given=bool(dims))
+            _ensure_indexed(library)
+            with _bench_progress() as progress:
+                eval_set = bench.folder_eval_set(library, progress)
+            report = bench.run_bench(eval_set, dims, args.k)
+        finally:
+            library.close()
+    if args.plot:
+        args.plot.write_text(bench.plot_svg(report), encoding="utf-8")
+    if args.json:
+        print(bench.to_json(report))
+    else:
+        _print_bench(report)
+    return 0
+
+
+def _bench_progress() -> Any:
+    """A context manager yielding progress(what, done, total): one rich bar per stage, on stderr."""
+    import contextlib
+
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    @contextlib.contextmanager
+    def bars() -> Any:
+        columns = (
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+        )
+        with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+            tasks: dict[str, Any] = {}
+
+            def show(what: str, done: int, total: int) -> None:
+                if what not in tasks:
+                    tasks[what] = bar.add_task(what, total=total)
+                bar.update(tasks[what], completed=done, total=total)
+
+            yield show
+
+    return bars()
+
+
+def _print_bench(report: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    k, full_dim = report["k"], report["full_dim"]
+    ndcg_key = f"ndcg{k}"
+    full = report["full"][ndcg_key]
+    table = Table(
+        title=f"{report['dataset']}: {report['docs']} docs, {report['queries']} judged queries, "
+        f"{report['model']} ({report['transform']})",
+        caption="routed: not built yet (a later slice); scan = values read ÷ a full exact scan",
+    )
+    for name in ("search", f"nDCG@{k}", "of full", "R@100", "scan", "bytes/vec", "ms"):
+        table.add_column(name, justify="left" if name == "search" else "right", no_wrap=True)
+
+    def share(value: float) -> str:
+        return f"{100 * value / full:.1f} %" if full else "-"
+
+    for row in report["fixed"]:
+        table.add_row(
+            "full" if row["dim"] == full_dim else f"{row['dim']}d exact",
+            f"{row[ndcg_key]:.4f}",
+            share(row[ndcg_key]),
+            f"{row['recall100']:.4f}",
+            f"{100 * row['dim'] / full_dim:.1f} %",
+            str(row["bytes_per_vector"]),
+            f"{row['search_ms']:.2f}",
+        )
+    table.add_section()
+    for row in report["funnel"]:
+        table.add_row(
+            row["label"],
+            f"{row[ndcg_key]:.4f}",
+            share(row[ndcg_key]),
+            f"{row['recall100']:.4f}",
+            f"{100 * row['scan_fraction']:.1f} %",
+            "",
+            "",
+        )
+    Console().print(table)

@@ -80,7 +80,7 @@ class EmbedderInfo:
 
 
 class Embedder:
-    """Turns text into full-dimension float32 vectors, documents in batches, queries one at a time."""
+    """Turns text into full-dimension float32 vectors: documents in batches, queries one by one."""
 
     def __init__(
         self,
@@ -136,7 +136,7 @@ class Embedder:
         return model
 
     def _prompt(self, kind: str, registry_prompt: str | None) -> str:
-        """The model's own saved prompt wins; the registry fills in for models that don't save one."""
+        """The model's own saved prompt wins; the registry fills in where the model saved none."""
         saved = self._model.prompts or {}
         names = ("query",) if kind == "query" else ("document", "passage", "corpus")
         for name in names:
@@ -153,7 +153,7 @@ class Embedder:
 
     @property
     def max_chunk_tokens(self) -> int:
-        """Tokens a chunk may hold so the model never truncates it: room for [CLS]/[SEP] and prompt."""
+        """Tokens a chunk may hold so the model never truncates it ([CLS], [SEP], prompt aside)."""
         return max(16, self.max_seq_length - 2 - self.count_tokens(self._document_prompt))
 
     def count_tokens(self, text: str) -> int:
@@ -172,7 +172,7 @@ class Embedder:
         on_progress: Callable[[int], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> np.ndarray:
-        """(N, D) float32. Batches hold texts of similar length; a GPU out-of-memory halves the batch.
+        """(N, D) float32. Batches hold texts of similar length; GPU out-of-memory halves the batch.
 
         `on_progress(n)` is called with the number of texts finished after each batch, and
         `should_stop()` is checked between batches: it raises `Cancelled`.

@@ -10,7 +10,7 @@ import hashlib
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -23,7 +23,7 @@ from mrl_tui.core.store import FileRecord, IndexStore
 from mrl_tui.core.walk import DEFAULT_MAX_FILE_BYTES, Skipped, walk_folder
 
 COMMIT_EVERY_CHUNKS = 256
-"""Chunks embedded between commits: small enough that a cancel loses little, large enough to batch."""
+"""Chunks embedded between commits: a cancel loses little, and batches stay full."""
 
 
 class DocumentEmbedder(Protocol):
@@ -95,7 +95,7 @@ def update_index(
             setattr(progress, key, value)
         progress.elapsed_s = time.perf_counter() - started
         if on_progress is not None:
-            on_progress(progress)
+            on_progress(replace(progress))  # a copy: the receiver may be another thread
 
     def stop_requested() -> bool:
         return should_stop is not None and should_stop()
@@ -179,9 +179,10 @@ def update_index(
     return _finish(report, store, started, cancelled=False)
 
 
-def _finish(report: IndexReport, store: IndexStore, started: float, *, cancelled: bool) -> IndexReport:
+def _finish(
+    report: IndexReport, store: IndexStore, started: float, *, cancelled: bool
+) -> IndexReport:
     report.cancelled = cancelled
     report.chunks_total = store.chunk_count()
     report.seconds = time.perf_counter() - started
     return report
-

@@ -153,7 +153,7 @@ class Library:
         self._loaded_generation = generation
 
     def _load_transform(self, vectors: np.ndarray, generation: int) -> Transform:
-        """Native MRL models are searched as they are; others get a PCA rotation fit on the corpus."""
+        """Native MRL models are searched as they are; others get a PCA rotation of the corpus."""
         if self.embedder.spec.native_mrl or len(vectors) < 2:
             return IDENTITY
         path = self.store.derived_path("transform", generation, ".npz")
@@ -184,7 +184,9 @@ class Library:
 
     def check_dim(self, dim: int) -> int:
         if not 1 <= dim <= self.full_dim:
-            raise InputError(f"--dim must be between 1 and {self.full_dim} for {self.embedder.name}")
+            raise InputError(
+                f"--dim must be between 1 and {self.full_dim} for {self.embedder.name}"
+            )
         return dim
 
     def search(self, query: Query, dim: int, k: int = 10) -> SearchResult:
@@ -201,7 +203,7 @@ class Library:
         hits = [
             Hit(rank, int(cid), float(score), chunk)
             for rank, (cid, score, chunk) in enumerate(
-                zip(chunk_ids, found.scores, chunks), start=1
+                zip(chunk_ids, found.scores, chunks, strict=True), start=1
             )
         ]
         return SearchResult(query, dim, hits, elapsed)

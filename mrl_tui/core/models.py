@@ -72,7 +72,7 @@ KNOWN_MODELS: tuple[ModelSpec, ...] = (
 
 
 def find_spec(name: str) -> ModelSpec | None:
-    """The registry entry for a model name, alias or local folder named like one; None if unknown."""
+    """The registry entry for a model name, alias or a folder named like one; None if unknown."""
     wanted = name.strip().rstrip("/").lower()
     tail = Path(wanted).name
     for spec in KNOWN_MODELS:

@@ -1,4 +1,4 @@
-"""The on-disk cache of one indexed folder, in the platform cache directory (never the user's folder).
+"""The on-disk cache of one indexed folder, in the platform cache dir (never the user's folder).
 
 Layout of one index directory:
 - `index.db`: SQLite. `meta` (schema version, settings, generation), `files` (fingerprints) and
@@ -105,7 +105,7 @@ class IndexStore:
     def open_or_rebuild(
         cls, directory: Path, settings: dict[str, object], dim: int
     ) -> tuple[IndexStore, str | None]:
-        """Open the cache; an unreadable or incompatible one is removed and rebuilt (with a message).
+        """Open the cache; an unreadable or incompatible one is removed and rebuilt, with a message.
 
         Only `directory` itself is removed, and it is always a folder inside our cache root.
         """
@@ -177,7 +177,7 @@ class IndexStore:
         return None if row is None else str(row[0])
 
     def load_vectors(self) -> tuple[np.ndarray, np.ndarray]:
-        """(ids int64 (N,), vectors float32 (N, D)) ordered by id, from the snapshot when current."""
+        """(ids int64 (N,), vectors float32 (N, D)) by id; from the snapshot when it is current."""
         generation = self.generation
         ids_path = self.derived_path("ids", generation, ".npy")
         vec_path = self.derived_path("vectors", generation, ".npy")
@@ -241,7 +241,7 @@ class IndexStore:
                     "VALUES (?, ?, ?, ?, ?, ?)",
                     [
                         (c.path, c.start_line, c.end_line, c.heading, c.text, self._blob(v))
-                        for c, v in zip(chunks, vectors)
+                        for c, v in zip(chunks, vectors, strict=True)
                     ],
                 )
             self._db.execute(

@@ -1,0 +1,228 @@
+"""The mrl-tui app: opens the library in a worker while the first frame is already on screen.
+
+Nothing heavy is imported at module level; `mrl_tui.core.library` (and with it numpy, torch and
+sentence-transformers) is imported inside the worker thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import threading
+from collections.abc import Callable, Iterable
+from pathlib import Path, PurePath
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from textual import work
+from textual.app import App, SystemCommand
+from textual.binding import Binding, BindingType
+from textual.screen import Screen
+
+from mrl_tui.core.errors import MrlError
+from mrl_tui.ui.screens.search import SearchScreen
+
+if TYPE_CHECKING:
+    from mrl_tui.core.indexer import IndexProgress, IndexReport
+    from mrl_tui.core.library import Library
+
+HERE = Path(__file__).parent
+
+
+def human_size(n: float) -> str:
+    for unit in ("B", "KB", "MB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
+class MrlApp(App[int]):
+    TITLE = "mrl-tui"
+    CSS_PATH: ClassVar[list[str | PurePath]] = [
+        HERE / "app.tcss",
+        HERE / "screens" / "search.tcss",
+        HERE / "screens" / "modals.tcss",
+        HERE / "widgets" / "ranking.tcss",
+        HERE / "widgets" / "preview.tcss",
+        HERE / "widgets" / "panels.tcss",
+        HERE / "widgets" / "indexing.tcss",
+    ]
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("f1", "help", "help"),
+        Binding("question_mark", "help", "help", show=False),
+        Binding("ctrl+r", "reindex", "reindex", show=False),
+    ]
+
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        model: str | None = None,
+        device: str = "auto",
+        cache_root: Path | None = None,
+        trust_remote_code: bool = False,
+        library: Library | None = None,
+        autostart: bool = True,
+        frozen_timings: bool = False,
+    ) -> None:
+        """`library`: an already open one (tests, embedding); `autostart=False` leaves the app
+        idle (screenshots of a given state); `frozen_timings` hides milliseconds (screenshots)."""
+        super().__init__()
+        self.path = Path(path)
+        self.model = model
+        self.device = device
+        self.cache_root = cache_root
+        self.trust_remote_code = trust_remote_code
+        self.library = library
+        self.autostart = autostart
+        self.frozen_timings = frozen_timings
+        self.skipped: list[tuple[str, str]] | None = None
+        self.report: IndexReport | None = None
+        self.failed = False
+        self._stop = threading.Event()
+        self.title = f"mrl-tui · {self.path.name or self.path}"
+
+    def get_default_screen(self) -> Screen[Any]:
+        return SearchScreen(frozen_timings=self.frozen_timings)
+
+    @property
+    def search_screen(self) -> SearchScreen:
+        screen = self.screen_stack[0]  # the default screen, under any modal
+        assert isinstance(screen, SearchScreen)
+        return screen
+
+    def on_mount(self) -> None:
+        self.sub_title = f"loading {self.model or 'the bundled model'}…"
+        if self.autostart:
+            self.call_after_refresh(self.start_indexing)  # once the screen is composed
+
+    # -- the library lifecycle (one worker at a time) ------------------------------------------
+
+    def start_indexing(self) -> None:
+        self._stop.clear()
+        self.search_screen.indexing_started()
+        self._open_and_index()
+
+    @work(thread=True, exclusive=True, group="library")
+    def _open_and_index(self) -> None:
+        screen = self.search_screen
+        tell = self._call
+
+        try:
+            from mrl_tui.core.library import Library
+
+            library = self.library
+            if library is None:
+                tell(screen.indexing_panel.set_status, "loading the model…")
+                library = Library.open(
+                    self.path,
+                    model=self.model,
+                    device=self.device,
+                    trust_remote_code=self.trust_remote_code,
+                    cache_root=self.cache_root,
+                )
+                self.library = library
+            tell(self._describe, library)
+            tell(screen.indexing_panel.set_status, "looking for changed files…")
+
+            def progress(p: IndexProgress) -> None:
+                tell(screen.indexing_panel.show_progress, dataclasses.replace(p))
+
+            report = library.update(on_progress=progress, should_stop=self._stop.is_set)
+            tell(screen.indexing_panel.set_status, "loading the index…")
+            if report.chunks_total:
+                library.load()
+        except MrlError as exc:
+            tell(self._failed, str(exc))
+            return
+        except Exception as exc:  # the user gets one readable line, never a traceback
+            tell(self._failed, f"unexpected error: {type(exc).__name__}: {exc}")
+            return
+        tell(self._indexed, library, report)
+
+    def _call(self, callback: Callable[..., Any], *args: Any) -> None:
+        """Run `callback` on the UI thread; quietly skip it if the app is already gone."""
+        with contextlib.suppress(RuntimeError):
+            self.call_from_thread(callback, *args)
+
+    def _describe(self, library: Library) -> None:
+        info = library.embedder.info
+        self.sub_title = f"{info.model} · {info.device} · {library.transform_name}"
+
+    def _failed(self, message: str) -> None:
+        self.failed = True
+        self.sub_title = "error"
+        self.search_screen.library_failed(message)
+
+    async def _indexed(self, library: Library, report: IndexReport) -> None:
+        self.report = report
+        self.skipped = [(s.path, s.reason) for s in report.skipped]
+        self._describe(library)
+        if report.chunks_total == 0:
+            self.search_screen.library_failed(
+                "Nothing is indexed yet (cancelled, or no readable files). Ctrl+R indexes again; "
+                "s lists skipped files."
+            )
+            return
+        full_bytes = report.chunks_total * library.full_dim * 4
+        self.sub_title += f" · {report.chunks_total} chunks, {human_size(full_bytes)} at full dim"
+        note = ""
+        if report.cancelled:
+            note = "Indexing stopped: searching what was indexed so far. Ctrl+R resumes."
+        await self.search_screen.library_ready(library, note)
+
+    def on_search_screen_cancel_indexing(self, _: SearchScreen.CancelIndexing) -> None:
+        self._stop.set()
+        self.search_screen.indexing_panel.set_status("stopping after the current batch…")
+
+    def action_reindex(self) -> None:
+        if self.search_screen.indexing:
+            self.notify("Already indexing.")
+            return
+        self.start_indexing()
+
+    # -- help and the command palette ----------------------------------------------------------
+
+    def action_help(self) -> None:
+        from mrl_tui.ui.screens.help import HelpScreen
+
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())
+
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        search = self.search_screen
+        yield SystemCommand("Reindex", "Index what changed in the folder", self.action_reindex)
+        yield SystemCommand(
+            "Switch reference",
+            "Compare against the next power-of-two dimension",
+            search.action_cycle_reference,
+        )
+        yield SystemCommand(
+            "Toggle panels", "Show or hide router, latency and storage", search.action_toggle_panels
+        )
+        yield SystemCommand(
+            "Skipped files", "List files left out and why", search.action_show_skipped
+        )
+        yield SystemCommand("Help", "Show all keys", self.action_help)
+
+    def on_unmount(self) -> None:
+        self._stop.set()  # an indexing thread still running stops at its next batch
+
+
+def run_app(
+    path: Path,
+    *,
+    model: str | None,
+    device: str,
+    cache_root: Path | None,
+    trust_remote_code: bool,
+) -> int:
+    """Run the app until the user quits; 1 if the library could not be opened, else 0."""
+    app = MrlApp(
+        path, model=model, device=device, cache_root=cache_root, trust_remote_code=trust_remote_code
+    )
+    app.run()
+    if app.library is not None:
+        app.library.close()
+    return 1 if app.failed else 0

@@ -1,0 +1,389 @@
+"""The main screen: query, dimension slider, the two rankings side by side, preview and panels.
+
+The app hands this screen a library once it is ready (`library_ready`); until then the user can
+type, and the query waits. Slow work runs in thread workers; each result carries a sequence
+number and is dropped if a newer request was made meanwhile.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Input, Static
+from textual_slider import Slider
+
+from mrl_tui.core.compare import (
+    dropped,
+    ids_of,
+    kendall_tau,
+    movements,
+    overlap_at_k,
+    power_of_two_dims,
+    rank_trail,
+)
+from mrl_tui.ui.editor import editor_command, user_editor
+from mrl_tui.ui.session import TOP_K, TRAIL_K, Comparison, QueryState, compare_at, embed_and_rank
+from mrl_tui.ui.widgets.dim_slider import DimSlider
+from mrl_tui.ui.widgets.indexing import IndexingPanel
+from mrl_tui.ui.widgets.panels import (
+    Latency,
+    LatencyPanel,
+    RouterPanel,
+    Storage,
+    StoragePanel,
+)
+from mrl_tui.ui.widgets.preview import Preview
+from mrl_tui.ui.widgets.ranking import RankingPane
+
+if TYPE_CHECKING:
+    from mrl_tui.core.library import Hit, Library
+
+DEFAULT_DIM = 64
+
+
+class SearchScreen(Screen[None]):
+    VERTICAL_BREAKPOINTS: ClassVar[list[tuple[int, str]] | None] = [(0, "-short"), (30, "-tall")]
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "cancel_indexing", "stop indexing"),
+        Binding("slash", "focus_query", "query", show=False),
+        Binding("r", "cycle_reference", "reference"),
+        Binding("o", "open_in_editor", "open"),
+        Binding("c", "copy_location", "copy"),
+        Binding("a", "toggle_router", "auto/manual", show=False),
+        Binding("p", "toggle_panels", "panels"),
+        Binding("s", "show_skipped", "skipped", show=False),
+    ]
+
+    class CancelIndexing(Message):
+        """Escape while indexing: the app owns the indexing worker."""
+
+    def __init__(self, *, frozen_timings: bool = False) -> None:
+        super().__init__()
+        self.frozen_timings = frozen_timings
+        self.library: Library | None = None
+        self.pending_query: str | None = None
+        self.state: QueryState | None = None
+        self.comparison: Comparison | None = None
+        self.dim = DEFAULT_DIM
+        self.ref_dim: int | None = None  # None until the model's full dim is known
+        self.auto_router = False
+        self.indexing = True
+        self._query_seq = 0
+        self._view_seq = 0
+        self._selected: int | None = None  # chunk id
+        self._message_is_error = False
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Footer hints follow the state: Esc only while indexing; hit keys dim without hits."""
+        if action == "cancel_indexing":
+            return self.indexing
+        if action in ("open_in_editor", "copy_location", "cycle_reference"):
+            return True if self.comparison is not None else None
+        return True
+
+    # -- layout --------------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Vertical(id="main"):
+            yield Input(placeholder="search your folder… (Enter)", id="query")
+            with Horizontal(id="dim-row"):
+                yield Static("dim: waiting for the model", id="dim-label")
+                yield Static("", id="ref-label")
+            yield IndexingPanel(id="indexing")
+            yield Static("", id="message")
+            with Horizontal(id="compare"):
+                yield RankingPane("at dim", id="left")
+                yield RankingPane("reference", id="right")
+            yield Static("", id="agreement")
+            with Horizontal(id="detail"):
+                yield Preview(id="preview")
+                with VerticalScroll(id="side"):
+                    yield RouterPanel(id="router")
+                    yield LatencyPanel(frozen=self.frozen_timings, id="latency")
+                    yield StoragePanel(id="storage")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#query", Input).focus()
+        self.query_one("#message", Static).display = False
+        self.query_one(RouterPanel).show_manual(self.dim, auto_requested=False)
+        self._show_results_area(False)
+
+    def _show_results_area(self, show: bool) -> None:
+        for selector in ("#compare", "#agreement", "#detail"):
+            self.query_one(selector).display = show
+        self.query_one("#indexing").display = not show and self.indexing
+        self.refresh_bindings()
+
+    # -- called by the app (attributes down) ---------------------------------------------------
+
+    @property
+    def indexing_panel(self) -> IndexingPanel:
+        return self.query_one(IndexingPanel)
+
+    def show_message(self, text: str, *, error: bool = False) -> None:
+        message = self.query_one("#message", Static)
+        message.update(Text(text, style="bold red" if error else ""))
+        message.display = bool(text)
+        self._message_is_error = error
+
+    def library_failed(self, text: str) -> None:
+        self.indexing = False
+        self.library = None
+        self._show_results_area(False)
+        self.show_message(text, error=True)
+
+    def indexing_started(self) -> None:
+        self.indexing = True
+        self.library = None
+        self._show_results_area(False)
+        self.show_message("")
+
+    async def library_ready(self, library: Library, note: str = "") -> None:
+        """The index is loaded: set up the slider, then run whatever query is waiting."""
+        self.library = library
+        self.indexing = False
+        full = library.full_dim
+        self.dim = min(self.dim, full)
+        if self.ref_dim is None or self.ref_dim > full:
+            self.ref_dim = full
+        if not self.query(DimSlider):
+            await self.query_one("#dim-row").mount(
+                DimSlider(full, self.dim, id="dim"), after="#dim-label"
+            )
+        self._update_dim_labels()
+        self._update_storage()
+        self.show_message(note)
+        self._show_results_area(True)
+        waiting = self.pending_query or (self.state.query.text if self.state else None)
+        self.pending_query = None
+        if waiting:
+            self.run_query(waiting)
+
+    # -- queries -------------------------------------------------------------------------------
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        text = event.value.strip()
+        if not text:
+            self.notify("Type something to search for.", severity="warning")
+            return
+        if self.library is None:
+            self.pending_query = text
+            self.notify("The index is not ready yet; the search runs as soon as it is.")
+            return
+        self.run_query(text)
+        if self.query(DimSlider):
+            self.query_one(DimSlider).focus()
+
+    def run_query(self, text: str) -> None:
+        self._query_seq += 1
+        self._embed(text, self._query_seq)
+
+    @work(thread=True, exclusive=True, group="embed")
+    def _embed(self, text: str, seq: int) -> None:
+        library = self.library
+        if library is None:
+            return
+        try:
+            state = embed_and_rank(library, text)
+        except Exception as exc:  # shown as one line, never a traceback
+            self.app.call_from_thread(self.show_message, f"search failed: {exc}", error=True)
+            return
+        self.app.call_from_thread(self._query_done, seq, state)
+
+    def _query_done(self, seq: int, state: QueryState) -> None:
+        if seq != self._query_seq:
+            return  # a newer query was submitted meanwhile
+        self.state = state
+        if self._message_is_error:
+            self.show_message("")  # an earlier search error; a note about indexing stays
+        self._update_storage()
+        self.refresh_comparison()
+
+    def refresh_comparison(self) -> None:
+        """Re-score the stored query at the current dims (after a slider or reference change)."""
+        if self.state is None or self.library is None or self.ref_dim is None:
+            return
+        self._view_seq += 1
+        self._rescore(self.state, self.dim, self.ref_dim, self._view_seq)
+
+    @work(thread=True, exclusive=True, group="rescore")
+    def _rescore(self, state: QueryState, dim: int, ref_dim: int, seq: int) -> None:
+        library = self.library
+        if library is None:
+            return
+        try:
+            comparison = compare_at(library, state, dim, ref_dim)
+        except Exception as exc:
+            self.app.call_from_thread(self.show_message, f"search failed: {exc}", error=True)
+            return
+        self.app.call_from_thread(self._show_comparison, seq, state, comparison)
+
+    def _show_comparison(self, seq: int, state: QueryState, comparison: Comparison) -> None:
+        if seq != self._view_seq or state is not self.state:
+            return  # stale: the slider moved on, or another query replaced this one
+        if self.comparison is None:
+            self.refresh_bindings()
+        self.comparison = comparison
+        left_ids, right_ids = ids_of(comparison.left), ids_of(comparison.right)
+        by_id = {hit.id: hit for hit in comparison.right}
+        self.query_one("#left", RankingPane).show(
+            f"at dim {comparison.dim}",
+            comparison.left,
+            movements(left_ids, right_ids),
+            [by_id[i] for i in dropped(left_ids, right_ids)],
+            absent="NEW",
+            lost_label=f"dropped at {comparison.dim}",
+        )
+        by_id = {hit.id: hit for hit in comparison.left}
+        self.query_one("#right", RankingPane).show(
+            f"reference: dim {comparison.ref_dim}",
+            comparison.right,
+            movements(right_ids, left_ids),
+            [by_id[i] for i in dropped(right_ids, left_ids)],
+            absent="out",
+            lost_label=f"new at {comparison.dim}",
+        )
+        overlap = overlap_at_k(left_ids, right_ids, TOP_K)
+        tau = kendall_tau(left_ids, right_ids)
+        tau_text = "n/a" if tau is None else f"{tau:+.2f}"
+        self.query_one("#agreement", Static).update(
+            Text.assemble(
+                (f"dim {comparison.dim} vs {comparison.ref_dim}:  ", "bold"),
+                f"overlap@{TOP_K} {overlap:.2f}   Kendall τ {tau_text} (shared hits)",
+            )
+        )
+        assert self.library is not None
+        self.query_one(LatencyPanel).show(
+            Latency(
+                state.query.embed_ms,
+                comparison.dim,
+                comparison.left_ms,
+                self.library.full_dim,
+                state.full_ms,
+            )
+        )
+        self._show_selected()
+
+    # -- selection and preview -----------------------------------------------------------------
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.row_key.value is not None:
+            self._selected = int(event.row_key.value)
+            self._show_selected()
+
+    def selected_hit(self) -> Hit | None:
+        if self.comparison is None:
+            return None
+        hits = {hit.id: hit for hit in self.comparison.right}
+        hits.update({hit.id: hit for hit in self.comparison.left})
+        if self._selected in hits:
+            return hits[self._selected]
+        return self.comparison.left[0] if self.comparison.left else None
+
+    def _show_selected(self) -> None:
+        hit = self.selected_hit()
+        trail = None
+        if hit is not None and self.state is not None:
+            trail = rank_trail(self.state.rankings, hit.id)
+        query = self.state.query.text if self.state else ""
+        self.query_one(Preview).show_hit(hit, query, trail, TRAIL_K)
+
+    # -- slider and reference ------------------------------------------------------------------
+
+    def on_slider_changed(self, event: Slider.Changed) -> None:
+        self.dim = event.value
+        self._update_dim_labels()
+        self._update_storage()
+        self.refresh_comparison()
+
+    def _update_dim_labels(self) -> None:
+        if self.library is None:
+            return
+        full = self.library.full_dim
+        self.query_one("#dim-label", Static).update(Text(f"dim {self.dim:>4} / {full}"))
+        self.query_one("#ref-label", Static).update(f"reference {self.ref_dim}  (r)")
+        self.query_one(RouterPanel).show_manual(self.dim, auto_requested=self.auto_router)
+
+    def _update_storage(self) -> None:
+        if self.library is None:
+            return
+        agreement = self.state.agreement(self.library.full_dim) if self.state else {}
+        self.query_one(StoragePanel).show(
+            Storage(self.dim, self.library.full_dim, self.library.chunk_count, agreement, TOP_K)
+        )
+
+    def action_cycle_reference(self) -> None:
+        """Full → 8 → 16 → … → full: the next power of two above the current reference."""
+        if self.library is None or self.ref_dim is None:
+            return
+        stops = power_of_two_dims(self.library.full_dim)
+        bigger = [d for d in stops if d > self.ref_dim]
+        self.ref_dim = bigger[0] if bigger else stops[0]
+        self._update_dim_labels()
+        self.refresh_comparison()
+
+    # -- other actions -------------------------------------------------------------------------
+
+    def action_focus_query(self) -> None:
+        self.query_one("#query", Input).focus()
+
+    def action_cancel_indexing(self) -> None:
+        if self.indexing:
+            self.post_message(self.CancelIndexing())
+
+    def action_toggle_router(self) -> None:
+        self.auto_router = not self.auto_router
+        self.query_one(RouterPanel).show_manual(self.dim, auto_requested=self.auto_router)
+        if self.auto_router:
+            self.notify("Router not available yet: staying on the manual dimension.")
+
+    def action_toggle_panels(self) -> None:
+        side = self.query_one("#side")
+        side.display = not side.display
+
+    def action_show_skipped(self) -> None:
+        from mrl_tui.ui.screens.skipped import SkippedScreen
+
+        self.app.push_screen(SkippedScreen(getattr(self.app, "skipped", None)))
+
+    def action_copy_location(self) -> None:
+        hit = self.selected_hit()
+        if hit is None:
+            self.notify("No hit selected.", severity="warning")
+            return
+        where = f"{hit.chunk.path}:{hit.chunk.start_line}"
+        self.app.copy_to_clipboard(where)
+        self.notify(f"Copied {where}")
+
+    def action_open_in_editor(self) -> None:
+        hit = self.selected_hit()
+        if hit is None or self.library is None:
+            self.notify("No hit selected.", severity="warning")
+            return
+        editor = user_editor()
+        if editor is None:
+            self.notify("Set $EDITOR to open files (e.g. export EDITOR=vim).", severity="warning")
+            return
+        path = Path(self.library.root) / hit.chunk.path
+        argv = editor_command(editor, path, hit.chunk.start_line)
+        from textual.app import SuspendNotSupported
+
+        try:
+            with self.app.suspend():
+                subprocess.run(argv, check=False)
+        except SuspendNotSupported:
+            self.notify("This terminal cannot hand over to an editor.", severity="warning")
+        except OSError as exc:
+            self.notify(f"Could not start {argv[0]}: {exc.strerror or exc}", severity="error")

@@ -1,0 +1,36 @@
+"""The prefix-dimension slider: steps of 8, and shift+arrows jump between powers of two."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from textual.binding import Binding, BindingType
+from textual_slider import Slider
+
+from mrl_tui.core.compare import power_of_two_dims
+
+STEP = 8
+
+
+class DimSlider(Slider):
+    """A `Slider` from 8 to the model's full dimension; posts `Slider.Changed` as it moves."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("left", "slide_left", "-8 dims", show=False),
+        Binding("right", "slide_right", "+8 dims", show=False),
+        Binding("shift+left", "jump(-1)", "previous power of 2", show=False),
+        Binding("shift+right", "jump(1)", "next power of 2", show=False),
+    ]
+
+    def __init__(self, full_dim: int, value: int, *, id: str | None = None) -> None:
+        super().__init__(STEP, full_dim, step=STEP, value=value, id=id)
+        self.stops = power_of_two_dims(full_dim)
+
+    def action_jump(self, direction: int) -> None:
+        """Go to the next power of two (or the full dim) above or below the current value."""
+        if direction > 0:
+            bigger = [d for d in self.stops if d > self.value]
+            self.value = bigger[0] if bigger else self.max
+        else:
+            smaller = [d for d in self.stops if d < self.value]
+            self.value = smaller[-1] if smaller else self.min

@@ -1,0 +1,90 @@
+"""HNSW candidate graph: recall against exact search, persistence, and the funnel's exact limit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mrl_tui.core.errors import CacheError, InputError
+from mrl_tui.core.hnsw import HnswGraph, funnel_search
+from mrl_tui.core.index import NestedIndex
+
+
+def clustered(n: int, dim: int = 48, seed: int = 0) -> np.ndarray:
+    """Clusters whose spread decays over the coordinates, like PCA-rotated embeddings."""
+    rng = np.random.default_rng(seed)
+    scale = 0.93 ** np.arange(dim)
+    centres = np.random.default_rng(99).standard_normal((40, dim)) * scale
+    x = centres[rng.integers(40, size=n)] + 0.4 * rng.standard_normal((n, dim)) * scale
+    return x.astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[np.ndarray, NestedIndex, HnswGraph]:
+    x = clustered(2000)
+    return x, NestedIndex(x), HnswGraph.build(x, 32, M=12, ef_construction=100, threads=2)
+
+
+def test_recall_at_10_against_exact(data: tuple[np.ndarray, NestedIndex, HnswGraph]) -> None:
+    _, index, graph = data
+    queries = clustered(50, seed=1)
+    recalls = []
+    for q in queries:
+        truth = set(index.search(q, 32, 10).ids.tolist())
+        recalls.append(len(truth & set(graph.candidates(q, 10).tolist())) / 10)
+    assert np.mean(recalls) >= 0.9
+
+
+def test_funnel_recall_at_other_dims(data: tuple[np.ndarray, NestedIndex, HnswGraph]) -> None:
+    _, index, graph = data
+    for dim in (16, 48):
+        recalls = []
+        for q in clustered(20, seed=2):
+            truth = set(index.search(q, dim, 10).ids.tolist())
+            got = funnel_search(index, graph, q, dim, 10, candidates=200)
+            recalls.append(len(truth & set(got.ids.tolist())) / 10)
+            np.testing.assert_allclose(got.scores, index.score_ids(q, dim, got.ids), atol=1e-6)
+        assert np.mean(recalls) >= 0.9
+
+
+def test_funnel_is_exact_when_candidates_cover_everything(
+    data: tuple[np.ndarray, NestedIndex, HnswGraph],
+) -> None:
+    _, index, graph = data
+    q = clustered(1, seed=3)[0]
+    for dim in (5, 32, 48):
+        exact = index.search(q, dim, 10)
+        got = funnel_search(index, graph, q, dim, 10, candidates=index.n)
+        np.testing.assert_array_equal(got.ids, exact.ids)
+        np.testing.assert_allclose(got.scores, exact.scores, atol=1e-6)
+
+
+def test_save_load_round_trip(data, tmp_path) -> None:
+    x, _, graph = data
+    path = tmp_path / "graph.hnsw"
+    graph.save(path)
+    assert path.exists() and not (tmp_path / "graph.hnsw.tmp").exists()
+    loaded = HnswGraph.load(path, 32, len(x))
+    assert loaded.dim == 32 and loaded.n == len(x)
+    q = clustered(1, seed=4)[0]
+    np.testing.assert_array_equal(loaded.candidates(q, 10), graph.candidates(q, 10))
+    with pytest.raises(CacheError):
+        HnswGraph.load(path, 32, len(x) + 1)
+    (tmp_path / "junk").write_bytes(b"not a graph")
+    with pytest.raises(CacheError):
+        HnswGraph.load(tmp_path / "junk", 32, len(x))
+
+
+def test_build_reports_progress_and_validates() -> None:
+    x = clustered(25_000 // 10, dim=8)
+    calls: list[tuple[int, int]] = []
+    graph = HnswGraph.build(
+        x, 8, M=8, ef_construction=20, progress=lambda d, t: calls.append((d, t))
+    )
+    assert calls[-1] == (len(x), len(x))
+    assert graph.candidates(x[0], 5).dtype == np.int64
+    assert len(graph.candidates(x[0], 10_000)) == len(x)
+    with pytest.raises(InputError):
+        HnswGraph.build(x, 9)
+    with pytest.raises(InputError):
+        HnswGraph.build(x.astype(np.int32), 4)

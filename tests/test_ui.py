@@ -1,0 +1,249 @@
+"""The app driven through Textual's Pilot, with the real bundled model on a tiny corpus.
+
+The model is loaded once per session (conftest's `embedder`); each test opens a `Library` over it,
+so no test pays for a model load and none touches the user's cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from textual.widgets import Input
+from ui_helpers import QUERY, wait_for, write_corpus
+
+from mrl_tui.core.compare import ids_of, movement_label, movements
+from mrl_tui.core.library import Library
+from mrl_tui.ui.app import MrlApp
+from mrl_tui.ui.screens.help import HelpScreen
+from mrl_tui.ui.screens.search import SearchScreen
+from mrl_tui.ui.screens.skipped import SkippedScreen
+from mrl_tui.ui.session import TOP_K
+from mrl_tui.ui.widgets.dim_slider import DimSlider
+from mrl_tui.ui.widgets.panels import RouterPanel
+from mrl_tui.ui.widgets.ranking import RankingPane
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_corpus(tmp_path_factory.mktemp("ui") / "notes")
+
+
+@pytest.fixture(scope="module")
+def library(corpus: Path, embedder, tmp_path_factory: pytest.TempPathFactory) -> Library:
+    lib = Library(corpus, embedder, cache_root=tmp_path_factory.mktemp("cache"))
+    lib.update()
+    lib.load()
+    return lib
+
+
+def make_app(library: Library) -> MrlApp:
+    return MrlApp(library.root, device="cpu", library=library)
+
+
+async def search(pilot, text: str = QUERY) -> SearchScreen:
+    screen = pilot.app.search_screen
+    await wait_for(pilot, lambda: screen.library is not None)
+    screen.query_one("#query", Input).value = text  # typing itself is covered by the cancel test
+    await pilot.click("#query")
+    await pilot.press("enter")
+    await wait_for(pilot, lambda: screen.comparison is not None)
+    return screen
+
+
+def table_rows(pane: RankingPane) -> tuple[list[int], list[str]]:
+    """(chunk ids, movement labels) as the table shows them."""
+    table = pane.table
+    ids = [int(key.value) for key in table.rows]  # type: ignore[arg-type]
+    labels = [str(table.get_row_at(i)[1]) for i in range(table.row_count)]
+    return ids, labels
+
+
+def test_ui_import_is_light() -> None:
+    code = (
+        "import sys, mrl_tui.ui.app\n"
+        "heavy = [m for m in ('torch', 'sentence_transformers', 'numpy', 'mrl_tui.core.library')"
+        " if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+async def test_query_shows_both_rankings(library: Library) -> None:
+    app = make_app(library)
+    async with app.run_test(size=(100, 32)) as pilot:
+        screen = await search(pilot)
+        state = screen.state
+        assert state is not None
+        left_ids, _ = table_rows(screen.query_one("#left", RankingPane))
+        right_ids, right_labels = table_rows(screen.query_one("#right", RankingPane))
+        assert left_ids == ids_of(library.search(state.query, screen.dim, TOP_K).hits)
+        assert right_ids == ids_of(library.search(state.query, library.full_dim, TOP_K).hits)
+        top = library.store.chunks([right_ids[0]])[0]
+        assert top.path == "sourdough.md"
+        assert len(right_labels) == len(right_ids) > 0
+        assert app.title == "mrl-tui · notes"
+        assert "PCA" in app.sub_title and "cpu" in app.sub_title and "chunks" in app.sub_title
+
+
+async def test_slider_keys_rescore_consistently_with_compare(library: Library) -> None:
+    app = make_app(library)
+    async with app.run_test(size=(100, 32)) as pilot:
+        screen = await search(pilot)
+        slider = screen.query_one(DimSlider)
+        assert screen.focused is slider  # Enter hands the keyboard to the slider
+        embeds = screen.state.query if screen.state else None
+        for keys, expected_dim in ((("left",), 56), (("shift+left",), 32), (("shift+left",), 16)):
+            await pilot.press(*keys)
+            await wait_for(pilot, lambda d=expected_dim: screen.comparison.dim == d)  # type: ignore[union-attr]
+            assert screen.state is not None and screen.state.query is embeds  # never re-embedded
+            left = ids_of(library.search(screen.state.query, expected_dim, TOP_K).hits)
+            right = ids_of(library.search(screen.state.query, library.full_dim, TOP_K).hits)
+            ids, labels = table_rows(screen.query_one("#left", RankingPane))
+            assert ids == left
+            assert labels == [movement_label(m) for m in movements(left, right)]
+        await pilot.press("shift+right", "shift+right")
+        await wait_for(pilot, lambda: screen.comparison.dim == 64)  # type: ignore[union-attr]
+        await pilot.press("right")
+        await wait_for(pilot, lambda: screen.comparison.dim == 72)  # type: ignore[union-attr]
+
+
+async def test_switch_reference(library: Library) -> None:
+    app = make_app(library)
+    async with app.run_test(size=(100, 32)) as pilot:
+        screen = await search(pilot)
+        assert screen.ref_dim == library.full_dim
+        await pilot.press("r")  # full wraps round to the smallest power of two
+        await wait_for(pilot, lambda: screen.comparison.ref_dim == 8)  # type: ignore[union-attr]
+        pane = screen.query_one("#right", RankingPane)
+        assert pane.border_title == "reference: dim 8"
+        assert screen.state is not None
+        ids, _ = table_rows(pane)
+        assert ids == ids_of(library.search(screen.state.query, 8, TOP_K).hits)
+        await pilot.press("r")
+        await wait_for(pilot, lambda: screen.comparison.ref_dim == 16)  # type: ignore[union-attr]
+
+
+async def test_open_in_editor_passes_path_and_line(
+    library: Library, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    record = tmp_path / "argv.txt"
+    editor = tmp_path / "record-editor"
+    script = f"import sys\nopen({str(record)!r}, 'w').write('\\n'.join(sys.argv[1:]))\n"
+    editor.write_text(f"#!{sys.executable}\n{script}")
+    editor.chmod(0o755)
+    monkeypatch.setenv("EDITOR", str(editor))
+    monkeypatch.delenv("VISUAL", raising=False)
+    app = make_app(library)
+    # A headless terminal cannot suspend; the editor still runs, which is what we check.
+    monkeypatch.setattr(app, "suspend", contextlib.nullcontext)
+    async with app.run_test(size=(100, 32)) as pilot:
+        screen = await search(pilot)
+        hit = screen.selected_hit()
+        assert hit is not None
+        await pilot.press("o")
+    assert record.read_text().splitlines() == [
+        f"+{hit.chunk.start_line}",
+        str(library.root / hit.chunk.path),
+    ]
+
+
+async def test_open_in_editor_without_editor_says_so(
+    library: Library, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("EDITOR", raising=False)
+    monkeypatch.delenv("VISUAL", raising=False)
+    app = make_app(library)
+    async with app.run_test(size=(100, 32)) as pilot:
+        await search(pilot)
+        await pilot.press("o")
+        await pilot.pause()
+        assert any("$EDITOR" in n.message for n in app._notifications)
+
+
+async def test_help_opens_and_closes(library: Library) -> None:
+    app = make_app(library)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("f1")
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.press("escape")
+        assert isinstance(app.screen, SearchScreen)
+
+
+async def test_side_keys_router_panels_skipped(library: Library) -> None:
+    app = make_app(library)
+    async with app.run_test(size=(100, 32)) as pilot:
+        screen = await search(pilot)
+        await pilot.press("a")
+        assert "router not available yet" in str(screen.query_one(RouterPanel).render())
+        await pilot.press("p")
+        assert not screen.query_one("#side").display
+        await pilot.press("s")
+        assert isinstance(app.screen, SkippedScreen)
+        await pilot.press("escape")
+        titles = [command.title for command in app.get_system_commands(screen)]
+        assert {"Reindex", "Switch reference", "Toggle panels"} <= set(titles)
+
+
+async def test_missing_folder_is_a_message_not_a_traceback(tmp_path: Path) -> None:
+    app = MrlApp(tmp_path / "gone", device="cpu", cache_root=tmp_path / "cache")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: app.failed)
+        message = str(app.search_screen.query_one("#message").render())
+        assert "no such folder" in message
+
+
+class SlowEmbedder:
+    """The real embedder, slowed down per batch so a test can press Escape mid-indexing."""
+
+    def __init__(self, inner) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str):
+        return getattr(self._inner, name)
+
+    def embed_documents(self, texts, **kwargs):
+        time.sleep(0.1)
+        return self._inner.embed_documents(texts, **kwargs)
+
+
+async def test_cancel_indexing_keeps_work_and_reopens(
+    embedder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mrl_tui.core.indexer as indexer
+
+    monkeypatch.setattr(indexer, "COMMIT_EVERY_CHUNKS", 4)  # commit often, so a cancel keeps some
+    files = {
+        f"note{i:02d}.md": f"# Note {i}\n\nThis note is about topic number {i}: "
+        + ("sourdough bread and starters." if i % 5 == 0 else "the weather on day {i}.")
+        for i in range(60)
+    }
+    folder = write_corpus(tmp_path / "big", files)
+    cache = tmp_path / "cache"
+
+    slow = SlowEmbedder(embedder)
+    app = MrlApp(folder, device="cpu", library=Library(folder, slow, cache_root=cache))
+    async with app.run_test(size=(100, 32)) as pilot:
+        screen = app.search_screen
+        await pilot.press(*"sourdough", "enter")  # typed while indexing: waits for the index
+        panel = screen.indexing_panel
+        await wait_for(
+            pilot, lambda: panel.last_progress is not None and panel.last_progress.chunks_done >= 4
+        )
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: screen.comparison is not None)
+        assert app.report is not None and app.report.cancelled
+        kept = app.report.chunks_total
+        assert 0 < kept < len(files)
+        assert "Indexing stopped" in str(screen.query_one("#message").render())
+
+    app = MrlApp(folder, device="cpu", library=Library(folder, embedder, cache_root=cache))
+    async with app.run_test(size=(100, 32)) as pilot:
+        screen = await search(pilot, "sourdough")
+        assert app.report is not None and not app.report.cancelled
+        assert app.report.chunks_total == len(files)
+        assert app.report.files_changed == len(files) - kept  # committed work was not redone

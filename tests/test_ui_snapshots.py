@@ -1,0 +1,76 @@
+"""Screenshots of fixed states: the search screen after a query, and the indexing screen.
+
+Timings are frozen (`frozen_timings=True`), the indexing progress is a fixed snapshot, and the
+header shows the folder's name only, so the SVGs do not depend on the machine's speed or paths.
+Regenerate with `pytest tests/test_ui_snapshots.py --snapshot-update` after a deliberate change.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from textual.widgets import Input
+from ui_helpers import QUERY, wait_for, write_corpus
+
+from mrl_tui.core.indexer import IndexProgress
+from mrl_tui.core.library import Library
+from mrl_tui.ui.app import MrlApp
+
+
+@pytest.fixture(scope="module")
+def library(embedder, tmp_path_factory: pytest.TempPathFactory) -> Library:
+    corpus = write_corpus(tmp_path_factory.mktemp("snap") / "notes")
+    lib = Library(corpus, embedder, cache_root=tmp_path_factory.mktemp("cache"))
+    lib.update()
+    lib.load()
+    return lib
+
+
+def searched_app(library: Library) -> tuple[MrlApp, object]:
+    app = MrlApp(library.root, device="cpu", library=library, frozen_timings=True)
+
+    async def run_before(pilot) -> None:
+        screen = app.search_screen
+        await wait_for(pilot, lambda: screen.library is not None)
+        screen.query_one("#query", Input).value = QUERY
+        await pilot.click("#query")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: screen.comparison is not None)
+        await pilot.press("shift+left", "shift+left")  # 64 -> 16, where rankings differ
+        await wait_for(pilot, lambda: screen.comparison.dim == 16)  # type: ignore[union-attr]
+
+    return app, run_before
+
+
+def test_search_screen(snap_compare, library: Library) -> None:
+    app, run_before = searched_app(library)
+    assert snap_compare(app, terminal_size=(100, 32), run_before=run_before)
+
+
+def test_search_screen_small_terminal(snap_compare, library: Library) -> None:
+    app, run_before = searched_app(library)
+    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
+
+
+def test_indexing_screen(snap_compare, tmp_path: Path) -> None:
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    app = MrlApp(folder, device="cpu", autostart=False)
+
+    async def run_before(pilot) -> None:
+        await wait_for(pilot, lambda: bool(app.screen.query("#indexing")))
+        app.sub_title = "sentence-transformers/all-MiniLM-L6-v2 · cpu · PCA"
+        progress = IndexProgress(
+            phase="embedding",
+            files_done=12,
+            files_total=40,
+            chunks_done=120,
+            chunks_total=400,
+            current="astronomy/star-hopping.md",
+            elapsed_s=4.0,
+        )
+        app.search_screen.indexing_panel.show_progress(progress)
+        app.search_screen.query_one("#query", Input).value = "typed while indexing"
+
+    assert snap_compare(app, terminal_size=(100, 32), run_before=run_before)
