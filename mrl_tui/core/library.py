@@ -15,7 +15,8 @@ import numpy as np
 
 from mrl_tui.core.chunking import Chunk, ChunkSettings
 from mrl_tui.core.embed import Embedder, EmbedderInfo
-from mrl_tui.core.errors import InputError
+from mrl_tui.core.errors import CacheError, InputError
+from mrl_tui.core.hnsw import ANCHOR_DIM, HNSW_MIN_CHUNKS, HnswGraph, funnel_search
 from mrl_tui.core.index import NestedIndex
 from mrl_tui.core.indexer import IndexProgress, IndexReport, update_index
 from mrl_tui.core.store import IndexStore, default_cache_root, index_dir_for
@@ -25,10 +26,16 @@ from mrl_tui.core.walk import DEFAULT_MAX_FILE_BYTES
 
 @dataclass(frozen=True)
 class Query:
-    """A query embedded once, already in the index's basis; moving the slider only re-scores it."""
+    """A query embedded once; moving the slider only re-scores it.
+
+    `raw` is the model's vector; `vector` is it in the index's basis (PCA or as is) for the index
+    `generation` it was made against. After a re-index, `search` re-projects `raw` by itself.
+    """
 
     text: str
+    raw: np.ndarray
     vector: np.ndarray
+    generation: int
     embed_ms: float
 
 
@@ -40,12 +47,18 @@ class Hit:
     chunk: Chunk
 
 
+SEARCH_MODES = ("auto", "exact", "funnel")
+FUNNEL_CANDIDATES = 200
+"""Candidates the HNSW stage hands to the exact rerank (at least 20 per requested hit)."""
+
+
 @dataclass(frozen=True)
 class SearchResult:
     query: Query
     dim: int
     hits: list[Hit]
     search_ms: float
+    mode: str  # "exact" or "funnel": what actually ran
 
 
 @dataclass
@@ -95,6 +108,7 @@ class Library:
         self.messages: list[str] = [message] if message else []
         self.transform: Transform = IDENTITY
         self.index: NestedIndex | None = None
+        self.graph: HnswGraph | None = None
         self._ids = np.zeros(0, dtype=np.int64)
         self._loaded_generation = -1
 
@@ -140,8 +154,12 @@ class Library:
         if not self.root.is_dir():
             raise InputError(f"{self.root}: the folder is gone")
 
-    def load(self) -> None:
-        """Build the transform and the in-memory index for the cache's current generation."""
+    def load(self, on_graph_progress: Callable[[int, int], None] | None = None) -> None:
+        """Build the transform and the in-memory index for the cache's current generation.
+
+        Above `HNSW_MIN_CHUNKS` chunks an HNSW graph at `ANCHOR_DIM` is loaded or built too (its
+        build reports `on_graph_progress(done, total)`), and searches above that dim use a funnel.
+        """
         generation = self.store.generation
         if generation == self._loaded_generation:
             return
@@ -149,8 +167,25 @@ class Library:
         self.transform = self._load_transform(vectors, generation)
         device = self.embedder.device if self.embedder.device == "cuda" else "cpu"
         self.index = NestedIndex(self.transform.apply(vectors), device=device)
+        self.graph = self._load_graph(generation, on_graph_progress)
         self._ids = ids
         self._loaded_generation = generation
+
+    def _load_graph(
+        self, generation: int, on_progress: Callable[[int, int], None] | None
+    ) -> HnswGraph | None:
+        assert self.index is not None
+        if self.index.n < HNSW_MIN_CHUNKS or self.full_dim <= ANCHOR_DIM:
+            return None
+        path = self.store.derived_path("hnsw", generation, ".bin")
+        if path.exists():
+            try:
+                return HnswGraph.load(path, ANCHOR_DIM, self.index.n)
+            except CacheError:
+                path.unlink(missing_ok=True)
+        graph = HnswGraph.build(self.index.vectors(), ANCHOR_DIM, progress=on_progress)
+        graph.save(path)
+        return graph
 
     def _load_transform(self, vectors: np.ndarray, generation: int) -> Transform:
         """Native MRL models are searched as they are; others get a PCA rotation of the corpus."""
@@ -178,9 +213,16 @@ class Library:
     def query(self, text: str) -> Query:
         if not text.strip():
             raise InputError("the query is empty")
+        self.load()
         started = time.perf_counter()
-        vector = self.transform.apply(self.embedder.embed_query(text))
-        return Query(text, vector, (time.perf_counter() - started) * 1000)
+        raw = self.embedder.embed_query(text)
+        elapsed = (time.perf_counter() - started) * 1000
+        return Query(text, raw, self.transform.apply(raw), self._loaded_generation, elapsed)
+
+    def _index_vector(self, query: Query) -> np.ndarray:
+        if query.generation == self._loaded_generation:
+            return query.vector
+        return self.transform.apply(query.raw)
 
     def check_dim(self, dim: int) -> int:
         if not 1 <= dim <= self.full_dim:
@@ -189,14 +231,29 @@ class Library:
             )
         return dim
 
-    def search(self, query: Query, dim: int, k: int = 10) -> SearchResult:
+    def search(self, query: Query, dim: int, k: int = 10, mode: str = "auto") -> SearchResult:
+        """Top-k at prefix `dim`. `auto` is exact, except on large corpora (an HNSW graph exists)
+        at dims above the graph's, where HNSW candidates are reranked exactly at `dim`."""
         if k < 1:
             raise InputError("--k must be at least 1")
+        if mode not in SEARCH_MODES:
+            raise InputError(f"unknown search mode {mode!r}; choose one of {SEARCH_MODES}")
         self.check_dim(dim)
         self.load()
         assert self.index is not None
+        if mode == "funnel" and self.graph is None:
+            raise InputError("funnel search needs an HNSW graph: this index is small, use exact")
+        use_funnel = self.graph is not None and (
+            mode == "funnel" or (mode == "auto" and dim > self.graph.dim)
+        )
+        vector = self._index_vector(query)
         started = time.perf_counter()
-        found = self.index.search(query.vector, dim, k)
+        if use_funnel:
+            assert self.graph is not None
+            candidates = max(FUNNEL_CANDIDATES, 20 * k)
+            found = funnel_search(self.index, self.graph, vector, dim, k, candidates)
+        else:
+            found = self.index.search(vector, dim, k)
         elapsed = (time.perf_counter() - started) * 1000
         chunk_ids = self._ids[found.ids]
         chunks = self.store.chunks(chunk_ids.tolist())
@@ -206,7 +263,7 @@ class Library:
                 zip(chunk_ids, found.scores, chunks, strict=True), start=1
             )
         ]
-        return SearchResult(query, dim, hits, elapsed)
+        return SearchResult(query, dim, hits, elapsed, "funnel" if use_funnel else "exact")
 
     def info(self) -> LibraryInfo:
         return LibraryInfo(
@@ -221,9 +278,7 @@ class Library:
 
     @property
     def transform_name(self) -> str:
-        if self.embedder.spec.native_mrl:
-            return "native MRL"
-        return "PCA" if self.transform.name == "pca" else "none"
+        return "native MRL" if self.embedder.spec.native_mrl else "PCA"
 
     def close(self) -> None:
         self.store.close()

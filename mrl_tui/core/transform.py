@@ -78,16 +78,19 @@ def fit_pca(
     *,
     max_samples: int = 50_000,
     seed: int = 0,
-    center: bool = True,
+    center: bool | None = None,
     subtract_mean: bool = False,
 ) -> Transform:
     """Fit an orthogonal ``(D, D)`` rotation whose columns are ordered by explained energy.
 
-    ``center`` picks the covariance (True, the default) or the uncentred second moment (False) as
-    the matrix whose eigenvectors form the basis; ``subtract_mean`` also stores the mean so
-    ``apply`` centres vectors, which breaks the exact full-dimension equality and is kept only
-    for measurement. Rows beyond ``max_samples`` are subsampled (seeded, so the fit is
-    deterministic). With fewer rows than dimensions the eigendecomposition still returns a full
+    ``center`` picks the covariance (True) or the uncentred second moment (False) as the matrix
+    whose eigenvectors form the basis. The default (None) takes the covariance, which measured best
+    on the BEIR sets, unless there are fewer rows than dimensions: then the covariance cannot see
+    the mean direction, which would land among the arbitrary null-space directions at the end.
+    ``subtract_mean`` also stores the mean so ``apply`` centres vectors, which breaks the exact
+    full-dimension equality and is kept only for measurement. Rows beyond ``max_samples`` are
+    subsampled (seeded, so the fit is deterministic). With fewer rows than dimensions the
+    eigendecomposition still returns a full
     orthonormal basis; the directions the data does not span come last.
     """
     x = np.asarray(vectors)
@@ -103,6 +106,8 @@ def fit_pca(
         raise InputError("PCA input contains NaN or infinite values")
 
     mean = x.mean(axis=0)
+    if center is None:
+        center = x.shape[0] >= x.shape[1]
     if center or subtract_mean:
         x = x - mean
     moment = (x.T @ x) / x.shape[0]

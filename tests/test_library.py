@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import mrl_tui.core.library as library_module
+from mrl_tui.core.errors import InputError
+from mrl_tui.core.library import Library
+
+
+def test_one_embedding_per_query_and_any_dim(topic_folder: Path, tmp_path: Path, embedder) -> None:
+    library = Library(topic_folder, embedder, cache_root=tmp_path / "cache")
+    library.update()
+    query = library.query("lubricating a bicycle chain")
+    calls = 0
+    original = embedder.embed_query
+
+    def counting(text: str) -> np.ndarray:
+        nonlocal calls
+        calls += 1
+        return original(text)
+
+    embedder.embed_query = counting
+    try:
+        for dim in (1, 8, 13, 64, 200, 384):
+            result = library.search(query, dim, 3)
+            assert result.mode == "exact" and len(result.hits) == 3
+            assert result.hits[0].chunk.path == "bikes/chain.md" or dim < 16
+    finally:
+        del embedder.embed_query
+    assert calls == 0
+    with pytest.raises(InputError):
+        library.search(query, 385, 3)
+    with pytest.raises(InputError):
+        library.search(query, 64, 3, mode="funnel")  # small corpus: no graph
+    library.close()
+
+
+def test_large_corpora_get_an_hnsw_funnel_that_is_cached(
+    topic_folder: Path, tmp_path: Path, embedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(library_module, "HNSW_MIN_CHUNKS", 2)
+    library = Library(topic_folder, embedder, cache_root=tmp_path / "cache")
+    library.update()
+    library.load()
+    assert library.graph is not None
+    graph_files = list(library.store.directory.glob("hnsw-*.bin"))
+    assert len(graph_files) == 1
+    query = library.query("budget and savings")
+    funnel = library.search(query, 384, 3)
+    exact = library.search(query, 384, 3, mode="exact")
+    assert funnel.mode == "funnel"
+    # every row is a candidate in a corpus this small, so the funnel equals exact search
+    assert [h.id for h in funnel.hits] == [h.id for h in exact.hits]
+    assert library.search(query, 32, 3).mode == "exact"  # at or below the graph's dim
+    library.close()
+
+    again = Library(topic_folder, embedder, cache_root=tmp_path / "cache")
+    mtime = graph_files[0].stat().st_mtime_ns
+    again.load()
+    assert again.graph is not None and graph_files[0].stat().st_mtime_ns == mtime
+    again.close()
+
+
+def test_a_query_made_before_a_reindex_still_searches_right(
+    topic_folder: Path, tmp_path: Path, embedder
+) -> None:
+    """Re-indexing refits PCA; a stored query is re-projected, not compared across bases."""
+    library = Library(topic_folder, embedder, cache_root=tmp_path / "cache")
+    library.update()
+    query = library.query("lubricating a bicycle chain")
+    (topic_folder / "extra.md").write_text("# Tea\n\nGreen tea steeps at 80 C for two minutes.\n")
+    library.update()
+    moved = library.search(query, 384, 1)
+    fresh = library.search(library.query("lubricating a bicycle chain"), 384, 1)
+    assert moved.hits[0].chunk.path == fresh.hits[0].chunk.path == "bikes/chain.md"
+    assert moved.hits[0].score == pytest.approx(fresh.hits[0].score, abs=1e-5)
+    library.close()
