@@ -403,7 +403,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             )
         dims = bench.check_dims(dims or bench.DEFAULT_DIMS, embedder.full_dim, given=bool(dims))
         with _bench_progress() as progress:
-            eval_set = bench.beir_eval_set(args.beir, data, embedder, progress)
+            eval_set = bench.beir_eval_set(args.beir, data, embedder, progress, args.cache_dir)
         report = bench.run_bench(eval_set, dims, args.k)
     else:
         read_folder_queries(check_folder(args.path))
@@ -460,6 +460,7 @@ def _bench_progress() -> Any:
 
 
 def _print_bench(report: dict[str, Any]) -> None:
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
@@ -468,22 +469,24 @@ def _print_bench(report: dict[str, Any]) -> None:
     full = report["full"][ndcg_key]
     table = Table(
         title=f"{report['dataset']}: {report['docs']} docs, {report['queries']} judged queries, "
-        f"{report['model']} ({report['transform']})",
-        caption="routed: not built yet (a later slice); scan = values read ÷ a full exact scan",
+        f"{report['model'].split('/')[-1]} ({report['transform']})",
+        caption="funnel d:c = exact scan at d keeping c, …, then a full-dim rerank; "
+        "scan = values read ÷ a full exact scan.\nrouted: not built yet (a later slice).",
+        box=box.SIMPLE_HEAD,
     )
-    for name in ("search", f"nDCG@{k}", "of full", "R@100", "scan", "bytes/vec", "ms"):
+    for name in ("search", f"nDCG@{k}", "of full", "R@100", "scan", "B/vec", "ms"):
         table.add_column(name, justify="left" if name == "search" else "right", no_wrap=True)
 
     def share(value: float) -> str:
-        return f"{100 * value / full:.1f} %" if full else "-"
+        return f"{100 * value / full:.1f}%" if full else "-"
 
     for row in report["fixed"]:
         table.add_row(
-            "full" if row["dim"] == full_dim else f"{row['dim']}d exact",
+            f"full {full_dim}d" if row["dim"] == full_dim else f"exact {row['dim']}d",
             f"{row[ndcg_key]:.4f}",
             share(row[ndcg_key]),
             f"{row['recall100']:.4f}",
-            f"{100 * row['dim'] / full_dim:.1f} %",
+            f"{100 * row['dim'] / full_dim:.1f}%",
             str(row["bytes_per_vector"]),
             f"{row['search_ms']:.2f}",
         )
@@ -494,7 +497,7 @@ def _print_bench(report: dict[str, Any]) -> None:
             f"{row[ndcg_key]:.4f}",
             share(row[ndcg_key]),
             f"{row['recall100']:.4f}",
-            f"{100 * row['scan_fraction']:.1f} %",
+            f"{100 * row['scan_fraction']:.1f}%",
             "",
             "",
         )

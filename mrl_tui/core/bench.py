@@ -1,0 +1,551 @@
+"""`mrl-tui bench`: retrieval quality and cost at each prefix dimension, and of funnel searches.
+
+Three families of search are measured on the same vectors (already in the index's basis):
+
+- *full*: exact cosine at the model's full dimension, the reference;
+- *fixed*: exact cosine at one prefix ``d`` (reads ``N·d`` values);
+- *funnel*: an exact scan at a small prefix keeps a few candidates, later stages rerank them at
+  larger prefixes, the last one at full dimension. Its cost is the values it reads, counted
+  against a full exact scan (``N·full_dim``): ``scan_fraction``.
+
+Funnels can be fixed, or chosen per corpus ("auto") from pseudo-queries cut out of the corpus
+itself, never from the judgements: see `auto_funnel`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mrl_tui.core.beir import BeirSet, read_folder_queries
+from mrl_tui.core.errors import InputError
+from mrl_tui.core.index import NestedIndex
+from mrl_tui.core.metrics import evaluate
+from mrl_tui.core.store import atomic_save_npy, default_cache_root
+from mrl_tui.core.transform import IDENTITY, fit_pca
+
+DEFAULT_DIMS = (32, 64, 128, 256)
+FUNNEL_DIMS = (32, 48, 64)
+FUNNEL_CANDIDATES = (50, 100, 200)
+RECALL_K = 100
+PSEUDO_QUERIES = 200
+PSEUDO_WORDS = 10
+AUTO_AGREEMENT = 0.96
+""""auto" wants the funnel's top-k to keep 96 % of the exact top-k of pseudo-queries, on average."""
+AUTO_FIRST_DIMS = (8, 12, 16, 24, 32, 48, 64)
+AUTO_FIRST_KEPT = (50, 100, 200, 400, 800, 1600)
+AUTO_SECOND_STAGES = ((48, 50), (64, 50), (64, 100))
+
+Progress = Callable[[str, int, int], None]
+"""progress(what, done, total) while embedding."""
+
+
+def parse_dims(text: str) -> list[int]:
+    """``"32,64,128"`` → sorted unique dims; anything else is an `InputError`."""
+    dims = set()
+    for part in text.split(","):
+        part = part.strip()
+        if not part.isdigit() or int(part) < 1:
+            raise InputError(f"--dims: {part!r} is not a positive whole number (e.g. 32,64,128)")
+        dims.add(int(part))
+    return sorted(dims)
+
+
+def check_dims(dims: Sequence[int], full_dim: int, *, given: bool = True) -> list[int]:
+    """The dims below full (full itself is always measured); too large given dims are an error."""
+    too_big = [d for d in dims if d > full_dim]
+    if too_big and given:
+        raise InputError(f"--dims: {too_big[0]} is above the model's {full_dim} dimensions")
+    return [d for d in dims if d < full_dim]
+
+
+# -- funnels ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Funnel:
+    """``stages[0]`` = (dim, kept) of the exact scan over all rows; each later (dim, kept) reranks
+    the rows the stage before kept. A final stage reranks the last survivors at full dimension."""
+
+    stages: tuple[tuple[int, int], ...]
+    auto: bool = False
+
+    @property
+    def label(self) -> str:
+        steps = " → ".join(f"{d}d:{kept}" for d, kept in self.stages)
+        return f"auto {steps}" if self.auto else steps
+
+
+def values_read(funnel: Funnel, n: int, full_dim: int) -> int:
+    """Vector values a funnel search reads: ``N·d0`` for the scan, then ``kept·dim`` per rerank."""
+    total = n * funnel.stages[0][0]
+    dims = [d for d, _ in funnel.stages[1:]] + [full_dim]
+    for (_, kept), dim in zip(funnel.stages, dims, strict=True):
+        total += min(kept, n) * dim
+    return total
+
+
+def scan_fraction(funnel: Funnel, n: int, full_dim: int) -> float:
+    return values_read(funnel, n, full_dim) / (n * full_dim)
+
+
+def funnel_search(index: NestedIndex, query: np.ndarray, funnel: Funnel, depth: int) -> np.ndarray:
+    """Row ids, best first, ``min(depth, N)`` long.
+
+    The candidate stage is an exact scan; an approximate source (HNSW, `mrl_tui.core.hnsw`) would
+    replace this first `index.search`, and its term in `values_read`.
+    """
+    first_dim, first_kept = funnel.stages[0]
+    scanned = index.search(query, first_dim, max(first_kept, depth)).ids
+    return _rerank_stages(index, query, funnel, scanned)[:depth]
+
+
+def _rerank_stages(
+    index: NestedIndex, query: np.ndarray, funnel: Funnel, ranking: np.ndarray
+) -> np.ndarray:
+    """Apply the stages after the scan to the scan's ranking.
+
+    Each stage reorders the head of the ranking it was given and leaves the rest in place, so a
+    funnel keeping fewer than ``depth`` rows still returns ``depth`` of them (the tail in the scan's
+    order): that keeps recall@100 comparable across candidate counts.
+    """
+    dims = [d for d, _ in funnel.stages[1:]] + [index.full_dim]
+    for (_, kept), dim in zip(funnel.stages, dims, strict=True):
+        head = ranking[:kept]
+        ranking = np.concatenate([index.rerank(query, dim, head, len(head)).ids, ranking[kept:]])
+    return ranking
+
+
+def default_funnels(full_dim: int, n: int) -> list[Funnel]:
+    """The issue's grid (32/48/64 × 50/100/200), then a few two-stage funnels."""
+    funnels = [
+        Funnel(((d, c),)) for d in FUNNEL_DIMS for c in FUNNEL_CANDIDATES if d < full_dim and c < n
+    ]
+    for first, second in (((12, 800), (48, 50)), ((16, 800), (64, 100)), ((24, 400), (64, 100))):
+        if second[0] < full_dim and first[1] < n:
+            funnels.append(Funnel((first, second)))
+    return funnels
+
+
+def auto_grid(full_dim: int, n: int) -> list[Funnel]:
+    """Every funnel "auto" may pick, cheapest first."""
+    firsts = [(d, c) for d in AUTO_FIRST_DIMS for c in AUTO_FIRST_KEPT if d < full_dim and c < n]
+    grid = [Funnel((first,)) for first in firsts]
+    grid += [
+        Funnel((first, second))
+        for first in firsts
+        for second in AUTO_SECOND_STAGES
+        if first[0] < second[0] < full_dim and first[1] > second[1]
+    ]
+    return sorted(grid, key=lambda f: (values_read(f, n, full_dim), f.stages))
+
+
+def auto_funnel(
+    index: NestedIndex, pseudo: np.ndarray, sources: Sequence[int], k: int
+) -> tuple[Funnel, float]:
+    """The cheapest funnel of `auto_grid` whose top-k agrees with the exact top-k on pseudo-queries.
+
+    Agreement is the mean share of the exact full-dimension top-k that the funnel's top-k keeps,
+    over pseudo-queries cut from the corpus (never the judgements). The row a pseudo-query was cut
+    from is left out of both lists: finding it is too easy. Returns (funnel, agreement); when
+    nothing reaches `AUTO_AGREEMENT`, the funnel that agrees best.
+    """
+    grid = auto_grid(index.full_dim, index.n)
+    if not grid or len(pseudo) == 0:  # a tiny corpus: only an exact funnel is left
+        return Funnel(((min(AUTO_FIRST_DIMS[0], index.full_dim), index.n),), auto=True), 1.0
+    depth = max(f.stages[0][1] for f in grid)
+    exact = [
+        _top(index.search(q, index.full_dim, k + 1).ids, s, k)
+        for q, s in zip(pseudo, sources, strict=True)
+    ]
+    scans = {
+        dim: [index.search(q, dim, depth).ids for q in pseudo]
+        for dim in {f.stages[0][0] for f in grid}
+    }
+    best, best_agreement = grid[-1], -1.0
+    for funnel in grid:
+        kept = [
+            len(set(_top(_rerank_stages(index, q, funnel, scan), s, k)) & set(e)) / max(1, len(e))
+            for q, s, e, scan in zip(
+                pseudo, sources, exact, scans[funnel.stages[0][0]], strict=True
+            )
+        ]
+        agreement = float(np.mean(kept))
+        if agreement >= AUTO_AGREEMENT:
+            return Funnel(funnel.stages, auto=True), agreement
+        if agreement > best_agreement:
+            best, best_agreement = funnel, agreement
+    return Funnel(best.stages, auto=True), best_agreement
+
+
+def _top(ranking: np.ndarray, source: int, k: int) -> list[int]:
+    return [r for r in ranking[: k + 1].tolist() if r != source][:k]
+
+
+# -- what gets measured ----------------------------------------------------------------------
+
+
+@dataclass
+class EvalSet:
+    """Vectors in the index basis, queries, and judgements over documents.
+
+    ``row_docs[i]`` is the document index row ``i`` belongs to: itself for BEIR, its file for a
+    folder (many chunks per file; a file ranks at its best chunk). ``""`` marks rows that are no
+    document (the folder's own queries.tsv).
+    """
+
+    name: str
+    model: str
+    transform: str
+    index: NestedIndex
+    row_docs: list[str]
+    query_ids: list[str]
+    query_vectors: np.ndarray
+    qrels: dict[str, dict[str, float]]
+    pseudo_vectors: np.ndarray
+    pseudo_sources: list[int]
+
+
+def _documents(rows: np.ndarray, row_docs: list[str], limit: int) -> list[str]:
+    """Row ids → document ids, first (best) occurrence only, at most ``limit``."""
+    docs: list[str] = []
+    seen = set()
+    for row in rows.tolist():
+        doc = row_docs[row]
+        if doc and doc not in seen:
+            seen.add(doc)
+            docs.append(doc)
+            if len(docs) == limit:
+                break
+    return docs
+
+
+def _depth(es: EvalSet) -> int:
+    """Rows to retrieve so that `RECALL_K` documents come out: all rows when docs have many."""
+    one_row_each = len(set(es.row_docs)) == es.index.n
+    return min(es.index.n, RECALL_K) if one_row_each else es.index.n
+
+
+def _score(es: EvalSet, search: Callable[[np.ndarray], np.ndarray], k: int) -> dict[str, float]:
+    rankings = {
+        qid: _documents(search(vector), es.row_docs, RECALL_K)
+        for qid, vector in zip(es.query_ids, es.query_vectors, strict=True)
+    }
+    scores = evaluate(rankings, es.qrels, ndcg_k=k, recall_k=RECALL_K)
+    return {f"ndcg{k}": round(scores.ndcg, 4), "recall100": round(scores.recall, 4)}
+
+
+def _timed(
+    index: NestedIndex, dim: int, depth: int, elapsed: list[float]
+) -> Callable[[np.ndarray], np.ndarray]:
+    """An exact search at ``dim`` that appends its wall time (s) to ``elapsed``."""
+
+    def search(query: np.ndarray) -> np.ndarray:
+        started = time.perf_counter()
+        ids = index.search(query, dim, depth).ids
+        elapsed.append(time.perf_counter() - started)
+        return ids
+
+    return search
+
+
+def run_bench(es: EvalSet, dims: Sequence[int], k: int = 10) -> dict[str, Any]:
+    """The report `mrl-tui bench --json` prints (routing is not built yet: ``routed`` is None)."""
+    index, depth = es.index, _depth(es)
+    full_dim, n = index.full_dim, index.n
+    full = _score(es, lambda q: index.search(q, full_dim, depth).ids, k)
+    fixed = []
+    for dim in [*dims, full_dim]:
+        elapsed: list[float] = []
+        index.search(es.query_vectors[0], dim, depth)  # warm-up: first-touch costs aside
+        row = {"dim": dim, **_score(es, _timed(index, dim, depth, elapsed), k)}
+        row["search_ms"] = round(1000 * float(np.median(elapsed)), 3)
+        row["bytes_per_vector"] = dim * 4
+        fixed.append(row)
+
+    funnels = default_funnels(full_dim, n)
+    auto, agreement = auto_funnel(index, es.pseudo_vectors, es.pseudo_sources, k)
+    funnels.append(auto)
+    funnel_rows = []
+    for funnel in funnels:
+        scores = _score(es, lambda q, f=funnel: funnel_search(index, q, f, depth), k)
+        funnel_rows.append(
+            {
+                "label": funnel.label,
+                "dim": funnel.stages[0][0],
+                "candidates": funnel.stages[0][1],
+                "rerank_dim": full_dim,
+                "stages": [{"dim": d, "kept": kept} for d, kept in funnel.stages],
+                "auto": funnel.auto,
+                "pseudo_agreement": round(agreement, 4) if funnel.auto else None,
+                **scores,
+                "scan_fraction": round(scan_fraction(funnel, n, full_dim), 4),
+            }
+        )
+    return {
+        "dataset": es.name,
+        "model": es.model,
+        "transform": es.transform,
+        "docs": len({d for d in es.row_docs if d}),
+        "rows": n,
+        "queries": len(es.query_ids),
+        "full_dim": full_dim,
+        "k": k,
+        "full": full,
+        "fixed": fixed,
+        "funnel": funnel_rows,
+        "routed": None,
+    }
+
+
+# -- building the evaluation sets ------------------------------------------------------------
+
+
+def pseudo_queries(texts: Sequence[str], count: int = PSEUDO_QUERIES, seed: int = 0):
+    """(row, text) pairs: a window of `PSEUDO_WORDS` words at a random place in random rows."""
+    rng = np.random.default_rng(seed)
+    pairs: list[tuple[int, str]] = []
+    for row in rng.permutation(len(texts)).tolist():
+        words = texts[row].split()
+        if len(words) < 3:
+            continue
+        start = int(rng.integers(0, max(1, len(words) - PSEUDO_WORDS + 1)))
+        pairs.append((row, " ".join(words[start : start + PSEUDO_WORDS])))
+        if len(pairs) == count:
+            break
+    return pairs
+
+
+def beir_cache_dir(folder: Path, name: str, model: str, cache_root: Path | None = None) -> Path:
+    """`<cache>/bench/<set>-<model>-<hash of the corpus file's size and mtime>`."""
+    stat = (Path(folder) / "corpus.jsonl").stat()
+    digest = hashlib.sha256(f"{stat.st_size}:{stat.st_mtime_ns}:{model}".encode()).hexdigest()
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{name}-{Path(model).name}")[:80]
+    return (cache_root or default_cache_root()) / "bench" / f"{slug}-{digest[:16]}"
+
+
+def cached_embeddings(
+    directory: Path, kind: str, texts: Sequence[str], embed: Callable[[Sequence[str]], np.ndarray]
+) -> np.ndarray:
+    """``embed(texts)``, saved as ``<kind>-<hash of the texts>.npy`` and loaded from it later."""
+    digest = hashlib.sha256("\x00".join(texts).encode()).hexdigest()[:16]
+    path = directory / f"{kind}-{digest}.npy"
+    if path.is_file():
+        try:
+            vectors = np.load(path, allow_pickle=False)
+            if vectors.ndim == 2 and len(vectors) == len(texts) and vectors.dtype == np.float32:
+                return vectors
+        except (OSError, ValueError):
+            pass
+    vectors = np.ascontiguousarray(embed(texts), dtype=np.float32)
+    directory.mkdir(parents=True, exist_ok=True)
+    atomic_save_npy(path, vectors)
+    return vectors
+
+
+def _embed_queries(embedder: Any, what: str, progress: Progress | None):
+    def embed(texts: Sequence[str]) -> np.ndarray:
+        out = []
+        for i, text in enumerate(texts, start=1):
+            out.append(embedder.embed_query(text))
+            if progress is not None:
+                progress(what, i, len(texts))
+        return np.stack(out) if out else np.zeros((0, embedder.full_dim), np.float32)
+
+    return embed
+
+
+def beir_eval_set(
+    folder: Path,
+    data: BeirSet,
+    embedder: Any,
+    progress: Progress | None = None,
+    cache_root: Path | None = None,
+) -> EvalSet:
+    """Embed (or load from the cache) a BEIR set; non-MRL models get the same PCA as the Library."""
+    directory = beir_cache_dir(folder, data.name, embedder.name, cache_root)
+
+    def embed_docs(texts: Sequence[str]) -> np.ndarray:
+        done = 0
+
+        def step(count: int) -> None:
+            nonlocal done
+            done += count
+            if progress is not None:
+                progress("embedding documents", done, len(texts))
+
+        return embedder.embed_documents(texts, on_progress=step)
+
+    docs = cached_embeddings(directory, "docs", data.doc_texts, embed_docs)
+    query_ids = list(data.queries)
+    queries = cached_embeddings(
+        directory,
+        "queries",
+        [data.queries[q] for q in query_ids],
+        _embed_queries(embedder, "embedding queries", progress),
+    )
+    pseudo = pseudo_queries(data.doc_texts)
+    pseudo_vectors = cached_embeddings(
+        directory,
+        "pseudo",
+        [text for _, text in pseudo],
+        _embed_queries(embedder, "embedding pseudo-queries", progress),
+    )
+    native = embedder.spec.native_mrl
+    transform = IDENTITY if native or len(docs) < 2 else fit_pca(docs)
+    device = embedder.device if embedder.device == "cuda" else "cpu"
+    return EvalSet(
+        name=data.name,
+        model=embedder.name,
+        transform="native MRL" if native else "PCA",
+        index=NestedIndex(transform.apply(docs), device=device),
+        row_docs=list(data.doc_ids),
+        query_ids=query_ids,
+        query_vectors=transform.apply(queries),
+        qrels=data.qrels,
+        pseudo_vectors=transform.apply(pseudo_vectors),
+        pseudo_sources=[row for row, _ in pseudo],
+    )
+
+
+def folder_eval_set(library: Any, progress: Progress | None = None) -> EvalSet:
+    """An indexed `Library` and its ``queries.tsv``: relevance is any chunk of the named file."""
+    from mrl_tui.core.beir import FOLDER_QUERIES
+
+    pairs = read_folder_queries(library.root)
+    library.load()
+    if library.index is None or library.index.n == 0:
+        raise InputError(f"{library.root}: nothing indexable found")
+    # Same snapshot (same generation) that `load()` built the index from, so rows line up.
+    ids, _ = library.store.load_vectors()
+    chunks = library.store.chunks(ids.tolist())
+    row_docs = ["" if c.path == FOLDER_QUERIES else c.path for c in chunks]
+    indexed = set(row_docs)
+    for query, relevant in pairs:
+        if relevant not in indexed:
+            raise InputError(f"{FOLDER_QUERIES}: {relevant!r} (for {query!r}) is not in the index")
+    query_vectors = []
+    for i, (query, _) in enumerate(pairs, start=1):
+        query_vectors.append(library.query(query).vector)
+        if progress is not None:
+            progress("embedding queries", i, len(pairs))
+    texts = [c.text if doc else "" for c, doc in zip(chunks, row_docs, strict=True)]
+    pseudo = pseudo_queries(texts)
+    pseudo_vectors = [library.query(text).vector for _, text in pseudo]
+    return EvalSet(
+        name=library.root.name,
+        model=library.embedder.name,
+        transform=library.transform_name,
+        index=library.index,
+        row_docs=row_docs,
+        query_ids=[str(i) for i in range(len(pairs))],
+        query_vectors=np.stack(query_vectors),
+        qrels={str(i): {relevant: 1.0} for i, (_, relevant) in enumerate(pairs)},
+        pseudo_vectors=np.stack(pseudo_vectors)
+        if pseudo_vectors
+        else np.zeros((0, library.full_dim), np.float32),
+        pseudo_sources=[row for row, _ in pseudo],
+    )
+
+
+def to_json(report: dict[str, Any]) -> str:
+    return json.dumps(report, indent=2)
+
+
+# -- plot ------------------------------------------------------------------------------------
+
+_W, _H, _PAD = 440, 320, 50
+
+
+def _panel(
+    left: int, title: str, x_label: str, xs: tuple[float, float], ys: tuple[float, float]
+) -> tuple[list[str], Callable[[float, float], tuple[float, float]]]:
+    """SVG elements of an empty log-x panel and a function mapping (x, y) data to pixels."""
+    (x_lo, x_hi), (y_lo, y_hi) = (math.log2(xs[0]), math.log2(xs[1])), ys
+    x0, x1, y0, y1 = left + _PAD, left + _W - 20, _H - _PAD, 40
+
+    def at(x: float, y: float) -> tuple[float, float]:
+        fx = (math.log2(x) - x_lo) / ((x_hi - x_lo) or 1)
+        fy = (y - y_lo) / ((y_hi - y_lo) or 1)
+        return round(x0 + fx * (x1 - x0), 1), round(y0 - fy * (y0 - y1), 1)
+
+    parts = [
+        f'<text x="{left + _W / 2}" y="22" text-anchor="middle" font-weight="bold">{title}</text>',
+        f'<rect x="{x0}" y="{y1}" width="{x1 - x0}" height="{y0 - y1}" fill="none" stroke="#888"/>',
+        f'<text x="{(x0 + x1) / 2}" y="{_H - 10}" text-anchor="middle">{x_label}</text>',
+    ]
+    for i in range(5):
+        y = y_lo + i * (y_hi - y_lo) / 4
+        py = at(xs[0], y)[1]
+        parts.append(f'<text x="{x0 - 6}" y="{py + 4}" text-anchor="end">{y:.2f}</text>')
+    return parts, at
+
+
+def _line(points: list[tuple[float, float]], color: str, dash: str = "") -> str:
+    path = " ".join(f"{x},{y}" for x, y in points)
+    extra = f' stroke-dasharray="{dash}"' if dash else ""
+    return f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="2"{extra}/>'
+
+
+def plot_svg(report: dict[str, Any]) -> str:
+    """Two panels: nDCG@k against the prefix dim (labelled with bytes per vector), and against the
+    share of a full scan read, where funnel settings appear as dots. No plotting library needed."""
+    key, full_dim = f"ndcg{report['k']}", report["full_dim"]
+    fixed, funnels = report["fixed"], report["funnel"]
+    full = report["full"][key]
+    values = [r[key] for r in fixed + funnels] + [full]
+    ys = (math.floor(min(values) * 20) / 20, math.ceil(max(values) * 20) / 20 + 0.01)
+    dims = [r["dim"] for r in fixed]
+    fractions = [r["dim"] / full_dim for r in fixed] + [r["scan_fraction"] for r in funnels]
+
+    left, at = _panel(
+        0, f"nDCG@{report['k']} by prefix dim", "dim (bytes/vector)", (min(dims), full_dim), ys
+    )
+    left.append(_line([at(d, full) for d in (min(dims), full_dim)], "#999", "4 3"))
+    left.append(_line([at(r["dim"], r[key]) for r in fixed], "#1f77b4"))
+    for r in fixed:
+        x, y = at(r["dim"], r[key])
+        left.append(f'<circle cx="{x}" cy="{y}" r="3.5" fill="#1f77b4"/>')
+        label = f"{r['dim']} ({r['bytes_per_vector']} B)"
+        left.append(f'<text x="{x}" y="{_H - _PAD + 16}" text-anchor="middle">{label}</text>')
+
+    right, at2 = _panel(
+        _W,
+        f"nDCG@{report['k']} by share of a full scan read",
+        "scan fraction (log)",
+        (min(fractions), 1.0),
+        ys,
+    )
+    right.append(_line([at2(f, 0.995 * full) for f in (min(fractions), 1.0)], "#2ca02c", "4 3"))
+    right.append(_line([at2(r["dim"] / full_dim, r[key]) for r in fixed], "#1f77b4"))
+    for r in funnels:
+        x, y = at2(r["scan_fraction"], r[key])
+        color = "#ff7f0e" if r["auto"] else "#d62728"
+        right.append(
+            f'<circle cx="{x}" cy="{y}" r="3.5" fill="{color}"><title>{r["label"]}</title></circle>'
+        )
+    for f in sorted({min(fractions), 0.1, 1.0}):
+        x = at2(f, ys[0])[0]
+        right.append(
+            f'<text x="{x}" y="{_H - _PAD + 16}" text-anchor="middle">{100 * f:.0f} %</text>'
+        )
+    legend = (
+        "blue: exact at one dim · red: funnel · orange: auto funnel · "
+        "green dashed: 99.5 % of full · grey dashed: full"
+    )
+    body = "\n".join([*left, *right])
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{2 * _W}" height="{_H + 24}" '
+        'font-family="sans-serif" font-size="11">\n'
+        f'<rect width="100%" height="100%" fill="white"/>\n{body}\n'
+        f'<text x="{_W}" y="{_H + 16}" text-anchor="middle" fill="#555">{legend}</text>\n</svg>\n'
+    )

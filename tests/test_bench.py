@@ -1,0 +1,228 @@
+"""`mrl-tui bench`: funnel arithmetic and exactness, and an end-to-end run on a tiny BEIR set."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import TOPICS, write_files
+from test_beir import write_beir
+
+from mrl_tui.cli import main
+from mrl_tui.core.bench import (
+    AUTO_AGREEMENT,
+    Funnel,
+    auto_funnel,
+    auto_grid,
+    check_dims,
+    funnel_search,
+    parse_dims,
+    scan_fraction,
+    values_read,
+)
+from mrl_tui.core.errors import InputError
+from mrl_tui.core.index import NestedIndex
+from mrl_tui.core.metrics import evaluate
+
+DOCS = {
+    "bread": ("Sourdough", "Feed the starter with flour and water, then bake the loaf hot."),
+    "pasta": ("Fresh pasta", "Knead eggs and flour into dough, roll it thin and cut noodles."),
+    "mars": ("Mars", "The red planet has two moons and the tallest volcano, Olympus Mons."),
+    "jupiter": ("Jupiter", "The largest planet is a gas giant with a great red storm."),
+    "chain": ("Bike chain", "Clean and lube the bicycle chain; replace it when worn."),
+    "tyres": ("Bike tyres", "Pump bicycle tyres to the pressure printed on the sidewall."),
+    "dns": ("DNS", "Use dig to query the resolver and check the A record."),
+    "ssh": ("SSH keys", "Generate an ed25519 key and copy it to the server."),
+    "budget": ("Budget", "Split income between needs, wants and savings each month."),
+    "cpr": ("CPR", "Push hard and fast in the centre of the chest, 100 to 120 a minute."),
+    "roses": ("Roses", "Prune roses in late winter just above an outward-facing bud."),
+    "chords": ("Triads", "A major triad stacks a major third and a minor third."),
+}
+QUERIES = {
+    "q1": "baking bread at home",
+    "q2": "planets of the solar system",
+    "q3": "bicycle maintenance",
+    "q4": "how to resuscitate someone",
+    "q5": "a query nobody judged",
+}
+QRELS = (
+    "q1 bread 2\nq1 pasta 1\nq2 mars 2\nq2 jupiter 2\nq2 dns 0\nq3 chain 1\nq3 tyres 1\nq4 cpr 1\n"
+)
+
+
+def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    try:
+        code = main(args)
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_parse_and_check_dims() -> None:
+    assert parse_dims("64, 32,64") == [32, 64]
+    for bad in ("", "32,x", "0", "-8"):
+        with pytest.raises(InputError, match="--dims"):
+            parse_dims(bad)
+    assert check_dims([32, 384], 384) == [32]  # full is always measured, not repeated
+    with pytest.raises(InputError, match="above"):
+        check_dims([512], 384)
+
+
+def test_scan_fraction_counts_every_stage() -> None:
+    one = Funnel(((32, 100),))
+    assert values_read(one, 5000, 384) == 5000 * 32 + 100 * 384
+    assert scan_fraction(one, 5000, 384) == pytest.approx(198_400 / 1_920_000)
+    two = Funnel(((16, 400), (64, 100)))
+    assert values_read(two, 5000, 384) == 5000 * 16 + 400 * 64 + 100 * 384
+    assert scan_fraction(two, 5000, 384) == pytest.approx(0.075)
+    assert values_read(Funnel(((8, 999),)), 10, 16) == 10 * 8 + 10 * 16  # kept is capped at N
+
+
+def test_funnel_equals_exact_when_it_keeps_every_row() -> None:
+    rng = np.random.default_rng(1)
+    index = NestedIndex(rng.standard_normal((60, 32)).astype(np.float32))
+    for q in rng.standard_normal((5, 32)).astype(np.float32):
+        exact = index.search(q, 32, 60).ids
+        for funnel in (Funnel(((4, 60),)), Funnel(((4, 100), (16, 60)))):
+            assert np.array_equal(funnel_search(index, q, funnel, 60), exact)
+        # Fewer candidates: the head is reranked, the tail keeps the scan's order, depth is kept.
+        got = funnel_search(index, q, Funnel(((4, 10),)), 30)
+        assert len(got) == 30 and len(set(got.tolist())) == 30
+        assert np.array_equal(got[10:], index.search(q, 4, 30).ids[10:])
+
+
+def test_auto_funnel_is_the_cheapest_that_agrees_on_pseudo_queries() -> None:
+    rng = np.random.default_rng(2)
+    # Variance falling with the coordinate, like a PCA basis: short prefixes carry most of it.
+    x = (rng.standard_normal((3000, 64)) * np.linspace(3, 0.2, 64)).astype(np.float32)
+    index = NestedIndex(x)
+    sources = list(range(0, 3000, 60))
+    pseudo = x[sources] + 0.5 * rng.standard_normal((len(sources), 64)).astype(np.float32)
+    funnel, agreement = auto_funnel(index, pseudo, sources, 10)
+    assert funnel.auto and agreement >= AUTO_AGREEMENT
+    grid = auto_grid(64, 3000)
+    assert Funnel(funnel.stages) in grid
+    assert scan_fraction(funnel, 3000, 64) < 1
+    costs = [values_read(f, 3000, 64) for f in grid]
+    assert costs == sorted(costs)
+
+
+@pytest.fixture
+def tiny_beir(tmp_path: Path) -> Path:
+    return write_beir(tmp_path / "tiny", DOCS, QUERIES, QRELS)
+
+
+def test_bench_on_a_tiny_beir_set(
+    tiny_beir: Path, embedder, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plot = tiny_beir.parent / "plot.svg"
+    code, out, err = run(
+        [
+            "bench",
+            "--beir",
+            str(tiny_beir),
+            "--dims",
+            "16,32",
+            "--json",
+            "--device",
+            "cpu",
+            "--plot",
+            str(plot),
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["routed"] is None
+    assert report["queries"] == 4 and report["docs"] == 12 and report["full_dim"] == 384
+    assert [row["dim"] for row in report["fixed"]] == [16, 32, 384]
+    assert set(report["fixed"][0]) == {
+        "dim",
+        "ndcg10",
+        "recall100",
+        "search_ms",
+        "bytes_per_vector",
+    }
+    assert report["fixed"][1]["bytes_per_vector"] == 128
+    for row in report["funnel"]:
+        assert {"dim", "candidates", "rerank_dim", "ndcg10", "recall100", "scan_fraction"} <= set(
+            row
+        )
+        assert row["ndcg10"] == report["full"]["ndcg10"]  # 12 docs: every funnel keeps them all
+    assert plot.read_text().startswith("<svg")
+
+    # The full-dim numbers are those of a plain brute-force cosine ranking.
+    ids = list(DOCS)
+    docs = embedder.embed_documents([f"{t} {x}" for t, x in DOCS.values()])
+    docs /= np.linalg.norm(docs, axis=1, keepdims=True)
+    rankings = {}
+    for qid, text in QUERIES.items():
+        q = embedder.embed_query(text)
+        rankings[qid] = [ids[i] for i in np.argsort(-(docs @ (q / np.linalg.norm(q))))]
+    qrels: dict[str, dict[str, float]] = {}
+    for line in QRELS.splitlines():
+        q, d, g = line.split()
+        qrels.setdefault(q, {})[d] = float(g)
+    expected = evaluate(rankings, qrels)
+    assert report["full"] == {
+        "ndcg10": pytest.approx(expected.ndcg, abs=1e-4),
+        "recall100": pytest.approx(expected.recall, abs=1e-4),
+    }
+    assert report["fixed"][-1]["ndcg10"] == report["full"]["ndcg10"]
+
+    # A second run only re-scores: the embeddings come from the cache.
+    cached = list((Path(os.environ["MRL_TUI_CACHE_DIR"]) / "bench").glob("*/docs-*.npy"))
+    assert len(cached) == 1
+
+    def no_embedding(*args: object, **kwargs: object) -> None:
+        raise AssertionError("documents were embedded again")
+
+    monkeypatch.setattr("mrl_tui.core.embed.Embedder.embed_documents", no_embedding)
+    code, out, err = run(["bench", "--beir", str(tiny_beir), "--device", "cpu"], capsys)
+    assert code == 0, err
+    assert "routed" in out and "not built yet" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--dims", "32,abc"], "--dims"),
+        (["--dims", "1000"], "above"),
+        (["--plot", "out.png"], "SVG"),
+    ],
+)
+def test_bad_bench_input_is_one_line(
+    tiny_beir: Path, capsys: pytest.CaptureFixture[str], args: list[str], needle: str
+) -> None:
+    code, out, err = run(["bench", "--beir", str(tiny_beir), "--device", "cpu", *args], capsys)
+    assert code == 1 and out == ""
+    assert needle in err and len(err.strip().splitlines()) == 1
+
+
+def test_bad_bench_folders(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "half").mkdir()
+    code, _, err = run(["bench", "--beir", str(tmp_path / "half")], capsys)
+    assert code == 1 and "missing corpus.jsonl" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run(["bench"], capsys)
+    assert code == 1 and "either" in err
+    code, _, err = run(["bench", str(tmp_path)], capsys)
+    assert code == 1 and "no queries.tsv" in err
+
+
+def test_bench_on_a_folder_with_queries_tsv(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = write_files(tmp_path / "topics", TOPICS)
+    (folder / "queries.tsv").write_text(
+        "query\trelevant_file\nsourdough starter\tcooking/bread.md\n"
+        "moons of mars\tspace/mars.md\nresolver records\tnet/dns.md\n"
+    )
+    code, out, err = run(["bench", str(folder), "--json", "--device", "cpu"], capsys)
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["queries"] == 3 and report["docs"] == len(TOPICS)  # queries.tsv is no document
+    assert report["full"] == {"ndcg10": 1.0, "recall100": 1.0}
