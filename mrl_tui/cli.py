@@ -52,6 +52,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="allow models that run code from their repository",
     )
 
+    # What prefixes are taken of; it changes no stored vectors, so switching costs no re-index.
+    prefixes = argparse.ArgumentParser(add_help=False)
+    prefixes.add_argument(
+        "--transform",
+        default="auto",
+        choices=["auto", "naive", "pca"],
+        help="auto: native MRL models as they are, PCA for others; naive: plain truncation; "
+        "pca: always rotate first (a learned adaptor is planned)",
+    )
+    prefixes.add_argument(
+        "--mrl",
+        action="store_true",
+        help="the model was trained with a Matryoshka loss: truncate it as is (for models "
+        "mrl-tui does not know; see `info`)",
+    )
+
     parser = _Parser(
         prog="mrl-tui",
         description="Search a folder at any Matryoshka prefix dimension; see what each one trades.",
@@ -66,24 +82,41 @@ def build_parser() -> argparse.ArgumentParser:
     p_open.add_argument("path", type=Path)
 
     p_index = sub.add_parser(
-        "index", parents=[common], help="index a folder (incremental) and print a summary"
+        "index", parents=[common, prefixes], help="index a folder (incremental) and print a summary"
     )
     p_index.add_argument("path", type=Path)
     p_index.add_argument("--json", action="store_true", help="print the summary as JSON")
 
     p_search = sub.add_parser(
-        "search", parents=[common], help="search a folder (indexing it first if needed)"
+        "search", parents=[common, prefixes], help="search a folder (indexing it first if needed)"
     )
     p_search.add_argument("path", type=Path)
     p_search.add_argument("query")
     p_search.add_argument("--dim", type=_positive_int, help="prefix dimension (default: full)")
     p_search.add_argument(
+        "--route",
+        choices=["auto", "off"],
+        default="off",
+        help="auto: the router picks each query's dimension and says why (--dim overrides it)",
+    )
+    p_search.add_argument(
         "--k", type=_positive_int, default=10, help="results to return (default 10)"
+    )
+    p_search.add_argument(
+        "--precision",
+        default="float32",
+        choices=["float32", "int8", "binary"],
+        help="scan int8 or binary codes of the prefix, then rescore the best exactly",
+    )
+    p_search.add_argument(
+        "--rescore",
+        type=_positive_int,
+        help="candidates per result for int8/binary (default 4 for int8, 20 for binary)",
     )
     p_search.add_argument("--json", action="store_true", help="print one JSON object")
 
     p_info = sub.add_parser(
-        "info", parents=[common], help="what is indexed, and what each dimension costs"
+        "info", parents=[common, prefixes], help="what is indexed, and what each dimension costs"
     )
     p_info.add_argument("path", type=Path)
     p_info.add_argument("--json", action="store_true")
@@ -163,6 +196,8 @@ def _open_library(args: argparse.Namespace) -> Any:
             device=args.device,
             trust_remote_code=args.trust_remote_code,
             cache_root=args.cache_dir,
+            transform=getattr(args, "transform", "auto"),  # `bench` has no such flags (yet)
+            mrl=getattr(args, "mrl", False),
         )
     for message in library.messages:
         print(f"mrl-tui: {message}", file=sys.stderr)
@@ -267,11 +302,20 @@ def _ensure_indexed(library: Any) -> None:
 
 
 def _cmd_search(library: Any, args: argparse.Namespace) -> int:
+    if args.route == "auto" and not args.dim and args.precision != "float32":
+        from mrl_tui.core.errors import InputError
+
+        raise InputError("--route auto searches float32 vectors; give --dim to use --precision")
     dim = library.check_dim(args.dim) if args.dim else library.full_dim
     _ensure_indexed(library)
     library.load()
     query = library.query(args.query)
-    result = library.search(query, dim, args.k)
+    route = None
+    if args.route == "auto" and not args.dim:
+        result, route = library.search_routed(query, args.k)
+        dim = route.dim
+    else:
+        result = library.search(query, dim, args.k, precision=args.precision, rescore=args.rescore)
     if args.json:
         print(
             json.dumps(
@@ -281,6 +325,7 @@ def _cmd_search(library: Any, args: argparse.Namespace) -> int:
                     "full_dim": library.full_dim,
                     "model": library.embedder.name,
                     "transform": library.transform_name,
+                    "precision": result.precision,
                     "results": [
                         {
                             "rank": h.rank,
@@ -297,6 +342,7 @@ def _cmd_search(library: Any, args: argparse.Namespace) -> int:
                         "embed": round(query.embed_ms, 3),
                         "search": round(result.search_ms, 3),
                     },
+                    **({"route": route.to_dict()} if route else {}),
                 },
                 indent=2,
             )
@@ -306,7 +352,9 @@ def _cmd_search(library: Any, args: argparse.Namespace) -> int:
     from rich.table import Table
 
     table = Table(
-        title=f"{args.query!r} at {dim}/{library.full_dim} dims ({library.transform_name})",
+        title=f"{args.query!r} at {dim}/{library.full_dim} dims ({library.transform_name}"
+        + ("" if result.precision == "float32" else f", {result.precision} then rescored")
+        + ")",
         expand=True,
     )
     table.add_column("#", justify="right", no_wrap=True)
@@ -320,6 +368,8 @@ def _cmd_search(library: Any, args: argparse.Namespace) -> int:
     console = Console()
     console.print(table)
     console.print(f"[dim]embed {query.embed_ms:.1f} ms, search {result.search_ms:.2f} ms[/dim]")
+    if route:
+        console.print(f"route {route.summary}", style="dim", markup=False, highlight=False)
     return 0
 
 
@@ -329,22 +379,32 @@ def power_of_two_dims(full_dim: int) -> list[int]:
 
 
 def _cmd_info(library: Any, args: argparse.Namespace) -> int:
+    from mrl_tui.core.quantize import PRECISIONS, bytes_per_vector
+
     library.load()
     info = library.info()
     n = info.chunks
-    sizes = [
-        {"dim": d, "bytes_per_vector": d * 4, "index_bytes": n * d * 4}
-        for d in power_of_two_dims(library.full_dim)
-    ]
+    sizes = []
+    for d in power_of_two_dims(library.full_dim):
+        by_precision = {
+            p: {
+                "bytes_per_vector": bytes_per_vector(d, p),
+                "index_bytes": n * bytes_per_vector(d, p),
+            }
+            for p in PRECISIONS
+        }
+        sizes.append({"dim": d, **by_precision["float32"], "by_precision": by_precision})
     data = {
         "path": str(info.root),
         "cache_dir": str(info.cache_dir),
         "model": info.embedder.model,
+        "rule": info.embedder.rule,
         "device": info.embedder.device,
         "dtype": info.embedder.dtype,
         "full_dim": info.embedder.full_dim,
         "native_mrl": info.embedder.native_mrl,
         "transform": info.transform,
+        "prompts": {"query": info.embedder.query_prompt, "document": info.embedder.document_prompt},
         "files": info.files,
         "chunks": n,
         "sizes": sizes,
@@ -356,6 +416,7 @@ def _cmd_info(library: Any, args: argparse.Namespace) -> int:
         "path",
         "cache_dir",
         "model",
+        "rule",
         "device",
         "dtype",
         "full_dim",
@@ -364,11 +425,17 @@ def _cmd_info(library: Any, args: argparse.Namespace) -> int:
         "chunks",
     ):
         print(f"{key:>10}: {data[key]}")
-    print("float32 index size by prefix dimension:")
+    for kind, prompt in data["prompts"].items():
+        if prompt:
+            print(f"{kind + ' prompt':>10}: {prompt!r}")
+    print("index size by prefix dimension and precision (bytes per vector):")
+    print(f"{'dim':>10}  " + "  ".join(f"{p:>18}" for p in PRECISIONS))
     for row in sizes:
-        print(
-            f"{row['dim']:>10}: {_human(row['index_bytes'])} ({row['bytes_per_vector']} B/vector)"
-        )
+        cells = [
+            f"{_human(c['index_bytes'])} ({c['bytes_per_vector']} B)"
+            for c in row["by_precision"].values()
+        ]
+        print(f"{row['dim']:>10}  " + "  ".join(f"{c:>18}" for c in cells))
     return 0
 
 
@@ -471,7 +538,8 @@ def _print_bench(report: dict[str, Any]) -> None:
         title=f"{report['dataset']}: {report['docs']} docs, {report['queries']} judged queries, "
         f"{report['model'].split('/')[-1]} ({report['transform']})",
         caption="funnel d:c = exact scan at d keeping c, …, then a full-dim rerank; "
-        "scan = values read ÷ a full exact scan.\nrouted: not built yet (a later slice).",
+        "scan = values read ÷ a full exact scan.\nrouted: each query's own dimension "
+        "(mrl_tui/core/router.py), calibrated on the corpus, no judgements.",
         box=box.SIMPLE_HEAD,
     )
     for name in ("search", f"nDCG@{k}", "of full", "R@100", "scan", "B/vec", "ms"):
@@ -498,6 +566,18 @@ def _print_bench(report: dict[str, Any]) -> None:
             share(row[ndcg_key]),
             f"{row['recall100']:.4f}",
             f"{100 * row['scan_fraction']:.1f}%",
+            "",
+            "",
+        )
+    routed = report.get("routed")
+    if routed:
+        table.add_section()
+        table.add_row(
+            f"routed (mean {routed['mean_dim']:.0f}d)",
+            f"{routed[ndcg_key]:.4f}",
+            share(routed[ndcg_key]),
+            f"{routed['recall100']:.4f}",
+            f"{100 * routed['scan_fraction']:.1f}%",
             "",
             "",
         )

@@ -137,7 +137,11 @@ def test_bench_on_a_tiny_beir_set(
     )
     assert code == 0, err
     report = json.loads(out)
-    assert report["routed"] is None
+    routed = report["routed"]
+    assert set(routed) >= {"mean_dim", "scan_fraction", "ndcg10", "recall100"}
+    assert 1 <= routed["mean_dim"] <= 384 and routed["scan_fraction"] > 0
+    # 12 docs: every rung reranks them all, and the final rung agrees with full on the top 10.
+    assert routed["recall100"] == report["full"]["recall100"]
     assert report["queries"] == 4 and report["docs"] == 12 and report["full_dim"] == 384
     assert [row["dim"] for row in report["fixed"]] == [16, 32, 384]
     assert set(report["fixed"][0]) == {
@@ -184,7 +188,7 @@ def test_bench_on_a_tiny_beir_set(
     monkeypatch.setattr("mrl_tui.core.embed.Embedder.embed_documents", no_embedding)
     code, out, err = run(["bench", "--beir", str(tiny_beir), "--device", "cpu"], capsys)
     assert code == 0, err
-    assert "routed" in out and "not built yet" in out
+    assert "routed (mean" in out
 
 
 @pytest.mark.parametrize(

@@ -46,7 +46,7 @@ def test_large_corpora_get_an_hnsw_funnel_that_is_cached(
     library.update()
     library.load()
     assert library.graph is not None
-    graph_files = list(library.store.directory.glob("hnsw-*.bin"))
+    graph_files = list(library.store.directory.glob("hnsw_*.bin"))
     assert len(graph_files) == 1
     query = library.query("budget and savings")
     funnel = library.search(query, 384, 3)

@@ -16,16 +16,18 @@ import pytest
 from textual.widgets import Input
 from ui_helpers import QUERY, wait_for, write_corpus
 
-from mrl_tui.core.compare import ids_of, movement_label, movements
-from mrl_tui.core.library import Library
+from mrl_tui.core.chunking import Chunk
+from mrl_tui.core.compare import ids_of, movement_label, movements, power_of_two_dims
+from mrl_tui.core.library import Hit, Library
 from mrl_tui.ui.app import MrlApp
 from mrl_tui.ui.screens.help import HelpScreen
 from mrl_tui.ui.screens.search import SearchScreen
 from mrl_tui.ui.screens.skipped import SkippedScreen
 from mrl_tui.ui.session import TOP_K
 from mrl_tui.ui.widgets.dim_slider import DimSlider
-from mrl_tui.ui.widgets.panels import RouterPanel
-from mrl_tui.ui.widgets.ranking import RankingPane
+from mrl_tui.ui.widgets.panels import RouterPanel, StoragePanel, x_position
+from mrl_tui.ui.widgets.preview import trail_text
+from mrl_tui.ui.widgets.ranking import RankingPane, short_locations, split_width
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +55,11 @@ async def search(pilot, text: str = QUERY) -> SearchScreen:
     await pilot.press("enter")
     await wait_for(pilot, lambda: screen.comparison is not None)
     return screen
+
+
+def fake_hit(path: str, line: int) -> Hit:
+    chunk = Chunk(path=path, start_line=line, end_line=line + 3, heading="", text="text")
+    return Hit(rank=1, id=line, score=0.5, chunk=chunk)
 
 
 def table_rows(pane: RankingPane) -> tuple[list[int], list[str]]:
@@ -179,7 +186,7 @@ async def test_side_keys_router_panels_skipped(library: Library) -> None:
     async with app.run_test(size=(100, 32)) as pilot:
         screen = await search(pilot)
         await pilot.press("a")
-        assert "router not available yet" in str(screen.query_one(RouterPanel).render())
+        assert "not available yet" in str(screen.query_one(RouterPanel).render())
         await pilot.press("p")
         assert not screen.query_one("#side").display
         await pilot.press("s")
@@ -247,3 +254,83 @@ async def test_cancel_indexing_keeps_work_and_reopens(
         assert app.report is not None and not app.report.cancelled
         assert app.report.chunks_total == len(files)
         assert app.report.files_changed == len(files) - kept  # committed work was not redone
+
+
+async def test_latency_profile_and_storage_follow_the_query(library: Library) -> None:
+    app = make_app(library)
+    async with app.run_test(size=(120, 36)) as pilot:
+        screen = await search(pilot)
+        await wait_for(pilot, lambda: screen.latency_profile is not None)
+        profile = screen.latency_profile
+        assert profile is not None
+        assert list(profile) == power_of_two_dims(library.full_dim)
+        assert all(ms > 0 for ms in profile.values())
+        storage = str(screen.query_one(StoragePanel).query_one(".numbers").render())
+        assert "top 10 shared with full" in storage and "–" not in storage
+        await pilot.press("r")  # another reference: the profile is kept, not measured again
+        await wait_for(pilot, lambda: screen.comparison.ref_dim == 8)  # type: ignore[union-attr]
+        assert screen.latency_profile is profile
+
+
+async def test_funnel_reference_without_graph_says_why(library: Library) -> None:
+    assert library.graph is None
+    app = make_app(library)
+    async with app.run_test(size=(100, 32)) as pilot:
+        screen = await search(pilot)
+        await pilot.press("f")
+        await pilot.pause()
+        assert screen.ref_mode == "exact"
+        assert any("HNSW graph" in n.message for n in app._notifications)
+
+
+async def test_funnel_reference_with_graph(
+    corpus: Path, embedder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mrl_tui.core.library as library_module
+
+    monkeypatch.setattr(library_module, "HNSW_MIN_CHUNKS", 1)  # a graph even for 6 chunks
+    lib = Library(corpus, embedder, cache_root=tmp_path / "cache")
+    lib.update()
+    lib.load()
+    assert lib.graph is not None
+    app = make_app(lib)
+    async with app.run_test(size=(100, 32)) as pilot:
+        screen = await search(pilot)
+        await pilot.press("f")
+        await wait_for(pilot, lambda: screen.comparison.ref_mode == "funnel")  # type: ignore[union-attr]
+        pane = screen.query_one("#right", RankingPane)
+        assert pane.border_title == f"reference: funnel @{lib.full_dim}"
+        assert screen.state is not None
+        funnel = lib.search(screen.state.query, lib.full_dim, TOP_K, mode="funnel")
+        assert table_rows(pane)[0] == ids_of(funnel.hits)
+        await pilot.press("r")  # back to exact at the same dim
+        await wait_for(pilot, lambda: screen.comparison.ref_mode == "exact")  # type: ignore[union-attr]
+        assert screen.ref_dim == lib.full_dim
+
+
+def test_short_locations_shorten_the_whole_column_alike() -> None:
+    hits = [fake_hit("cooking/steak-searing.md", 26), fake_hit("cooking/pan-sauces.md", 1)]
+    assert short_locations(hits, 40) == ["cooking/steak-searing.md:26", "cooking/pan-sauces.md:1"]
+    assert short_locations(hits, 20) == ["steak-searing.md:26", "pan-sauces.md:1"]
+    assert short_locations(hits, 16) == ["steak-searing:26", "pan-sauces:1"]
+    assert short_locations(hits, 10) == ["steak-…:26", "pan-sau…:1"]
+
+
+def test_split_width_gives_the_snippet_most_of_the_room() -> None:
+    assert split_width(60, 27) == (24, 34)  # 40 % for the location, the rest for text
+    assert split_width(60, 10) == (10, 48)  # short paths take only what they need
+    assert split_width(24, 27) == (24, 0)  # no room for a useful snippet: location only
+
+
+def test_trail_text_aligns_dims_and_ranks() -> None:
+    text = trail_text({8: 14, 16: 3, 32: 1, 384: None}, depth=50, dim=16, k=10)
+    dims, ranks = text.plain.split("\n")
+    assert dims == "dim    8 16 32 384"
+    assert ranks == "rank  14  3  1 >50"
+
+
+def test_x_position_interpolates_between_powers_of_two() -> None:
+    dims = [8, 16, 32, 64, 128, 256, 384]
+    assert x_position(8, dims) == 0 and x_position(64, dims) == 3
+    assert x_position(384, dims) == 6
+    assert 3 < x_position(96, dims) < 4

@@ -1,26 +1,43 @@
 """Screenshots of fixed states: the search screen after a query, and the indexing screen.
 
-Timings are frozen (`frozen_timings=True`), the indexing progress is a fixed snapshot, and the
+The search screens use a copy of 16 notes from `sample_corpora/notes` (cooking, first aid,
+cycling), where rankings visibly change between dims. Timings are frozen (`frozen_timings=True`,
+and the latency plot gets a fixed profile), the indexing progress is a fixed snapshot, and the
 header shows the folder's name only, so the SVGs do not depend on the machine's speed or paths.
 Regenerate with `pytest tests/test_ui_snapshots.py --snapshot-update` after a deliberate change.
 """
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
+from conftest import SAMPLES
 from textual.widgets import Input
-from ui_helpers import QUERY, wait_for, write_corpus
+from ui_helpers import wait_for
 
 from mrl_tui.core.indexer import IndexProgress
 from mrl_tui.core.library import Library
 from mrl_tui.ui.app import MrlApp
 
+NOTES = {
+    "cooking": "steak-searing pan-sauces meal-prep-weekly rice-cooking sourdough-starter "
+    "stock-and-broth knife-sharpening",
+    "first-aid": "burns cpr-adult hypothermia sprains-rice recovery-position",
+    "cycling": "chain-cleaning-lube tire-pressure training-zones winter-riding",
+}
+QUERY = "what to do after an injury"
+LATENCY = {8: 0.05, 16: 0.06, 32: 0.07, 64: 0.09, 128: 0.12, 256: 0.2, 384: 0.27}
+
 
 @pytest.fixture(scope="module")
 def library(embedder, tmp_path_factory: pytest.TempPathFactory) -> Library:
-    corpus = write_corpus(tmp_path_factory.mktemp("snap") / "notes")
+    corpus = tmp_path_factory.mktemp("snap") / "notes"
+    for topic, names in NOTES.items():
+        (corpus / topic).mkdir(parents=True)
+        for name in names.split():
+            shutil.copy(SAMPLES / "notes" / topic / f"{name}.md", corpus / topic)
     lib = Library(corpus, embedder, cache_root=tmp_path_factory.mktemp("cache"))
     lib.update()
     lib.load()
@@ -33,24 +50,32 @@ def searched_app(library: Library) -> tuple[MrlApp, object]:
     async def run_before(pilot) -> None:
         screen = app.search_screen
         await wait_for(pilot, lambda: screen.library is not None)
+        screen.show_latency_profile(LATENCY)
         screen.query_one("#query", Input).value = QUERY
         await pilot.click("#query")
         await pilot.press("enter")
         await wait_for(pilot, lambda: screen.comparison is not None)
         await pilot.press("shift+left", "shift+left")  # 64 -> 16, where rankings differ
         await wait_for(pilot, lambda: screen.comparison.dim == 16)  # type: ignore[union-attr]
+        await pilot.press("tab", "down")  # the left table: select the second hit
+        await pilot.pause()
 
     return app, run_before
 
 
 def test_search_screen(snap_compare, library: Library) -> None:
     app, run_before = searched_app(library)
-    assert snap_compare(app, terminal_size=(100, 32), run_before=run_before)
+    assert snap_compare(app, terminal_size=(120, 36), run_before=run_before)
 
 
 def test_search_screen_small_terminal(snap_compare, library: Library) -> None:
     app, run_before = searched_app(library)
     assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
+
+
+def test_search_screen_huge_terminal(snap_compare, library: Library) -> None:
+    app, run_before = searched_app(library)
+    assert snap_compare(app, terminal_size=(200, 50), run_before=run_before)
 
 
 def test_indexing_screen(snap_compare, tmp_path: Path) -> None:

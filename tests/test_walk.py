@@ -191,3 +191,13 @@ def test_many_files_walk_quickly(tmp_path: Path) -> None:
     result = walk_folder(tmp_path)
     assert len(result.files) == 2000
     assert time.perf_counter() - started < 2.0
+
+
+def test_sample_codebase_skips_what_its_gitignore_and_hidden_rules_say() -> None:
+    """The bundled code sample carries files that must never be indexed (sentinels inside)."""
+    root = Path(__file__).resolve().parent.parent / "sample_corpora" / "codebase"
+    result = walk_folder(root)
+    assert "README.md" in result.files and "notebooks/demo.ipynb" in result.files
+    for rel in result.files:
+        assert "MRL_SENTINEL" not in (root / rel).read_text(encoding="utf-8", errors="replace")
+    assert not any(f.startswith(("build/", ".cache/")) or f.endswith(".log") for f in result.files)

@@ -20,7 +20,7 @@ import math
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from mrl_tui.core.beir import BeirSet, read_folder_queries
 from mrl_tui.core.errors import InputError
 from mrl_tui.core.index import NestedIndex
 from mrl_tui.core.metrics import evaluate
+from mrl_tui.core.router import Route, Router, TermStats, calibration_queries
 from mrl_tui.core.store import atomic_save_npy, default_cache_root
 from mrl_tui.core.transform import IDENTITY, fit_pca
 
@@ -213,6 +214,11 @@ class EvalSet:
     qrels: dict[str, dict[str, float]]
     pseudo_vectors: np.ndarray
     pseudo_sources: list[int]
+    query_texts: list[str] = field(default_factory=list)
+    row_texts: list[str] = field(default_factory=list)
+    route_vectors: np.ndarray | None = None
+    route_sources: list[int] = field(default_factory=list)
+    """Short pseudo-queries (`router.calibration_queries`) the router calibrates on."""
 
 
 def _documents(rows: np.ndarray, row_docs: list[str], limit: int) -> list[str]:
@@ -244,6 +250,34 @@ def _score(es: EvalSet, search: Callable[[np.ndarray], np.ndarray], k: int) -> d
     return {f"ndcg{k}": round(scores.ndcg, 4), "recall100": round(scores.recall, 4)}
 
 
+def _routed(es: EvalSet, k: int) -> dict[str, Any] | None:
+    """Every query through a `Router` calibrated on this corpus's pseudo-queries (no qrels)."""
+    if not es.row_texts or es.route_vectors is None:
+        return None
+    index, depth = es.index, _depth(es)
+    stats = TermStats.from_texts(es.row_texts)
+    router = Router.calibrate(index, stats, es.route_vectors, es.route_sources, k)
+    routes: list[Route] = []
+    rankings = {}
+    for qid, text, vector in zip(es.query_ids, es.query_texts, es.query_vectors, strict=True):
+        found, route = router.search(index, text, vector, depth)
+        routes.append(route)
+        rankings[qid] = _documents(found.ids, es.row_docs, RECALL_K)
+    scores = evaluate(rankings, es.qrels, ndcg_k=k, recall_k=RECALL_K)
+    dims = [r.dim for r in routes]
+    return {
+        "mean_dim": round(float(np.mean(dims)), 1),
+        "scan_fraction": round(
+            float(np.mean([r.values_read for r in routes])) / (index.n * index.full_dim), 4
+        ),
+        f"ndcg{k}": round(scores.ndcg, 4),
+        "recall100": round(scores.recall, 4),
+        "scan_dim": router.scan_dim,
+        "dims": {str(d): dims.count(d) for d in sorted(set(dims))},
+        "calibration": router.notes,
+    }
+
+
 def _timed(
     index: NestedIndex, dim: int, depth: int, elapsed: list[float]
 ) -> Callable[[np.ndarray], np.ndarray]:
@@ -259,7 +293,7 @@ def _timed(
 
 
 def run_bench(es: EvalSet, dims: Sequence[int], k: int = 10) -> dict[str, Any]:
-    """The report `mrl-tui bench --json` prints (routing is not built yet: ``routed`` is None)."""
+    """The report `mrl-tui bench --json` prints (``routed`` is None without query texts)."""
     index, depth = es.index, _depth(es)
     full_dim, n = index.full_dim, index.n
     full = _score(es, lambda q: index.search(q, full_dim, depth).ids, k)
@@ -303,7 +337,7 @@ def run_bench(es: EvalSet, dims: Sequence[int], k: int = 10) -> dict[str, Any]:
         "full": full,
         "fixed": fixed,
         "funnel": funnel_rows,
-        "routed": None,
+        "routed": _routed(es, k),
     }
 
 
@@ -400,6 +434,13 @@ def beir_eval_set(
         [text for _, text in pseudo],
         _embed_queries(embedder, "embedding pseudo-queries", progress),
     )
+    route_pseudo = calibration_queries(data.doc_texts)
+    route_vectors = cached_embeddings(
+        directory,
+        "route",
+        [text for _, text in route_pseudo],
+        _embed_queries(embedder, "embedding router pseudo-queries", progress),
+    )
     native = embedder.spec.native_mrl
     transform = IDENTITY if native or len(docs) < 2 else fit_pca(docs)
     device = embedder.device if embedder.device == "cuda" else "cpu"
@@ -414,6 +455,10 @@ def beir_eval_set(
         qrels=data.qrels,
         pseudo_vectors=transform.apply(pseudo_vectors),
         pseudo_sources=[row for row, _ in pseudo],
+        query_texts=[data.queries[q] for q in query_ids],
+        row_texts=list(data.doc_texts),
+        route_vectors=transform.apply(route_vectors),
+        route_sources=[row for row, _ in route_pseudo],
     )
 
 
@@ -441,6 +486,8 @@ def folder_eval_set(library: Any, progress: Progress | None = None) -> EvalSet:
     texts = [c.text if doc else "" for c, doc in zip(chunks, row_docs, strict=True)]
     pseudo = pseudo_queries(texts)
     pseudo_vectors = [library.query(text).vector for _, text in pseudo]
+    route_pseudo = calibration_queries(texts)
+    route_vectors = [library.query(text).vector for _, text in route_pseudo]
     return EvalSet(
         name=library.root.name,
         model=library.embedder.name,
@@ -454,6 +501,12 @@ def folder_eval_set(library: Any, progress: Progress | None = None) -> EvalSet:
         if pseudo_vectors
         else np.zeros((0, library.full_dim), np.float32),
         pseudo_sources=[row for row, _ in pseudo],
+        query_texts=[query for query, _ in pairs],
+        row_texts=texts,
+        route_vectors=np.stack(route_vectors)
+        if route_vectors
+        else np.zeros((0, library.full_dim), np.float32),
+        route_sources=[row for row, _ in route_pseudo],
     )
 
 

