@@ -1,4 +1,5 @@
-"""Make docs/screenshot.svg: the search screen on the notes sample after a query, at dim 64.
+"""Make docs/screenshot.svg: the notes sample after a query, at dim 64 under PCA against naive
+truncation at 64 (`t`).
 
 Run from anywhere: `python docs/make_screenshot.py`. It indexes `sample_corpora/notes` into a
 temporary cache (a minute or so on a CPU), so it never touches your own cache.
@@ -33,7 +34,7 @@ async def wait_for(pilot, condition, timeout: float = 600) -> None:
 
 async def main() -> None:
     with tempfile.TemporaryDirectory() as cache:
-        app = MrlApp(CORPUS, device="cpu", cache_root=Path(cache))
+        app = MrlApp(CORPUS, device="cpu", cache_root=Path(cache), auto_router=False)
         async with app.run_test(size=SIZE) as pilot:
             screen = app.search_screen
             await wait_for(pilot, lambda: screen.library is not None or app.failed)
@@ -44,6 +45,8 @@ async def main() -> None:
             screen.query_one(DimSlider).value = 64
             await wait_for(pilot, lambda: screen.comparison is not None)
             await wait_for(pilot, lambda: screen.comparison.dim == 64)
+            await pilot.press("t")  # the reference side: naive truncation at 64
+            await wait_for(pilot, lambda: screen.comparison.ref_transform == "naive")
             await pilot.press("tab", "down")  # select the second hit of the left table
             await pilot.pause(0.5)
             OUT.write_text(app.export_screenshot(title="mrl-tui"), encoding="utf-8")

@@ -57,9 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     prefixes.add_argument(
         "--transform",
         default="auto",
-        choices=["auto", "naive", "pca"],
+        choices=["auto", "naive", "pca", "adaptor"],
         help="auto: native MRL models as they are, PCA for others; naive: plain truncation; "
-        "pca: always rotate first (a learned adaptor is planned)",
+        "pca: always rotate first; adaptor: PCA plus a small network fitted to the corpus",
     )
     prefixes.add_argument(
         "--mrl",
@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     p_open = sub.add_parser(
-        "open", parents=[common], help="open the terminal app on a folder (the default)"
+        "open", parents=[common, prefixes], help="open the terminal app on a folder (the default)"
     )
     p_open.add_argument("path", type=Path)
 
@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p_bench = sub.add_parser(
         "bench",
-        parents=[common],
+        parents=[common, prefixes],
         help="nDCG@10, recall@100 and cost per dimension, on a BEIR set or a queries.tsv",
     )
     p_bench.add_argument("path", type=Path, nargs="?", help="a folder holding queries.tsv")
@@ -137,6 +137,18 @@ def build_parser() -> argparse.ArgumentParser:
     p_bench.add_argument("--k", type=_positive_int, default=10, help="nDCG cutoff (default 10)")
     p_bench.add_argument("--json", action="store_true", help="print one JSON object")
     p_bench.add_argument("--plot", type=Path, metavar="FILE", help="also write an SVG plot")
+    p_bench.add_argument(
+        "--precision",
+        default="float32",
+        choices=["float32", "int8", "binary"],
+        help="int8/binary: the fixed-dim searches scan codes, then rescore exactly",
+    )
+    p_bench.add_argument(
+        "--compare",
+        action="store_true",
+        help="one table: naive / pca / adaptor per dim, and int8 / binary at --transform "
+        "(BEIR sets only)",
+    )
     return parser
 
 
@@ -174,6 +186,8 @@ def _run(args: argparse.Namespace) -> int:
             device=args.device,
             cache_root=args.cache_dir,
             trust_remote_code=args.trust_remote_code,
+            transform=args.transform,
+            mrl=args.mrl,
         )
     library = _open_library(args)
     try:
@@ -459,6 +473,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     dims = bench.parse_dims(args.dims) if args.dims else None
     if args.plot and args.plot.suffix.lower() != ".svg":
         raise InputError(f"--plot {args.plot}: the plot is written as SVG; name it *.svg")
+    if args.compare and (args.beir is None or args.plot):
+        raise InputError("--compare needs --beir DIR and prints a table only (no --plot)")
     # Check the inputs before loading any model: a typo should fail in milliseconds.
     if args.beir is not None:
         data = load_beir(args.beir)
@@ -466,12 +482,25 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
         with _status(f"loading {args.model or 'the bundled model'}"):
             embedder = Embedder(
-                args.model, device=args.device, trust_remote_code=args.trust_remote_code
+                args.model,
+                device=args.device,
+                trust_remote_code=args.trust_remote_code,
+                mrl=args.mrl,
             )
         dims = bench.check_dims(dims or bench.DEFAULT_DIMS, embedder.full_dim, given=bool(dims))
+        names = bench.COMPARE_TRANSFORMS if args.compare else (args.transform,)
         with _bench_progress() as progress:
-            eval_set = bench.beir_eval_set(args.beir, data, embedder, progress, args.cache_dir)
-        report = bench.run_bench(eval_set, dims, args.k)
+            sets = {
+                name: bench.beir_eval_set(
+                    args.beir, data, embedder, progress, args.cache_dir, transform=name
+                )
+                for name in names
+            }
+        if args.compare:
+            chosen = bench.resolve_transform(args.transform, embedder.spec.native_mrl)
+            report = bench.run_compare(sets, chosen, dims, args.k)
+        else:
+            report = bench.run_bench(sets[args.transform], dims, args.k, args.precision)
     else:
         read_folder_queries(check_folder(args.path))
         library = _open_library(args)
@@ -480,16 +509,42 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             _ensure_indexed(library)
             with _bench_progress() as progress:
                 eval_set = bench.folder_eval_set(library, progress)
-            report = bench.run_bench(eval_set, dims, args.k)
+            report = bench.run_bench(eval_set, dims, args.k, args.precision)
         finally:
             library.close()
     if args.plot:
         args.plot.write_text(bench.plot_svg(report), encoding="utf-8")
     if args.json:
         print(bench.to_json(report))
+    elif args.compare:
+        _print_compare(report)
     else:
         _print_bench(report)
     return 0
+
+
+def _print_compare(report: dict[str, Any]) -> None:
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    compare, k = report["compare"], report["k"]
+    fits = ", ".join(f"{name} {s:.1f} s" for name, s in compare["fit_seconds"].items())
+    table = Table(
+        title=f"{report['dataset']}: {report['docs']} docs, {report['queries']} judged queries, "
+        f"{report['model'].split('/')[-1]}",
+        caption=f"cells: nDCG@{k} / recall@100. int8 and binary scan codes of the "
+        f"{compare['chosen']} vectors, then rescore exactly. Fit: {fits}.",
+        box=box.SIMPLE_HEAD,
+    )
+    table.add_column("dim", justify="right")
+    for name in compare["columns"]:
+        table.add_column(name, justify="right", no_wrap=True)
+    key = f"ndcg{k}"
+    for row in compare["rows"]:
+        cells = [f"{row[c][key]:.4f} / {row[c]['recall100']:.4f}" for c in compare["columns"]]
+        table.add_row(str(row["dim"]), *cells)
+    Console().print(table)
 
 
 def _bench_progress() -> Any:

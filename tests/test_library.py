@@ -78,3 +78,31 @@ def test_a_query_made_before_a_reindex_still_searches_right(
     assert moved.hits[0].chunk.path == fresh.hits[0].chunk.path == "bikes/chain.md"
     assert moved.hits[0].score == pytest.approx(fresh.hits[0].score, abs=1e-5)
     library.close()
+
+
+def test_search_under_another_transform(topic_folder: Path, tmp_path: Path, embedder) -> None:
+    library = Library(topic_folder, embedder, cache_root=tmp_path / "cache")  # PCA: not native MRL
+    library.update()
+    query = library.query("lubricating a bicycle chain")
+    full = library.full_dim
+
+    def ranking(dim: int, transform: str | None = None) -> list[int]:
+        return [hit.id for hit in library.search(query, dim, 5, transform=transform).hits]
+
+    # PCA is a rotation: at full dim, truncating nothing, both give the same scores and ranking.
+    naive = library.search(query, full, 5, transform="naive").hits
+    pca = library.search(query, full, 5, transform="pca").hits
+    assert [h.id for h in naive] == [h.id for h in pca] == ranking(full)
+    assert np.allclose([h.score for h in naive], [h.score for h in pca], atol=1e-5)
+    # Prefixes differ: the first dims of the rotation are not the first dims of the model.
+    assert ranking(2, "pca") == ranking(2)  # the loaded transform is PCA already
+    assert any(ranking(d, "naive") != ranking(d, "pca") for d in (1, 2, 3, 4, 8))
+    naive8 = sorted(h.score for h in library.search(query, 8, 5, transform="naive").hits)
+    assert not np.allclose(naive8, sorted(h.score for h in library.search(query, 8, 5).hits))
+    assert library.view("pca")[1] is library.index  # no second index for the loaded transform
+    assert library.view("naive")[1] is not library.index
+    with pytest.raises(InputError):
+        library.search(query, 8, 5, precision="int8", transform="naive")
+    with pytest.raises(InputError):
+        library.view("umap")
+    library.close()

@@ -35,7 +35,7 @@ def test_transform_choice_names_what_is_used_and_keeps_each_fit(
     fits = list(next(cache.iterdir()).glob("transform_pca-*.npz"))
     assert len(fits) == 1  # fitted once, reused by the later "pca" library
     with pytest.raises(InputError):
-        Library(topic_folder, embedder, cache_root=cache, transform="adaptor")
+        Library(topic_folder, embedder, cache_root=cache, transform="learned")
 
 
 def test_int8_and_binary_search_rescore_to_exact_scores(

@@ -6,6 +6,7 @@ so no test pays for a model load and none touches the user's cache.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import subprocess
 import sys
@@ -25,7 +26,13 @@ from mrl_tui.ui.screens.search import SearchScreen
 from mrl_tui.ui.screens.skipped import SkippedScreen
 from mrl_tui.ui.session import TOP_K
 from mrl_tui.ui.widgets.dim_slider import DimSlider
-from mrl_tui.ui.widgets.panels import RouterPanel, StoragePanel, x_position
+from mrl_tui.ui.widgets.panels import (
+    RouterPanel,
+    StoragePanel,
+    feature_line,
+    stages_line,
+    x_position,
+)
 from mrl_tui.ui.widgets.preview import trail_text
 from mrl_tui.ui.widgets.ranking import RankingPane, short_locations, split_width
 
@@ -43,8 +50,9 @@ def library(corpus: Path, embedder, tmp_path_factory: pytest.TempPathFactory) ->
     return lib
 
 
-def make_app(library: Library) -> MrlApp:
-    return MrlApp(library.root, device="cpu", library=library)
+def make_app(library: Library, *, auto_router: bool = False) -> MrlApp:
+    """Manual mode unless asked: most tests drive the slider from its default dim."""
+    return MrlApp(library.root, device="cpu", library=library, auto_router=auto_router)
 
 
 async def search(pilot, text: str = QUERY) -> SearchScreen:
@@ -185,15 +193,13 @@ async def test_side_keys_router_panels_skipped(library: Library) -> None:
     app = make_app(library)
     async with app.run_test(size=(100, 32)) as pilot:
         screen = await search(pilot)
-        await pilot.press("a")
-        assert "not available yet" in str(screen.query_one(RouterPanel).render())
         await pilot.press("p")
         assert not screen.query_one("#side").display
         await pilot.press("s")
         assert isinstance(app.screen, SkippedScreen)
         await pilot.press("escape")
         titles = [command.title for command in app.get_system_commands(screen)]
-        assert {"Reindex", "Switch reference", "Toggle panels"} <= set(titles)
+        assert {"Reindex", "Switch reference", "Other transform", "Toggle panels"} <= set(titles)
 
 
 async def test_missing_folder_is_a_message_not_a_traceback(tmp_path: Path) -> None:
@@ -306,6 +312,108 @@ async def test_funnel_reference_with_graph(
         await pilot.press("r")  # back to exact at the same dim
         await wait_for(pilot, lambda: screen.comparison.ref_mode == "exact")  # type: ignore[union-attr]
         assert screen.ref_dim == lib.full_dim
+
+
+def panel_text(screen: SearchScreen) -> str:
+    return str(screen.query_one(RouterPanel).render())
+
+
+async def test_auto_mode_routes_each_query_and_shows_why(library: Library) -> None:
+    app = make_app(library, auto_router=True)
+    async with app.run_test(size=(120, 36)) as pilot:
+        screen = await search(pilot)
+        assert screen.state is not None and screen.comparison is not None
+        route = library.route(screen.state.query)
+        assert screen.dim == route.dim == screen.query_one(DimSlider).value
+        assert screen.comparison.dim == route.dim and screen.auto_router
+        text = panel_text(screen)
+        assert route.summary in text and feature_line(route.features) in text
+        assert stages_line(route, library.full_dim) in text and "of a full scan" in text
+        left, _ = table_rows(screen.query_one("#left", RankingPane))
+        assert left == ids_of(library.search(screen.state.query, route.dim, TOP_K).hits)
+
+        await pilot.press("a")  # manual: the dim stays where the router put it
+        assert not screen.auto_router and f"manual: dim {route.dim}" in panel_text(screen)
+        await pilot.press("a")  # auto again: the route is shown again, not recomputed
+        assert screen.auto_router and route.summary in panel_text(screen)
+
+        slider = screen.query_one(DimSlider)
+        slider.focus()
+        await pilot.press("right")  # a hand on the slider ends auto mode, and says so
+        await wait_for(pilot, lambda: screen.comparison.dim == route.dim + 8)  # type: ignore[union-attr]
+        assert not screen.auto_router and "manual" in panel_text(screen)
+        assert any("by hand" in n.message for n in app._notifications)
+
+
+async def test_a_query_made_in_manual_mode_is_routed_when_auto_is_turned_on(
+    library: Library,
+) -> None:
+    app = make_app(library)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await search(pilot)
+        assert screen.dim == 64 and screen.state is not None and screen.state.route is None
+        assert "manual: dim 64" in panel_text(screen)
+        await pilot.press("a")
+        await wait_for(pilot, lambda: screen.state is not None and screen.state.route is not None)
+        route = library.route(screen.state.query)  # type: ignore[union-attr]
+        await wait_for(pilot, lambda: screen.comparison.dim == route.dim)  # type: ignore[union-attr]
+        assert route.summary in panel_text(screen)
+
+
+async def test_transform_reference_searches_the_same_dim_under_another_transform(
+    library: Library,
+) -> None:
+    assert library.transform.name == "pca"
+    app = make_app(library)
+    async with app.run_test(size=(100, 32)) as pilot:
+        screen = await search(pilot)
+        await pilot.press("t")
+        await wait_for(pilot, lambda: screen.comparison.ref_transform == "naive")  # type: ignore[union-attr]
+        pane = screen.query_one("#right", RankingPane)
+        assert pane.border_title == "reference: naive @64"
+        assert screen.state is not None
+        naive = library.search(screen.state.query, 64, TOP_K, transform="naive")
+        assert table_rows(pane)[0] == ids_of(naive.hits)
+        await pilot.press("shift+left")  # the reference follows the slider
+        await wait_for(pilot, lambda: screen.comparison.dim == 32)  # type: ignore[union-attr]
+        naive = library.search(screen.state.query, 32, TOP_K, transform="naive")
+        assert table_rows(pane)[0] == ids_of(naive.hits)
+        await pilot.press("t")  # PCA is loaded, so naive is the only other one: back
+        await wait_for(pilot, lambda: screen.comparison.ref_transform is None)  # type: ignore[union-attr]
+        assert pane.border_title == f"reference: dim {library.full_dim}"
+
+
+def test_run_app_passes_transform_and_mrl_through(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mrl_tui.core.library as library_module
+    import mrl_tui.ui.app as app_module
+    from mrl_tui import cli
+    from mrl_tui.core.errors import InputError
+
+    seen: dict[str, object] = {}
+
+    def fake_open(path, **kwargs):  # stands in for loading a model
+        seen.update(kwargs)
+        raise InputError("stop here")
+
+    monkeypatch.setattr(library_module.Library, "open", staticmethod(fake_open))
+
+    async def run_headless(self: MrlApp) -> None:  # MrlApp.run, without a terminal
+        async with self.run_test() as pilot:
+            await wait_for(pilot, lambda: self.failed)
+
+    monkeypatch.setattr(MrlApp, "run", lambda self: asyncio.run(run_headless(self)))
+    args = dict(model=None, device="cpu", cache_root=tmp_path, trust_remote_code=False)
+    assert app_module.run_app(tmp_path, **args, transform="naive", mrl=True) == 1
+    assert seen["transform"] == "naive" and seen["mrl"] is True
+
+    calls: list[dict[str, object]] = []
+    monkeypatch.setattr(app_module, "run_app", lambda path, **kwargs: calls.append(kwargs) or 0)
+    assert cli.main([str(tmp_path), "--transform", "pca", "--mrl"]) == 0
+    assert calls[-1]["transform"] == "pca" and calls[-1]["mrl"] is True
+    assert cli.main(["open", str(tmp_path)]) == 0
+    assert calls[-1]["transform"] == "auto" and calls[-1]["mrl"] is False
 
 
 def test_short_locations_shorten_the_whole_column_alike() -> None:

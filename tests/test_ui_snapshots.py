@@ -44,8 +44,13 @@ def library(embedder, tmp_path_factory: pytest.TempPathFactory) -> Library:
     return lib
 
 
-def searched_app(library: Library) -> tuple[MrlApp, object]:
-    app = MrlApp(library.root, device="cpu", library=library, frozen_timings=True)
+def searched_app(
+    library: Library, *, auto: bool, other_transform: bool = False
+) -> tuple[MrlApp, object]:
+    """After the query: in auto mode at the routed dim (192 here; 79 chunks are too few to
+    calibrate on, so every rung checks), or in manual mode at 16, where rankings differ;
+    `other_transform` puts naive truncation on the reference side (`t`)."""
+    app = MrlApp(library.root, device="cpu", library=library, frozen_timings=True, auto_router=auto)
 
     async def run_before(pilot) -> None:
         screen = app.search_screen
@@ -55,8 +60,12 @@ def searched_app(library: Library) -> tuple[MrlApp, object]:
         await pilot.click("#query")
         await pilot.press("enter")
         await wait_for(pilot, lambda: screen.comparison is not None)
-        await pilot.press("shift+left", "shift+left")  # 64 -> 16, where rankings differ
-        await wait_for(pilot, lambda: screen.comparison.dim == 16)  # type: ignore[union-attr]
+        if not auto:
+            await pilot.press("shift+left", "shift+left")  # 64 -> 16
+            await wait_for(pilot, lambda: screen.comparison.dim == 16)  # type: ignore[union-attr]
+        if other_transform:
+            await pilot.press("t")
+            await wait_for(pilot, lambda: screen.comparison.ref_transform == "naive")  # type: ignore[union-attr]
         await pilot.press("tab", "down")  # the left table: select the second hit
         await pilot.pause()
 
@@ -64,17 +73,18 @@ def searched_app(library: Library) -> tuple[MrlApp, object]:
 
 
 def test_search_screen(snap_compare, library: Library) -> None:
-    app, run_before = searched_app(library)
+    """Auto mode, the reference side showing naive truncation at the routed dim (`t`)."""
+    app, run_before = searched_app(library, auto=True, other_transform=True)
     assert snap_compare(app, terminal_size=(120, 36), run_before=run_before)
 
 
 def test_search_screen_small_terminal(snap_compare, library: Library) -> None:
-    app, run_before = searched_app(library)
+    app, run_before = searched_app(library, auto=False)
     assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
 
 
 def test_search_screen_huge_terminal(snap_compare, library: Library) -> None:
-    app, run_before = searched_app(library)
+    app, run_before = searched_app(library, auto=True)
     assert snap_compare(app, terminal_size=(200, 50), run_before=run_before)
 
 

@@ -26,13 +26,15 @@ from typing import Any
 
 import numpy as np
 
+from mrl_tui.core.adaptor import Adaptor, fit_adaptor
 from mrl_tui.core.beir import BeirSet, read_folder_queries
 from mrl_tui.core.errors import InputError
 from mrl_tui.core.index import NestedIndex
 from mrl_tui.core.metrics import evaluate
+from mrl_tui.core.quantize import DEFAULT_RESCORE, bytes_per_vector, encode, rescored_search
 from mrl_tui.core.router import Route, Router, TermStats, calibration_queries
 from mrl_tui.core.store import atomic_save_npy, default_cache_root
-from mrl_tui.core.transform import IDENTITY, fit_pca
+from mrl_tui.core.transform import IDENTITY, Transform, fit_pca
 
 DEFAULT_DIMS = (32, 64, 128, 256)
 FUNNEL_DIMS = (32, 48, 64)
@@ -45,6 +47,8 @@ AUTO_AGREEMENT = 0.96
 AUTO_FIRST_DIMS = (8, 12, 16, 24, 32, 48, 64)
 AUTO_FIRST_KEPT = (50, 100, 200, 400, 800, 1600)
 AUTO_SECOND_STAGES = ((48, 50), (64, 50), (64, 100))
+COMPARE_TRANSFORMS = ("naive", "pca", "adaptor")
+TRANSFORM_LABELS = {"naive": "none (naive truncation)", "pca": "PCA", "adaptor": "adaptor"}
 
 Progress = Callable[[str, int, int], None]
 """progress(what, done, total) while embedding."""
@@ -219,6 +223,10 @@ class EvalSet:
     route_vectors: np.ndarray | None = None
     route_sources: list[int] = field(default_factory=list)
     """Short pseudo-queries (`router.calibration_queries`) the router calibrates on."""
+    codes: dict[str, Any] = field(default_factory=dict)
+    fit_seconds: float = 0.0
+    """Time to fit the transform (the adaptor trains; PCA is one eigendecomposition)."""
+    """int8 / binary codes of the index, made on first use."""
 
 
 def _documents(rows: np.ndarray, row_docs: list[str], limit: int) -> list[str]:
@@ -292,18 +300,44 @@ def _timed(
     return search
 
 
-def run_bench(es: EvalSet, dims: Sequence[int], k: int = 10) -> dict[str, Any]:
-    """The report `mrl-tui bench --json` prints (``routed`` is None without query texts)."""
+def _searcher(
+    es: EvalSet, dim: int, precision: str, elapsed: list[float] | None = None
+) -> Callable[[np.ndarray], np.ndarray]:
+    """Exact search at ``dim``, or codes of ``precision`` rescored exactly; optionally timed."""
+    index, depth = es.index, _depth(es)
+    if precision == "float32":
+        return _timed(index, dim, depth, [] if elapsed is None else elapsed)
+    codes = es.codes.get(precision)
+    if codes is None:
+        codes = es.codes[precision] = encode(index.vectors(), precision)
+
+    def search(query: np.ndarray) -> np.ndarray:
+        started = time.perf_counter()
+        found = rescored_search(index, codes, query, dim, depth, DEFAULT_RESCORE[precision])
+        if elapsed is not None:
+            elapsed.append(time.perf_counter() - started)
+        return found.ids
+
+    return search
+
+
+def run_bench(
+    es: EvalSet, dims: Sequence[int], k: int = 10, precision: str = "float32"
+) -> dict[str, Any]:
+    """The report `mrl-tui bench --json` prints (``routed`` is None without query texts).
+
+    ``precision`` int8 or binary changes the fixed-dim searches only: codes keep
+    ``DEFAULT_RESCORE × depth`` candidates, which are scored exactly. Funnels stay float32."""
     index, depth = es.index, _depth(es)
     full_dim, n = index.full_dim, index.n
     full = _score(es, lambda q: index.search(q, full_dim, depth).ids, k)
     fixed = []
     for dim in [*dims, full_dim]:
         elapsed: list[float] = []
-        index.search(es.query_vectors[0], dim, depth)  # warm-up: first-touch costs aside
-        row = {"dim": dim, **_score(es, _timed(index, dim, depth, elapsed), k)}
+        _searcher(es, dim, precision)(es.query_vectors[0])  # warm-up: first-touch costs aside
+        row = {"dim": dim, **_score(es, _searcher(es, dim, precision, elapsed), k)}
         row["search_ms"] = round(1000 * float(np.median(elapsed)), 3)
-        row["bytes_per_vector"] = dim * 4
+        row["bytes_per_vector"] = bytes_per_vector(dim, precision)
         fixed.append(row)
 
     funnels = default_funnels(full_dim, n)
@@ -329,6 +363,7 @@ def run_bench(es: EvalSet, dims: Sequence[int], k: int = 10) -> dict[str, Any]:
         "dataset": es.name,
         "model": es.model,
         "transform": es.transform,
+        "precision": precision,
         "docs": len({d for d in es.row_docs if d}),
         "rows": n,
         "queries": len(es.query_ids),
@@ -338,6 +373,39 @@ def run_bench(es: EvalSet, dims: Sequence[int], k: int = 10) -> dict[str, Any]:
         "fixed": fixed,
         "funnel": funnel_rows,
         "routed": _routed(es, k),
+    }
+
+
+def run_compare(
+    sets: dict[str, EvalSet], chosen: str, dims: Sequence[int], k: int = 10
+) -> dict[str, Any]:
+    """Transforms side by side: rows = dims (then full), one column per transform in `sets`
+    (exact float32), then int8 and binary codes of the `chosen` transform (rescored exactly).
+    Every cell holds nDCG@k and recall@100."""
+    first = sets[chosen]
+    full_dim = first.index.full_dim
+    columns = [*sets, f"{chosen} int8", f"{chosen} binary"]
+    rows = []
+    for dim in [*dims, full_dim]:
+        row: dict[str, Any] = {"dim": dim}
+        for name, es in sets.items():
+            row[name] = _score(es, _searcher(es, dim, "float32"), k)
+        for precision in ("int8", "binary"):
+            row[f"{chosen} {precision}"] = _score(first, _searcher(first, dim, precision), k)
+        rows.append(row)
+    return {
+        "dataset": first.name,
+        "model": first.model,
+        "docs": len({d for d in first.row_docs if d}),
+        "queries": len(first.query_ids),
+        "full_dim": full_dim,
+        "k": k,
+        "compare": {
+            "chosen": chosen,
+            "columns": columns,
+            "rows": rows,
+            "fit_seconds": {name: round(es.fit_seconds, 2) for name, es in sets.items()},
+        },
     }
 
 
@@ -404,8 +472,9 @@ def beir_eval_set(
     embedder: Any,
     progress: Progress | None = None,
     cache_root: Path | None = None,
+    transform: str = "auto",
 ) -> EvalSet:
-    """Embed (or load from the cache) a BEIR set; non-MRL models get the same PCA as the Library."""
+    """Embed (or load from the cache) a BEIR set, under the transform the Library would use."""
     directory = beir_cache_dir(folder, data.name, embedder.name, cache_root)
 
     def embed_docs(texts: Sequence[str]) -> np.ndarray:
@@ -441,25 +510,48 @@ def beir_eval_set(
         [text for _, text in route_pseudo],
         _embed_queries(embedder, "embedding router pseudo-queries", progress),
     )
-    native = embedder.spec.native_mrl
-    transform = IDENTITY if native or len(docs) < 2 else fit_pca(docs)
+    started = time.perf_counter()
+    fitted, label = fit_transform(transform, docs, embedder.spec.native_mrl)
+    fit_seconds = time.perf_counter() - started
     device = embedder.device if embedder.device == "cuda" else "cpu"
     return EvalSet(
         name=data.name,
         model=embedder.name,
-        transform="native MRL" if native else "PCA",
-        index=NestedIndex(transform.apply(docs), device=device),
+        transform=label,
+        index=NestedIndex(fitted.apply(docs), device=device),
         row_docs=list(data.doc_ids),
         query_ids=query_ids,
-        query_vectors=transform.apply(queries),
+        query_vectors=fitted.apply(queries),
         qrels=data.qrels,
-        pseudo_vectors=transform.apply(pseudo_vectors),
+        pseudo_vectors=fitted.apply(pseudo_vectors),
         pseudo_sources=[row for row, _ in pseudo],
         query_texts=[data.queries[q] for q in query_ids],
         row_texts=list(data.doc_texts),
-        route_vectors=transform.apply(route_vectors),
+        route_vectors=fitted.apply(route_vectors),
         route_sources=[row for row, _ in route_pseudo],
+        fit_seconds=fit_seconds,
     )
+
+
+def resolve_transform(choice: str, native_mrl: bool) -> str:
+    """Resolve "auto": "naive" for native MRL models (trained prefixes), else "pca"."""
+    if choice == "auto":
+        return "naive" if native_mrl else "pca"
+    return choice
+
+
+def fit_transform(
+    choice: str, docs: np.ndarray, native_mrl: bool
+) -> tuple[Transform | Adaptor, str]:
+    """The transform `choice` resolves to, fitted on `docs`, and its label (as the Library's)."""
+    choice = resolve_transform(choice, native_mrl)
+    if choice == "naive" or len(docs) < 2:
+        return IDENTITY, "native MRL" if native_mrl else TRANSFORM_LABELS["naive"]
+    if choice == "pca":
+        return fit_pca(docs), TRANSFORM_LABELS["pca"]
+    if choice == "adaptor":
+        return fit_adaptor(docs), TRANSFORM_LABELS["adaptor"]
+    raise InputError(f"unknown transform {choice!r}")
 
 
 def folder_eval_set(library: Any, progress: Progress | None = None) -> EvalSet:

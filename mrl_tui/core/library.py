@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mrl_tui.core.adaptor import Adaptor, fit_adaptor
 from mrl_tui.core.chunking import Chunk, ChunkSettings
 from mrl_tui.core.embed import Embedder, EmbedderInfo
 from mrl_tui.core.errors import CacheError, InputError
@@ -50,8 +51,9 @@ class Hit:
 
 
 SEARCH_MODES = ("auto", "exact", "funnel")
-TRANSFORMS = ("auto", "naive", "pca")
-"""auto: native MRL models as they are, PCA for the rest; naive: truncate as is; pca: always."""
+TRANSFORMS = ("auto", "naive", "pca", "adaptor")
+"""auto: native MRL models as they are, PCA for the rest; naive: truncate as is; pca: always;
+adaptor: PCA plus a residual network fitted to the corpus (`mrl_tui.core.adaptor`)."""
 FUNNEL_CANDIDATES = 200
 """Candidates the HNSW stage hands to the exact rerank (at least 20 per requested hit)."""
 
@@ -115,11 +117,12 @@ class Library:
         directory = index_dir_for(cache_root or default_cache_root(), self.root, settings)
         self.store, message = IndexStore.open_or_rebuild(directory, settings, embedder.full_dim)
         self.messages: list[str] = [message] if message else []
-        self.transform: Transform = IDENTITY
+        self.transform: Transform | Adaptor = IDENTITY
         self.index: NestedIndex | None = None
         self.graph: HnswGraph | None = None
         self._ids = np.zeros(0, dtype=np.int64)
         self._codes: dict[str, Codes] = {}
+        self._views: dict[str, tuple[Transform, NestedIndex]] = {}
         self._loaded_generation = -1
         self._router: Router | None = None
 
@@ -185,6 +188,7 @@ class Library:
         self.graph = self._load_graph(generation, on_graph_progress)
         self._ids = ids
         self._codes = {}
+        self._views = {}
         self._router = None
         self._loaded_generation = generation
 
@@ -207,13 +211,21 @@ class Library:
 
     @property
     def _uses_pca(self) -> bool:
-        if self.transform_choice == "auto":
-            return not self.embedder.spec.native_mrl
-        return self.transform_choice == "pca"
+        return self._wants_pca(self.transform_choice)
 
-    def _load_transform(self, vectors: np.ndarray, generation: int) -> Transform:
-        """The rotation `transform_choice` asks for; a fitted PCA is kept next to the vectors."""
-        if not self._uses_pca or len(vectors) < 2:
+    def _wants_pca(self, choice: str) -> bool:
+        if choice == "auto":
+            return not self.embedder.spec.native_mrl
+        return choice == "pca"
+
+    def _load_transform(
+        self, vectors: np.ndarray, generation: int, choice: str | None = None
+    ) -> Transform | Adaptor:
+        """The rotation `choice` (default: `transform_choice`) asks for; a fitted PCA or adaptor
+        is kept next to the vectors."""
+        if (choice or self.transform_choice) == "adaptor" and len(vectors) >= 2:
+            return self._load_adaptor(vectors, generation)
+        if not self._wants_pca(choice or self.transform_choice) or len(vectors) < 2:
             return IDENTITY
         path = self.store.derived_path("transform_pca", generation, ".npz")
         if path.exists():
@@ -227,6 +239,21 @@ class Library:
         np.savez(tmp, **transform.to_arrays())
         tmp.replace(path)
         return transform
+
+    def _load_adaptor(self, vectors: np.ndarray, generation: int) -> Adaptor:
+        """Fitted once per generation (seconds; on the GPU when there is one), then loaded."""
+        path = self.store.derived_path("transform_adaptor", generation, ".npz")
+        if path.exists():
+            try:
+                with np.load(path, allow_pickle=False) as arrays:
+                    return Adaptor.from_arrays("adaptor", dict(arrays))
+            except (OSError, ValueError, KeyError, InputError):
+                path.unlink(missing_ok=True)
+        adaptor = fit_adaptor(vectors)
+        tmp = path.with_name(f".{path.name}.tmp.npz")
+        np.savez(tmp, **adaptor.to_arrays())
+        tmp.replace(path)
+        return adaptor
 
     @property
     def chunk_count(self) -> int:
@@ -263,12 +290,16 @@ class Library:
         mode: str = "auto",
         precision: str = "float32",
         rescore: int | None = None,
+        transform: str | None = None,
     ) -> SearchResult:
         """Top-k at prefix `dim`. `auto` is exact, except on large corpora (an HNSW graph exists)
         at dims above the graph's, where HNSW candidates are reranked exactly at `dim`.
 
         `precision` "int8" or "binary" scans compact codes instead, keeps `rescore * k` candidates
-        (default `quantize.DEFAULT_RESCORE`) and scores those exactly; `mode` is then ignored."""
+        (default `quantize.DEFAULT_RESCORE`) and scores those exactly; `mode` is then ignored.
+
+        `transform` (one of `TRANSFORMS`) searches the same stored vectors under another transform
+        than the loaded one, to compare them at one dim: always exact and float32 (see `view`)."""
         if k < 1:
             raise InputError("--k must be at least 1")
         if mode not in SEARCH_MODES:
@@ -278,6 +309,8 @@ class Library:
         self.check_dim(dim)
         self.load()
         assert self.index is not None
+        if transform is not None and self.view(transform)[1] is not self.index:
+            return self._view_search(query, dim, k, transform, mode, precision)
         if precision != "float32":
             return self._rescored_search(query, dim, k, precision, rescore)
         if mode == "funnel" and self.graph is None:
@@ -298,6 +331,37 @@ class Library:
             query, dim, self._hits(found), elapsed, "funnel" if use_funnel else "exact"
         )
 
+    def view(self, transform: str) -> tuple[Transform, NestedIndex]:
+        """The loaded vectors under `transform` (one of `TRANSFORMS`): the loaded transform and
+        index when it resolves to the same, else built from the stored vectors on first use and
+        kept until the next load (one more copy of the vectors in memory)."""
+        if transform not in TRANSFORMS:
+            raise InputError(f"unknown transform {transform!r}; choose one of {TRANSFORMS}")
+        self.load()
+        assert self.index is not None
+        if transform not in self._views:
+            ids, vectors = self.store.load_vectors()
+            chosen = self._load_transform(vectors, self._loaded_generation, transform)
+            if chosen.name == self.transform.name:
+                self._views[transform] = (self.transform, self.index)
+            else:
+                assert np.array_equal(ids, self._ids)  # the same generation, the same rows
+                device = self.embedder.device if self.embedder.device == "cuda" else "cpu"
+                self._views[transform] = (chosen, NestedIndex(chosen.apply(vectors), device=device))
+        return self._views[transform]
+
+    def _view_search(
+        self, query: Query, dim: int, k: int, transform: str, mode: str, precision: str
+    ) -> SearchResult:
+        if mode == "funnel" or precision != "float32":
+            raise InputError("another transform is searched exact and in float32 only")
+        chosen, index = self.view(transform)
+        vector = chosen.apply(query.raw)
+        started = time.perf_counter()
+        found = index.search(vector, dim, k)
+        elapsed = (time.perf_counter() - started) * 1000
+        return SearchResult(query, dim, self._hits(found), elapsed, "exact")
+
     def search_routed(self, query: Query, k: int = 10) -> tuple[SearchResult, Route]:
         """Top-k at the dimension the `router` picks for this query (exact scan, then reranks)."""
         if k < 1:
@@ -313,6 +377,14 @@ class Library:
     def route(self, query: Query) -> Route:
         """The dimension this query needs and why (runs the routed search)."""
         return self.search_routed(query)[1]
+
+    @property
+    def router_ready(self) -> bool:
+        """Whether `router()` returns without calibrating (made, or saved for this index)."""
+        if self._router is not None:
+            return True
+        name = f"router_{self.transform.name}"
+        return self.store.derived_path(name, self._loaded_generation, ".json").exists()
 
     def router(self) -> Router:
         """Calibrated on this corpus on first use (about 200 query embeddings), kept as JSON next
@@ -383,7 +455,10 @@ class Library:
 
     @property
     def transform_name(self) -> str:
-        """What prefixes are taken of: "PCA", "native MRL" or "none (naive truncation)"."""
+        """What prefixes are taken of: "PCA", "adaptor", "native MRL" or "none (naive
+        truncation)"."""
+        if self.transform_choice == "adaptor":
+            return "adaptor"
         if self._uses_pca:
             return "PCA"
         return "native MRL" if self.embedder.spec.native_mrl else "none (naive truncation)"

@@ -61,21 +61,28 @@ class MrlApp(App[int]):
         device: str = "auto",
         cache_root: Path | None = None,
         trust_remote_code: bool = False,
+        transform: str = "auto",
+        mrl: bool = False,
         library: Library | None = None,
         autostart: bool = True,
         frozen_timings: bool = False,
+        auto_router: bool = True,
     ) -> None:
         """`library`: an already open one (tests, embedding); `autostart=False` leaves the app
-        idle (screenshots of a given state); `frozen_timings` hides milliseconds (screenshots)."""
+        idle (screenshots of a given state); `frozen_timings` hides milliseconds (screenshots);
+        `auto_router=False` starts in manual mode (the slider's dim, not the router's)."""
         super().__init__()
         self.path = Path(path)
         self.model = model
         self.device = device
         self.cache_root = cache_root
         self.trust_remote_code = trust_remote_code
+        self.transform = transform
+        self.mrl = mrl
         self.library = library
         self.autostart = autostart
         self.frozen_timings = frozen_timings
+        self.auto_router = auto_router
         self.skipped: list[tuple[str, str]] | None = None
         self.report: IndexReport | None = None
         self.failed = False
@@ -83,7 +90,7 @@ class MrlApp(App[int]):
         self.title = f"mrl-tui · {self.path.name or self.path}"
 
     def get_default_screen(self) -> Screen[Any]:
-        return SearchScreen(frozen_timings=self.frozen_timings)
+        return SearchScreen(frozen_timings=self.frozen_timings, auto_router=self.auto_router)
 
     @property
     def search_screen(self) -> SearchScreen:
@@ -120,6 +127,8 @@ class MrlApp(App[int]):
                     device=self.device,
                     trust_remote_code=self.trust_remote_code,
                     cache_root=self.cache_root,
+                    transform=self.transform,
+                    mrl=self.mrl,
                 )
                 self.library = library
             tell(self._describe, library)
@@ -199,7 +208,19 @@ class MrlApp(App[int]):
             search.action_cycle_reference,
         )
         yield SystemCommand(
-            "Toggle panels", "Show or hide router, latency and storage", search.action_toggle_panels
+            "Other transform",
+            "Reference side: the chosen dim under naive truncation, PCA, …",
+            search.action_cycle_transform,
+        )
+        yield SystemCommand(
+            "Router auto/manual",
+            "Auto: the router picks each query's dim; manual: the slider's",
+            search.action_toggle_router,
+        )
+        yield SystemCommand(
+            "Toggle panels",
+            "Show or hide the latency and storage panels",
+            search.action_toggle_panels,
         )
         yield SystemCommand(
             "Skipped files", "List files left out and why", search.action_show_skipped
@@ -217,10 +238,18 @@ def run_app(
     device: str,
     cache_root: Path | None,
     trust_remote_code: bool,
+    transform: str = "auto",
+    mrl: bool = False,
 ) -> int:
     """Run the app until the user quits; 1 if the library could not be opened, else 0."""
     app = MrlApp(
-        path, model=model, device=device, cache_root=cache_root, trust_remote_code=trust_remote_code
+        path,
+        model=model,
+        device=device,
+        cache_root=cache_root,
+        trust_remote_code=trust_remote_code,
+        transform=transform,
+        mrl=mrl,
     )
     app.run()
     if app.library is not None:

@@ -13,6 +13,7 @@ from mrl_tui.core.compare import agreement, ids_of, power_of_two_dims
 
 if TYPE_CHECKING:
     from mrl_tui.core.library import Hit, Library, Query
+    from mrl_tui.core.router import Route
 
 TOP_K = 10
 """Hits shown on each side."""
@@ -27,6 +28,7 @@ class QueryState:
     query: Query
     rankings: dict[int, list[int]]  # power-of-two dims (and full) -> chunk ids, TRAIL_K deep
     full_ms: float  # search time at full dim for TOP_K hits
+    route: Route | None = None  # the router's choice, for queries made in auto mode
 
     def agreement(self, full_dim: int, k: int = TOP_K) -> dict[int, float]:
         """overlap@k of each dim's top k with the full dim's top k."""
@@ -39,6 +41,7 @@ class Comparison:
     dim: int
     ref_dim: int
     ref_mode: str  # "exact" or "funnel"
+    ref_transform: str | None  # None: the loaded transform; else another one, at `dim` itself
     left: list[Hit]
     right: list[Hit]
     left_ms: float
@@ -56,13 +59,21 @@ def embed_and_rank(library: Library, text: str) -> QueryState:
 
 
 def compare_at(
-    library: Library, state: QueryState, dim: int, ref_dim: int, ref_mode: str = "exact"
+    library: Library,
+    state: QueryState,
+    dim: int,
+    ref_dim: int,
+    ref_mode: str = "exact",
+    ref_transform: str | None = None,
 ) -> Comparison:
     """The two sides: `dim` as the app searches it ("auto"), the reference at `ref_dim` with
-    `ref_mode` ("exact", or "funnel" where the index has a graph). Never re-embeds the query."""
+    `ref_mode` ("exact", or "funnel" where the index has a graph), or, with `ref_transform`, at
+    `dim` itself under that transform (exact). Never re-embeds the query."""
     left = library.search(state.query, dim, TOP_K)
-    right = library.search(state.query, ref_dim, TOP_K, mode=ref_mode)
-    return Comparison(dim, ref_dim, ref_mode, left.hits, right.hits, left.search_ms)
+    if ref_transform is not None:
+        ref_dim, ref_mode = dim, "exact"
+    right = library.search(state.query, ref_dim, TOP_K, mode=ref_mode, transform=ref_transform)
+    return Comparison(dim, ref_dim, ref_mode, ref_transform, left.hits, right.hits, left.search_ms)
 
 
 def measure_latency(library: Library, query: Query, reps: int = LATENCY_REPS) -> dict[int, float]:

@@ -7,6 +7,7 @@ number and is dropped if a newer request was made meanwhile.
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
@@ -54,8 +55,14 @@ from mrl_tui.ui.widgets.ranking import RankingPane
 
 if TYPE_CHECKING:
     from mrl_tui.core.library import Hit, Library
+    from mrl_tui.core.router import Route
 
 DEFAULT_DIM = 64
+TRANSFORM_NAMES = {"naive": "naive", "pca": "PCA"}
+"""Reference-side transforms (`t`), as the pane titles name them. Not the adaptor: fitting it
+takes minutes, so it is compared by opening the folder with `--transform adaptor`."""
+TRANSFORM_KINDS = {"naive": "identity", "pca": "pca"}
+"""The `Transform.name` each choice loads, to skip the one the library has loaded already."""
 
 
 class SearchScreen(Screen[None]):
@@ -69,11 +76,12 @@ class SearchScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "cancel_indexing", "stop indexing"),
         Binding("slash", "focus_query", "query", show=False),
-        Binding("r", "cycle_reference", "reference"),
+        Binding("r", "cycle_reference", "ref"),
+        Binding("t", "cycle_transform", "transform"),
         Binding("f", "toggle_funnel", "funnel"),
         Binding("o", "open_in_editor", "open"),
-        Binding("c", "copy_location", "copy"),
-        Binding("a", "toggle_router", "auto/manual", show=False),
+        Binding("c", "copy_location", "copy", show=False),
+        Binding("a", "toggle_router", "router"),
         Binding("p", "toggle_panels", "panels"),
         Binding("s", "show_skipped", "skipped", show=False),
     ]
@@ -81,7 +89,7 @@ class SearchScreen(Screen[None]):
     class CancelIndexing(Message):
         """Escape while indexing: the app owns the indexing worker."""
 
-    def __init__(self, *, frozen_timings: bool = False) -> None:
+    def __init__(self, *, frozen_timings: bool = False, auto_router: bool = True) -> None:
         super().__init__()
         self.frozen_timings = frozen_timings
         self.library: Library | None = None
@@ -91,8 +99,9 @@ class SearchScreen(Screen[None]):
         self.dim = DEFAULT_DIM
         self.ref_dim: int | None = None  # None until the model's full dim is known
         self.ref_mode = "exact"  # or "funnel": HNSW candidates reranked (large indexes only)
+        self.ref_transform: str | None = None  # another transform at the chosen dim (`t`)
         self.latency_profile: dict[int, float] | None = None  # measured once per index load
-        self.auto_router = False
+        self.auto_router = auto_router  # the router picks each query's dim; a slider move ends it
         self.indexing = True
         self._query_seq = 0
         self._view_seq = 0
@@ -103,7 +112,13 @@ class SearchScreen(Screen[None]):
         """Footer hints follow the state: Esc only while indexing; hit keys dim without hits."""
         if action == "cancel_indexing":
             return self.indexing
-        if action in ("open_in_editor", "copy_location", "cycle_reference", "toggle_funnel"):
+        if action in (
+            "open_in_editor",
+            "copy_location",
+            "cycle_reference",
+            "cycle_transform",
+            "toggle_funnel",
+        ):
             return True if self.comparison is not None else None
         return True
 
@@ -112,10 +127,11 @@ class SearchScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield Header()
         with Vertical(id="main"):
-            yield Input(placeholder="search your folder… (Enter)", id="query")
-            with Horizontal(id="dim-row"):
-                yield Static("dim: waiting for the model", id="dim-label")
-                yield Static("", id="ref-label")
+            with Horizontal(id="top"):
+                with Vertical(id="controls"):
+                    yield Input(placeholder="search your folder… (Enter)", id="query")
+                    with Horizontal(id="dim-row"):
+                        yield Static("dim: waiting for the model", id="dim-label")
                 yield RouterPanel(id="router")
             yield IndexingPanel(id="indexing")
             yield Static("", id="message")
@@ -133,7 +149,7 @@ class SearchScreen(Screen[None]):
     def on_mount(self) -> None:
         self.query_one("#query", Input).focus()
         self.query_one("#message", Static).display = False
-        self.query_one(RouterPanel).show_manual(self.dim, auto_requested=False)
+        self._show_router()
         self._show_results_area(False)
 
     def _show_results_area(self, show: bool) -> None:
@@ -208,16 +224,21 @@ class SearchScreen(Screen[None]):
     def run_query(self, text: str) -> None:
         self._query_seq += 1
         measure = self.latency_profile is None and not self.frozen_timings
-        self._embed(text, self._query_seq, measure)
+        self._embed(text, self._query_seq, measure, self.auto_router)
 
     @work(thread=True, exclusive=True, group="embed")
-    def _embed(self, text: str, seq: int, measure: bool) -> None:
-        """Embed and rank; the first query after an index load also measures latency by dim."""
+    def _embed(self, text: str, seq: int, measure: bool, route: bool) -> None:
+        """Embed and rank, and route in auto mode (the first time in a folder calibrates the
+        router); the first query after an index load also measures latency by dim."""
         library = self.library
         if library is None:
             return
         try:
             state = embed_and_rank(library, text)
+            if route:
+                if not library.router_ready:
+                    self.app.call_from_thread(self.query_one(RouterPanel).show_calibrating)
+                state = dataclasses.replace(state, route=library.route(state.query))
             profile = measure_latency(library, state.query) if measure else None
         except Exception as exc:  # shown as one line, never a traceback
             self.app.call_from_thread(self.show_message, f"search failed: {exc}", error=True)
@@ -232,23 +253,36 @@ class SearchScreen(Screen[None]):
         self.state = state
         if self._message_is_error:
             self.show_message("")  # an earlier search error; a note about indexing stays
+        if self.auto_router and state.route is not None:
+            self._apply_route(state.route)
         self._update_storage()
         self.refresh_comparison()
+
+    def _apply_route(self, route: Route) -> None:
+        """Move the slider to the routed dim; the move is not the user's, so auto mode stays."""
+        self.dim = route.dim
+        slider = self.query_one(DimSlider)
+        with slider.prevent(Slider.Changed):
+            slider.value = route.dim
+        self._dim_changed()
 
     def refresh_comparison(self) -> None:
         """Re-score the stored query at the current dims (after a slider or reference change)."""
         if self.state is None or self.library is None or self.ref_dim is None:
             return
         self._view_seq += 1
-        self._rescore(self.state, self.dim, self.ref_dim, self.ref_mode, self._view_seq)
+        reference = (self.ref_dim, self.ref_mode, self.ref_transform)
+        self._rescore(self.state, self.dim, reference, self._view_seq)
 
     @work(thread=True, exclusive=True, group="rescore")
-    def _rescore(self, state: QueryState, dim: int, ref_dim: int, ref_mode: str, seq: int) -> None:
+    def _rescore(
+        self, state: QueryState, dim: int, reference: tuple[int, str, str | None], seq: int
+    ) -> None:
         library = self.library
         if library is None:
             return
         try:
-            comparison = compare_at(library, state, dim, ref_dim, ref_mode)
+            comparison = compare_at(library, state, dim, *reference)
         except Exception as exc:
             self.app.call_from_thread(self.show_message, f"search failed: {exc}", error=True)
             return
@@ -262,27 +296,32 @@ class SearchScreen(Screen[None]):
         self.comparison = comparison
         left_ids, right_ids = ids_of(comparison.left), ids_of(comparison.right)
         by_id = {hit.id: hit for hit in comparison.right}
+        ref_name = self._reference_name(comparison)
+        left_name = f"at dim {comparison.dim}"
+        lost, new = f"dropped at {comparison.dim}", f"new at {comparison.dim}"
+        if comparison.ref_transform is not None:  # the same dim on both sides: name transforms
+            left_name += f" ({self._loaded_transform()})"
+            lost, new = f"only {ref_name}", f"only {self._loaded_transform()}"
         self.query_one("#left", RankingPane).show(
-            f"at dim {comparison.dim}",
+            left_name,
             comparison.left,
             movements(left_ids, right_ids),
             [by_id[i] for i in dropped(left_ids, right_ids)],
             absent="NEW",
-            lost_label=f"dropped at {comparison.dim}",
+            lost_label=lost,
         )
         by_id = {hit.id: hit for hit in comparison.left}
         self.query_one("#right", RankingPane).show(
-            f"reference: {self._reference_name(comparison.ref_dim, comparison.ref_mode)}",
+            f"reference: {ref_name}",
             comparison.right,
             movements(right_ids, left_ids),
             [by_id[i] for i in dropped(right_ids, left_ids)],
             absent="out",
-            lost_label=f"new at {comparison.dim}",
+            lost_label=new,
         )
         overlap = overlap_at_k(left_ids, right_ids, TOP_K)
         tau = kendall_tau(left_ids, right_ids)
         tau_text = "n/a" if tau is None else f"{tau:+.2f}"
-        ref_name = self._reference_name(comparison.ref_dim, comparison.ref_mode)
         self.query_one("#agreement", Static).update(
             Text.assemble(
                 (f"dim {comparison.dim} vs {ref_name}:  ", "bold"),
@@ -330,31 +369,54 @@ class SearchScreen(Screen[None]):
     # -- slider and reference ------------------------------------------------------------------
 
     def on_slider_changed(self, event: Slider.Changed) -> None:
+        if event.value == self.dim:
+            return
+        if self.auto_router:
+            self.auto_router = False
+            self.notify("Dimension set by hand: router off (a turns it back on).")
         self.dim = event.value
+        self._dim_changed()
+        self.refresh_comparison()
+
+    def _dim_changed(self) -> None:
         self._update_dim_labels()
         self._update_storage()
         if self.latency_profile is not None:
             self.query_one(LatencyPanel).mark(self.dim)
-        self.refresh_comparison()
 
     def show_latency_profile(self, profile: dict[int, float]) -> None:
         """Search time by dim for the loaded index (tests and screenshots pass a fixed one)."""
         self.latency_profile = profile
         self.query_one(LatencyPanel).show_profile(profile, self.dim)
 
+    def _loaded_transform(self) -> str:
+        """The library's transform, short: "PCA", "native MRL" or "naive"."""
+        name = self.library.transform_name if self.library is not None else ""
+        return "naive" if name.startswith("none") else name
+
     @staticmethod
-    def _reference_name(ref_dim: int, ref_mode: str) -> str:
-        return f"funnel @{ref_dim}" if ref_mode == "funnel" else f"dim {ref_dim}"
+    def _reference_name(comparison: Comparison) -> str:
+        if comparison.ref_transform is not None:
+            return f"{TRANSFORM_NAMES[comparison.ref_transform]} @{comparison.ref_dim}"
+        if comparison.ref_mode == "funnel":
+            return f"funnel @{comparison.ref_dim}"
+        return f"dim {comparison.ref_dim}"
 
     def _update_dim_labels(self) -> None:
         if self.library is None:
             return
         full = self.library.full_dim
         self.query_one("#dim-label", Static).update(Text(f"dim {self.dim:>4} / {full}"))
-        assert self.ref_dim is not None
-        name = self._reference_name(self.ref_dim, self.ref_mode)
-        self.query_one("#ref-label", Static).update(f"reference {name}  (r, f)")
-        self.query_one(RouterPanel).show_manual(self.dim, auto_requested=self.auto_router)
+        self._show_router()
+
+    def _show_router(self) -> None:
+        panel = self.query_one(RouterPanel)
+        if not self.auto_router:
+            panel.show_manual(self.dim)
+        elif self.state is not None and self.state.route is not None and self.library is not None:
+            panel.show_route(self.state.route, self.library.full_dim)
+        else:
+            panel.show_waiting()
 
     def _update_storage(self, current: float | None = None) -> None:
         """`current`: overlap@k with full at the chosen dim, once its comparison is in."""
@@ -371,7 +433,9 @@ class SearchScreen(Screen[None]):
         if self.library is None or self.ref_dim is None:
             return
         stops = power_of_two_dims(self.library.full_dim)
-        if self.ref_mode == "funnel":
+        if self.ref_transform is not None:
+            self.ref_transform = None  # back to the loaded transform at the same reference dim
+        elif self.ref_mode == "funnel":
             self.ref_mode = "exact"  # back to exact at the same dim
         else:
             bigger = [d for d in stops if d > self.ref_dim]
@@ -392,11 +456,23 @@ class SearchScreen(Screen[None]):
                 severity="warning",
             )
             return
-        if self.ref_mode == "funnel":
+        if self.ref_mode == "funnel" and self.ref_transform is None:
             self.ref_mode = "exact"
         else:
             self.ref_mode, self.ref_dim = "funnel", self.library.full_dim
+        self.ref_transform = None
         self._update_dim_labels()
+        self.refresh_comparison()
+
+    def action_cycle_transform(self) -> None:
+        """Reference: the chosen dim under each other transform in turn (naive truncation, PCA),
+        then back to the reference before."""
+        if self.library is None:
+            return
+        loaded = self.library.transform.name
+        others = [t for t in TRANSFORM_NAMES if TRANSFORM_KINDS[t] != loaded]
+        cycle: list[str | None] = [None, *others]
+        self.ref_transform = cycle[(cycle.index(self.ref_transform) + 1) % len(cycle)]
         self.refresh_comparison()
 
     # -- other actions -------------------------------------------------------------------------
@@ -409,10 +485,16 @@ class SearchScreen(Screen[None]):
             self.post_message(self.CancelIndexing())
 
     def action_toggle_router(self) -> None:
+        """Auto: the shown query goes to its routed dim (routed now if it was made in manual)."""
         self.auto_router = not self.auto_router
-        self.query_one(RouterPanel).show_manual(self.dim, auto_requested=self.auto_router)
-        if self.auto_router:
-            self.notify("Router not available yet: staying on the manual dimension.")
+        self._show_router()
+        if not self.auto_router or self.state is None:
+            return
+        if self.state.route is None:
+            self.run_query(self.state.query.text)
+        else:
+            self._apply_route(self.state.route)
+            self.refresh_comparison()
 
     def action_toggle_panels(self) -> None:
         side = self.query_one("#side")

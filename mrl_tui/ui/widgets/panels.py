@@ -1,4 +1,4 @@
-"""The router line and the side panels (latency, storage). Each shows what it is handed.
+"""The router panel and the side panels (latency, storage). Each shows what it is handed.
 
 The two side panels carry a small plot over the power-of-two dimensions (8, 16, …, full), evenly
 spaced, with the chosen dimension marked by a vertical line.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -22,34 +22,88 @@ MARK_COLOR = (255, 200, 0)
 
 
 class Route(Protocol):
-    """What a future router returns; the panel already knows how to show it."""
+    """What `mrl_tui.core.router.Route` carries (the UI never imports the core at module level)."""
 
     dim: int
     reasons: list[str]
-    features: dict[str, float]
+    features: dict[str, Any]
+    stages: list[tuple[int, int]]
+    values_read: int
+
+    @property
+    def summary(self) -> str: ...
+
+
+FEATURE_LISTS = (
+    ("numbers", "numbers"),
+    ("names", "names"),
+    ("identifiers", "identifiers"),
+    ("negations", "negation"),
+    ("qualifiers", "qualifier"),
+)
+
+
+def feature_line(features: dict[str, Any]) -> str:
+    """The measured features, compact: ``content words 3 · rare terms 1 · negation without``."""
+    parts = [
+        f"content words {features.get('content_words', 0)}",
+        f"rare terms {len(features.get('rare_terms', []))}",
+    ]
+    for key, label in FEATURE_LISTS:
+        if features.get(key):
+            parts.append(f"{label} {', '.join(features[key])}")
+    if features.get("clauses", 1) >= 2:
+        parts.append(f"clauses {features['clauses']}")
+    return " · ".join(parts)
+
+
+def stages_line(route: Route, full_dim: int) -> str:
+    """``read 76% of a full scan: 12d×552 → 24×400 → 48×200 → 96 → 192 → 384``.
+
+    Each stage is a dim and the rows it scored (shown where they change); the share is the values
+    read over those of an exact scan at full dim."""
+    steps, rows_before = [], None
+    for dim, rows in route.stages:
+        unit = "" if steps else "d"
+        steps.append(f"{dim}{unit}" if rows == rows_before else f"{dim}{unit}×{rows}")
+        rows_before = rows
+    full_scan = route.stages[0][1] * full_dim if route.stages else 0
+    share = route.values_read / full_scan if full_scan else 1.0
+    return f"read {share:.0%} of a full scan: " + " → ".join(steps)
 
 
 class RouterPanel(Static):
-    """Manual today. `a` toggles auto mode, which says plainly that no router exists yet."""
+    """The router's decision for the last query, or that the dimension is the user's (`a`)."""
 
-    def show_manual(self, dim: int, *, auto_requested: bool) -> None:
+    def on_mount(self) -> None:
+        self.border_title = "router"
+
+    def show_manual(self, dim: int) -> None:
         text = Text()
-        text.append("router ", style="dim")
         text.append("manual", style="bold")
-        if auto_requested:
-            text.append("\nauto: not available yet", style="italic")
-        else:
-            text.append("\na: try auto", style="dim")
-        self.update(text)
+        text.append(f": dim {dim}, set with the slider\n")
+        text.append("a: auto, the router picks each query's dim", style="dim")
+        self._show(text)
 
-    def show_route(self, route: Route) -> None:
+    def show_waiting(self) -> None:
+        self._show(Text.assemble(("auto", "bold"), ": the next query is routed"))
+
+    def show_calibrating(self) -> None:
+        text = Text.assemble(("auto", "bold"), ": calibrating the router…\n")
+        text.append("once for this folder, a few seconds", style="dim")
+        self._show(text)
+
+    def show_route(self, route: Route, full_dim: int) -> None:
         text = Text()
-        text.append("router ", style="dim")
-        text.append("auto", style="bold")
-        text.append(f" · dim {route.dim}\n")
-        text.append("; ".join(route.reasons), style="dim")
+        text.append("auto ", style="bold")
+        text.append(f"{route.summary}\n")
+        text.append(f"{feature_line(route.features)}\n", style="dim")
+        text.append(stages_line(route, full_dim), style="dim")
+        self._show(text)
+
+    def _show(self, text: Text) -> None:
         self.update(text)
-        self.tooltip = "  ".join(f"{name} {value:.2f}" for name, value in route.features.items())
+        self.tooltip = text  # everything, where a short terminal crops the panel
 
 
 def x_position(dim: int, dims: list[int]) -> float:
