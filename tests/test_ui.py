@@ -273,6 +273,7 @@ async def test_latency_profile_and_storage_follow_the_query(library: Library) ->
         assert all(ms > 0 for ms in profile.values())
         storage = str(screen.query_one(StoragePanel).query_one(".numbers").render())
         assert "top 10 shared with full" in storage and "–" not in storage
+        assert f"int8 {screen.dim} B" in storage  # one byte per dimension
         await pilot.press("r")  # another reference: the profile is kept, not measured again
         await wait_for(pilot, lambda: screen.comparison.ref_dim == 8)  # type: ignore[union-attr]
         assert screen.latency_profile is profile
@@ -442,3 +443,31 @@ def test_x_position_interpolates_between_powers_of_two() -> None:
     assert x_position(8, dims) == 0 and x_position(64, dims) == 3
     assert x_position(384, dims) == 6
     assert 3 < x_position(96, dims) < 4
+
+
+async def test_export_comparison_writes_both_sides_outside_the_folder(
+    library: Library, tmp_path: Path
+) -> None:
+    import json
+
+    app = make_app(library)
+    async with app.run_test(size=(100, 32)) as pilot:
+        app.action_export_comparison(tmp_path / "out")  # nothing to export yet: a warning
+        assert not (tmp_path / "out").exists()
+        screen = await search(pilot)
+        app.action_export_comparison(tmp_path / "out")
+        [saved] = (tmp_path / "out").glob("mrl-tui-comparison-*.json")
+        record = json.loads(saved.read_text())
+        assert screen.comparison is not None
+        assert record["query"] == QUERY and record["dim"] == screen.dim
+        assert [r["path"] for r in record["left"]] == [h.chunk.path for h in screen.comparison.left]
+        assert record["reference"] == {"dim": library.full_dim, "mode": "exact"}
+        left = ids_of(screen.comparison.left)
+        right = ids_of(screen.comparison.right)
+        assert [r["moved"] for r in record["left"]] == [
+            movement_label(m) for m in movements(left, right)
+        ]
+        # a target inside the searched folder is redirected to the cache
+        app.action_export_comparison(library.root / "exports")
+        assert not (library.root / "exports").exists()
+        assert list(library.store.directory.glob("mrl-tui-comparison-*.json"))

@@ -6,10 +6,13 @@ nested index in memory) → `query()` (one embedding per query) → `search(quer
 
 from __future__ import annotations
 
+import functools
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -79,6 +82,21 @@ class LibraryInfo:
     messages: list[str] = field(default_factory=list)
 
 
+T = TypeVar("T")
+
+
+def _locked(method: Callable[..., T]) -> Callable[..., T]:
+    """Serialise a method on the library's state lock: the TUI searches from one worker while a
+    re-index in another swaps the index, and a search must never see half of each."""
+
+    @functools.wraps(method)
+    def wrapper(self: Library, *args: Any, **kwargs: Any) -> T:
+        with self._state_lock:
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
 def check_folder(root: Path | str) -> Path:
     """The folder to index, resolved; a clear error for anything else."""
     path = Path(root).expanduser()
@@ -125,6 +143,7 @@ class Library:
         self._views: dict[str, tuple[Transform, NestedIndex]] = {}
         self._loaded_generation = -1
         self._router: Router | None = None
+        self._state_lock = threading.RLock()
 
     @classmethod
     def open(
@@ -172,6 +191,7 @@ class Library:
         if not self.root.is_dir():
             raise InputError(f"{self.root}: the folder is gone")
 
+    @_locked
     def load(self, on_graph_progress: Callable[[int, int], None] | None = None) -> None:
         """Build the transform and the in-memory index for the cache's current generation.
 
@@ -282,6 +302,7 @@ class Library:
             )
         return dim
 
+    @_locked
     def search(
         self,
         query: Query,
@@ -331,6 +352,7 @@ class Library:
             query, dim, self._hits(found), elapsed, "funnel" if use_funnel else "exact"
         )
 
+    @_locked
     def view(self, transform: str) -> tuple[Transform, NestedIndex]:
         """The loaded vectors under `transform` (one of `TRANSFORMS`): the loaded transform and
         index when it resolves to the same, else built from the stored vectors on first use and
@@ -362,6 +384,7 @@ class Library:
         elapsed = (time.perf_counter() - started) * 1000
         return SearchResult(query, dim, self._hits(found), elapsed, "exact")
 
+    @_locked
     def search_routed(self, query: Query, k: int = 10) -> tuple[SearchResult, Route]:
         """Top-k at the dimension the `router` picks for this query (exact scan, then reranks)."""
         if k < 1:
@@ -374,6 +397,7 @@ class Library:
         elapsed = (time.perf_counter() - started) * 1000
         return SearchResult(query, route.dim, self._hits(found), elapsed, "routed"), route
 
+    @_locked
     def route(self, query: Query) -> Route:
         """The dimension this query needs and why (runs the routed search)."""
         return self.search_routed(query)[1]
@@ -386,6 +410,7 @@ class Library:
         name = f"router_{self.transform.name}"
         return self.store.derived_path(name, self._loaded_generation, ".json").exists()
 
+    @_locked
     def router(self) -> Router:
         """Calibrated on this corpus on first use (about 200 query embeddings), kept as JSON next
         to the vectors for the generation and transform it was made for."""
@@ -424,6 +449,7 @@ class Library:
         elapsed = (time.perf_counter() - started) * 1000
         return SearchResult(query, dim, self._hits(found), elapsed, "rescored", precision)
 
+    @_locked
     def codes(self, precision: str) -> Codes:
         """int8 or binary codes of the loaded index, made on first use (a pass over the vectors)."""
         self.load()

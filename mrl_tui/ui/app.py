@@ -225,7 +225,40 @@ class MrlApp(App[int]):
         yield SystemCommand(
             "Skipped files", "List files left out and why", search.action_show_skipped
         )
+        yield SystemCommand(
+            "Export comparison",
+            "Save the two rankings, their movements and agreement as JSON (in Downloads)",
+            self.action_export_comparison,
+        )
         yield SystemCommand("Help", "Show all keys", self.action_help)
+
+    def action_export_comparison(self, directory: Path | None = None) -> None:
+        """Write the current comparison as JSON to `directory` (default: the user's Downloads
+        folder, as Textual's screenshots do); never into the folder being searched."""
+        import json
+        import time
+
+        from mrl_tui.ui.session import comparison_record
+
+        search = self.search_screen
+        if search.state is None or search.comparison is None or self.library is None:
+            self.notify("Run a query first: there is nothing to export yet.", severity="warning")
+            return
+        if directory is None:
+            import platformdirs
+
+            directory = Path(platformdirs.user_downloads_dir())
+        if directory.resolve().is_relative_to(self.library.root):
+            directory = self.library.store.directory  # the indexed folder is read-only to us
+        record = comparison_record(search.state, search.comparison, self.library.full_dim)
+        target = directory / f"mrl-tui-comparison-{time.strftime('%Y%m%d-%H%M%S')}.json"
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            target.write_text(json.dumps(record, indent=2), encoding="utf-8")
+        except OSError as exc:
+            self.notify(f"Could not save the comparison: {exc}", severity="error")
+            return
+        self.notify(f"Saved {target}")
 
     def on_unmount(self) -> None:
         self._stop.set()  # an indexing thread still running stops at its next batch

@@ -7,9 +7,17 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from mrl_tui.core.compare import agreement, ids_of, power_of_two_dims
+from mrl_tui.core.compare import (
+    agreement,
+    ids_of,
+    kendall_tau,
+    movement_label,
+    movements,
+    overlap_at_k,
+    power_of_two_dims,
+)
 
 if TYPE_CHECKING:
     from mrl_tui.core.library import Hit, Library, Query
@@ -82,4 +90,37 @@ def measure_latency(library: Library, query: Query, reps: int = LATENCY_REPS) ->
     return {
         dim: statistics.median(library.search(query, dim, TOP_K).search_ms for _ in range(reps))
         for dim in power_of_two_dims(library.full_dim)
+    }
+
+
+def comparison_record(state: QueryState, comparison: Comparison, full_dim: int) -> dict[str, Any]:
+    """The current comparison as plain JSON-ready data: both sides, movements and agreement."""
+    left, right = ids_of(comparison.left), ids_of(comparison.right)
+
+    def side(hits: list[Hit], moves: list[int | None]) -> list[dict[str, Any]]:
+        return [
+            {
+                "rank": hit.rank,
+                "path": hit.chunk.path,
+                "start_line": hit.chunk.start_line,
+                "end_line": hit.chunk.end_line,
+                "score": round(hit.score, 6),
+                "moved": movement_label(move),
+            }
+            for hit, move in zip(hits, moves, strict=True)
+        ]
+
+    reference = {"dim": comparison.ref_dim, "mode": comparison.ref_mode}
+    if comparison.ref_transform is not None:
+        reference = {"dim": comparison.dim, "transform": comparison.ref_transform}
+    return {
+        "query": state.query.text,
+        "full_dim": full_dim,
+        "dim": comparison.dim,
+        "reference": reference,
+        "left": side(comparison.left, movements(left, right)),
+        "right": side(comparison.right, movements(right, left)),
+        "overlap_at_10": overlap_at_k(left, right, TOP_K),
+        "kendall_tau": kendall_tau(left, right),
+        "route": state.route.to_dict() if state.route is not None else None,
     }

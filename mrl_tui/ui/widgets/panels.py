@@ -227,6 +227,10 @@ class StoragePanel(Vertical):
         text.append(
             f"index  {human_bytes(per_dim * s.chunks)} / {human_bytes(per_full * s.chunks)}\n"
         )
+        from mrl_tui.core.quantize import bytes_per_vector  # loaded by now: the index is open
+
+        int8, binary = bytes_per_vector(s.dim, "int8"), bytes_per_vector(s.dim, "binary")
+        text.append(f"int8 {human_bytes(int8)} · binary {human_bytes(binary)}\n", "dim")
         text.append(f"top {s.k} shared with full ", style="dim")
         text.append("–" if s.current is None else f"{s.current:.0%}", style="bold")
         self.query_one(".numbers", Static).update(text)
