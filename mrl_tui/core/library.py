@@ -83,6 +83,7 @@ class LibraryInfo:
 
 
 T = TypeVar("T")
+Fitted = TypeVar("Fitted", Transform, Adaptor)
 
 
 def _locked(method: Callable[..., T]) -> Callable[..., T]:
@@ -247,33 +248,39 @@ class Library:
             return self._load_adaptor(vectors, generation)
         if not self._wants_pca(choice or self.transform_choice) or len(vectors) < 2:
             return IDENTITY
-        path = self.store.derived_path("transform_pca", generation, ".npz")
-        if path.exists():
-            try:
-                with np.load(path, allow_pickle=False) as arrays:
-                    return Transform.from_arrays("pca", dict(arrays))
-            except (OSError, ValueError, KeyError):
-                path.unlink(missing_ok=True)
-        transform = fit_pca(vectors)
-        tmp = path.with_name(f".{path.name}.tmp.npz")
-        np.savez(tmp, **transform.to_arrays())
-        tmp.replace(path)
-        return transform
+        return self._fitted(
+            "pca", generation, lambda: fit_pca(vectors), lambda a: Transform.from_arrays("pca", a)
+        )
 
     def _load_adaptor(self, vectors: np.ndarray, generation: int) -> Adaptor:
-        """Fitted once per generation (seconds; on the GPU when there is one), then loaded."""
-        path = self.store.derived_path("transform_adaptor", generation, ".npz")
+        """Fitted once per generation (on the GPU when there is one), then loaded."""
+        return self._fitted(
+            "adaptor",
+            generation,
+            lambda: fit_adaptor(vectors),
+            lambda a: Adaptor.from_arrays("adaptor", a),
+        )
+
+    def _fitted(
+        self,
+        name: str,
+        generation: int,
+        fit: Callable[[], Fitted],
+        load: Callable[[dict[str, np.ndarray]], Fitted],
+    ) -> Fitted:
+        """A transform fitted on the corpus once per generation, kept as .npz (never pickled)."""
+        path = self.store.derived_path(f"transform_{name}", generation, ".npz")
         if path.exists():
             try:
                 with np.load(path, allow_pickle=False) as arrays:
-                    return Adaptor.from_arrays("adaptor", dict(arrays))
+                    return load(dict(arrays))
             except (OSError, ValueError, KeyError, InputError):
                 path.unlink(missing_ok=True)
-        adaptor = fit_adaptor(vectors)
+        fitted = fit()
         tmp = path.with_name(f".{path.name}.tmp.npz")
-        np.savez(tmp, **adaptor.to_arrays())
+        np.savez(tmp, **fitted.to_arrays())
         tmp.replace(path)
-        return adaptor
+        return fitted
 
     @property
     def chunk_count(self) -> int:
