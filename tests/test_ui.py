@@ -471,3 +471,27 @@ async def test_export_comparison_writes_both_sides_outside_the_folder(
         app.action_export_comparison(library.root / "exports")
         assert not (library.root / "exports").exists()
         assert list(library.store.directory.glob("mrl-tui-comparison-*.json"))
+
+
+def test_slider_moves_reuse_a_fixed_reference(library: Library) -> None:
+    """Moving the slider searches the left side only; the full-dim reference is not re-run."""
+    from mrl_tui.ui.session import compare_at, embed_and_rank
+
+    state = embed_and_rank(library, QUERY)
+    calls: list[int] = []
+    search = library.search
+
+    def counting(query, dim, k=10, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(dim)
+        return search(query, dim, k, **kwargs)
+
+    library.search = counting  # type: ignore[method-assign]
+    try:
+        first = compare_at(library, state, 32, library.full_dim)
+        moved = compare_at(library, state, 40, library.full_dim, previous=first)
+        other_ref = compare_at(library, state, 40, 128, previous=moved)
+    finally:
+        del library.search
+    assert calls == [32, library.full_dim, 40, 40, 128]
+    assert ids_of(moved.right) == ids_of(first.right)
+    assert ids_of(other_ref.right) == ids_of(library.search(state.query, 128, TOP_K).hits)

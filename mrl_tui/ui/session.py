@@ -53,6 +53,7 @@ class Comparison:
     left: list[Hit]
     right: list[Hit]
     left_ms: float
+    query: Query | None = None  # what both sides ranked; lets the next move reuse the reference
 
 
 def embed_and_rank(library: Library, text: str) -> QueryState:
@@ -73,15 +74,33 @@ def compare_at(
     ref_dim: int,
     ref_mode: str = "exact",
     ref_transform: str | None = None,
+    previous: Comparison | None = None,
 ) -> Comparison:
     """The two sides: `dim` as the app searches it ("auto"), the reference at `ref_dim` with
     `ref_mode` ("exact", or "funnel" where the index has a graph), or, with `ref_transform`, at
-    `dim` itself under that transform (exact). Never re-embeds the query."""
+    `dim` itself under that transform (exact). Never re-embeds the query.
+
+    A fixed reference does not move with the slider: when `previous` ranked the same query
+    against the same reference, its right side is reused instead of searched again."""
     left = library.search(state.query, dim, TOP_K)
     if ref_transform is not None:
         ref_dim, ref_mode = dim, "exact"
-    right = library.search(state.query, ref_dim, TOP_K, mode=ref_mode, transform=ref_transform)
-    return Comparison(dim, ref_dim, ref_mode, ref_transform, left.hits, right.hits, left.search_ms)
+    same_reference = (
+        previous is not None
+        and previous.query is state.query
+        and ref_transform is None
+        and previous.ref_transform is None
+        and (previous.ref_dim, previous.ref_mode) == (ref_dim, ref_mode)
+    )
+    if same_reference:
+        assert previous is not None
+        right_hits = previous.right
+    else:
+        ref = library.search(state.query, ref_dim, TOP_K, mode=ref_mode, transform=ref_transform)
+        right_hits = ref.hits
+    return Comparison(
+        dim, ref_dim, ref_mode, ref_transform, left.hits, right_hits, left.search_ms, state.query
+    )
 
 
 def measure_latency(library: Library, query: Query, reps: int = LATENCY_REPS) -> dict[int, float]:

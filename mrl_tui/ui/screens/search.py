@@ -282,7 +282,7 @@ class SearchScreen(Screen[None]):
         if library is None:
             return
         try:
-            comparison = compare_at(library, state, dim, *reference)
+            comparison = compare_at(library, state, dim, *reference, previous=self.comparison)
         except Exception as exc:
             self.app.call_from_thread(self.show_message, f"search failed: {exc}", error=True)
             return
