@@ -143,3 +143,27 @@ def test_bundled_model_finds_the_expected_notes(capsys: pytest.CaptureFixture[st
         found += relevant in top
     assert found / len(queries) >= 0.85
     library.close()
+
+
+def test_a_corrupt_cache_is_rebuilt_with_a_message(
+    topic_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cache = tmp_path / "cache"
+    code, _, _ = run(["index", str(topic_folder), "--cache-dir", str(cache)], capsys)
+    assert code == 0
+    [db] = cache.glob("*/index.db")
+    for extra in db.parent.glob("index.db-*"):
+        extra.unlink()
+    db.write_bytes(b"not sqlite at all " * 64)
+    args = ["search", str(topic_folder), "red planet", "--cache-dir", str(cache), "--json"]
+    code, out, err = run(args, capsys)
+    assert code == 0 and "rebuilding" in err
+    assert json.loads(out)["results"][0]["path"] == "space/mars.md"
+
+
+def test_route_auto_with_precision_is_a_one_line_error(
+    topic_folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["search", str(topic_folder), "q", "--route", "auto", "--precision", "int8"]
+    code, out, err = run(args, capsys)
+    assert code == 1 and out == "" and "--precision" in err and len(err.strip().splitlines()) == 1
