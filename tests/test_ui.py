@@ -495,3 +495,9 @@ def test_slider_moves_reuse_a_fixed_reference(library: Library) -> None:
     assert calls == [32, library.full_dim, 40, 40, 128]
     assert ids_of(moved.right) == ids_of(first.right)
     assert ids_of(other_ref.right) == ids_of(library.search(state.query, 128, TOP_K).hits)
+
+
+def test_slider_stops_include_the_models_trained_dims() -> None:
+    slider = DimSlider(768, 64, trained_dims=(48, 96, 768, 2048))
+    assert slider.stops == [8, 16, 32, 48, 64, 96, 128, 256, 512, 768]
+    assert DimSlider(384, 64).stops == [8, 16, 32, 64, 128, 256, 384]

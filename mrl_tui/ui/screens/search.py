@@ -195,7 +195,13 @@ class SearchScreen(Screen[None]):
         self.latency_profile = None  # a new index: measured again with the next query
         if not self.query(DimSlider):
             await self.query_one("#dim-row").mount(
-                DimSlider(full, self.dim, id="dim"), after="#dim-label"
+                DimSlider(
+                    full,
+                    self.dim,
+                    trained_dims=library.embedder.spec.mrl_dims,
+                    id="dim",
+                ),
+                after="#dim-label",
             )
         self._update_dim_labels()
         self._update_storage()

@@ -1,4 +1,5 @@
-"""The prefix-dimension slider: steps of 8, and shift+arrows jump between powers of two."""
+"""The prefix-dimension slider: steps of 8; shift+arrows jump between powers of two and the
+dims the model was trained at (for native Matryoshka models)."""
 
 from __future__ import annotations
 
@@ -18,16 +19,24 @@ class DimSlider(Slider):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("left", "slide_left", "-8 dims", show=False),
         Binding("right", "slide_right", "+8 dims", show=False),
-        Binding("shift+left", "jump(-1)", "previous power of 2", show=False),
-        Binding("shift+right", "jump(1)", "next power of 2", show=False),
+        Binding("shift+left", "jump(-1)", "previous stop", show=False),
+        Binding("shift+right", "jump(1)", "next stop", show=False),
     ]
 
-    def __init__(self, full_dim: int, value: int, *, id: str | None = None) -> None:
+    def __init__(
+        self,
+        full_dim: int,
+        value: int,
+        *,
+        trained_dims: tuple[int, ...] = (),
+        id: str | None = None,
+    ) -> None:
         super().__init__(STEP, full_dim, step=STEP, value=value, id=id)
-        self.stops = power_of_two_dims(full_dim)
+        trained = [d for d in trained_dims if STEP <= d <= full_dim]
+        self.stops = sorted({*power_of_two_dims(full_dim), *trained})
 
     def action_jump(self, direction: int) -> None:
-        """Go to the next power of two (or the full dim) above or below the current value."""
+        """Go to the next stop (power of two, trained dim or full) above or below the value."""
         if direction > 0:
             bigger = [d for d in self.stops if d > self.value]
             self.value = bigger[0] if bigger else self.max
