@@ -106,3 +106,18 @@ def test_search_under_another_transform(topic_folder: Path, tmp_path: Path, embe
     with pytest.raises(InputError):
         library.view("umap")
     library.close()
+
+
+def test_the_core_never_imports_textual() -> None:
+    """The headless core is shared by the CLI, the TUI and the benchmarks: no UI in it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, pkgutil, importlib, mrl_tui.core as core\n"
+        "for m in pkgutil.iter_modules(core.__path__):\n"
+        "    importlib.import_module('mrl_tui.core.' + m.name)\n"
+        "assert not [m for m in sys.modules if m.split('.')[0] in ('textual', 'mrl_tui.ui')]\n"
+        "assert 'mrl_tui.ui' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
