@@ -16,6 +16,8 @@ from typing import Any, NoReturn
 from mrl_tui import __version__
 from mrl_tui.core.errors import MrlError
 
+PRECISIONS = ("float32", "int8", "binary")
+"""Mirrors `mrl_tui.core.quantize.PRECISIONS`; not imported so `--help` stays instant."""
 COMMANDS = ("index", "search", "info", "open", "bench")
 
 
@@ -105,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_search.add_argument(
         "--precision",
         default="float32",
-        choices=["float32", "int8", "binary"],
+        choices=PRECISIONS,
         help="scan int8 or binary codes of the prefix, then rescore the best exactly",
     )
     p_search.add_argument(
@@ -140,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_bench.add_argument(
         "--precision",
         default="float32",
-        choices=["float32", "int8", "binary"],
+        choices=PRECISIONS,
         help="int8/binary: the fixed-dim searches scan codes, then rescore exactly",
     )
     p_bench.add_argument(

@@ -167,3 +167,10 @@ def test_route_auto_with_precision_is_a_one_line_error(
     args = ["search", str(topic_folder), "q", "--route", "auto", "--precision", "int8"]
     code, out, err = run(args, capsys)
     assert code == 1 and out == "" and "--precision" in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_precisions_mirror_the_core() -> None:
+    from mrl_tui.cli import PRECISIONS
+    from mrl_tui.core.quantize import PRECISIONS as CORE
+
+    assert tuple(CORE) == PRECISIONS
