@@ -18,6 +18,8 @@ from mrl_tui.core.router import (
     calibration_queries,
     ladder,
     query_features,
+    rerank_rows,
+    scan_settings,
     tokenize,
 )
 
@@ -143,6 +145,29 @@ def test_routes_are_deterministic_and_explained() -> None:
         assert r.scan_dim < a.dim <= 64 and a.values_read < 600 * 64 * 2
         assert len(a_hits) == 20
         assert set(a.to_dict()) >= {"dim", "reasons", "features"}
+
+
+def test_rungs_rerank_fewer_rows_on_smaller_corpora() -> None:
+    assert rerank_rows(5000) == 200 and rerank_rows(552) == 34 and rerank_rows(100) == 30
+    settings = scan_settings(552, 384)
+    assert settings and all(34 <= kept <= 276 and 2 * d < 384 for d, kept in settings)
+    assert scan_settings(100, 384) == []  # a ladder could not read less than one scan
+
+
+def test_a_small_index_is_one_exact_full_scan() -> None:
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((80, 64)).astype(np.float32)
+    index = NestedIndex(x)
+    texts = [f"row {i} about w{i % 7}" for i in range(80)]
+    pseudo = calibration_queries(texts, count=20)
+    vectors = x[[row for row, _ in pseudo]]
+    r = Router.calibrate(index, TermStats.from_texts(texts), vectors, [row for row, _ in pseudo])
+    assert r.rungs == []
+    found, route = r.search(index, "w3", x[5], depth=7)
+    exact = index.search(x[5], 64, 7)
+    assert np.array_equal(found.ids, exact.ids)
+    assert route.dim == 64 and route.stages == [(64, 80)] and route.values_read == 64 * 80
+    assert "small index (80 rows): exact full-dim scan" in route.summary
 
 
 def test_a_saved_router_loads_the_same(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from mrl_tui.core.hnsw import ANCHOR_DIM, HNSW_MIN_CHUNKS, HnswGraph, funnel_sea
 from mrl_tui.core.index import Hits, NestedIndex
 from mrl_tui.core.indexer import IndexProgress, IndexReport, update_index
 from mrl_tui.core.quantize import DEFAULT_RESCORE, PRECISIONS, Codes, encode, rescored_search
-from mrl_tui.core.router import CANDIDATES, Route, Router, TermStats, calibration_queries
+from mrl_tui.core.router import Route, Router, TermStats, calibration_queries, scan_settings
 from mrl_tui.core.store import IndexStore, default_cache_root, index_dir_for
 from mrl_tui.core.transform import IDENTITY, Transform, fit_pca
 from mrl_tui.core.walk import DEFAULT_MAX_FILE_BYTES
@@ -433,7 +433,8 @@ class Library:
         except (OSError, ValueError):
             path.unlink(missing_ok=True)
         texts = [c.text for c in self.store.chunks(self._ids.tolist())]
-        pseudo = calibration_queries(texts) if self.index.n > CANDIDATES else []
+        routable = scan_settings(self.index.n, self.full_dim)
+        pseudo = calibration_queries(texts) if routable else []
         vectors = np.zeros((len(pseudo), self.full_dim), np.float32)
         for i, (_, text) in enumerate(pseudo):
             vectors[i] = self.transform.apply(self.embedder.embed_query(text))

@@ -7,10 +7,11 @@ A route has two parts:
    complexity level. A simple query may stop at the first rung of the ladder; each complexity point
    skips a rung; a hard query goes straight to full dimension.
 2. *Confidence* decides how far it climbs. One exact scan at a small ``scan_dim`` keeps
-   `CANDIDATES` rows; each rung of the ladder (``2·scan_dim``, ``4·scan_dim``, …, full) reranks
+   a few hundred rows; each rung of the ladder (``2·scan_dim``, ``4·scan_dim``, …, full) reranks
    only those candidates. The route stops at the first rung whose top-k agrees with the ranking
    before it and whose k-th/(k+1)-th score margin is not unusually thin. Escalating is a rerank of a
-   few hundred rows, not a second scan over the corpus.
+   few hundred rows, not a second scan over the corpus. On a corpus too small for that to read
+   less than one exact scan (about 120 rows), every query is one exact full-dimension scan.
 
 Every threshold comes from the corpus itself (`Router.calibrate`): short pseudo-queries cut out of
 the chunks (their first words, like a title or heading, or a window of a few words) are searched
@@ -33,10 +34,14 @@ import numpy as np
 from mrl_tui.core.index import Hits, NestedIndex
 
 CANDIDATES = 200
-"""Rows every rung after the first reranks (the head of the ranking before it)."""
+"""Rows every rung after the first reranks (the head of the ranking before it), at most."""
+CANDIDATE_SHARE = 16
+"""On smaller corpora the rungs rerank N/16 rows (at least 3·k), so that climbing the whole
+ladder still reads a small share of one full scan."""
 SCAN_DIMS = (12, 16, 24, 32, 48, 64)
 SCAN_KEEP = (200, 400, 800, 1600)
-"""Scan settings calibration may choose from: (dim, rows kept for the first rung)."""
+"""Scan settings calibration may choose from: (dim, rows kept for the first rung); on smaller
+corpora also 2× and 4× the candidates, and never more than half the rows."""
 CANDIDATE_RECALL = 0.99
 """The scan must keep the source row of this share of the pseudo-queries (see `calibrate`)."""
 QUALITY = 0.99
@@ -228,6 +233,19 @@ class Route:
         }
 
 
+def rerank_rows(n: int, k: int = 10) -> int:
+    """Rows each rung after the first reranks on a corpus of ``n`` rows."""
+    return min(CANDIDATES, max(3 * k, n // CANDIDATE_SHARE))
+
+
+def scan_settings(n: int, full_dim: int, k: int = 10) -> list[tuple[int, int]]:
+    """Every (scan dim, rows kept) calibration may choose on this corpus; none when it is too
+    small for a ladder to read less than one exact scan (then the router searches exactly)."""
+    candidates = rerank_rows(n, k)
+    keeps = {c for c in (*SCAN_KEEP, 2 * candidates, 4 * candidates) if candidates <= c <= n // 2}
+    return [(d, c) for d in SCAN_DIMS for c in sorted(keeps) if 2 * d < full_dim]
+
+
 def ladder(scan_dim: int, full_dim: int) -> list[int]:
     """Rerank dims after a scan at ``scan_dim``: doubling, then full."""
     rungs, dim = [], 2 * scan_dim
@@ -286,7 +304,7 @@ class Router:
         """Features, the lowest rung a query may stop at (an index into `rungs`) and why."""
         features = query_features(text, self.stats)
         points, reasons = complexity(features)
-        last = len(self.rungs) - 1
+        last = max(0, len(self.rungs) - 1)
         if points >= HARD_POINTS:
             return features, last, [*reasons, "hard: straight to full"]
         return features, min(points, last), reasons
@@ -302,6 +320,17 @@ class Router:
         """
         depth = depth or self.k
         features, first, reasons = self.plan(text)
+        if not self.rungs:
+            found = index.search(vector, self.full_dim, depth)
+            reasons.append(f"{self.notes.get('exact') or 'no ladder'}: exact full-dim scan")
+            route = Route(
+                self.full_dim,
+                reasons,
+                features.to_dict(),
+                [(self.full_dim, index.n)],
+                self.full_dim * index.n,
+            )
+            return found, route
         scan_keep = min(self.scan_keep, index.n)
         scan = index.search(vector, self.scan_dim, max(scan_keep, depth))
         stages = [(self.scan_dim, index.n)]
@@ -340,6 +369,12 @@ class Router:
     # -- calibration ---------------------------------------------------------------------------
 
     @classmethod
+    def exact(cls, stats: TermStats, full_dim: int, n: int, k: int = 10, why: str = "") -> Router:
+        """A router with no ladder: every query is one exact full-dimension scan (``why`` says
+        why routing would not pay, e.g. too few rows)."""
+        return cls(stats, full_dim, full_dim, n, [], k, n, {"exact": why})
+
+    @classmethod
     def calibrate(
         cls,
         index: NestedIndex,
@@ -358,14 +393,12 @@ class Router:
         `MARGIN_QUANTILE` of their margins.
         """
         full, n = index.full_dim, index.n
-        settings = [
-            (d, c) for d in SCAN_DIMS for c in SCAN_KEEP if 2 * d < full and max(c, CANDIDATES) < n
-        ]
-        if len(pseudo_vectors) == 0 or not settings:
-            # Nothing to learn from, or too few rows to save anything: check every rung.
-            scan_dim = min(SCAN_DIMS[0], full)
-            rungs = [Rung(d, 1.0, 0.0) for d in ladder(scan_dim, full)]
-            return cls(stats, full, scan_dim, n, rungs, k, n, {"pseudo_queries": 0})
+        candidates = rerank_rows(n, k)
+        settings = scan_settings(n, full, k)
+        if not settings:
+            return cls.exact(stats, full, n, k, f"small index ({n} rows)")
+        if len(pseudo_vectors) == 0:
+            return cls.exact(stats, full, n, k, "no calibration queries")
         settings.sort(key=lambda s: (n * s[0] + s[1] * 2 * s[0], s))
 
         pairs = list(zip(pseudo_vectors, pseudo_sources, strict=True))
@@ -393,7 +426,7 @@ class Router:
         rungs = []
         rankings = [f[:scan_keep] for f in scans[scan_dim]]
         for step, dim in enumerate(ladder(scan_dim, full)):
-            kept = scan_keep if step == 0 else CANDIDATES
+            kept = scan_keep if step == 0 else candidates
             ranked = [
                 index.rerank(q, dim, r[:kept], kept)
                 for (q, _), r in zip(pairs, rankings, strict=True)
@@ -422,7 +455,8 @@ class Router:
                 }
             )
             rankings = [h.ids for h in ranked]
-        return cls(stats, full, scan_dim, scan_keep, rungs, k, CANDIDATES, notes)
+        notes["candidates"] = candidates
+        return cls(stats, full, scan_dim, scan_keep, rungs, k, candidates, notes)
 
     # -- cache ---------------------------------------------------------------------------------
 
