@@ -12,18 +12,17 @@ from conftest import TOPICS, write_files
 from test_beir import write_beir
 
 from mrl_tui.cli import main
-from mrl_tui.core.bench import (
+from mrl_tui.core.bench import check_dims, parse_dims
+from mrl_tui.core.errors import InputError
+from mrl_tui.core.funnel import (
     AUTO_AGREEMENT,
     Funnel,
     auto_funnel,
     auto_grid,
-    check_dims,
-    funnel_search,
-    parse_dims,
     scan_fraction,
+    staged_search,
     values_read,
 )
-from mrl_tui.core.errors import InputError
 from mrl_tui.core.index import NestedIndex
 from mrl_tui.core.metrics import evaluate
 
@@ -88,9 +87,9 @@ def test_funnel_equals_exact_when_it_keeps_every_row() -> None:
     for q in rng.standard_normal((5, 32)).astype(np.float32):
         exact = index.search(q, 32, 60).ids
         for funnel in (Funnel(((4, 60),)), Funnel(((4, 100), (16, 60)))):
-            assert np.array_equal(funnel_search(index, q, funnel, 60), exact)
+            assert np.array_equal(staged_search(index, q, funnel, 60), exact)
         # Fewer candidates: the head is reranked, the tail keeps the scan's order, depth is kept.
-        got = funnel_search(index, q, Funnel(((4, 10),)), 30)
+        got = staged_search(index, q, Funnel(((4, 10),)), 30)
         assert len(got) == 30 and len(set(got.tolist())) == 30
         assert np.array_equal(got[10:], index.search(q, 4, 30).ids[10:])
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mrl_tui.core.errors import CacheError, InputError
-from mrl_tui.core.hnsw import HnswGraph, funnel_search
+from mrl_tui.core.hnsw import HnswGraph, graph_search
 from mrl_tui.core.index import NestedIndex
 
 
@@ -41,7 +41,7 @@ def test_funnel_recall_at_other_dims(data: tuple[np.ndarray, NestedIndex, HnswGr
         recalls = []
         for q in clustered(20, seed=2):
             truth = set(index.search(q, dim, 10).ids.tolist())
-            got = funnel_search(index, graph, q, dim, 10, candidates=200)
+            got = graph_search(index, graph, q, dim, 10, candidates=200)
             recalls.append(len(truth & set(got.ids.tolist())) / 10)
             np.testing.assert_allclose(got.scores, index.score_ids(q, dim, got.ids), atol=1e-6)
         assert np.mean(recalls) >= 0.9
@@ -54,7 +54,7 @@ def test_funnel_is_exact_when_candidates_cover_everything(
     q = clustered(1, seed=3)[0]
     for dim in (5, 32, 48):
         exact = index.search(q, dim, 10)
-        got = funnel_search(index, graph, q, dim, 10, candidates=index.n)
+        got = graph_search(index, graph, q, dim, 10, candidates=index.n)
         np.testing.assert_array_equal(got.ids, exact.ids)
         np.testing.assert_allclose(got.scores, exact.scores, atol=1e-6)
 

@@ -109,7 +109,7 @@ class HnswGraph:
         return labels[0].astype(np.int64)
 
 
-def funnel_search(
+def graph_search(
     index: NestedIndex, graph: HnswGraph, query: np.ndarray, dim: int, k: int, candidates: int
 ) -> Hits:
     """HNSW candidates at ``graph.dim``, reranked exactly at ``dim``.

@@ -20,7 +20,7 @@ from mrl_tui.core.adaptor import Adaptor, fit_adaptor
 from mrl_tui.core.chunking import Chunk, ChunkSettings
 from mrl_tui.core.embed import Embedder, EmbedderInfo
 from mrl_tui.core.errors import CacheError, InputError
-from mrl_tui.core.hnsw import ANCHOR_DIM, HNSW_MIN_CHUNKS, HnswGraph, funnel_search
+from mrl_tui.core.hnsw import ANCHOR_DIM, HNSW_MIN_CHUNKS, HnswGraph, graph_search
 from mrl_tui.core.index import Hits, NestedIndex
 from mrl_tui.core.indexer import IndexProgress, IndexReport, update_index
 from mrl_tui.core.quantize import DEFAULT_RESCORE, PRECISIONS, Codes, encode, rescored_search
@@ -351,7 +351,7 @@ class Library:
         if use_funnel:
             assert self.graph is not None
             candidates = max(FUNNEL_CANDIDATES, 20 * k)
-            found = funnel_search(self.index, self.graph, vector, dim, k, candidates)
+            found = graph_search(self.index, self.graph, vector, dim, k, candidates)
         else:
             found = self.index.search(vector, dim, k)
         elapsed = (time.perf_counter() - started) * 1000
