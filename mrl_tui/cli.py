@@ -638,4 +638,16 @@ def _print_bench(report: dict[str, Any]) -> None:
             "",
             "",
         )
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    if routed and routed.get("against_fixed"):
+        cells = [
+            f"{row['dim']}d {row['ndcg_diff']:+.4f} [{row['ci95'][0]:+.3f}, {row['ci95'][1]:+.3f}]"
+            for row in routed["against_fixed"]
+        ]
+        console.print(
+            f"routed − each fixed dim costing ≥ its {100 * routed['scan_fraction']:.1f}% scan, "
+            f"nDCG@{k} (95% paired-bootstrap interval over {report['queries']} queries): "
+            + " · ".join(cells),
+            soft_wrap=False,
+        )

@@ -12,7 +12,7 @@ from conftest import TOPICS, write_files
 from test_beir import write_beir
 
 from mrl_tui.cli import main
-from mrl_tui.core.bench import check_dims, parse_dims
+from mrl_tui.core.bench import against_fixed, check_dims, parse_dims
 from mrl_tui.core.errors import InputError
 from mrl_tui.core.funnel import (
     AUTO_AGREEMENT,
@@ -24,7 +24,7 @@ from mrl_tui.core.funnel import (
     values_read,
 )
 from mrl_tui.core.index import NestedIndex
-from mrl_tui.core.metrics import evaluate
+from mrl_tui.core.metrics import Scores, evaluate
 
 DOCS = {
     "bread": ("Sourdough", "Feed the starter with flour and water, then bake the loaf hot."),
@@ -141,6 +141,7 @@ def test_bench_on_a_tiny_beir_set(
     assert 1 <= routed["mean_dim"] <= 384 and routed["scan_fraction"] > 0
     # 12 docs: every rung reranks them all, and the final rung agrees with full on the top 10.
     assert routed["recall100"] == report["full"]["recall100"]
+    assert [row["dim"] for row in routed["against_fixed"]][-1] == 384
     assert report["queries"] == 4 and report["docs"] == 12 and report["full_dim"] == 384
     assert [row["dim"] for row in report["fixed"]] == [16, 32, 384]
     assert set(report["fixed"][0]) == {
@@ -229,3 +230,17 @@ def test_bench_on_a_folder_with_queries_tsv(
     report = json.loads(out)
     assert report["queries"] == 3 and report["docs"] == len(TOPICS)  # queries.tsv is no document
     assert report["full"] == {"ndcg10": 1.0, "recall100": 1.0}
+
+
+def test_routed_is_compared_with_fixed_dims_of_equal_or_higher_cost() -> None:
+    routed = Scores(0.5, 1.0, 4, (1.0, 0.0, 1.0, 0.0))
+    fixed = {
+        32: Scores(0.25, 1.0, 4, (1.0, 0.0, 0.0, 0.0)),  # cheaper than routed: left out
+        64: Scores(0.5, 1.0, 4, (1.0, 0.0, 1.0, 0.0)),
+        128: Scores(1.0, 1.0, 4, (1.0, 1.0, 1.0, 1.0)),
+    }
+    rows = against_fixed(routed, 0.3, fixed, 128)
+    assert [row["dim"] for row in rows] == [64, 128]
+    assert rows[0]["ndcg_diff"] == 0.0 and rows[0]["ci95"] == [0.0, 0.0]
+    assert rows[1]["ndcg_diff"] == -0.5 and rows[1]["ci95"][1] <= 0.0
+    assert rows[1]["scan_fraction"] == 1.0

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from mrl_tui.core.metrics import dcg, evaluate, ndcg_at_k, recall_at_k
+from mrl_tui.core.metrics import dcg, evaluate, ndcg_at_k, paired_difference, recall_at_k
 
 GRADES = {"a": 2.0, "b": 1.0, "c": 0.0, "d": 1.0}
 RANKING = ["c", "a", "x", "d"]  # c is judged non-relevant, x is unjudged, b is never retrieved
@@ -42,3 +42,25 @@ def test_queries_without_a_relevant_document_are_left_out() -> None:
     assert scores.ndcg == pytest.approx(expected)
     assert scores.recall == pytest.approx((2 / 3 + 1 + 0) / 3)
     assert evaluate({}, {"q": {"a": 0.0}}).queries == 0
+
+
+def test_paired_difference_of_hand_made_scores() -> None:
+    assert paired_difference([1.0, 1.0, 1.0], [0.0, 0.0, 0.0]) == (1.0, 1.0, 1.0)
+    assert paired_difference([0.5, 0.2], [0.5, 0.2]) == (0.0, 0.0, 0.0)
+    mean, low, high = paired_difference([1.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 0.0])
+    assert mean == 0.5 and 0.0 <= low < 0.5 < high <= 1.0
+    # The same inputs and seed give the same interval.
+    assert paired_difference([1.0, 0.0, 1.0], [0.0] * 3) == paired_difference(
+        [1.0, 0.0, 1.0], [0.0] * 3
+    )
+    with pytest.raises(ValueError):
+        paired_difference([1.0], [1.0, 2.0])
+    with pytest.raises(ValueError):
+        paired_difference([], [])
+
+
+def test_evaluate_keeps_each_judged_querys_ndcg_in_order() -> None:
+    qrels = {"a": {"d1": 1}, "b": {"d2": 1}, "c": {"d9": 0}}
+    scores = evaluate({"a": ["d1"], "b": ["d3", "d2"]}, qrels, ndcg_k=10)
+    assert scores.per_query_ndcg == pytest.approx((1.0, 1 / math.log2(3)))
+    assert scores.ndcg == pytest.approx(sum(scores.per_query_ndcg) / 2)

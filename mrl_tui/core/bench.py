@@ -31,7 +31,7 @@ from mrl_tui.core.beir import BeirSet, read_folder_queries
 from mrl_tui.core.errors import InputError
 from mrl_tui.core.funnel import auto_funnel, default_funnels, scan_fraction, staged_search
 from mrl_tui.core.index import NestedIndex
-from mrl_tui.core.metrics import evaluate
+from mrl_tui.core.metrics import Scores, evaluate, paired_difference
 from mrl_tui.core.quantize import DEFAULT_RESCORE, bytes_per_vector, encode, rescored_search
 from mrl_tui.core.router import Route, Router, TermStats, calibration_queries
 from mrl_tui.core.store import atomic_save_npy, default_cache_root
@@ -120,16 +120,44 @@ def _depth(es: EvalSet) -> int:
     return min(es.index.n, RECALL_K) if one_row_each else es.index.n
 
 
-def _score(es: EvalSet, search: Callable[[np.ndarray], np.ndarray], k: int) -> dict[str, float]:
+def _evaluate(es: EvalSet, search: Callable[[np.ndarray], np.ndarray], k: int) -> Scores:
     rankings = {
         qid: _documents(search(vector), es.row_docs, RECALL_K)
         for qid, vector in zip(es.query_ids, es.query_vectors, strict=True)
     }
-    scores = evaluate(rankings, es.qrels, ndcg_k=k, recall_k=RECALL_K)
+    return evaluate(rankings, es.qrels, ndcg_k=k, recall_k=RECALL_K)
+
+
+def _cells(scores: Scores, k: int) -> dict[str, float]:
     return {f"ndcg{k}": round(scores.ndcg, 4), "recall100": round(scores.recall, 4)}
 
 
-def _routed(es: EvalSet, k: int) -> dict[str, Any] | None:
+def _score(es: EvalSet, search: Callable[[np.ndarray], np.ndarray], k: int) -> dict[str, float]:
+    return _cells(_evaluate(es, search, k), k)
+
+
+def against_fixed(
+    routed: Scores, scan: float, fixed: dict[int, Scores], full_dim: int
+) -> list[dict[str, Any]]:
+    """Routed minus each fixed dim that costs at least as much (``dim/full_dim >= scan``): the
+    mean nDCG difference and its paired-bootstrap 95 % interval over the judged queries."""
+    rows = []
+    for dim, scores in sorted(fixed.items()):
+        if dim / full_dim < scan or not scores.per_query_ndcg:
+            continue
+        diff, low, high = paired_difference(routed.per_query_ndcg, scores.per_query_ndcg)
+        rows.append(
+            {
+                "dim": dim,
+                "scan_fraction": round(dim / full_dim, 4),
+                "ndcg_diff": round(diff, 4),
+                "ci95": [round(low, 4), round(high, 4)],
+            }
+        )
+    return rows
+
+
+def _routed(es: EvalSet, k: int) -> tuple[dict[str, Any], Scores] | None:
     """Every query through a `Router` calibrated on this corpus's pseudo-queries (no qrels)."""
     if not es.row_texts or es.route_vectors is None:
         return None
@@ -144,7 +172,7 @@ def _routed(es: EvalSet, k: int) -> dict[str, Any] | None:
         rankings[qid] = _documents(found.ids, es.row_docs, RECALL_K)
     scores = evaluate(rankings, es.qrels, ndcg_k=k, recall_k=RECALL_K)
     dims = [r.dim for r in routes]
-    return {
+    report = {
         "mean_dim": round(float(np.mean(dims)), 1),
         "scan_fraction": round(
             float(np.mean([r.values_read for r in routes])) / (index.n * index.full_dim), 4
@@ -155,6 +183,7 @@ def _routed(es: EvalSet, k: int) -> dict[str, Any] | None:
         "dims": {str(d): dims.count(d) for d in sorted(set(dims))},
         "calibration": router.notes,
     }
+    return report, scores
 
 
 def _timed(
@@ -203,10 +232,12 @@ def run_bench(
     full_dim, n = index.full_dim, index.n
     full = _score(es, lambda q: index.search(q, full_dim, depth).ids, k)
     fixed = []
+    per_dim: dict[int, Scores] = {}
     for dim in [*dims, full_dim]:
         elapsed: list[float] = []
         _searcher(es, dim, precision)(es.query_vectors[0])  # warm-up: first-touch costs aside
-        row = {"dim": dim, **_score(es, _searcher(es, dim, precision, elapsed), k)}
+        per_dim[dim] = _evaluate(es, _searcher(es, dim, precision, elapsed), k)
+        row = {"dim": dim, **_cells(per_dim[dim], k)}
         row["search_ms"] = round(1000 * float(np.median(elapsed)), 3)
         row["bytes_per_vector"] = bytes_per_vector(dim, precision)
         fixed.append(row)
@@ -230,6 +261,11 @@ def run_bench(
                 "scan_fraction": round(scan_fraction(funnel, n, full_dim), 4),
             }
         )
+    routed = None
+    measured = _routed(es, k)
+    if measured is not None:
+        routed, scores = measured
+        routed["against_fixed"] = against_fixed(scores, routed["scan_fraction"], per_dim, full_dim)
     return {
         "dataset": es.name,
         "model": es.model,
@@ -243,7 +279,7 @@ def run_bench(
         "full": full,
         "fixed": fixed,
         "funnel": funnel_rows,
-        "routed": _routed(es, k),
+        "routed": routed,
     }
 
 
