@@ -469,9 +469,7 @@ def folder_eval_set(library: Any, progress: Progress | None = None) -> EvalSet:
     library.load()
     if library.index is None or library.index.n == 0:
         raise InputError(f"{library.root}: nothing indexable found")
-    # Same snapshot (same generation) that `load()` built the index from, so rows line up.
-    ids, _ = library.store.load_vectors()
-    chunks = library.store.chunks(ids.tolist())
+    chunks = library.store.chunks(library.row_chunk_ids.tolist())
     row_docs = ["" if c.path == FOLDER_QUERIES else c.path for c in chunks]
     indexed = set(row_docs)
     for query, relevant in pairs:

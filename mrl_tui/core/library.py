@@ -169,6 +169,11 @@ class Library:
     def full_dim(self) -> int:
         return self.embedder.full_dim
 
+    @property
+    def row_chunk_ids(self) -> np.ndarray:
+        """The store's chunk id of each row of the loaded `index` (a copy)."""
+        return self._ids.copy()
+
     # -- indexing ------------------------------------------------------------------------------
 
     def update(
