@@ -11,7 +11,9 @@ import contextlib
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from textual.widgets import Input
@@ -22,15 +24,19 @@ from mrl_tui.core.compare import ids_of, movement_label, movements, power_of_two
 from mrl_tui.core.library import Hit, Library
 from mrl_tui.ui.app import MrlApp
 from mrl_tui.ui.screens.help import HelpScreen
-from mrl_tui.ui.screens.search import SearchScreen
+from mrl_tui.ui.screens.search import LIVE_DELAY, SearchScreen
 from mrl_tui.ui.screens.skipped import SkippedScreen
 from mrl_tui.ui.session import TOP_K
 from mrl_tui.ui.widgets.dim_slider import DimSlider
 from mrl_tui.ui.widgets.panels import (
+    CurvePlot,
+    LatencyPanel,
     RouterPanel,
     StoragePanel,
     feature_line,
-    stages_line,
+    is_flat,
+    short_count,
+    stages_lines,
     x_position,
 )
 from mrl_tui.ui.widgets.preview import trail_text
@@ -274,6 +280,12 @@ async def test_latency_profile_and_storage_follow_the_query(library: Library) ->
         storage = str(screen.query_one(StoragePanel).query_one(".numbers").render())
         assert "top 10 shared with full" in storage and "–" not in storage
         assert f"int8 {screen.dim} B" in storage  # one byte per dimension
+        # six rows: every dim searches in about the same time, which the panel says, unplotted
+        assert is_flat(profile)
+        latency = screen.query_one(LatencyPanel)
+        legend = str(latency.query_one(".legend").render())
+        assert "too small for timings to differ (6 rows)" in legend
+        assert not latency.query_one(CurvePlot).display
         await pilot.press("r")  # another reference: the profile is kept, not measured again
         await wait_for(pilot, lambda: screen.comparison.ref_dim == 8)  # type: ignore[union-attr]
         assert screen.latency_profile is profile
@@ -329,7 +341,9 @@ async def test_auto_mode_routes_each_query_and_shows_why(library: Library) -> No
         assert screen.comparison.dim == route.dim and screen.auto_router
         text = panel_text(screen)
         assert route.summary in text and feature_line(route.features) in text
-        assert stages_line(route, library.full_dim) in text and "of a full scan" in text
+        width = screen.query_one(RouterPanel).content_size.width
+        assert all(line in text for line in stages_lines(route, library.full_dim, width))
+        assert "of a full scan" in text
         left, _ = table_rows(screen.query_one("#left", RankingPane))
         assert left == ids_of(library.search(screen.state.query, route.dim, TOP_K).hits)
 
@@ -340,8 +354,9 @@ async def test_auto_mode_routes_each_query_and_shows_why(library: Library) -> No
 
         slider = screen.query_one(DimSlider)
         slider.focus()
-        await pilot.press("right")  # a hand on the slider ends auto mode, and says so
-        await wait_for(pilot, lambda: screen.comparison.dim == route.dim + 8)  # type: ignore[union-attr]
+        key, moved = ("left", route.dim - 8) if route.dim > 8 else ("right", route.dim + 8)
+        await pilot.press(key)  # a hand on the slider ends auto mode, and says so
+        await wait_for(pilot, lambda: screen.comparison.dim == moved)  # type: ignore[union-attr]
         assert not screen.auto_router and "manual" in panel_text(screen)
         assert any("by hand" in n.message for n in app._notifications)
 
@@ -501,3 +516,168 @@ def test_slider_stops_include_the_models_trained_dims() -> None:
     slider = DimSlider(768, 64, trained_dims=(48, 96, 768, 2048))
     assert slider.stops == [8, 16, 32, 48, 64, 96, 128, 256, 512, 768]
     assert DimSlider(384, 64).stops == [8, 16, 32, 64, 128, 256, 384]
+
+
+def record_embeds(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The texts the search screen embeds, in order."""
+    import mrl_tui.ui.screens.search as search_module
+
+    texts: list[str] = []
+    embed = search_module.embed_and_rank
+
+    def recording(library: Library, text: str):  # type: ignore[no-untyped-def]
+        texts.append(text)
+        return embed(library, text)
+
+    monkeypatch.setattr(search_module, "embed_and_rank", recording)
+    return texts
+
+
+async def test_live_search_runs_when_typing_pauses(
+    library: Library, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    embedded = record_embeds(monkeypatch)
+    app = make_app(library)
+    async with app.run_test(size=(100, 32)) as pilot:
+        screen = app.search_screen
+        await wait_for(pilot, lambda: screen.library is not None)
+        await pilot.click("#query")
+        await pilot.press(*"sourdough starter")  # no Enter
+        await pilot.pause(LIVE_DELAY + 0.1)
+        await wait_for(pilot, lambda: screen.comparison is not None)
+        assert embedded == ["sourdough starter"]  # one search for the whole burst of keys
+        assert screen.comparison.right[0].chunk.path == "sourdough.md"
+        assert screen.focused is screen.query_one("#query")  # the user can type on
+
+        await pilot.press(*" and flour", "wait:100", *" water")  # a short hesitation: no search
+        await pilot.pause(LIVE_DELAY + 0.1)
+        text = "sourdough starter and flour water"
+        await wait_for(pilot, lambda: screen.state is not None and screen.state.query.text == text)
+        assert embedded == ["sourdough starter", text]
+
+
+async def test_live_search_skips_short_and_repeated_text_and_can_be_turned_off(
+    library: Library, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    embedded = record_embeds(monkeypatch)
+    app = make_app(library)
+    async with app.run_test(size=(100, 32)) as pilot:
+        screen = app.search_screen
+        await wait_for(pilot, lambda: screen.library is not None)
+        await pilot.click("#query")
+        await pilot.press("s")
+        await pilot.pause(LIVE_DELAY * 2)
+        assert embedded == [] and screen.state is None  # one letter: no search
+        await pilot.press(*"ourdough")
+        await wait_for(pilot, lambda: screen.comparison is not None)
+        await pilot.press("x", "backspace")  # back to the text searched
+        await pilot.pause(LIVE_DELAY * 2)
+        await pilot.press("enter")  # its results are shown: Enter only moves to the slider
+        assert embedded == ["sourdough"]
+        assert isinstance(screen.focused, DimSlider)
+
+        await pilot.press("slash", "end", *["backspace"] * 8, "enter")  # Enter: any length
+        await wait_for(pilot, lambda: screen.state is not None and screen.state.query.text == "s")
+        assert embedded == ["sourdough", "s"]
+
+        titles = [command.title for command in app.get_system_commands(screen)]
+        assert "Live search on/off" in titles
+        screen.action_toggle_live_search()
+        assert not screen.live_search
+        await pilot.press("slash", "end", *"ourdough bread")
+        await pilot.pause(LIVE_DELAY * 2)
+        assert embedded == ["sourdough", "s"]  # off: typing alone searches nothing
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: screen.state.query.text == "sourdough bread")  # type: ignore[union-attr]
+
+
+async def test_the_selected_hit_stays_selected_across_slider_moves_and_queries(
+    library: Library,
+) -> None:
+    """Six chunks: every ranking has them all, so the selection is always found again."""
+    app = make_app(library)
+    async with app.run_test(size=(100, 32)) as pilot:
+        screen = await search(pilot)
+        await pilot.press("tab", "down", "down")  # the left table's third hit
+        chosen = screen.selected_hit()
+        assert chosen is not None and chosen.id == screen.comparison.left[2].id  # type: ignore[union-attr]
+        left = screen.query_one("#left", RankingPane).table
+        right = screen.query_one("#right", RankingPane).table
+
+        def on_chosen() -> bool:
+            hit = screen.selected_hit()
+            assert screen.comparison is not None and hit is not None
+            left_ids, right_ids = ids_of(screen.comparison.left), ids_of(screen.comparison.right)
+            return (
+                hit.id == chosen.id
+                and left.cursor_row == left_ids.index(chosen.id)
+                and right.cursor_row == right_ids.index(chosen.id)
+            )
+
+        screen.query_one(DimSlider).value = 8  # rankings change: the cursors follow the hit
+        await wait_for(pilot, lambda: screen.comparison.dim == 8)  # type: ignore[union-attr]
+        await pilot.pause()
+        assert on_chosen()
+
+        await pilot.press("slash", "end", *" please")  # a new query, found by live search
+        await wait_for(pilot, lambda: screen.comparison.query.text.endswith("please"))  # type: ignore[union-attr]
+        await pilot.pause()
+        assert on_chosen()
+
+
+@dataclass
+class FakeRoute:
+    """What the router panel reads of a route: a long one over a large index."""
+
+    dim: int = 192
+    reasons: list[str] = field(default_factory=lambda: ["plain keyword query"])
+    features: dict[str, Any] = field(default_factory=lambda: {"content_words": 4})
+    stages: list[tuple[int, int]] = field(
+        default_factory=lambda: [(12, 52_340), (24, 800), (48, 200), (96, 200), (192, 200)]
+    )
+    values_read: int = 12 * 52_340 + 24 * 800 + 48 * 200 + 96 * 200 + 192 * 200
+
+    @property
+    def summary(self) -> str:
+        return f"{self.dim}-d: " + "; ".join(self.reasons)
+
+
+def test_stages_lines_fit_the_width_and_break_only_before_an_arrow() -> None:
+    route = FakeRoute()
+    chain = "12d×52k → 24×800 → 48×200 → 96 → 192"
+    assert stages_lines(route, 384) == [f"read 4% of a full scan: {chain}"]
+    assert stages_lines(route, 384, 61) == [f"read 4% of a full scan: {chain}"]
+    assert stages_lines(route, 384, 47) == ["read 4% of a full scan:", chain]
+    assert stages_lines(route, 384, 28) == [
+        "read 4% of a full scan:",
+        "12d×52k → 24×800 → 48×200",
+        "→ 96 → 192",
+    ]
+    assert [short_count(n) for n in (552, 5000, 5250, 52_340, 1_000_000, 1_250_000)] == [
+        "552",
+        "5k",
+        "5.2k",
+        "52k",
+        "1M",
+        "1.2M",
+    ]
+
+
+async def test_router_panel_lays_stages_out_again_when_resized(tmp_path: Path) -> None:
+    app = MrlApp(write_corpus(tmp_path / "notes"), device="cpu", autostart=False)
+    async with app.run_test(size=(200, 40)) as pilot:
+        panel = app.search_screen.query_one(RouterPanel)
+        panel.show_route(FakeRoute(), 384)
+        await pilot.pause()
+        lines = str(panel.render()).splitlines()
+        assert lines[-1].startswith("read 4% of a full scan: 12d×52k → 24×800")
+        await pilot.resize_terminal(120, 40)
+        await wait_for(pilot, lambda: str(panel.render()).splitlines() != lines)
+        lines = str(panel.render()).splitlines()
+        assert lines[-2:] == ["read 4% of a full scan:", "12d×52k → 24×800 → 48×200 → 96 → 192"]
+        assert max(map(len, lines)) <= panel.content_size.width
+
+
+def test_a_latency_profile_is_flat_when_the_slowest_dim_is_not_twice_the_fastest() -> None:
+    assert is_flat({8: 0.09, 64: 0.14, 384: 0.12})
+    assert not is_flat({8: 0.05, 64: 0.09, 384: 0.27})

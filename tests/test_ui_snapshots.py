@@ -1,7 +1,8 @@
 """Screenshots of fixed states: the search screen after a query, and the indexing screen.
 
-The search screens use a copy of 16 notes from `sample_corpora/notes` (cooking, first aid,
-cycling), where rankings visibly change between dims. Timings are frozen (`frozen_timings=True`,
+The search screens use a copy of three topics of `sample_corpora/notes` (cooking, first aid,
+cycling: 156 chunks, enough for the router to route rather than scan exactly), where rankings
+visibly change between dims. Timings are frozen (`frozen_timings=True`,
 and the latency plot gets a fixed profile), the indexing progress is a fixed snapshot, and the
 header shows the folder's name only, so the SVGs do not depend on the machine's speed or paths.
 Regenerate with `pytest tests/test_ui_snapshots.py --snapshot-update` after a deliberate change.
@@ -21,12 +22,7 @@ from mrl_tui.core.indexer import IndexProgress
 from mrl_tui.core.library import Library
 from mrl_tui.ui.app import MrlApp
 
-NOTES = {
-    "cooking": "steak-searing pan-sauces meal-prep-weekly rice-cooking sourdough-starter "
-    "stock-and-broth knife-sharpening",
-    "first-aid": "burns cpr-adult hypothermia sprains-rice recovery-position",
-    "cycling": "chain-cleaning-lube tire-pressure training-zones winter-riding",
-}
+TOPICS = ("cooking", "first-aid", "cycling")
 QUERY = "what to do after an injury"
 LATENCY = {8: 0.05, 16: 0.06, 32: 0.07, 64: 0.09, 128: 0.12, 256: 0.2, 384: 0.27}
 
@@ -34,10 +30,8 @@ LATENCY = {8: 0.05, 16: 0.06, 32: 0.07, 64: 0.09, 128: 0.12, 256: 0.2, 384: 0.27
 @pytest.fixture(scope="module")
 def library(embedder, tmp_path_factory: pytest.TempPathFactory) -> Library:
     corpus = tmp_path_factory.mktemp("snap") / "notes"
-    for topic, names in NOTES.items():
-        (corpus / topic).mkdir(parents=True)
-        for name in names.split():
-            shutil.copy(SAMPLES / "notes" / topic / f"{name}.md", corpus / topic)
+    for topic in TOPICS:
+        shutil.copytree(SAMPLES / "notes" / topic, corpus / topic)
     lib = Library(corpus, embedder, cache_root=tmp_path_factory.mktemp("cache"))
     lib.update()
     lib.load()
@@ -47,9 +41,9 @@ def library(embedder, tmp_path_factory: pytest.TempPathFactory) -> Library:
 def searched_app(
     library: Library, *, auto: bool, other_transform: bool = False
 ) -> tuple[MrlApp, object]:
-    """After the query: in auto mode at the routed dim (192 here; 79 chunks are too few to
-    calibrate on, so every rung checks), or in manual mode at 16, where rankings differ;
-    `other_transform` puts naive truncation on the reference side (`t`)."""
+    """After the query: in auto mode at the routed dim (the router panel shows its stages), or
+    in manual mode at 16, where rankings differ; `other_transform` puts naive truncation on the
+    reference side (`t`)."""
     app = MrlApp(library.root, device="cpu", library=library, frozen_timings=True, auto_router=auto)
 
     async def run_before(pilot) -> None:

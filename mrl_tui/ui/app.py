@@ -218,6 +218,11 @@ class MrlApp(App[int]):
             search.action_toggle_router,
         )
         yield SystemCommand(
+            "Live search on/off",
+            "Search as you type (after a short pause), or only when Enter is pressed",
+            search.action_toggle_live_search,
+        )
+        yield SystemCommand(
             "Toggle panels",
             "Show or hide the latency and storage panels",
             search.action_toggle_panels,

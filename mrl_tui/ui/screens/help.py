@@ -12,7 +12,8 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 KEYS: list[tuple[str, str]] = [
-    ("type, Enter", "search (typing works while the model loads)"),
+    ("type", "search once typing pauses (3+ characters; works while the model loads)"),
+    ("Enter", "search now, and go to the slider"),
     ("/", "back to the query box"),
     ("Tab / Shift+Tab", "move between query, slider and tables"),
     ("← / →", "slider: dimension −8 / +8"),
@@ -29,7 +30,7 @@ KEYS: list[tuple[str, str]] = [
     ("s", "list skipped files and why"),
     ("Esc", "stop indexing (what is indexed stays searchable)"),
     ("Ctrl+R", "re-index the folder (only what changed)"),
-    ("Ctrl+P", "command palette: reindex, reference, transform, router, panels, theme"),
+    ("Ctrl+P", "command palette: reindex, reference, transform, router, live search, panels…"),
     ("F1 / ?", "this help"),
     ("Ctrl+Q", "quit"),
 ]

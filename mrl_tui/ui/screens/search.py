@@ -1,25 +1,28 @@
 """The main screen: query, dimension slider, the two rankings side by side, preview and panels.
 
 The app hands this screen a library once it is ready (`library_ready`); until then the user can
-type, and the query waits. Slow work runs in thread workers; each result carries a sequence
-number and is dropped if a newer request was made meanwhile.
+type, and the query waits. A query is searched when the user pauses typing (`LIVE_DELAY`) or
+presses Enter. Slow work runs in thread workers; each result carries a sequence number and is
+dropped if a newer request was made meanwhile.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from rich.text import Text
-from textual import work
+from textual import events, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
+from textual.worker import get_current_worker
 from textual_slider import Slider
 
 from mrl_tui.core.compare import (
@@ -51,7 +54,7 @@ from mrl_tui.ui.widgets.panels import (
     StoragePanel,
 )
 from mrl_tui.ui.widgets.preview import Preview
-from mrl_tui.ui.widgets.ranking import RankingPane
+from mrl_tui.ui.widgets.ranking import RankingPane, RankingTable
 
 if TYPE_CHECKING:
     from mrl_tui.core.library import Hit, Library
@@ -63,6 +66,11 @@ TRANSFORM_NAMES = {"naive": "naive", "pca": "PCA"}
 takes minutes, so it is compared by opening the folder with `--transform adaptor`."""
 TRANSFORM_KINDS = {"naive": "identity", "pca": "pca"}
 """The `Transform.name` each choice loads, to skip the one the library has loaded already."""
+LIVE_DELAY = 0.25
+"""Seconds without a keystroke after which the query box is searched (live search)."""
+LIVE_MIN_CHARS = 3
+"""Shorter queries wait for Enter: one or two letters match nearly anything."""
+PLACEHOLDERS = {True: "search your folder… (as you type)", False: "search your folder… (Enter)"}
 
 
 class SearchScreen(Screen[None]):
@@ -102,7 +110,9 @@ class SearchScreen(Screen[None]):
         self.ref_transform: str | None = None  # another transform at the chosen dim (`t`)
         self.latency_profile: dict[int, float] | None = None  # measured once per index load
         self.auto_router = auto_router  # the router picks each query's dim; a slider move ends it
+        self.live_search = True  # search when typing pauses, not only on Enter
         self.indexing = True
+        self._searched: str | None = None  # the text of the last query run (not run again)
         self._query_seq = 0
         self._view_seq = 0
         self._selected: int | None = None  # chunk id
@@ -129,7 +139,7 @@ class SearchScreen(Screen[None]):
         with Vertical(id="main"):
             with Horizontal(id="top"):
                 with Vertical(id="controls"):
-                    yield Input(placeholder="search your folder… (Enter)", id="query")
+                    yield Input(placeholder=PLACEHOLDERS[self.live_search], id="query")
                     with Horizontal(id="dim-row"):
                         yield Static("dim: waiting for the model", id="dim-label")
                 yield RouterPanel(id="router")
@@ -215,6 +225,9 @@ class SearchScreen(Screen[None]):
     # -- queries -------------------------------------------------------------------------------
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
+        """Enter searches now (any length), unless the shown results are for this text already;
+        either way the slider gets the keyboard."""
+        self.workers.cancel_group(self, "live")
         text = event.value.strip()
         if not text:
             self.notify("Type something to search for.", severity="warning")
@@ -223,11 +236,29 @@ class SearchScreen(Screen[None]):
             self.pending_query = text
             self.notify("The index is not ready yet; the search runs as soon as it is.")
             return
-        self.run_query(text)
+        if text != self._searched:
+            self.run_query(text)
         if self.query(DimSlider):
             self.query_one(DimSlider).focus()
 
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id == "query" and self.live_search:
+            self._search_after_pause(event.value.strip())
+
+    @work(exclusive=True, group="live")
+    async def _search_after_pause(self, text: str) -> None:
+        """Live search: the next keystroke cancels this worker while it waits, so only the text
+        the user paused on is searched; short texts and the text already searched are not."""
+        await asyncio.sleep(LIVE_DELAY)
+        if len(text) < LIVE_MIN_CHARS or text == self._searched:
+            return
+        if self.library is None:
+            self.pending_query = text  # searched as soon as the index is ready
+            return
+        self.run_query(text)
+
     def run_query(self, text: str) -> None:
+        self._searched = text
         self._query_seq += 1
         measure = self.latency_profile is None and not self.frozen_timings
         self._embed(text, self._query_seq, measure, self.auto_router)
@@ -235,21 +266,32 @@ class SearchScreen(Screen[None]):
     @work(thread=True, exclusive=True, group="embed")
     def _embed(self, text: str, seq: int, measure: bool, route: bool) -> None:
         """Embed and rank, and route in auto mode (the first time in a folder calibrates the
-        router); the first query after an index load also measures latency by dim."""
+        router); the first query after an index load also measures latency by dim. A newer query
+        cancels this worker: it then stops at the next step, and its result is dropped."""
         library = self.library
         if library is None:
             return
+        worker = get_current_worker()
         try:
             state = embed_and_rank(library, text)
+            if worker.is_cancelled:
+                return
             if route:
                 if not library.router_ready:
                     self.app.call_from_thread(self.query_one(RouterPanel).show_calibrating)
                 state = dataclasses.replace(state, route=library.route(state.query))
-            profile = measure_latency(library, state.query) if measure else None
+            profile = None
+            if measure and not worker.is_cancelled:
+                profile = measure_latency(library, state.query)
         except Exception as exc:  # shown as one line, never a traceback
-            self.app.call_from_thread(self.show_message, f"search failed: {exc}", error=True)
+            self.app.call_from_thread(self._query_failed, seq, f"search failed: {exc}")
             return
         self.app.call_from_thread(self._query_done, seq, state, profile)
+
+    def _query_failed(self, seq: int, message: str) -> None:
+        if seq == self._query_seq:
+            self._searched = None  # Enter, or a pause in typing, tries again
+            self.show_message(message, error=True)
 
     def _query_done(self, seq: int, state: QueryState, profile: dict[int, float] | None) -> None:
         if profile is not None and self.library is not None:
@@ -299,6 +341,10 @@ class SearchScreen(Screen[None]):
             return  # stale: the slider moved on, or another query replaced this one
         if self.comparison is None:
             self.refresh_bindings()
+        new_query = self.comparison is None or self.comparison.query is not comparison.query
+        shown = {hit.id for hit in [*comparison.left, *comparison.right]}
+        if new_query and self._selected not in shown:
+            self._selected = None  # the selection was not found again: back to the top hit
         self.comparison = comparison
         left_ids, right_ids = ids_of(comparison.left), ids_of(comparison.right)
         by_id = {hit.id: hit for hit in comparison.right}
@@ -315,6 +361,7 @@ class SearchScreen(Screen[None]):
             [by_id[i] for i in dropped(left_ids, right_ids)],
             absent="NEW",
             lost_label=lost,
+            cursor=self._cursor_row(left_ids, new_query),
         )
         by_id = {hit.id: hit for hit in comparison.left}
         self.query_one("#right", RankingPane).show(
@@ -324,6 +371,7 @@ class SearchScreen(Screen[None]):
             [by_id[i] for i in dropped(right_ids, left_ids)],
             absent="out",
             lost_label=new,
+            cursor=self._cursor_row(right_ids, new_query),
         )
         overlap = overlap_at_k(left_ids, right_ids, TOP_K)
         tau = kendall_tau(left_ids, right_ids)
@@ -350,10 +398,26 @@ class SearchScreen(Screen[None]):
 
     # -- selection and preview -----------------------------------------------------------------
 
+    def _cursor_row(self, ids: list[int], new_query: bool) -> int | None:
+        """Where a table's cursor goes: on the selected hit where the table has it, else on the
+        top hit for a new query, else (the slider moved) on the same row (None)."""
+        if self._selected in ids:
+            return ids.index(self._selected)
+        return 0 if new_query else None
+
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        """The user moved a table's cursor (refilling a table posts no highlight)."""
         if event.row_key.value is not None:
             self._selected = int(event.row_key.value)
             self._show_selected()
+
+    def on_descendant_focus(self, event: events.DescendantFocus) -> None:
+        """Tabbing into a table selects the hit under its cursor."""
+        if isinstance(event.widget, RankingTable) and event.widget.row_count:
+            row_key, _ = event.widget.coordinate_to_cell_key(event.widget.cursor_coordinate)
+            if row_key.value is not None:
+                self._selected = int(row_key.value)
+                self._show_selected()
 
     def selected_hit(self) -> Hit | None:
         if self.comparison is None:
@@ -393,7 +457,8 @@ class SearchScreen(Screen[None]):
     def show_latency_profile(self, profile: dict[int, float]) -> None:
         """Search time by dim for the loaded index (tests and screenshots pass a fixed one)."""
         self.latency_profile = profile
-        self.query_one(LatencyPanel).show_profile(profile, self.dim)
+        rows = self.library.chunk_count if self.library is not None else 0
+        self.query_one(LatencyPanel).show_profile(profile, self.dim, rows)
 
     def _loaded_transform(self) -> str:
         """The library's transform, short: "PCA", "native MRL" or "naive"."""
@@ -501,6 +566,18 @@ class SearchScreen(Screen[None]):
         else:
             self._apply_route(self.state.route)
             self.refresh_comparison()
+
+    def action_toggle_live_search(self) -> None:
+        """Search as the user types, or on Enter only; turned on, the text typed is searched."""
+        self.live_search = not self.live_search
+        box = self.query_one("#query", Input)
+        box.placeholder = PLACEHOLDERS[self.live_search]
+        if self.live_search:
+            self.notify("Live search on: results follow as you type.")
+            self._search_after_pause(box.value.strip())
+        else:
+            self.workers.cancel_group(self, "live")
+            self.notify("Live search off: Enter searches.")
 
     def action_toggle_panels(self) -> None:
         side = self.query_one("#side")

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from rich.text import Text
+from textual import events
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Static
@@ -57,26 +58,68 @@ def feature_line(features: dict[str, Any]) -> str:
     return " · ".join(parts)
 
 
-def stages_line(route: Route, full_dim: int) -> str:
-    """``read 76% of a full scan: 12d×552 → 24×400 → 48×200 → 96 → 192 → 384``.
+def short_count(n: int) -> str:
+    """Rows, short: 552, 5k, 12k, 1.2M."""
+    if n < 1000:
+        return str(n)
+    if n < 10_000:
+        return f"{n / 1000:.1f}".removesuffix(".0") + "k"
+    if n < 999_500:  # what rounds to 1000k is 1M
+        return f"{round(n / 1000)}k"
+    return f"{n / 1_000_000:.1f}".removesuffix(".0") + "M"
 
-    Each stage is a dim and the rows it scored (shown where they change); the share is the values
-    read over those of an exact scan at full dim."""
+
+def stage_steps(route: Route) -> list[str]:
+    """Each stage as dim×rows scored (rows where they change): ``12d×5k``, ``24×800``, ``96``."""
     steps, rows_before = [], None
     for dim, rows in route.stages:
         unit = "" if steps else "d"
-        steps.append(f"{dim}{unit}" if rows == rows_before else f"{dim}{unit}×{rows}")
+        steps.append(f"{dim}{unit}" if rows == rows_before else f"{dim}{unit}×{short_count(rows)}")
         rows_before = rows
+    return steps
+
+
+def stages_lines(route: Route, full_dim: int, width: int | None = None) -> list[str]:
+    """``read 8% of a full scan: 12d×5k → 24×800 → 48×200 → 96 → 192 → 384`` in `width` cells.
+
+    The share is the values read over those of an exact scan at full dim. One line where it fits;
+    else the share on a line of its own and the stages under it, broken before an arrow (never
+    inside a stage) where they need more than one line. `width` None: one line."""
     full_scan = route.stages[0][1] * full_dim if route.stages else 0
     share = route.values_read / full_scan if full_scan else 1.0
-    return f"read {share:.0%} of a full scan: " + " → ".join(steps)
+    head = f"read {share:.0%} of a full scan:"
+    steps = stage_steps(route)
+    one_line = f"{head} {' → '.join(steps)}"
+    if width is None or len(one_line) <= width:
+        return [one_line]
+    lines, line = [head], ""
+    for step in steps:
+        if not line:
+            line = step
+        elif len(line) + len(" → ") + len(step) <= width:
+            line += f" → {step}"
+        else:
+            lines.append(line)
+            line = f"→ {step}"
+    return [*lines, line] if line else lines
 
 
 class RouterPanel(Static):
-    """The router's decision for the last query, or that the dimension is the user's (`a`)."""
+    """The router's decision for the last query, or that the dimension is the user's (`a`).
+
+    A route's stages are laid out for the panel's width, and again when that changes."""
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._route: tuple[Route, int] | None = None  # the route shown, if one is
+        self._width = 0  # the content width it was laid out for
 
     def on_mount(self) -> None:
         self.border_title = "router"
+
+    def on_resize(self, _: events.Resize) -> None:
+        if self._route is not None and self.content_size.width != self._width:
+            self.show_route(*self._route)
 
     def show_manual(self, dim: int) -> None:
         text = Text()
@@ -94,16 +137,22 @@ class RouterPanel(Static):
         self._show(text)
 
     def show_route(self, route: Route, full_dim: int) -> None:
-        text = Text()
-        text.append("auto ", style="bold")
-        text.append(f"{route.summary}\n")
-        text.append(f"{feature_line(route.features)}\n", style="dim")
-        text.append(stages_line(route, full_dim), style="dim")
-        self._show(text)
+        def route_text(width: int | None) -> Text:
+            text = Text()
+            text.append("auto ", style="bold")
+            text.append(f"{route.summary}\n")
+            text.append(f"{feature_line(route.features)}\n", style="dim")
+            text.append("\n".join(stages_lines(route, full_dim, width)), style="dim")
+            return text
 
-    def _show(self, text: Text) -> None:
+        width = self.content_size.width  # 0 before the first layout: on_resize lays it out again
+        self._show(route_text(width or None), tooltip=route_text(None))
+        self._route, self._width = (route, full_dim), width
+
+    def _show(self, text: Text, tooltip: Text | None = None) -> None:
+        self._route = None
         self.update(text)
-        self.tooltip = text  # everything, where a short terminal crops the panel
+        self.tooltip = tooltip or text  # everything, where a short terminal crops the panel
 
 
 def x_position(dim: int, dims: list[int]) -> float:
@@ -150,8 +199,19 @@ def fmt_ms(ms: float) -> str:
     return f"{ms:.2f} ms" if ms < 10 else f"{ms:.1f} ms"
 
 
+FLAT_RATIO = 2.0
+"""A profile whose slowest dim takes less than this multiple of its fastest is flat: the fixed cost
+of a search (the call, sorting the top k) hides the dimension, as on a small index, and the line
+would only draw timer jitter."""
+
+
+def is_flat(profile: dict[int, float]) -> bool:
+    return bool(profile) and max(profile.values()) < FLAT_RATIO * min(profile.values())
+
+
 class LatencyPanel(Vertical):
-    """Embedding and search times, and a plot of search time by dim measured for this index.
+    """Embedding and search times, and a plot of search time by dim measured for this index (or,
+    where the index is too small for the dim to change it, a line that says so instead).
 
     `frozen` hides the numbers of the last query (for reproducible screenshots).
     """
@@ -163,6 +223,7 @@ class LatencyPanel(Vertical):
 
     def compose(self) -> ComposeResult:
         yield Static("no query yet", classes="numbers")
+        yield Static("", classes="legend")
         yield CurvePlot()
 
     def on_mount(self) -> None:
@@ -175,13 +236,26 @@ class LatencyPanel(Vertical):
         text = Text()
         text.append(f"embed query  {ms(latency.embed_ms)}\n")
         text.append(f"search @{latency.dim:<5}{ms(latency.dim_ms)}\n")
-        text.append(f"search @{latency.full_dim:<5}{ms(latency.full_ms)}\n")
-        text.append("search ms by dim (median)", style="dim")
+        text.append(f"search @{latency.full_dim:<5}{ms(latency.full_ms)}")
         self.query_one(".numbers", Static).update(text)
 
-    def show_profile(self, profile: dict[int, float], dim: int) -> None:
-        """Median search time (ms) by dim for this index; the line is redrawn as `dim` moves."""
+    def show_profile(self, profile: dict[int, float], dim: int, rows: int) -> None:
+        """Median search time (ms) by dim for this index of `rows` vectors: a line, redrawn as
+        `dim` moves, or one sentence where the profile is flat (the plot is hidden)."""
         self.profile = profile
+        flat = is_flat(profile)
+        self.set_class(flat, "-flat")
+        if flat:
+            low, high = min(profile.values()), max(profile.values())
+            legend = Text.assemble(
+                "search ",
+                (f"{low:.2f}–{high:.2f} ms", "bold"),
+                f" at every dim: the index is too small for timings to differ ({rows:,} rows)",
+                style="dim",
+            )
+        else:
+            legend = Text("search ms by dim (median)", style="dim")
+        self.query_one(".legend", Static).update(legend)
         self.mark(dim)
 
     def mark(self, dim: int) -> None:

@@ -95,15 +95,22 @@ class RankingTable(DataTable[object]):
         width = self.size.width - self.styles.scrollbar_size_vertical
         if width != self._width:
             self._width = width
-            self._fill()
+            self._fill(self.cursor_row)
 
-    def show_hits(self, hits: list[Hit], moves: list[int | None], *, absent: str) -> None:
-        """Replace the rows, keeping the cursor on the same row number."""
+    def show_hits(
+        self, hits: list[Hit], moves: list[int | None], *, absent: str, cursor: int | None = None
+    ) -> None:
+        """Replace the rows, with the cursor on row `cursor` (None: the same row number)."""
         self._hits, self._moves, self._absent = hits, moves, absent
-        self._fill()
+        self._fill(self.cursor_row if cursor is None else cursor)
 
-    def _fill(self) -> None:
-        row = self.cursor_row
+    def _fill(self, row: int) -> None:
+        """Rebuild the table for its width. Only the user's moves post `RowHighlighted`: a refill
+        leaves the selection to the screen."""
+        with self.prevent(DataTable.RowHighlighted):
+            self._rebuild(row)
+
+    def _rebuild(self, row: int) -> None:
         self.clear(columns=True)
         pad = 2 * self.cell_padding
         with_score = self._width >= SCORE_FROM
@@ -159,9 +166,11 @@ class RankingPane(Vertical):
         *,
         absent: str,
         lost_label: str,
+        cursor: int | None = None,
     ) -> None:
+        """`cursor`: the row to put the table's cursor on (None: the same row as before)."""
         self.border_title = title
-        self.table.show_hits(hits, moves, absent=absent)
+        self.table.show_hits(hits, moves, absent=absent, cursor=cursor)
         dropped = self.query_one(".dropped", Static)
         if lost:
             names = ", ".join(file_location(hit) for hit in lost)
