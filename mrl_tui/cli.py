@@ -22,6 +22,12 @@ COMMANDS = ("index", "search", "info", "open", "bench")
 
 
 class _Parser(argparse.ArgumentParser):
+    """One-line errors, and no abbreviated options: ``--mode`` must not quietly mean ``--model``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"mrl-tui: error: {message} (see mrl-tui --help)\n")
 
@@ -37,7 +43,7 @@ def _positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     common.add_argument(
         "--model",
         help="sentence-transformers model name or folder (default: bundled all-MiniLM-L6-v2)",
@@ -55,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     # What prefixes are taken of; it changes no stored vectors, so switching costs no re-index.
-    prefixes = argparse.ArgumentParser(add_help=False)
+    prefixes = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     prefixes.add_argument(
         "--transform",
         default="auto",

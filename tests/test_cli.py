@@ -80,6 +80,14 @@ def test_unknown_model_offline_is_one_line(
         ["search", str(topic_folder), "q", "--model", "no-such-org/no-such-model"], capsys
     )
     assert code == 1 and "cannot load model" in err and len(err.strip().splitlines()) == 1
+    assert "hub is not reachable" in err  # said at once, not after the hub client's retries
+
+
+def test_abbreviated_options_are_not_guessed(
+    topic_folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(["search", str(topic_folder), "q", "--mode", "funnel"], capsys)
+    assert code == 2 and "unrecognized arguments: --mode funnel" in err
 
 
 def test_search_json_contract(topic_folder: Path, capsys: pytest.CaptureFixture[str]) -> None:

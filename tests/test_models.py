@@ -8,6 +8,7 @@ model whose rules it should pick up. The loading code under test is the real one
 from __future__ import annotations
 
 import shutil
+import socket
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 
 from mrl_tui.core import embed as embed_module
-from mrl_tui.core.embed import Embedder, layer_norm
+from mrl_tui.core.embed import Embedder, hub_reachable, layer_norm
 from mrl_tui.core.errors import InputError
 from mrl_tui.core.library import Library
 from mrl_tui.core.models import KNOWN_MODELS, bundled_model_path, find_spec, resolve_spec
@@ -241,3 +242,18 @@ def test_what_the_loader_is_asked_for(
     assert len(calls) == 1
     assert calls[0]["trust_remote_code"] is trust
     assert embedder.dtype == dtype == embedder.info.dtype
+
+
+def test_hub_reachable_tries_the_endpoint_unless_offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    for proxy in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(proxy, raising=False)
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        port = server.getsockname()[1]
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+        assert not hub_reachable()  # HF_HUB_OFFLINE=1 (conftest): no connection is tried
+        monkeypatch.delenv("HF_HUB_OFFLINE")
+        assert hub_reachable(timeout=2)
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")  # nobody listens now
+    assert not hub_reachable(timeout=2)

@@ -7,6 +7,8 @@ its first frame before any of it is loaded.
 from __future__ import annotations
 
 import os
+import socket
+import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,14 +142,30 @@ class Embedder:
         # can be float16 even for a model that must not run in it (embeddinggemma).
         half = self.device == "cuda" and self.spec.allow_fp16
         local = Path(self._source).exists()
-        try:
-            model = SentenceTransformer(
+
+        def load(local_files_only: bool) -> SentenceTransformer:
+            return SentenceTransformer(
                 self._source,
                 device=self.device,
                 trust_remote_code=trust_remote_code,
-                local_files_only=local,
+                local_files_only=local_files_only,
                 model_kwargs={"torch_dtype": torch.float16 if half else torch.float32},
             )
+
+        if not local:
+            # A hub model downloaded before loads from the Hugging Face cache with no network;
+            # otherwise fail in seconds when the hub is unreachable (its client retries ~1 min).
+            try:
+                return load(local_files_only=True)
+            except Exception:
+                pass
+            if not hub_reachable():
+                raise ModelLoadError(
+                    f"cannot load model {self.name!r}: not a local folder, not in the Hugging "
+                    "Face cache, and the hub is not reachable (offline?)"
+                )
+        try:
+            model = load(local_files_only=local)
         except OSError as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             if local:
@@ -269,6 +287,25 @@ class Embedder:
 
         if self.device == "cuda":
             torch.cuda.empty_cache()
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub (or the ``HF_ENDPOINT`` mirror) accepts a connection.
+
+    Offline mode (``HF_HUB_OFFLINE``) says no without trying; behind a proxy we cannot tell from
+    here, so we say yes and let the download report what happens."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return False
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    endpoint = urllib.parse.urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    host = endpoint.hostname or "huggingface.co"
+    port = endpoint.port or (80 if endpoint.scheme == "http" else 443)
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
 
 
 def layer_norm(x: np.ndarray, eps: float = 1e-5) -> np.ndarray:
