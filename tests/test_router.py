@@ -11,6 +11,7 @@ from test_cli import run
 
 from mrl_tui.core.index import NestedIndex
 from mrl_tui.core.router import (
+    FEATURE_GROUPS,
     Route,
     Router,
     Rung,
@@ -19,6 +20,7 @@ from mrl_tui.core.router import (
     ladder,
     query_features,
     rerank_rows,
+    risky_groups,
     scan_settings,
     tokenize,
 )
@@ -111,18 +113,40 @@ def test_a_thin_margin_escalates_too() -> None:
     assert router([Rung(16, 0.8, 10.0), Rung(32, None, 0.0)]).search(stable, "cat", q)[1].dim == 32
 
 
-def test_complex_queries_start_higher_and_hard_ones_go_to_full() -> None:
+def test_risky_feature_groups_climb_higher_and_hard_queries_go_to_full() -> None:
     index, q = unstable_vectors()
     x = np.asarray(index.vectors())
     x[:10, 8:16] = 2.0
     stable = NestedIndex(x)
-    r = router([Rung(16, 0.8, 0.0), Rung(24, 0.8, 0.0), Rung(32, None, 0.0)])
+    r = router([Rung(16, 0.8, 0.0, ("negation",)), Rung(24, 0.8, 0.0), Rung(32, None, 0.0)])
     assert r.search(stable, "cat", q)[1].dim == 16
-    route = r.search(stable, "cat without pond", q)[1]  # one point: may not stop at 16
+    route = r.search(stable, "cat without pond", q)[1]  # negation is risky at 16, not at 24
     assert route.dim == 24 and route.reasons[0].startswith("negation/qualifier without")
+    assert "negation queries need more than 16 here" in route.reasons
+    assert r.search(stable, "cat pond 2024", q)[1].dim == 16  # exact tokens: not risky here
     route = r.search(stable, "only zebra_count not in 2024, unless quagga", q)[1]
     assert route.dim == 32 and "hard: straight to full" in route.reasons
     assert [d for d, _ in route.stages] == [8, 16, 32]  # the first rung still narrows
+    # A group risky at every rung that can stop keeps the query from stopping before full.
+    r = router([Rung(16, 0.8, 0.0, ("negation",)), Rung(32, None, 0.0)])
+    route = r.search(stable, "cat without pond", q)[1]
+    assert route.dim == 32 and "top-10 not trusted up to 16: full" in route.summary
+
+
+def test_a_group_is_risky_when_its_stable_pseudo_queries_lose_quality() -> None:
+    n = 40
+    chosen = np.array([True] * 30 + [False] * 10)
+    reference = np.ones(n)
+    gains = np.ones(n)
+    gains[:12] = 0.5  # the numbered queries among the stable ones lose half their nDCG
+    has = {g: np.zeros(n, bool) for g in FEATURE_GROUPS}
+    has["exact"][:12] = True
+    has["rare"][12:30] = True  # stable and as good as at full
+    has["negation"][:5] = True  # too few to judge
+    has["long"][30:] = True  # shown only by queries that were not stable
+    risky, unknown = risky_groups(chosen, gains, reference, has)
+    assert risky == ["exact"]
+    assert "rare" not in risky and set(unknown) == {"negation", "long", "clauses"}
 
 
 def test_routes_are_deterministic_and_explained() -> None:

@@ -93,6 +93,7 @@ class EvalSet:
     row_texts: list[str] = field(default_factory=list)
     route_vectors: np.ndarray | None = None
     route_sources: list[int] = field(default_factory=list)
+    route_texts: list[str] = field(default_factory=list)
     """Short pseudo-queries (`router.calibration_queries`) the router calibrates on."""
     codes: dict[str, Any] = field(default_factory=dict)
     fit_seconds: float = 0.0
@@ -163,7 +164,8 @@ def _routed(es: EvalSet, k: int) -> tuple[dict[str, Any], Scores] | None:
         return None
     index, depth = es.index, _depth(es)
     stats = TermStats.from_texts(es.row_texts)
-    router = Router.calibrate(index, stats, es.route_vectors, es.route_sources, k)
+    texts = es.route_texts or None
+    router = Router.calibrate(index, stats, es.route_vectors, es.route_sources, k, texts)
     routes: list[Route] = []
     rankings = {}
     for qid, text, vector in zip(es.query_ids, es.query_texts, es.query_vectors, strict=True):
@@ -436,6 +438,7 @@ def beir_eval_set(
         row_texts=list(data.doc_texts),
         route_vectors=fitted.apply(route_vectors),
         route_sources=[row for row, _ in route_pseudo],
+        route_texts=[text for _, text in route_pseudo],
         fit_seconds=fit_seconds,
     )
 
@@ -504,6 +507,7 @@ def folder_eval_set(library: Any, progress: Progress | None = None) -> EvalSet:
         if route_vectors
         else np.zeros((0, library.full_dim), np.float32),
         route_sources=[row for row, _ in route_pseudo],
+        route_texts=[text for _, text in route_pseudo],
     )
 
 

@@ -444,7 +444,11 @@ class Library:
         for i, (_, text) in enumerate(pseudo):
             vectors[i] = self.transform.apply(self.embedder.embed_query(text))
         self._router = Router.calibrate(
-            self.index, TermStats.from_texts(texts), vectors, [row for row, _ in pseudo]
+            self.index,
+            TermStats.from_texts(texts),
+            vectors,
+            [row for row, _ in pseudo],
+            pseudo_texts=[text for _, text in pseudo],
         )
         self._router.save(path)
         return self._router

@@ -3,9 +3,10 @@
 A route has two parts:
 
 1. *Features* of the query text (`QueryFeatures`: length, content words, how rare its terms are in
-   this corpus, numbers, names, code identifiers, negations and qualifiers, clauses) give it a
-   complexity level. A simple query may stop at the first rung of the ladder; each complexity point
-   skips a rung; a hard query goes straight to full dimension.
+   this corpus, numbers, names, code identifiers, negations and qualifiers, clauses) put it in
+   feature groups (`FEATURE_GROUPS`). Calibration learns, per rung, which groups are risky there
+   on this corpus: a query in a risky group may not stop at that rung. A query in three or more
+   groups goes straight to full dimension.
 2. *Confidence* decides how far it climbs. One exact scan at a small ``scan_dim`` keeps
    a few hundred rows; each rung of the ladder (``2·scan_dim``, ``4·scan_dim``, …, full) reranks
    only those candidates. The route stops at the first rung whose top-k agrees with the ranking
@@ -51,9 +52,11 @@ MARGIN_QUANTILE = 0.1
 """A top-k whose boundary margin is thinner than this share of pseudo-queries' is not trusted."""
 MIN_SUPPORT = 0.1
 """A stability threshold must be met by at least this share of pseudo-queries to be chosen."""
+MIN_GROUP = 10
+"""Stable pseudo-queries of a feature group needed to judge whether the group is risky."""
 CALIBRATION_QUERIES = 200
-HARD_POINTS = 3
-"""Complexity points from which a query goes straight to full dimension."""
+HARD_GROUPS = 3
+"""Feature groups from which a query goes straight to full dimension."""
 RARE_SHARE = 0.002
 """A term in fewer than this share of chunks (or none) is rare."""
 LONG_QUERY = 8
@@ -180,29 +183,34 @@ def query_features(text: str, stats: TermStats) -> QueryFeatures:
     )
 
 
-def complexity(features: QueryFeatures) -> tuple[int, list[str]]:
-    """Complexity points and the reason for each (or one reason why there are none)."""
-    points, reasons = 0, []
+FEATURE_GROUPS = ("negation", "exact", "rare", "long", "clauses")
+"""The kinds of complexity a query can show; calibration learns which of them need more dims."""
+
+
+def complexity(features: QueryFeatures) -> tuple[list[str], list[str]]:
+    """The query's feature groups (of `FEATURE_GROUPS`) and a reason for each (or one reason why
+    there are none)."""
+    groups, reasons = [], []
     if features.negations or features.qualifiers:
-        points += 1
+        groups.append("negation")
         reasons.append(f"negation/qualifier {', '.join(features.negations + features.qualifiers)}")
     exact = features.identifiers + features.numbers
     if exact:
-        points += 1
+        groups.append("exact")
         reasons.append(f"exact tokens {', '.join(exact[:3])}")
     if features.rare_terms:
-        points += 1
+        groups.append("rare")
         reasons.append(f"rare terms {', '.join(features.rare_terms[:3])}")
     if features.content_words >= LONG_QUERY:
-        points += 1
+        groups.append("long")
         reasons.append(f"long query ({features.content_words} content words)")
     if features.clauses >= 2:
-        points += 1
+        groups.append("clauses")
         reasons.append(f"{features.clauses} clauses")
     if not reasons:
         size = "short" if features.content_words <= 3 else "plain"
         reasons.append(f"{size} keyword query")
-    return points, reasons
+    return groups, reasons
 
 
 @dataclass
@@ -215,7 +223,6 @@ class Route:
     features: dict[str, Any]
     stages: list[tuple[int, int]] = field(default_factory=list)
     values_read: int = 0
-    level: int = 0
 
     @property
     def summary(self) -> str:
@@ -231,6 +238,21 @@ class Route:
             "stages": [{"dim": d, "rows": rows} for d, rows in self.stages],
             "values_read": self.values_read,
         }
+
+
+def risky_groups(
+    chosen: np.ndarray, gains: np.ndarray, reference: np.ndarray, has: dict[str, np.ndarray]
+) -> tuple[list[str], list[str]]:
+    """Feature groups whose ``chosen`` (stable) pseudo-queries keep less than `QUALITY` of their
+    full-dim nDCG, and those too few chosen pseudo-queries show (`MIN_GROUP`) to tell."""
+    risky, unknown = [], []
+    for group in FEATURE_GROUPS:
+        mask = chosen & has[group]
+        if mask.sum() < MIN_GROUP:
+            unknown.append(group)
+        elif gains[mask].mean() < QUALITY * reference[mask].mean():
+            risky.append(group)
+    return risky, unknown
 
 
 def rerank_rows(n: int, k: int = 10) -> int:
@@ -278,11 +300,13 @@ def margin(scores: np.ndarray, k: int) -> float:
 @dataclass(frozen=True)
 class Rung:
     """A rung's stop rule: its top-k must share ``stability`` with the ranking before it (None:
-    never stop here) and its boundary margin must reach ``margin``."""
+    never stop here), its boundary margin must reach ``margin``, and the query must show none of
+    the ``risky`` feature groups (those whose stable pseudo-queries lost quality here)."""
 
     dim: int
     stability: float | None
     margin: float
+    risky: tuple[str, ...] = ()
 
 
 @dataclass
@@ -300,14 +324,13 @@ class Router:
 
     # -- routing -------------------------------------------------------------------------------
 
-    def plan(self, text: str) -> tuple[QueryFeatures, int, list[str]]:
-        """Features, the lowest rung a query may stop at (an index into `rungs`) and why."""
+    def plan(self, text: str) -> tuple[QueryFeatures, list[str], bool, list[str]]:
+        """Features, feature groups, whether the query is hard (straight to full) and why."""
         features = query_features(text, self.stats)
-        points, reasons = complexity(features)
-        last = max(0, len(self.rungs) - 1)
-        if points >= HARD_POINTS:
-            return features, last, [*reasons, "hard: straight to full"]
-        return features, min(points, last), reasons
+        groups, reasons = complexity(features)
+        if len(groups) >= HARD_GROUPS:
+            return features, groups, True, [*reasons, "hard: straight to full"]
+        return features, groups, False, reasons
 
     def search(
         self, index: NestedIndex, text: str, vector: np.ndarray, depth: int | None = None
@@ -315,11 +338,12 @@ class Router:
         """Route ``text`` and rank ``depth`` rows (default k).
 
         The scan keeps `scan_keep` rows, which the first rung reranks; later rungs rerank the head
-        (`candidates` rows) of the ranking before them and leave its tail in place. A complex query
-        skips the rungs below its level (but not the first: it narrows the candidates).
+        (`candidates` rows) of the ranking before them and leave its tail in place. A query stops
+        at the first rung where it is confident and shows none of the rung's risky feature groups;
+        a hard query skips every rung but the first (which narrows the candidates) and the last.
         """
         depth = depth or self.k
-        features, first, reasons = self.plan(text)
+        features, groups, hard, reasons = self.plan(text)
         if not self.rungs:
             found = index.search(vector, self.full_dim, depth)
             reasons.append(f"{self.notes.get('exact') or 'no ladder'}: exact full-dim scan")
@@ -335,7 +359,9 @@ class Router:
         scan = index.search(vector, self.scan_dim, max(scan_keep, depth))
         stages = [(self.scan_dim, index.n)]
         ranking, scores, prev_dim = scan.ids, scan.scores, self.scan_dim
-        for step, i in enumerate([0, *range(max(first, 1), len(self.rungs))]):
+        order = [0, len(self.rungs) - 1] if hard else range(len(self.rungs))
+        held: list[str] = []  # feature groups that kept a confident top-k from stopping
+        for step, i in enumerate(dict.fromkeys(order)):
             rung = self.rungs[i]
             kept = scan_keep if step == 0 else min(self.candidates, scan_keep)
             hits = index.rerank(vector, rung.dim, ranking[:kept], kept)
@@ -345,16 +371,22 @@ class Router:
             ranking = np.concatenate([hits.ids, ranking[kept:]])
             scores = np.concatenate([hits.scores, scores[kept:]])
             if rung.dim == self.full_dim:
-                if i > first:
-                    reasons.append(f"top-{self.k} unstable up to {prev_dim}: full")
+                if not hard:
+                    why = "not trusted" if held else "unstable"
+                    reasons.append(f"top-{self.k} {why} up to {prev_dim}: full")
                 break
             confident = rung.stability is not None and stable >= rung.stability - 1e-9
-            if i >= first and confident and gap >= rung.margin:
-                shared = round(stable * min(self.k, kept))
-                reasons.append(
-                    f"top-{self.k} stable between {prev_dim} and {rung.dim} ({shared} shared)"
-                )
-                break
+            if confident and gap >= rung.margin:
+                risky = [g for g in groups if g in rung.risky and g not in held]
+                if not any(g in rung.risky for g in groups):
+                    shared = round(stable * min(self.k, kept))
+                    reasons.append(
+                        f"top-{self.k} stable between {prev_dim} and {rung.dim} ({shared} shared)"
+                    )
+                    break
+                if risky:
+                    held += risky
+                    reasons.append(f"{'/'.join(risky)} queries need more than {rung.dim} here")
             prev_dim = rung.dim
         route = Route(
             dim=stages[-1][0],
@@ -362,7 +394,6 @@ class Router:
             features=features.to_dict(),
             stages=stages,
             values_read=sum(d * rows for d, rows in stages),
-            level=first,
         )
         return Hits(ranking[:depth], scores[:depth]), route
 
@@ -382,6 +413,7 @@ class Router:
         pseudo_vectors: np.ndarray,
         pseudo_sources: Sequence[int],
         k: int = 10,
+        pseudo_texts: Sequence[str] | None = None,
     ) -> Router:
         """Choose the scan and each rung's stop rule from pseudo-queries (see the module doc).
 
@@ -390,7 +422,9 @@ class Router:
         source of `CANDIDATE_RECALL` of the pseudo-queries whose source the full-dim top-k holds.
         A rung's stability threshold is the lowest of `STABILITY_STEPS` at which the pseudo-queries
         that stable keep `QUALITY` of their full-dim nDCG; its margin threshold is the
-        `MARGIN_QUANTILE` of their margins.
+        `MARGIN_QUANTILE` of their margins. A feature group is risky at a rung when the stable
+        pseudo-queries showing it (``pseudo_texts``; at least `MIN_GROUP` of them) keep less than
+        `QUALITY`; a group too few of them show is assumed risky at the lowest rung that can stop.
         """
         full, n = index.full_dim, index.n
         candidates = rerank_rows(n, k)
@@ -424,6 +458,11 @@ class Router:
             "rungs": [],
         }
         rungs = []
+        groups = [
+            set(complexity(query_features(t, stats))[0])
+            for t in (pseudo_texts or [""] * len(pairs))
+        ]
+        has = {g: np.array([g in mine for mine in groups]) for g in FEATURE_GROUPS}
         rankings = [f[:scan_keep] for f in scans[scan_dim]]
         for step, dim in enumerate(ladder(scan_dim, full)):
             kept = scan_keep if step == 0 else candidates
@@ -444,7 +483,12 @@ class Router:
                     break
             finite = gaps[np.isfinite(gaps)]
             gap = float(np.quantile(finite, MARGIN_QUANTILE)) if len(finite) else 0.0
-            rungs.append(Rung(dim, threshold, gap))
+            risky: list[str] = []
+            if threshold is not None and dim < full:
+                risky, unknown = risky_groups(stable >= threshold - 1e-9, gains, reference, has)
+                if not any(r.stability is not None for r in rungs):  # the lowest that can stop
+                    risky += unknown
+            rungs.append(Rung(dim, threshold, gap, tuple(risky)))
             notes["rungs"].append(
                 {
                     "dim": dim,
@@ -452,6 +496,8 @@ class Router:
                     "stability": threshold,
                     "margin": round(gap, 5),
                     "ndcg": round(float(gains.mean()), 4),
+                    "risky": risky,
+                    "groups": {g: int(has[g].sum()) for g in FEATURE_GROUPS},
                 }
             )
             rankings = [h.ids for h in ranked]
@@ -486,7 +532,10 @@ class Router:
                 int(data["full_dim"]),
                 int(data["scan_dim"]),
                 int(data["scan_keep"]),
-                [Rung(int(r["dim"]), r["stability"], float(r["margin"])) for r in data["rungs"]],
+                [
+                    Rung(int(r["dim"]), r["stability"], float(r["margin"]), tuple(r["risky"]))
+                    for r in data["rungs"]
+                ],
                 int(data["k"]),
                 int(data["candidates"]),
                 dict(data["notes"]),
