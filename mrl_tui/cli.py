@@ -481,8 +481,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     dims = bench.parse_dims(args.dims) if args.dims else None
     if args.plot and args.plot.suffix.lower() != ".svg":
         raise InputError(f"--plot {args.plot}: the plot is written as SVG; name it *.svg")
-    if args.compare and (args.beir is None or args.plot):
-        raise InputError("--compare needs --beir DIR and prints a table only (no --plot)")
+    if args.compare and args.plot:
+        raise InputError("--compare prints a table only (no --plot)")
     # Check the inputs before loading any model: a typo should fail in milliseconds.
     if args.beir is not None:
         data = load_beir(args.beir)
@@ -511,15 +511,26 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             report = bench.run_bench(sets[args.transform], dims, args.k, args.precision)
     else:
         read_folder_queries(check_folder(args.path))
+        chosen = args.transform
+        if args.compare:
+            args.transform = "naive"  # the model's own vectors; each transform is fitted on them
         library = _open_library(args)
         try:
             dims = bench.check_dims(dims or bench.DEFAULT_DIMS, library.full_dim, given=bool(dims))
             _ensure_indexed(library)
             with _bench_progress() as progress:
                 eval_set = bench.folder_eval_set(library, progress)
-            report = bench.run_bench(eval_set, dims, args.k, args.precision)
+            native = library.embedder.spec.native_mrl
         finally:
             library.close()
+        if args.compare:
+            sets = {
+                name: bench.retransformed(eval_set, name, native)
+                for name in bench.COMPARE_TRANSFORMS
+            }
+            report = bench.run_compare(sets, bench.resolve_transform(chosen, native), dims, args.k)
+        else:
+            report = bench.run_bench(eval_set, dims, args.k, args.precision)
     if args.plot:
         args.plot.write_text(bench.plot_svg(report), encoding="utf-8")
     if args.json:
@@ -541,16 +552,17 @@ def _print_compare(report: dict[str, Any]) -> None:
     table = Table(
         title=f"{report['dataset']}: {report['docs']} docs, {report['queries']} judged queries, "
         f"{report['model'].split('/')[-1]}",
-        caption=f"cells: nDCG@{k} / recall@100. int8 and binary scan codes of the "
+        caption=f"cells: nDCG@{k}/recall@100. int8 and binary scan codes of the "
         f"{compare['chosen']} vectors, then rescore exactly. Fit: {fits}.",
         box=box.SIMPLE_HEAD,
+        padding=(0, 1),
     )
-    table.add_column("dim", justify="right")
+    table.add_column("dim", justify="right", no_wrap=True)
     for name in compare["columns"]:
         table.add_column(name, justify="right", no_wrap=True)
     key = f"ndcg{k}"
     for row in compare["rows"]:
-        cells = [f"{row[c][key]:.4f} / {row[c]['recall100']:.4f}" for c in compare["columns"]]
+        cells = [f"{row[c][key]:.4f}/{row[c]['recall100']:.3f}" for c in compare["columns"]]
         table.add_row(str(row["dim"]), *cells)
     Console().print(table)
 

@@ -231,6 +231,18 @@ def test_bench_on_a_folder_with_queries_tsv(
     assert report["queries"] == 3 and report["docs"] == len(TOPICS)  # queries.tsv is no document
     assert report["full"] == {"ndcg10": 1.0, "recall100": 1.0}
 
+    # --compare: the folder's own vectors under each transform, without indexing it again.
+    code, out, err = run(
+        ["bench", str(folder), "--compare", "--dims", "8,32", "--json", "--device", "cpu"], capsys
+    )
+    assert code == 0, err
+    compare = json.loads(out)["compare"]
+    assert compare["chosen"] == "pca"
+    assert compare["columns"] == ["naive", "pca", "adaptor", "pca int8", "pca binary"]
+    assert [row["dim"] for row in compare["rows"]] == [8, 32, 384]
+    full = compare["rows"][-1]
+    assert full["naive"] == full["pca"] == {"ndcg10": 1.0, "recall100": 1.0}  # a rotation
+
 
 def test_routed_is_compared_with_fixed_dims_of_equal_or_higher_cost() -> None:
     routed = Scores(0.5, 1.0, 4, (1.0, 0.0, 1.0, 0.0))

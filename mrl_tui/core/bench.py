@@ -14,6 +14,7 @@ itself, never from the judgements: see `auto_funnel`.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -508,6 +509,31 @@ def folder_eval_set(library: Any, progress: Progress | None = None) -> EvalSet:
         else np.zeros((0, library.full_dim), np.float32),
         route_sources=[row for row, _ in route_pseudo],
         route_texts=[text for _, text in route_pseudo],
+    )
+
+
+def retransformed(es: EvalSet, choice: str, native_mrl: bool) -> EvalSet:
+    """``es`` (its vectors as the model gave them: transform "naive") under another transform,
+    fitted on its rows: how a folder is compared across transforms without indexing it again."""
+    raw = es.index.vectors()
+    started = time.perf_counter()
+    fitted, label = fit_transform(choice, raw, native_mrl)
+    fit_seconds = time.perf_counter() - started
+
+    def apply(vectors: np.ndarray | None) -> np.ndarray | None:
+        if vectors is None or len(vectors) == 0:
+            return vectors
+        return fitted.apply(vectors)
+
+    return dataclasses.replace(
+        es,
+        transform=label,
+        index=NestedIndex(fitted.apply(raw), device=es.index.device),
+        query_vectors=fitted.apply(es.query_vectors),
+        pseudo_vectors=apply(es.pseudo_vectors),
+        route_vectors=apply(es.route_vectors),
+        codes={},
+        fit_seconds=fit_seconds,
     )
 
 
