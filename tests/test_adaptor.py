@@ -1,17 +1,24 @@
-"""The Matryoshka adaptor: starts at PCA, learns, stores without pickle, is deterministic."""
+"""The Matryoshka adaptor: starts at PCA, learns, stays a rotation, stores without pickle, is
+deterministic, and is fitted once per corpus (Library and bench)."""
 
 from __future__ import annotations
 
+import csv
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SAMPLES
 from test_beir import write_beir
 from test_bench import DOCS, QRELS, QUERIES, run
 
+import mrl_tui.core.library as library_module
+from mrl_tui.core import bench
 from mrl_tui.core.adaptor import Adaptor, fit_adaptor
 from mrl_tui.core.errors import InputError
+from mrl_tui.core.library import Library
 from mrl_tui.core.transform import fit_pca
 
 
@@ -47,12 +54,49 @@ def fitted(data: np.ndarray) -> Adaptor:
 
 
 def test_starts_exactly_at_pca_and_training_lowers_the_loss(data, fitted) -> None:
-    start = fit_adaptor(data, steps=0)
+    start = fit_adaptor(data, steps=0, prefix_dims=(4, 8, 16))
     np.testing.assert_allclose(start.apply(data), fit_pca(data).apply(data), atol=1e-6)
     report = fitted.report
     assert report is not None and report.steps > 0 and len(report.losses) >= 2
     assert report.losses[-1] < report.losses[0]
-    assert max(report.scores) >= report.scores[0]  # index 0 is the PCA start
+    # index 0 is the PCA start; the held-out checks found a better rotation and kept it
+    assert report.best_step > 0 and max(report.scores) > report.scores[0]
+    assert not np.allclose(fitted.rotation, start.rotation, atol=1e-4)
+
+
+def cosines(vectors: np.ndarray, dim: int) -> np.ndarray:
+    v = vectors[:, :dim] / np.linalg.norm(vectors[:, :dim], axis=1, keepdims=True)
+    return v @ v.T
+
+
+def test_is_a_rotation_that_changes_only_prefixes_inside_its_head(data, fitted) -> None:
+    rotation = fitted.rotation.astype(np.float64)
+    np.testing.assert_allclose(rotation.T @ rotation, np.eye(48), atol=1e-5)
+    rows, pca = data[:300], fit_pca(data)
+    # full dimension: the model's own cosines; the head (16, the largest trained prefix) spans
+    # PCA's top-16 subspace, so its cosines are PCA's; a prefix inside the head changed
+    np.testing.assert_allclose(cosines(fitted.apply(rows), 48), cosines(rows, 48), atol=1e-5)
+    assert fitted.report is not None and fitted.report.head == 16
+    ours, theirs = fitted.apply(rows), pca.apply(rows)
+    np.testing.assert_allclose(cosines(ours, 16), cosines(theirs, 16), atol=1e-5)
+    assert np.abs(cosines(ours, 4) - cosines(theirs, 4)).max() > 1e-2
+
+
+def test_loads_and_applies_the_older_residual_form() -> None:
+    rng = np.random.default_rng(0)
+    rotation, _ = np.linalg.qr(rng.standard_normal((6, 6)))
+    arrays = {
+        "rotation": rotation,
+        "w1": rng.standard_normal((6, 3)),
+        "b1": rng.standard_normal(3),
+        "w2": rng.standard_normal((3, 6)),
+        "b2": rng.standard_normal(6),
+    }
+    x = rng.standard_normal((4, 6)).astype(np.float32)
+    y = x @ rotation
+    expected = y + np.maximum(y @ arrays["w1"] + arrays["b1"], 0) @ arrays["w2"] + arrays["b2"]
+    loaded = Adaptor.from_arrays("adaptor", arrays)
+    np.testing.assert_allclose(loaded.apply(x), expected, atol=1e-5)
 
 
 def test_round_trip_without_pickle_and_one_vector_equals_a_batch_row(
@@ -76,6 +120,7 @@ def test_round_trip_without_pickle_and_one_vector_equals_a_batch_row(
 def test_same_seed_same_weights(data) -> None:
     a = fit_adaptor(data[:600], seed=5, steps=25, prefix_dims=(8,))
     b = fit_adaptor(data[:600], seed=5, steps=25, prefix_dims=(8,))
+    assert a.report is not None and a.report.steps == 25 and a.report.head == 48
     for name, array in a.to_arrays().items():
         np.testing.assert_array_equal(array, b.to_arrays()[name])
 
@@ -105,7 +150,90 @@ def test_bench_compare_json_on_a_tiny_beir_set(
         for column in compare["columns"]:
             assert 0 <= row[column]["ndcg10"] <= 1 and 0 <= row[column]["recall100"] <= 1
     full = compare["rows"][-1]
-    assert full["naive"] == full["pca"]  # a rotation keeps full-dimension cosine
-    code, out, err = run([*args, "--transform", "adaptor"], capsys)
+    assert full["naive"] == full["pca"] == full["adaptor"]  # rotations keep full-dim cosines
+    code, out, err = run([*args, "--transform", "adaptor", "--json"], capsys)
     assert code == 0, err
-    assert "adaptor int8" in out and "nDCG@10 / recall@100" in out
+    compare = json.loads(out)["compare"]
+    assert compare["chosen"] == "adaptor" and "adaptor int8" in compare["columns"]
+
+
+def test_bench_keeps_the_fitted_adaptor_next_to_its_embeddings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fits: list[int] = []
+
+    def counted(vectors: np.ndarray) -> Adaptor:
+        fits.append(len(vectors))
+        return fit_adaptor(vectors, steps=25, prefix_dims=(4, 8, 16))
+
+    monkeypatch.setattr(bench, "fit_adaptor", counted)
+    docs = clustered(600, 48, seed=2)
+    first, label = bench.fit_transform("adaptor", docs, False, tmp_path)
+    assert label == "adaptor" and fits == [600] and first.report is not None
+    [saved] = tmp_path.glob("adaptor-*.npz")
+    again, _ = bench.fit_transform("adaptor", docs, False, tmp_path)
+    assert fits == [600] and again.report is None  # loaded, not trained
+    np.testing.assert_array_equal(again.rotation, first.rotation)
+    saved.write_bytes(b"not an npz")  # a damaged file is fitted again and replaced
+    bench.fit_transform("adaptor", docs, False, tmp_path)
+    assert fits == [600, 600]
+    with np.load(saved, allow_pickle=False) as arrays:
+        np.testing.assert_array_equal(arrays["rotation"], first.rotation)
+    bench.fit_transform("adaptor", docs[:500], False, tmp_path)  # other vectors, another key
+    assert fits == [600, 600, 500] and len(list(tmp_path.glob("adaptor-*.npz"))) == 2
+
+
+NOTES_TOPICS = ("cooking", "cycling", "first-aid")
+
+
+def test_library_with_the_adaptor_finds_the_notes_and_fits_once(
+    tmp_path: Path, embedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    corpus = tmp_path / "notes"
+    for topic in NOTES_TOPICS:
+        shutil.copytree(SAMPLES / "notes" / topic, corpus / topic)
+    with open(SAMPLES / "notes" / "queries.tsv", newline="", encoding="utf-8") as fh:
+        queries = [row for row in list(csv.reader(fh, delimiter="\t"))[1:]]
+    queries = [(text, path) for text, path in queries if path.split("/")[0] in NOTES_TOPICS]
+    assert len(queries) >= 10
+    cache = tmp_path / "cache"
+
+    def top5(library: Library, dim: int) -> list[list[int]]:
+        return [[h.id for h in library.search(library.query(q), dim, 5).hits] for q, _ in queries]
+
+    library = Library(corpus, embedder, cache_root=cache, transform="adaptor")
+    library.update()
+    library.load()
+    adaptor = library.transform
+    assert isinstance(adaptor, Adaptor) and adaptor.report is not None  # fitted on this open
+    assert library.transform_name == "adaptor"
+    _, raw = library.store.load_vectors()
+    mapped = adaptor.apply(raw)
+    np.testing.assert_allclose(mapped @ mapped[:5].T, raw @ raw[:5].T, atol=1e-4)
+    for dim in (16, 64, 384):
+        found = 0
+        for text, path in queries:
+            found += path in {
+                hit.chunk.path for hit in library.search(library.query(text), dim, 5).hits
+            }
+        assert found >= len(queries) - 2, (dim, found)
+    hits = {dim: top5(library, dim) for dim in (64, 128, 384)}
+    library.close()
+    [saved] = cache.glob("*/transform_adaptor-*.npz")
+
+    def no_fit(vectors: np.ndarray) -> Adaptor:
+        raise AssertionError("the stored adaptor should have been loaded")
+
+    monkeypatch.setattr(library_module, "fit_adaptor", no_fit)
+    again = Library(corpus, embedder, cache_root=cache, transform="adaptor")
+    again.load()
+    assert isinstance(again.transform, Adaptor) and again.transform.report is None
+    np.testing.assert_array_equal(again.transform.rotation, adaptor.rotation)
+    assert {dim: top5(again, dim) for dim in (64, 128, 384)} == hits
+    # from the head (128 dims) up, the adaptor ranks exactly as PCA does
+    pca = Library(corpus, embedder, cache_root=cache, transform="pca")
+    pca.load()
+    assert top5(pca, 128) == hits[128] and top5(pca, 384) == hits[384]
+    again.close()
+    pca.close()
+    assert saved.exists()

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from mrl_tui.core.adaptor import Adaptor, fit_adaptor
+from mrl_tui.core.adaptor import fit_settings as adaptor_settings
 from mrl_tui.core.beir import BeirSet, read_folder_queries
 from mrl_tui.core.errors import InputError
 from mrl_tui.core.funnel import auto_funnel, default_funnels, scan_fraction, staged_search
@@ -421,7 +422,7 @@ def beir_eval_set(
         _embed_queries(embedder, "embedding router pseudo-queries", progress),
     )
     started = time.perf_counter()
-    fitted, label = fit_transform(transform, docs, embedder.spec.native_mrl)
+    fitted, label = fit_transform(transform, docs, embedder.spec.native_mrl, directory)
     fit_seconds = time.perf_counter() - started
     device = embedder.device if embedder.device == "cuda" else "cpu"
     return EvalSet(
@@ -452,17 +453,43 @@ def resolve_transform(choice: str, native_mrl: bool) -> str:
 
 
 def fit_transform(
-    choice: str, docs: np.ndarray, native_mrl: bool
+    choice: str, docs: np.ndarray, native_mrl: bool, cache_dir: Path | None = None
 ) -> tuple[Transform | Adaptor, str]:
-    """The transform `choice` resolves to, fitted on `docs`, and its label (as the Library's)."""
+    """The transform `choice` resolves to, fitted on `docs`, and its label (as the Library's).
+    With `cache_dir`, a fitted adaptor is kept there (`cached_adaptor`)."""
     choice = resolve_transform(choice, native_mrl)
     if choice == "naive" or len(docs) < 2:
         return IDENTITY, "native MRL" if native_mrl else TRANSFORM_LABELS["naive"]
     if choice == "pca":
         return fit_pca(docs), TRANSFORM_LABELS["pca"]
     if choice == "adaptor":
-        return fit_adaptor(docs), TRANSFORM_LABELS["adaptor"]
+        fitted = fit_adaptor(docs) if cache_dir is None else cached_adaptor(cache_dir, docs)
+        return fitted, TRANSFORM_LABELS["adaptor"]
     raise InputError(f"unknown transform {choice!r}")
+
+
+def cached_adaptor(directory: Path, docs: np.ndarray) -> Adaptor:
+    """`fit_adaptor(docs)`, saved as ``adaptor-<hash of the vectors and the fit's settings>.npz``
+    (no pickle) and loaded from it later, so a second bench run does not train again."""
+    vectors = np.ascontiguousarray(docs, dtype=np.float32)
+    digest = hashlib.sha256(f"{vectors.shape}".encode())
+    digest.update(vectors.tobytes())
+    digest.update(json.dumps(adaptor_settings(), sort_keys=True).encode())
+    path = Path(directory) / f"adaptor-{digest.hexdigest()[:16]}.npz"
+    if path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as arrays:
+                adaptor = Adaptor.from_arrays("adaptor", dict(arrays))
+            if adaptor.dim == vectors.shape[1]:
+                return adaptor
+        except (OSError, ValueError, KeyError, InputError):
+            pass
+    adaptor = fit_adaptor(vectors)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.npz")
+    np.savez(tmp, **adaptor.to_arrays())
+    tmp.replace(path)
+    return adaptor
 
 
 def folder_eval_set(library: Any, progress: Progress | None = None) -> EvalSet:
