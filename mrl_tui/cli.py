@@ -548,7 +548,11 @@ def _print_compare(report: dict[str, Any]) -> None:
     from rich.table import Table
 
     compare, k = report["compare"], report["k"]
-    fits = ", ".join(f"{name} {s:.1f} s" for name, s in compare["fit_seconds"].items())
+    cached = set(compare.get("fit_cached", []))
+    fits = ", ".join(
+        f"{name} cached" if name in cached else f"{name} {s:.1f} s"
+        for name, s in compare["fit_seconds"].items()
+    )
     table = Table(
         title=f"{report['dataset']}: {report['docs']} docs, {report['queries']} judged queries, "
         f"{report['model'].split('/')[-1]}",
@@ -556,6 +560,8 @@ def _print_compare(report: dict[str, Any]) -> None:
         f"{compare['chosen']} vectors, then rescore exactly. Fit: {fits}.",
         box=box.SIMPLE_HEAD,
         padding=(0, 1),
+        pad_edge=False,
+        collapse_padding=True,
     )
     table.add_column("dim", justify="right", no_wrap=True)
     for name in compare["columns"]:

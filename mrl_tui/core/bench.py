@@ -98,9 +98,11 @@ class EvalSet:
     route_texts: list[str] = field(default_factory=list)
     """Short pseudo-queries (`router.calibration_queries`) the router calibrates on."""
     codes: dict[str, Any] = field(default_factory=dict)
+    """int8 / binary codes of the index, made on first use."""
     fit_seconds: float = 0.0
     """Time to fit the transform (the adaptor trains; PCA is one eigendecomposition)."""
-    """int8 / binary codes of the index, made on first use."""
+    fit_cached: bool = False
+    """The transform came from the bench cache (an adaptor fitted by an earlier run)."""
 
 
 def _documents(rows: np.ndarray, row_docs: list[str], limit: int) -> list[str]:
@@ -316,6 +318,7 @@ def run_compare(
             "columns": columns,
             "rows": rows,
             "fit_seconds": {name: round(es.fit_seconds, 2) for name, es in sets.items()},
+            "fit_cached": [name for name, es in sets.items() if es.fit_cached],
         },
     }
 
@@ -424,6 +427,7 @@ def beir_eval_set(
     started = time.perf_counter()
     fitted, label = fit_transform(transform, docs, embedder.spec.native_mrl, directory)
     fit_seconds = time.perf_counter() - started
+    fit_cached = isinstance(fitted, Adaptor) and fitted.report is None
     device = embedder.device if embedder.device == "cuda" else "cpu"
     return EvalSet(
         name=data.name,
@@ -442,6 +446,7 @@ def beir_eval_set(
         route_sources=[row for row, _ in route_pseudo],
         route_texts=[text for _, text in route_pseudo],
         fit_seconds=fit_seconds,
+        fit_cached=fit_cached,
     )
 
 
