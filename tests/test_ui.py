@@ -394,7 +394,13 @@ async def test_transform_reference_searches_the_same_dim_under_another_transform
         await wait_for(pilot, lambda: screen.comparison.dim == 32)  # type: ignore[union-attr]
         naive = library.search(screen.state.query, 32, TOP_K, transform="naive")
         assert table_rows(pane)[0] == ids_of(naive.hits)
-        await pilot.press("t")  # PCA is loaded, so naive is the only other one: back
+        assert not library.transform_ready("adaptor")
+        await pilot.press("t")  # PCA is loaded: naive, then the adaptor (fitted now), then back
+        await wait_for(pilot, lambda: screen.comparison.ref_transform == "adaptor", timeout=60)  # type: ignore[union-attr]
+        assert pane.border_title == "reference: adaptor @32"
+        adaptor = library.search(screen.state.query, 32, TOP_K, transform="adaptor")
+        assert table_rows(pane)[0] == ids_of(adaptor.hits) and library.transform_ready("adaptor")
+        await pilot.press("t")
         await wait_for(pilot, lambda: screen.comparison.ref_transform is None)  # type: ignore[union-attr]
         assert pane.border_title == f"reference: dim {library.full_dim}"
 

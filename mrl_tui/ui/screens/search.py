@@ -61,10 +61,10 @@ if TYPE_CHECKING:
     from mrl_tui.core.router import Route
 
 DEFAULT_DIM = 64
-TRANSFORM_NAMES = {"naive": "naive", "pca": "PCA"}
-"""Reference-side transforms (`t`), as the pane titles name them. Not the adaptor: fitting it
-takes minutes, so it is compared by opening the folder with `--transform adaptor`."""
-TRANSFORM_KINDS = {"naive": "identity", "pca": "pca"}
+TRANSFORM_NAMES = {"naive": "naive", "pca": "PCA", "adaptor": "adaptor"}
+"""Reference-side transforms (`t`), as the pane titles name them. The adaptor is fitted on first
+use (seconds on a CPU for a few thousand chunks), then kept with the index."""
+TRANSFORM_KINDS = {"naive": "identity", "pca": "pca", "adaptor": "adaptor"}
 """The `Transform.name` each choice loads, to skip the one the library has loaded already."""
 LIVE_DELAY = 0.25
 """Seconds without a keystroke after which the query box is searched (live search)."""
@@ -536,14 +536,16 @@ class SearchScreen(Screen[None]):
         self.refresh_comparison()
 
     def action_cycle_transform(self) -> None:
-        """Reference: the chosen dim under each other transform in turn (naive truncation, PCA),
-        then back to the reference before."""
+        """Reference: the chosen dim under each other transform in turn (naive truncation, PCA,
+        the adaptor), then back to the reference before."""
         if self.library is None:
             return
         loaded = self.library.transform.name
         others = [t for t in TRANSFORM_NAMES if TRANSFORM_KINDS[t] != loaded]
         cycle: list[str | None] = [None, *others]
         self.ref_transform = cycle[(cycle.index(self.ref_transform) + 1) % len(cycle)]
+        if self.ref_transform == "adaptor" and not self.library.transform_ready("adaptor"):
+            self.notify("Fitting the adaptor on this folder (a few seconds; kept afterwards)…")
         self.refresh_comparison()
 
     # -- other actions -------------------------------------------------------------------------
