@@ -17,6 +17,7 @@ from mrl_tui.core.router import (
     Rung,
     TermStats,
     calibration_queries,
+    keeps_quality,
     ladder,
     query_features,
     rerank_rows,
@@ -131,6 +132,18 @@ def test_risky_feature_groups_climb_higher_and_hard_queries_go_to_full() -> None
     r = router([Rung(16, 0.8, 0.0, ("negation",)), Rung(32, None, 0.0)])
     route = r.search(stable, "cat without pond", q)[1]
     assert route.dim == 32 and "top-10 not trusted up to 16: full" in route.summary
+
+
+def test_quality_must_be_kept_with_confidence_not_just_on_average() -> None:
+    assert keeps_quality(np.ones(50), np.ones(50))  # nothing lost
+    assert not keeps_quality(np.zeros(50), np.ones(50))  # everything lost
+    # 1 of 50 pseudo-queries loses its source: 98 % on average, below the 99 % asked for.
+    gains = np.ones(50)
+    gains[0] = 0.0
+    assert not keeps_quality(gains, np.ones(50))
+    # 100 % on average, but from 4 queries of which one gained and one lost a lot: not sure enough.
+    assert not keeps_quality(np.array([1.0, 0.2, 1.0, 1.0]), np.array([0.2, 1.0, 1.0, 1.0]))
+    assert not keeps_quality(np.array([]), np.array([]))
 
 
 def test_a_group_is_risky_when_its_stable_pseudo_queries_lose_quality() -> None:

@@ -46,7 +46,9 @@ corpora also 2× and 4× the candidates, and never more than half the rows."""
 CANDIDATE_RECALL = 0.99
 """The scan must keep the source row of this share of the pseudo-queries (see `calibrate`)."""
 QUALITY = 0.99
-"""A rung may stop a query when pseudo-queries as stable keep this share of their full nDCG."""
+"""A rung may stop a query when pseudo-queries as stable keep this share of their full nDCG
+(with 95 % confidence: `keeps_quality`)."""
+BOOTSTRAP_SAMPLES = 1000
 STABILITY_STEPS = (0.6, 0.7, 0.8, 0.9, 1.0)
 MARGIN_QUANTILE = 0.1
 """A top-k whose boundary margin is thinner than this share of pseudo-queries' is not trusted."""
@@ -240,6 +242,22 @@ class Route:
         }
 
 
+def keeps_quality(gains: np.ndarray, reference: np.ndarray) -> bool:
+    """Whether these pseudo-queries keep `QUALITY` of their full-dim nDCG, with 95 % confidence.
+
+    Why not the mean alone: a pseudo-query's quality is whether one row (its source) ranks, so a
+    few dozen of them are a noisy sample, and a permissive stop rule can pass by chance. Measured
+    (session 2): with the mean alone, msmarco under naive truncation routed to 98.8 % of full; with
+    the lower end of a one-sided 95 % bootstrap interval (seeded), every set and transform we have
+    stays ≥ 99 %, at a somewhat higher cost."""
+    diff = np.asarray(gains, np.float64) - QUALITY * np.asarray(reference, np.float64)
+    if len(diff) == 0:
+        return False
+    rng = np.random.default_rng(0)
+    means = diff[rng.integers(0, len(diff), (BOOTSTRAP_SAMPLES, len(diff)))].mean(axis=1)
+    return float(np.quantile(means, 0.05)) >= 0
+
+
 def risky_groups(
     chosen: np.ndarray, gains: np.ndarray, reference: np.ndarray, has: dict[str, np.ndarray]
 ) -> tuple[list[str], list[str]]:
@@ -250,7 +268,7 @@ def risky_groups(
         mask = chosen & has[group]
         if mask.sum() < MIN_GROUP:
             unknown.append(group)
-        elif gains[mask].mean() < QUALITY * reference[mask].mean():
+        elif not keeps_quality(gains[mask], reference[mask]):
             risky.append(group)
     return risky, unknown
 
@@ -478,7 +496,7 @@ class Router:
                 chosen = stable >= level - 1e-9
                 if chosen.mean() < MIN_SUPPORT:
                     break
-                if gains[chosen].mean() >= QUALITY * reference[chosen].mean():
+                if keeps_quality(gains[chosen], reference[chosen]):
                     threshold = level
                     break
             finite = gaps[np.isfinite(gaps)]
