@@ -377,7 +377,14 @@ class Router:
         scan = index.search(vector, self.scan_dim, max(scan_keep, depth))
         stages = [(self.scan_dim, index.n)]
         ranking, scores, prev_dim = scan.ids, scan.scores, self.scan_dim
-        order = [0, len(self.rungs) - 1] if hard else range(len(self.rungs))
+        last = len(self.rungs) - 1
+        # A rung that can stop no query is skipped (its rerank would only cost), except the
+        # first, which narrows the scan's rows to the candidates, and full dimension.
+        order = [
+            i for i in range(last + 1) if i in (0, last) or self.rungs[i].stability is not None
+        ]
+        if hard:
+            order = [0, last]
         held: list[str] = []  # feature groups that kept a confident top-k from stopping
         for step, i in enumerate(dict.fromkeys(order)):
             rung = self.rungs[i]
@@ -518,7 +525,8 @@ class Router:
                     "groups": {g: int(has[g].sum()) for g in FEATURE_GROUPS},
                 }
             )
-            rankings = [h.ids for h in ranked]
+            if step == 0 or threshold is not None or dim == full:
+                rankings = [h.ids for h in ranked]  # the next rung compares with this one
         notes["candidates"] = candidates
         return cls(stats, full, scan_dim, scan_keep, rungs, k, candidates, notes)
 
