@@ -10,7 +10,8 @@ A route has two parts:
 2. *Confidence* decides how far it climbs. One exact scan at a small ``scan_dim`` keeps
    a few hundred rows; each rung of the ladder (``2·scan_dim``, ``4·scan_dim``, …, full) reranks
    only those candidates. The route stops at the first rung whose top-k agrees with the ranking
-   before it and whose k-th/(k+1)-th score margin is not unusually thin. Escalating is a rerank of a
+   before it and whose k-th/(k+1)-th score margin is not unusually thin (a rung calibration found
+   unable to stop anything is skipped, but for the first). Escalating is a rerank of a
    few hundred rows, not a second scan over the corpus. On a corpus too small for that to read
    less than one exact scan (about 120 rows), every query is one exact full-dimension scan.
 
