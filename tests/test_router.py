@@ -215,6 +215,12 @@ def test_a_saved_router_loads_the_same(tmp_path: Path) -> None:
     path.write_text("{}")
     with pytest.raises(ValueError):
         Router.load(path)
+    r.save(path)
+    old = json.loads(path.read_text())
+    old["version"] = 1  # saved under the rules of an earlier release
+    path.write_text(json.dumps(old))
+    with pytest.raises(ValueError, match="another version"):
+        Router.load(path)
 
 
 def test_route_to_dict_is_json() -> None:

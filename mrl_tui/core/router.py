@@ -35,6 +35,8 @@ import numpy as np
 
 from mrl_tui.core.index import Hits, NestedIndex
 
+FORMAT_VERSION = 2
+"""Saved routers of another version are calibrated again (the rules changed, not just the data)."""
 CANDIDATES = 200
 """Rows every rung after the first reranks (the head of the ranking before it), at most."""
 CANDIDATE_SHARE = 16
@@ -535,6 +537,7 @@ class Router:
 
     def save(self, path: Path) -> None:
         data = {
+            "version": FORMAT_VERSION,
             "docs": self.stats.docs,
             "df": self.stats.df,
             "full_dim": self.full_dim,
@@ -553,6 +556,8 @@ class Router:
     def load(cls, path: Path) -> Router:
         """A saved router; a missing or malformed file raises ``OSError``/``ValueError``."""
         data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data, dict) or data.get("version") != FORMAT_VERSION:
+            raise ValueError(f"{path}: a router saved by another version (calibrated again)")
         try:
             return cls(
                 TermStats(int(data["docs"]), {str(t): int(c) for t, c in data["df"].items()}),
