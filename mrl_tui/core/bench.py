@@ -14,14 +14,13 @@ itself, never from the judgements: see `auto_funnel`.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import math
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -424,30 +423,25 @@ def beir_eval_set(
         [text for _, text in route_pseudo],
         _embed_queries(embedder, "embedding router pseudo-queries", progress),
     )
-    started = time.perf_counter()
-    fitted, label = fit_transform(transform, docs, embedder.spec.native_mrl, directory)
-    fit_seconds = time.perf_counter() - started
-    fit_cached = isinstance(fitted, Adaptor) and fitted.report is None
     device = embedder.device if embedder.device == "cuda" else "cpu"
-    return EvalSet(
+    raw = EvalSet(
         name=data.name,
         model=embedder.name,
-        transform=label,
-        index=NestedIndex(fitted.apply(docs), device=device),
+        transform=TRANSFORM_LABELS["naive"],
+        index=NestedIndex(docs, device=device),
         row_docs=list(data.doc_ids),
         query_ids=query_ids,
-        query_vectors=fitted.apply(queries),
+        query_vectors=queries,
         qrels=data.qrels,
-        pseudo_vectors=fitted.apply(pseudo_vectors),
+        pseudo_vectors=pseudo_vectors,
         pseudo_sources=[row for row, _ in pseudo],
         query_texts=[data.queries[q] for q in query_ids],
         row_texts=list(data.doc_texts),
-        route_vectors=fitted.apply(route_vectors),
+        route_vectors=route_vectors,
         route_sources=[row for row, _ in route_pseudo],
         route_texts=[text for _, text in route_pseudo],
-        fit_seconds=fit_seconds,
-        fit_cached=fit_cached,
     )
+    return retransformed(raw, transform, embedder.spec.native_mrl, directory)
 
 
 def resolve_transform(choice: str, native_mrl: bool) -> str:
@@ -544,12 +538,15 @@ def folder_eval_set(library: Any, progress: Progress | None = None) -> EvalSet:
     )
 
 
-def retransformed(es: EvalSet, choice: str, native_mrl: bool) -> EvalSet:
-    """``es`` (its vectors as the model gave them: transform "naive") under another transform,
-    fitted on its rows: how a folder is compared across transforms without indexing it again."""
+def retransformed(
+    es: EvalSet, choice: str, native_mrl: bool, cache_dir: Path | None = None
+) -> EvalSet:
+    """``es`` (its vectors as the model gave them: transform "naive") under the transform
+    `choice`, fitted on its rows: a BEIR set's vectors or a folder's index, never embedded again.
+    With `cache_dir`, a fitted adaptor is kept there (`fit_transform`)."""
     raw = es.index.vectors()
     started = time.perf_counter()
-    fitted, label = fit_transform(choice, raw, native_mrl)
+    fitted, label = fit_transform(choice, raw, native_mrl, cache_dir)
     fit_seconds = time.perf_counter() - started
 
     def apply(vectors: np.ndarray | None) -> np.ndarray | None:
@@ -557,7 +554,7 @@ def retransformed(es: EvalSet, choice: str, native_mrl: bool) -> EvalSet:
             return vectors
         return fitted.apply(vectors)
 
-    return dataclasses.replace(
+    return replace(
         es,
         transform=label,
         index=NestedIndex(fitted.apply(raw), device=es.index.device),
@@ -566,6 +563,7 @@ def retransformed(es: EvalSet, choice: str, native_mrl: bool) -> EvalSet:
         route_vectors=apply(es.route_vectors),
         codes={},
         fit_seconds=fit_seconds,
+        fit_cached=isinstance(fitted, Adaptor) and fitted.report is None,
     )
 
 

@@ -266,10 +266,10 @@ class Library:
             lambda a: Adaptor.from_arrays("adaptor", a),
         )
 
-    @_locked
     def transform_ready(self, name: str) -> bool:
         """Whether the fitted transform ``name`` ("pca", "adaptor") is stored for the loaded
-        index, so using it costs no fitting."""
+        index, so using it costs no fitting. Not locked: the UI thread asks while a worker may
+        hold the lock to fit one."""
         generation = self._loaded_generation
         return self.store.derived_path(f"transform_{name}", generation, ".npz").exists()
 

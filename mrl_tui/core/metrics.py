@@ -82,7 +82,11 @@ def paired_difference(
     if len(a) != len(b) or len(a) == 0:
         raise ValueError("paired_difference needs two equally long, non-empty score lists")
     diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
-    rng = np.random.default_rng(seed)
-    means = diff[rng.integers(0, len(diff), (samples, len(diff)))].mean(axis=1)
-    low, high = np.quantile(means, [0.025, 0.975])
+    low, high = np.quantile(bootstrap_means(diff, samples=samples, seed=seed), [0.025, 0.975])
     return float(diff.mean()), float(low), float(high)
+
+
+def bootstrap_means(values: np.ndarray, *, samples: int = 2000, seed: int = 0) -> np.ndarray:
+    """Means of ``samples`` resamplings (with replacement, seeded) of a 1-D array."""
+    rng = np.random.default_rng(seed)
+    return values[rng.integers(0, len(values), (samples, len(values)))].mean(axis=1)

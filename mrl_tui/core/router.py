@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from mrl_tui.core.index import Hits, NestedIndex
+from mrl_tui.core.metrics import bootstrap_means
 
 FORMAT_VERSION = 2
 """Saved routers of another version are calibrated again (the rules changed, not just the data)."""
@@ -256,8 +257,7 @@ def keeps_quality(gains: np.ndarray, reference: np.ndarray) -> bool:
     diff = np.asarray(gains, np.float64) - QUALITY * np.asarray(reference, np.float64)
     if len(diff) == 0:
         return False
-    rng = np.random.default_rng(0)
-    means = diff[rng.integers(0, len(diff), (BOOTSTRAP_SAMPLES, len(diff)))].mean(axis=1)
+    means = bootstrap_means(diff, samples=BOOTSTRAP_SAMPLES)
     return float(np.quantile(means, 0.05)) >= 0
 
 
