@@ -383,9 +383,11 @@ def _cmd_search(library: Any, args: argparse.Namespace) -> int:
     table.add_column("score", justify="right", no_wrap=True)
     table.add_column("where", no_wrap=True)
     table.add_column("text", overflow="ellipsis", no_wrap=True, ratio=1)
+    from mrl_tui.core.walk import printable
+
     for h in result.hits:
         snippet = " ".join(h.chunk.text.split())
-        where = f"{h.chunk.path}:{h.chunk.start_line}"
+        where = f"{printable(h.chunk.path)}:{h.chunk.start_line}"  # names need not be UTF-8
         table.add_row(str(h.rank), f"{h.score:.3f}", where, snippet)
     console = Console()
     console.print(table)

@@ -64,6 +64,18 @@ def test_non_utf8_text_is_decoded_not_dropped(tmp_path: Path) -> None:
     assert decode_text("ünïcode ✓".encode()) == "ünïcode ✓"
 
 
+def test_binary_is_told_by_an_early_nul_except_for_utf16_and_32_text(tmp_path: Path) -> None:
+    (tmp_path / "data.txt").write_bytes(b"header\x00\x01\x02binary")
+    with pytest.raises(ReadError, match=r"^binary$"):
+        read_document(tmp_path, "data.txt")
+    (tmp_path / "late_nul.txt").write_bytes(b"a" * 9000 + b"\x00")  # after the first 8 KB
+    assert read_document(tmp_path, "late_nul.txt").text.startswith("aaa")
+    for encoding in ("utf-16", "utf-16-be", "utf-32", "utf-32-be"):
+        bom = "\ufeff" if encoding.endswith("-be") else ""  # the plain codecs write their own
+        (tmp_path / "wide.md").write_bytes((bom + "# Größe\r\nnaïve ✓\n").encode(encoding))
+        assert read_document(tmp_path, "wide.md").text == "# Größe\nnaïve ✓\n", encoding
+
+
 def test_missing_and_unsupported_files_raise_read_error(tmp_path: Path) -> None:
     with pytest.raises(ReadError, match="unreadable"):
         read_document(tmp_path, "gone.md")

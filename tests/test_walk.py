@@ -93,51 +93,55 @@ def test_hidden_files_and_folders_are_silently_left_out(tmp_path: Path) -> None:
     assert result.skipped == []
 
 
-def test_binary_too_large_and_unsupported_are_skipped_with_reasons(tmp_path: Path) -> None:
+def test_too_large_and_unsupported_are_skipped_with_reasons(tmp_path: Path) -> None:
     make(
         tmp_path,
         {
-            "data.txt": b"header\x00\x01\x02binary",
-            "late_nul.txt": b"a" * 9000 + b"\x00",  # NUL after the first 8 KB: still text
+            "data.txt": b"header\x00\x01\x02binary",  # binary: the reader's call, not the walk's
             "big.md": "x" * (3 * 1024 * 1024 // 2),
             "image.png": b"\x89PNG\r\n",
-            "paper.pdf": b"%PDF-1.4\n\x00\x00 binary is normal for PDFs",
             "ok.md": "fine\n",
         },
     )
+    os.mkfifo(tmp_path / "pipe.md")
     result = walk_folder(tmp_path, max_file_bytes=1024 * 1024)
-    assert result.files == ["late_nul.txt", "ok.md", "paper.pdf"]
+    assert result.files == ["data.txt", "ok.md"]
+    assert result.stats["ok.md"] == (5, (tmp_path / "ok.md").stat().st_mtime_ns)
     assert reasons(result) == {
         "big.md": "too large (1.5 MB)",
-        "data.txt": "binary",
         "image.png": "unsupported type",
+        "pipe.md": "not a regular file",
     }
     assert result.skipped == sorted(result.skipped, key=lambda s: s.path)
     assert all(isinstance(s, Skipped) for s in result.skipped)
 
 
-def test_symlinks_files_followed_loops_and_duplicates_skipped(tmp_path: Path) -> None:
+def test_symlinks_inside_followed_outside_loops_and_duplicates_skipped(tmp_path: Path) -> None:
     root = make(tmp_path / "root", {"a.md": "a\n", "z_real/b.md": "b\n", "sub/c.md": "c\n"})
     outside = make(tmp_path / "outside", {"o.md": "o\n"})
     os.symlink(root / "a.md", root / "link.md")
     os.symlink(root, root / "sub" / "loop")  # back into an ancestor
     os.symlink(root / "z_real", root / "a_dup")  # sorts before the real folder
     os.symlink(outside, root / "ext")
+    os.symlink(outside / "o.md", root / "ext.md")
+    os.symlink("../../outside/o.md", root / "sub" / "relative.md")
     os.symlink(root / "missing.md", root / "broken.md")
     result = walk_folder(root)
-    assert result.files == ["a.md", "ext/o.md", "link.md", "sub/c.md", "z_real/b.md"]
+    assert result.files == ["a.md", "link.md", "sub/c.md", "z_real/b.md"]
     assert reasons(result) == {
         "a_dup": "symlink to a folder already walked",
         "broken.md": "broken symlink",
+        "ext": "link leads outside the folder",
+        "ext.md": "link leads outside the folder",
         "sub/loop": "symlink loop",
+        "sub/relative.md": "link leads outside the folder",
     }
 
 
 def test_self_loop_inside_symlinked_folder(tmp_path: Path) -> None:
-    root = make(tmp_path / "root", {"x.md": "x\n"})
-    outside = make(tmp_path / "outside", {"o.md": "o\n"})
-    os.symlink(outside, outside / "again")
-    os.symlink(outside, root / "ext")
+    root = make(tmp_path / "root", {"x.md": "x\n", ".hidden/o.md": "o\n"})
+    os.symlink(root / ".hidden", root / ".hidden" / "again")
+    os.symlink(root / ".hidden", root / "ext")  # a hidden folder, reached by a visible link
     result = walk_folder(root)
     assert result.files == ["ext/o.md", "x.md"]
     assert reasons(result) == {"ext/again": "symlink loop"}

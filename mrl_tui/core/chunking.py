@@ -40,9 +40,14 @@ class ChunkSettings:
 
 
 def chunk_document(
-    doc: Document, count_tokens: Callable[[str], int], settings: ChunkSettings
+    doc: Document,
+    count_tokens: Callable[[str], int],
+    settings: ChunkSettings,
+    *,
+    limit: int | None = None,
 ) -> list[Chunk]:
-    """Chunks of `doc`, in document order, none over `settings.max_tokens` tokens."""
+    """Chunks of `doc`, in document order, none over `settings.max_tokens` tokens; at most
+    `limit` of them (the first ones), so a caller can stop a huge file early."""
     lines = doc.text.split("\n")
     segment = _SEGMENTERS.get(doc.kind, _text_sections)
     sections = segment(lines)
@@ -62,6 +67,8 @@ def chunk_document(
                 continue
             start, end = doc.original_line(first), doc.original_line(last)
             chunks.append(Chunk(doc.path, min(start, end), max(start, end), section.heading, text))
+            if limit is not None and len(chunks) >= limit:
+                return chunks
     return chunks
 
 

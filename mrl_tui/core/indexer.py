@@ -1,12 +1,14 @@
 """Bring a folder's cache up to date: walk, fingerprint, read and chunk what changed, embed, commit.
 
 Work is committed in groups of files, one transaction each, so cancelling (or a crash) keeps every
-group already embedded; the next run starts from there. Unchanged files are never re-read.
+group already embedded; the next run starts from there. Unchanged files are never re-read, and
+one file that fails to read, decode or chunk, for whatever reason, is a skip, never a failure.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections import deque
 from collections.abc import Callable
@@ -16,14 +18,21 @@ from typing import Protocol
 
 import numpy as np
 
+from mrl_tui import __version__
 from mrl_tui.core.chunking import Chunk, ChunkSettings, chunk_document
 from mrl_tui.core.errors import Cancelled
-from mrl_tui.core.readers import ReadError, read_document
+from mrl_tui.core.readers import ReadError, UnreadableError, parse_document, read_bytes
 from mrl_tui.core.store import FileRecord, IndexStore
 from mrl_tui.core.walk import DEFAULT_MAX_FILE_BYTES, Skipped, walk_folder
 
 COMMIT_EVERY_CHUNKS = 256
 """Chunks embedded between commits: a cancel loses little, and batches stay full."""
+MAX_CHUNKS_PER_FILE = 2000
+"""A file that would make more chunks is skipped whole (a 4 MB minified bundle or data dump):
+one file must not cost the embedding time of two thousand notes, nor half-fill the results."""
+SKIPS_META_KEY = "read_skips"
+"""Meta key of the content skips (binary, unparsable, too many chunks), so that an unchanged
+skipped file is not read again on every run: re-opening stays a stat walk."""
 
 
 class DocumentEmbedder(Protocol):
@@ -68,14 +77,6 @@ def embedding_text(chunk: Chunk) -> str:
     return f"{chunk.heading}\n{chunk.text}" if chunk.heading else chunk.text
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def update_index(
     store: IndexStore,
     root: Path,
@@ -83,6 +84,7 @@ def update_index(
     settings: ChunkSettings,
     *,
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+    max_chunks_per_file: int = MAX_CHUNKS_PER_FILE,
     on_progress: Callable[[IndexProgress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> IndexReport:
@@ -105,45 +107,59 @@ def update_index(
     report.skipped = list(walked.skipped)
     report.files_seen = len(walked.files)
     known = store.files()
-    present = set(walked.files)
-    removed = [p for p in known if p not in present]
-
-    # Fingerprint: size + mtime first; the content hash only where those moved.
-    touched: list[FileRecord] = []
-    changed: list[FileRecord] = []
-    for rel in walked.files:
-        path = walked.root / rel
-        try:
-            st = path.stat()
-            old = known.get(rel)
-            if old is not None and (old.size, old.mtime_ns) == (st.st_size, st.st_mtime_ns):
-                continue
-            record = FileRecord(rel, st.st_size, st.st_mtime_ns, _sha256(path))
-        except OSError as exc:
-            report.skipped.append(Skipped(rel, f"unreadable: {exc.strerror or exc}"))
-            continue
-        if old is not None and old.sha256 == record.sha256:
-            touched.append(record)
-        else:
-            changed.append(record)
-    if removed or touched:
-        store.apply(remove=removed, touch=touched)
+    removed = [p for p in known if p not in walked.stats]
+    if removed:
+        store.apply(remove=removed)
     report.files_removed = len(removed)
 
-    # Read and chunk what changed; unreadable files become skips, never failures.
-    tell(phase="reading", files_total=len(changed))
+    # Fingerprint: size + mtime from the walk; only files where those moved are read at all.
+    old_skips = _saved_skips(store)
+    skips: dict[str, tuple[int, int, str]] = {}  # content skips, kept while the file is unchanged
+    to_read: list[str] = []
+    for rel in walked.files:
+        stat = walked.stats[rel]
+        old = known.get(rel)
+        if old is not None and (old.size, old.mtime_ns) == stat:
+            continue
+        skip = old_skips.get(rel)
+        if skip is not None and skip[:2] == stat:
+            skips[rel] = skip
+            report.skipped.append(Skipped(rel, skip[2]))
+            continue
+        to_read.append(rel)
+
+    # Read, hash and chunk each once; any failure of one file is a skip with a reason.
+    tell(phase="reading", files_total=len(to_read))
+    touched: list[FileRecord] = []  # same content, new size/mtime
+    dropped: list[str] = []  # indexed before, unreadable now: its old chunks must go
     pending: deque[tuple[FileRecord, list[Chunk]]] = deque()
-    for i, record in enumerate(changed):
+    for i, rel in enumerate(to_read):
         if stop_requested():
             return _finish(report, store, started, cancelled=True)
-        tell(files_done=i, current=record.path)
+        tell(files_done=i, current=rel)
+        size, mtime_ns = walked.stats[rel]
+        old = known.get(rel)
         try:
-            document = read_document(walked.root, record.path)
-        except ReadError as exc:
-            report.skipped.append(Skipped(record.path, str(exc)))
+            data = read_bytes(walked.root, rel, max_file_bytes)
+            record = FileRecord(rel, size, mtime_ns, hashlib.sha256(data).hexdigest())
+            if old is not None and old.sha256 == record.sha256:
+                touched.append(record)
+                continue
+            chunks = _chunk_file(rel, data, embedder, settings, max_chunks_per_file)
+        except Exception as exc:  # one file's failure, whatever it is, is a skip
+            reason = str(exc) if isinstance(exc, ReadError) else _failure(exc)
+            report.skipped.append(Skipped(rel, reason))
+            if not isinstance(exc, UnreadableError):  # tried again next run
+                skips[rel] = (size, mtime_ns, reason)
+            if old is not None:
+                dropped.append(rel)
             continue
-        chunks = chunk_document(document, embedder.count_tokens, settings)
         pending.append((record, chunks))
+    if touched or dropped:
+        store.apply(remove=dropped, touch=touched)
+    if skips != old_skips:
+        _save_skips(store, skips)
+    report.skipped.sort(key=lambda s: s.path)
     report.files_changed = len(pending)
 
     # Embed in groups of whole files; each group is one transaction.
@@ -177,6 +193,39 @@ def update_index(
         tell(files_done=done_files)
     tell(phase="done", current="")
     return _finish(report, store, started, cancelled=False)
+
+
+def _chunk_file(
+    rel: str, data: bytes, embedder: DocumentEmbedder, settings: ChunkSettings, cap: int
+) -> list[Chunk]:
+    document = parse_document(rel, data)
+    chunks = chunk_document(document, embedder.count_tokens, settings, limit=cap + 1)
+    if len(chunks) > cap:
+        raise ReadError(f"too many chunks (over {cap})")
+    return chunks
+
+
+def _failure(exc: Exception) -> str:
+    """One line for an unexpected failure (a reader's bug, a RecursionError, MemoryError)."""
+    detail = " ".join(str(exc).split())[:160]
+    return f"could not be read ({type(exc).__name__}{': ' + detail if detail else ''})"
+
+
+def _saved_skips(store: IndexStore) -> dict[str, tuple[int, int, str]]:
+    """Content skips of earlier runs by path: (size, mtime_ns, reason). Anything odd in the
+    saved value, or another mrl-tui version (which may read those files), means none."""
+    try:
+        saved = json.loads(store.get_meta(SKIPS_META_KEY) or "{}")
+        if saved.get("version") != __version__:
+            return {}
+        return {str(p): (int(s), int(m), str(r)) for p, (s, m, r) in saved["files"].items()}
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return {}
+
+
+def _save_skips(store: IndexStore, skips: dict[str, tuple[int, int, str]]) -> None:
+    # json escapes the surrogates of names that are not UTF-8, and reads them back the same.
+    store.set_meta(SKIPS_META_KEY, json.dumps({"version": __version__, "files": skips}))
 
 
 def _finish(

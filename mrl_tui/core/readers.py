@@ -6,8 +6,11 @@ extracted (HTML, notebooks) so a search hit can still point at the right line of
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import os
+import stat
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
@@ -20,6 +23,19 @@ def _words(text: str) -> frozenset[str]:
 
 
 PAGE_MARKER: str = "\f"  # a PDF page's text starts with the line PAGE_MARKER + "page N"
+DEFAULT_MAX_FILE_BYTES: int = 4 * 1024 * 1024
+BINARY_SNIFF_BYTES: int = 8192
+# UTF-16/32 byte order marks, longest first: the UTF-32 LE mark starts with the UTF-16 LE one.
+_WIDE_BOMS: tuple[tuple[bytes, str], ...] = (
+    (b"\xff\xfe\x00\x00", "utf-32"),
+    (b"\x00\x00\xfe\xff", "utf-32"),
+    (b"\xff\xfe", "utf-16"),
+    (b"\xfe\xff", "utf-16"),
+)
+# Never follow a final symlink (the path is already resolved), never wait on a FIFO or device.
+_OPEN_FLAGS: int = os.O_RDONLY
+for _flag in ("O_NONBLOCK", "O_NOFOLLOW", "O_NOCTTY", "O_CLOEXEC", "O_BINARY"):
+    _OPEN_FLAGS |= getattr(os, _flag, 0)
 
 _SUFFIX_KINDS: dict[str, str] = {
     ".md": "markdown",
@@ -70,10 +86,15 @@ class ReadError(MrlError):
     """One file could not be read; the indexer records it as a skip with str(e) as reason."""
 
 
+class UnreadableError(ReadError):
+    """The file could not be opened or read this time (permissions, not a regular file, would
+    block), as opposed to content that cannot be parsed: worth trying again on the next run."""
+
+
 def document_kind(path: str | Path) -> str | None:
     """The kind of document a file name suggests, or None when it is not supported."""
-    name = Path(path).name.lower()
-    suffix = Path(name).suffix
+    name = os.path.basename(os.fspath(path)).lower()  # string ops: called for every file walked
+    suffix = os.path.splitext(name)[1]
     if suffix in _SUFFIX_KINDS:
         return _SUFFIX_KINDS[suffix]
     if suffix in _CODE_SUFFIXES:
@@ -85,19 +106,25 @@ def document_kind(path: str | Path) -> str | None:
     return None
 
 
-def read_document(root: Path, rel_path: str) -> Document:
+def read_document(
+    root: Path, rel_path: str, *, max_bytes: int = DEFAULT_MAX_FILE_BYTES
+) -> Document:
     """Read `root / rel_path` into a Document. Raises ReadError for any per-file failure."""
+    if document_kind(rel_path) is None:
+        raise ReadError("unsupported type")
+    return parse_document(rel_path, read_bytes(root, rel_path, max_bytes))
+
+
+def parse_document(rel_path: str, data: bytes) -> Document:
+    """A file's bytes as a Document. Raises ReadError for content that cannot be read; any other
+    exception here (a reader's bug, a RecursionError) is for the caller to turn into a skip."""
     kind = document_kind(rel_path)
     if kind is None:
         raise ReadError("unsupported type")
-    path = Path(root) / rel_path
-    if kind == "pdf":
-        text = _read_pdf(path)
-        return Document(rel_path, kind, text)
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise ReadError(f"unreadable: {e.strerror or e}") from e
+    if kind == "pdf":  # PDFs are binary by nature; pypdf reads them
+        return Document(rel_path, kind, _read_pdf(data))
+    if is_binary(data):
+        raise ReadError("binary")
     text = decode_text(data)
     if kind == "html":
         text, line_map = html_to_text(text)
@@ -108,9 +135,68 @@ def read_document(root: Path, rel_path: str) -> Document:
     return Document(rel_path, kind, text)
 
 
+def read_bytes(root: Path, rel_path: str, max_bytes: int) -> bytes:
+    """The bytes of a regular file under `root`, read without blocking and never more than
+    `max_bytes` (+1 to tell): sizes are not trusted, /proc files report 0.
+
+    The path is resolved first and must stay under `root` (a symlink may point anywhere).
+    """
+    real = os.path.realpath(os.path.join(root, rel_path))
+    if not is_within(real, os.path.realpath(root)):
+        raise UnreadableError("link leads outside the folder")
+    try:
+        fd = os.open(real, _OPEN_FLAGS)
+    except OSError as e:
+        raise UnreadableError(unreadable(e)) from e
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise UnreadableError("not a regular file")
+        blocks: list[bytes] = []
+        total = 0
+        while total <= max_bytes:
+            block = os.read(fd, min(1 << 20, max_bytes + 1 - total))
+            if not block:
+                break
+            blocks.append(block)
+            total += len(block)
+    except BlockingIOError as e:
+        raise UnreadableError("would block") from e
+    except OSError as e:
+        raise UnreadableError(unreadable(e)) from e
+    finally:
+        os.close(fd)
+    if total > max_bytes:
+        raise ReadError(f"too large (over {max_bytes / (1024 * 1024):.1f} MB)")
+    return b"".join(blocks)
+
+
+def is_within(path: str, root: str) -> bool:
+    """Whether absolute `path` is `root` or lies under it (both already resolved)."""
+    try:
+        return os.path.commonpath([path, root]) == root
+    except ValueError:  # different drives on Windows
+        return False
+
+
+def unreadable(e: OSError) -> str:
+    return f"unreadable: {e.strerror or e}"
+
+
+def is_binary(data: bytes) -> bool:
+    """A NUL byte early on means binary, unless a byte order mark says UTF-16/32 text."""
+    if any(data.startswith(bom) for bom, _ in _WIDE_BOMS):
+        return False
+    return b"\0" in data[:BINARY_SNIFF_BYTES]
+
+
 def decode_text(data: bytes) -> str:
-    """Bytes to text: UTF-8 (BOM or not), else cp1252, else latin-1 (which never fails), so a
-    file in an old encoding is still indexed rather than dropped. Line endings become "\\n"."""
+    """Bytes to text: by the byte order mark when there is one (UTF-8/16/32), else UTF-8, else
+    cp1252, else latin-1 (which never fails), so a file in an old encoding is still indexed
+    rather than dropped. Line endings become "\\n"."""
+    wide = next((enc for bom, enc in _WIDE_BOMS if data.startswith(bom)), None)
+    if wide is not None:
+        text = data.decode(wide, errors="replace")  # the codec reads and drops the mark
+        return text.replace("\r\n", "\n").replace("\r", "\n")
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
     for encoding in ("utf-8", "cp1252"):
@@ -199,6 +285,8 @@ def notebook_to_text(raw: str) -> tuple[str, list[int]]:
         nb = json.loads(raw)
     except ValueError as e:
         raise ReadError(f"not a valid notebook: {e}") from e
+    except RecursionError as e:  # nested deeper than the parser's stack
+        raise ReadError("not a valid notebook: nested too deeply") from e
     cells = nb.get("cells") if isinstance(nb, dict) else None
     if not isinstance(cells, list):
         raise ReadError("not a valid notebook: no list of cells")
@@ -213,8 +301,7 @@ def notebook_to_text(raw: str) -> tuple[str, list[int]]:
         source_line = _find_line(raw_lines, cursor, ('"source"',), -1)
         if source_line >= 0:
             cursor = source_line + 1
-        source = cell.get("source", "")
-        parts = [source] if isinstance(source, str) else [str(p) for p in source]
+        parts = _source_parts(cell.get("source"))
         if cell.get("cell_type") not in ("markdown", "code") or not "".join(parts).strip():
             continue
         cell_line = source_line + 1 if source_line >= 0 else (line_map[-1] if line_map else 1)
@@ -250,6 +337,16 @@ def notebook_to_text(raw: str) -> tuple[str, list[int]]:
     return "\n".join(out), line_map
 
 
+def _source_parts(source: object) -> list[str]:
+    """A cell's source as nbformat allows it (a string or a list of strings); anything else a
+    damaged notebook holds there (a number, null, nested lists) counts as no text."""
+    if isinstance(source, str):
+        return [source]
+    if isinstance(source, list):
+        return [part for part in source if isinstance(part, str)]
+    return []
+
+
 def _find_line(lines: list[str], start: int, starts: tuple[str, ...], default: int) -> int:
     """Index of the first line at or after `start` whose stripped text begins with one of
     `starts`, or `default`."""
@@ -267,7 +364,7 @@ def page_marker(page: int) -> str:
     return f"{PAGE_MARKER}page {page}"
 
 
-def _read_pdf(path: Path) -> str:
+def _read_pdf(data: bytes) -> str:
     try:
         import pypdf
     except ImportError as e:
@@ -275,7 +372,7 @@ def _read_pdf(path: Path) -> str:
     # pypdf warns through logging about harmless oddities; unhandled, those reach stderr.
     logging.getLogger("pypdf").setLevel(logging.ERROR)
     try:
-        reader = pypdf.PdfReader(path)
+        reader = pypdf.PdfReader(io.BytesIO(data))
         if reader.is_encrypted and not reader.decrypt(""):
             raise ReadError("encrypted PDF")
         lines: list[str] = []

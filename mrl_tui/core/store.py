@@ -50,6 +50,20 @@ def index_dir_for(cache_root: Path, root: Path, settings: dict[str, object]) -> 
     return cache_root / f"{name}-{digest}"
 
 
+def _sql_path(path: str) -> str | bytes:
+    """A file name for SQLite: one that is not valid UTF-8 (`os` hands it over with surrogate
+    escapes, which SQLite cannot store as text) is kept as its raw bytes, a BLOB: lossless."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(path)
+    return path
+
+
+def _py_path(value: str | bytes) -> str:
+    return os.fsdecode(value) if isinstance(value, bytes) else value
+
+
 @dataclass(frozen=True)
 class FileRecord:
     path: str
@@ -144,7 +158,7 @@ class IndexStore:
     def files(self) -> dict[str, FileRecord]:
         with self._lock:
             rows = self._db.execute("SELECT path, size, mtime_ns, sha256 FROM files").fetchall()
-        return {r[0]: FileRecord(*r) for r in rows}
+        return {_py_path(r[0]): FileRecord(_py_path(r[0]), *r[1:]) for r in rows}
 
     def chunk_count(self) -> int:
         with self._lock:
@@ -165,7 +179,7 @@ class IndexStore:
                     f"FROM chunks WHERE id IN ({marks})"
                 )
                 for row in self._db.execute(query, part):
-                    found[row[0]] = Chunk(*row[1:])
+                    found[row[0]] = Chunk(_py_path(row[1]), *row[2:])
         missing = [i for i in wanted if i not in found]
         if missing:
             raise CacheError(f"cache at {self.directory} lost chunk ids {missing[:5]}")
@@ -226,27 +240,30 @@ class IndexStore:
         replace: Iterable[tuple[FileRecord, list[Chunk], np.ndarray]] = (),
     ) -> None:
         """One transaction: drop removed files, refresh fingerprints, swap in new chunks/vectors."""
+        remove, replace = list(remove), list(replace)
         with self._lock, self._db:
             for path in remove:
-                self._db.execute("DELETE FROM files WHERE path = ?", (path,))
+                self._db.execute("DELETE FROM files WHERE path = ?", (_sql_path(path),))
             for record in touch:
                 self._upsert_file(record)
             for record, chunks, vectors in replace:
                 if len(chunks) != len(vectors):
                     raise ValueError("one vector per chunk")
-                self._db.execute("DELETE FROM chunks WHERE path = ?", (record.path,))
+                stored = _sql_path(record.path)  # its chunks' path too
+                self._db.execute("DELETE FROM chunks WHERE path = ?", (stored,))
                 self._upsert_file(record)
                 self._db.executemany(
                     "INSERT INTO chunks (path, start_line, end_line, heading, text, vector) "
                     "VALUES (?, ?, ?, ?, ?, ?)",
                     [
-                        (c.path, c.start_line, c.end_line, c.heading, c.text, self._blob(v))
+                        (stored, c.start_line, c.end_line, c.heading, c.text, self._blob(v))
                         for c, v in zip(chunks, vectors, strict=True)
                     ],
                 )
-            self._db.execute(
-                "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'"
-            )
+            if remove or replace:  # a touch alone changes no chunk: derived files stay valid
+                self._db.execute(
+                    "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'"
+                )
 
     def set_meta(self, key: str, value: str) -> None:
         with self._lock, self._db:
@@ -257,7 +274,7 @@ class IndexStore:
             "INSERT INTO files (path, size, mtime_ns, sha256) VALUES (?, ?, ?, ?) "
             "ON CONFLICT(path) DO UPDATE SET "
             "size = excluded.size, mtime_ns = excluded.mtime_ns, sha256 = excluded.sha256",
-            (record.path, record.size, record.mtime_ns, record.sha256),
+            (_sql_path(record.path), record.size, record.mtime_ns, record.sha256),
         )
 
     def _blob(self, vector: np.ndarray) -> bytes:

@@ -1,8 +1,10 @@
 """Walk a folder and decide which files to index.
 
-Read-only: nothing here writes to disk. Every file that is not indexed is either silently
-left out (hidden or ignored, like git would) or reported as a `Skipped` entry with a short
-reason; nothing here raises for a bad file, only for a bad root.
+Read-only: nothing here writes to disk, and no file is opened but the ignore files: the walk is
+one stat per entry, so re-opening an unchanged folder costs no more. Every file that is not
+indexed is either silently left out (hidden or ignored, like git would) or reported as a
+`Skipped` entry with a short reason; nothing here raises for a bad file, only for a bad root.
+A symlink is followed only when its target, resolved, stays under the root.
 """
 
 from __future__ import annotations
@@ -14,11 +16,20 @@ from pathlib import Path
 import pathspec
 
 from mrl_tui.core.errors import InputError
-from mrl_tui.core.readers import document_kind
+from mrl_tui.core.readers import (
+    DEFAULT_MAX_FILE_BYTES,
+    ReadError,
+    document_kind,
+    is_within,
+    read_bytes,
+    unreadable,
+)
 
-DEFAULT_MAX_FILE_BYTES: int = 4 * 1024 * 1024
-BINARY_SNIFF_BYTES: int = 8192
+__all__ = ["DEFAULT_MAX_FILE_BYTES", "Skipped", "WalkResult", "printable", "walk_folder"]
+
 IGNORE_FILES: tuple[str, ...] = (".gitignore", ".ignore")  # later files win on conflicts
+MAX_IGNORE_FILE_BYTES: int = 1024 * 1024
+OUTSIDE: str = "link leads outside the folder"
 
 
 @dataclass(frozen=True)
@@ -32,6 +43,14 @@ class WalkResult:
     root: Path  # resolved absolute root
     files: list[str] = field(default_factory=list)  # relative posix paths to read, sorted
     skipped: list[Skipped] = field(default_factory=list)
+    # (size, mtime_ns) of each file in `files`, from the walk's own stat
+    stats: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+
+def printable(path: str) -> str:
+    """A file name fit for a terminal: bytes that are not UTF-8 (kept in `path` as surrogate
+    escapes, as `os` gives them) shown as U+FFFD instead of failing to encode."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 # (folder the ignore file sits in, relative to root, "" for the root; its compiled rules)
@@ -92,14 +111,15 @@ def _walk_dir(
     except OSError as e:
         if not d.rel:
             raise InputError(f"Cannot read folder {d.path}: {e.strerror}") from e
-        result.skipped.append(Skipped(d.rel, _unreadable(e)))
+        result.skipped.append(Skipped(d.rel, unreadable(e)))
         return
 
     rules = d.rules
-    spec = _read_ignore_rules(d.path, {e.name for e in entries})
+    spec = _read_ignore_rules(result.root, d.rel, {e.name for e in entries})
     if spec is not None:
         rules = (*rules, (d.rel, spec))
 
+    root = str(result.root)
     for entry in entries:
         if entry.name.startswith("."):
             continue
@@ -107,6 +127,9 @@ def _walk_dir(
         try:
             is_dir = entry.is_dir()
             if _is_ignored(rules, rel, is_dir):
+                continue
+            if entry.is_symlink() and not is_within(os.path.realpath(entry.path), root):
+                result.skipped.append(Skipped(rel, OUTSIDE))
                 continue
             if is_dir:
                 if entry.is_symlink():
@@ -117,12 +140,14 @@ def _walk_dir(
                 stack.append(_Dir(entry.path, rel, rules, (*d.chain, key)))
                 continue
             reason = _file_problem(entry, max_file_bytes)
+            if reason is None:
+                st = entry.stat()  # cached by the DirEntry: the one stat of this file
+                result.files.append(rel)
+                result.stats[rel] = (st.st_size, st.st_mtime_ns)
+                continue
         except OSError as e:
-            reason = _unreadable(e)
-        if reason is None:
-            result.files.append(rel)
-        else:
-            result.skipped.append(Skipped(rel, reason))
+            reason = unreadable(e)
+        result.skipped.append(Skipped(rel, reason))
 
 
 def _follow_link(
@@ -135,7 +160,7 @@ def _follow_link(
     try:
         key = _key(entry.stat())
     except OSError as e:
-        result.skipped.append(Skipped(d.rel, _unreadable(e)))
+        result.skipped.append(Skipped(d.rel, unreadable(e)))
         return
     if key in d.chain:
         result.skipped.append(Skipped(d.rel, "symlink loop"))
@@ -147,34 +172,30 @@ def _follow_link(
 
 
 def _file_problem(entry: os.DirEntry[str], max_file_bytes: int) -> str | None:
-    """Why this file can't be indexed, or None if it can. May raise OSError."""
+    """Why this file can't be indexed, or None if it can, from its name and stat alone (the
+    content, binary or not, is the reader's business). May raise OSError."""
     if not entry.is_file():
         if entry.is_symlink() and not os.path.exists(entry.path):
             return "broken symlink"
-        return "not a regular file"
-    kind = document_kind(entry.name)
-    if kind is None:
+        return "not a regular file"  # a FIFO, device or socket: reading one could block
+    if document_kind(entry.name) is None:
         return "unsupported type"
     size = entry.stat().st_size
     if size > max_file_bytes:
         return f"too large ({size / (1024 * 1024):.1f} MB)"
-    if kind != "pdf":  # PDFs are binary by nature; pypdf reads them
-        with open(entry.path, "rb") as f:
-            if b"\0" in f.read(BINARY_SNIFF_BYTES):
-                return "binary"
     return None
 
 
-def _read_ignore_rules(folder: str, names: set[str]) -> pathspec.GitIgnoreSpec | None:
+def _read_ignore_rules(root: Path, rel: str, names: set[str]) -> pathspec.GitIgnoreSpec | None:
     lines: list[str] = []
     for name in IGNORE_FILES:
         if name not in names:
             continue
         try:
-            with open(os.path.join(folder, name), encoding="utf-8", errors="replace") as f:
-                lines.extend(f.read().splitlines())
-        except OSError:
-            continue  # an unreadable ignore file ignores nothing
+            data = read_bytes(root, f"{rel}/{name}" if rel else name, MAX_IGNORE_FILE_BYTES)
+        except ReadError:
+            continue  # an unreadable (or oversized, or outside) ignore file ignores nothing
+        lines.extend(data.decode("utf-8", errors="replace").splitlines())
     if not lines:
         return None
     try:
@@ -206,7 +227,3 @@ def _is_ignored(rules: _Rules, rel: str, is_dir: bool) -> bool:
 
 def _key(st: os.stat_result) -> _DirKey:
     return (st.st_dev, st.st_ino)
-
-
-def _unreadable(e: OSError) -> str:
-    return f"unreadable: {e.strerror or e}"
