@@ -309,3 +309,19 @@ def test_settings_validation() -> None:
         ChunkSettings(overlap_tokens=-1)
     # An overlap as large as the chunk is tolerated (capped), never an endless loop.
     assert chunk("a b c d e f g h\n" * 3, kind="text", max_tokens=4, overlap=10)
+
+
+def test_a_limit_stops_chunking_early_with_the_first_chunks() -> None:
+    calls: list[str] = []
+
+    def counting(text: str) -> int:
+        calls.append(text)
+        return words(text)
+
+    doc = Document("big.js", "code", " ".join(f"w{i}" for i in range(20_000)))  # one long line
+    full = chunk_document(doc, counting, ChunkSettings(50, 5))
+    all_calls = len(calls)
+    calls.clear()
+    first = chunk_document(doc, counting, ChunkSettings(50, 5), limit=3)
+    assert first == full[:3] and len(full) > 300
+    assert len(calls) < all_calls / 20  # the rest of the file was never counted

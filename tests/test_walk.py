@@ -205,3 +205,23 @@ def test_sample_codebase_skips_what_its_gitignore_and_hidden_rules_say() -> None
     for rel in result.files:
         assert "MRL_SENTINEL" not in (root / rel).read_text(encoding="utf-8", errors="replace")
     assert not any(f.startswith(("build/", ".cache/")) or f.endswith(".log") for f in result.files)
+
+
+def test_the_walk_opens_no_file_but_the_ignore_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Re-opening a folder must cost a stat walk: contents are the reader's business."""
+    import builtins
+
+    make(tmp_path, {".gitignore": "*.log\n", "a.md": "a\n", "b/c.txt": "c\n", "d.txt": b"\0"})
+    opened: list[str] = []
+    real_open, real_os_open = builtins.open, os.open
+    monkeypatch.setattr(
+        builtins, "open", lambda f, *a, **k: opened.append(str(f)) or real_open(f, *a, **k)
+    )
+    monkeypatch.setattr(
+        os, "open", lambda f, *a, **k: opened.append(str(f)) or real_os_open(f, *a, **k)
+    )
+    result = walk_folder(tmp_path)
+    assert result.files == ["a.md", "b/c.txt", "d.txt"]
+    assert [Path(p).name for p in opened] == [".gitignore"]

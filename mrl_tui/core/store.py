@@ -158,7 +158,8 @@ class IndexStore:
     def files(self) -> dict[str, FileRecord]:
         with self._lock:
             rows = self._db.execute("SELECT path, size, mtime_ns, sha256 FROM files").fetchall()
-        return {_py_path(r[0]): FileRecord(_py_path(r[0]), *r[1:]) for r in rows}
+        records = (FileRecord(_py_path(r[0]), *r[1:]) for r in rows)
+        return {record.path: record for record in records}
 
     def chunk_count(self) -> int:
         with self._lock:
