@@ -149,7 +149,7 @@ def update_index(
         except Exception as exc:  # one file's failure, whatever it is, is a skip
             reason = str(exc) if isinstance(exc, ReadError) else _failure(exc)
             report.skipped.append(Skipped(rel, reason))
-            if not isinstance(exc, UnreadableError):  # tried again next run
+            if not isinstance(exc, UnreadableError):  # remembered; unreadable: tried next run
                 skips[rel] = (size, mtime_ns, reason)
             if old is not None:
                 dropped.append(rel)
