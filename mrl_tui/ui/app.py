@@ -248,6 +248,11 @@ class MrlApp(App[int]):
             "Skipped files", "List files left out and why", search.action_show_skipped
         )
         yield SystemCommand(
+            "More results",
+            "Ten more hits on each side (m; M for fewer)",
+            search.action_more_results,
+        )
+        yield SystemCommand(
             "Export comparison",
             "Save the two rankings, their movements and agreement as JSON (in Downloads)",
             self.action_export_comparison,
