@@ -185,7 +185,7 @@ async def test_open_in_editor_without_editor_says_so(
         await search(pilot)
         await pilot.press("o")
         await pilot.pause()
-        assert any("Set $EDITOR" in n.message for n in app._notifications)
+        assert any("set EDITOR" in n.message for n in app._notifications)
 
 
 async def test_help_opens_and_closes(library: Library) -> None:

@@ -134,7 +134,11 @@ def _open_with_platform(app: App[object], path: Path, line: int) -> None:
             )
             name = opener[0]
         else:
-            app.notify("Set $EDITOR to open files (e.g. export EDITOR=vim).", severity="warning")
+            app.notify(
+                "No $VISUAL, $EDITOR or desktop opener: set EDITOR to open files "
+                "(e.g. export EDITOR=vim).",
+                severity="warning",
+            )
             return
     except OSError as exc:
         app.notify(f"Could not open {path.name}: {exc.strerror or exc}", severity="error")

@@ -407,8 +407,8 @@ class SearchScreen(Screen[None]):
         self.query_one("#agreement", Static).update(
             Text.assemble(
                 (f"{reason}:  " if reason else f"dim {comparison.dim} vs {ref_name}:  ", "bold"),
-                f"overlap@{comparison.k} {overlap:.2f}   Kendall τ {tau_text}",
-                "" if reason else " (shared hits)",
+                f"overlap@{comparison.k} {overlap:.2f}   ",
+                f"τ {tau_text}" if reason else f"Kendall τ {tau_text} (shared hits)",  # 80 columns
                 (f"   only {paths}" if paths else "", "italic"),
             )
         )
