@@ -34,7 +34,9 @@ async def wait_for(pilot, condition, timeout: float = 600) -> None:
 
 async def main() -> None:
     with tempfile.TemporaryDirectory() as cache:
-        app = MrlApp(CORPUS, device="cpu", cache_root=Path(cache), auto_router=False)
+        app = MrlApp(
+            CORPUS, device="cpu", cache_root=Path(cache), auto_router=False, remember=False
+        )
         async with app.run_test(size=SIZE) as pilot:
             screen = app.search_screen
             await wait_for(pilot, lambda: screen.library is not None or app.failed)

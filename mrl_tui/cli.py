@@ -180,11 +180,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from mrl_tui.core.library import check_folder
 
     if args.command == "bench":
         return _cmd_bench(args)
-    check_folder(args.path)  # before loading any model: a typo should fail in milliseconds
+    _check_before_loading(args)
     if args.command == "open":
         from mrl_tui.ui.app import run_app
 
@@ -206,6 +205,25 @@ def _run(args: argparse.Namespace) -> int:
         return _cmd_info(library, args)
     finally:
         library.close()
+
+
+def _check_before_loading(args: argparse.Namespace) -> None:
+    """What can be told without the model, told in milliseconds (loading it takes seconds)."""
+    from mrl_tui.core import preflight
+    from mrl_tui.core.errors import InputError
+    from mrl_tui.core.library import check_folder
+
+    folder = check_folder(args.path)
+    if args.command in ("open", "index", "search"):
+        preflight.check_has_entries(folder)
+    if args.command != "search":
+        return
+    preflight.check_query(args.query)
+    if args.dim:
+        try:
+            preflight.check_dim_known(args.dim, args.model)
+        except InputError as exc:
+            raise InputError(f"--{exc}") from None
 
 
 def _open_library(args: argparse.Namespace) -> Any:
@@ -296,9 +314,12 @@ def _cmd_index(library: Any, args: argparse.Namespace) -> int:
         "seconds": round(report.seconds, 2),
         "cache_dir": str(library.store.directory),
     }
+    empty = report.chunks_total == 0
+    if empty:
+        print(f"mrl-tui: {_nothing_indexed(library.root, report.skipped)}", file=sys.stderr)
     if args.json:
         print(json.dumps(summary, indent=2))
-        return 0
+        return 1 if empty else 0
     print(
         f"{summary['files']} files, {report.files_changed} (re)indexed, "
         f"{report.files_removed} removed, {report.chunks_embedded} chunks embedded, "
@@ -310,7 +331,19 @@ def _cmd_index(library: Any, args: argparse.Namespace) -> int:
             reason = skip.reason.split(" (")[0].split(":")[0]
             reasons[reason] = reasons.get(reason, 0) + 1
         print("skipped: " + ", ".join(f"{n} {r}" for r, n in sorted(reasons.items())))
-    return 0
+    return 1 if empty else 0
+
+
+def _nothing_indexed(root: Path, skipped: Sequence[Any]) -> str:
+    """One line for a folder that yields no chunks: how many files were left out, and why."""
+    if not skipped:
+        return f"nothing to index in {root}: no readable text files found"
+    reasons: dict[str, int] = {}
+    for skip in skipped:
+        reason = skip.reason.split(" (")[0].split(":")[0]
+        reasons[reason] = reasons.get(reason, 0) + 1
+    why = ", ".join(f"{n} {r}" for r, n in sorted(reasons.items(), key=lambda item: -item[1]))
+    return f"nothing to index in {root}: {len(skipped)} files skipped ({why})"
 
 
 def _ensure_indexed(library: Any) -> None:
@@ -318,9 +351,7 @@ def _ensure_indexed(library: Any) -> None:
     if report.chunks_total == 0:
         from mrl_tui.core.errors import InputError
 
-        raise InputError(
-            f"{library.root}: nothing indexable found ({len(report.skipped)} files skipped)"
-        )
+        raise InputError(_nothing_indexed(library.root, report.skipped))
 
 
 def _cmd_search(library: Any, args: argparse.Namespace) -> int:
@@ -328,7 +359,10 @@ def _cmd_search(library: Any, args: argparse.Namespace) -> int:
         from mrl_tui.core.errors import InputError
 
         raise InputError("--route auto searches float32 vectors; give --dim to use --precision")
-    dim = library.check_dim(args.dim) if args.dim else library.full_dim
+    try:
+        dim = library.check_dim(args.dim) if args.dim else library.full_dim
+    except MrlError as exc:
+        raise MrlError(f"--{exc}") from None  # the core's "dim must be …", as the flag
     _ensure_indexed(library)
     library.load()
     query = library.query(args.query)

@@ -70,7 +70,7 @@ def test_path_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     empty = tmp_path / "empty"
     empty.mkdir()
     code, _, err = run(["search", str(empty), "q"], capsys)
-    assert code == 1 and "nothing indexable" in err and len(err.strip().splitlines()) == 1
+    assert code == 1 and "nothing to index" in err and len(err.strip().splitlines()) == 1
 
 
 def test_unknown_model_offline_is_one_line(
@@ -182,3 +182,94 @@ def test_cli_precisions_mirror_the_core() -> None:
     from mrl_tui.core.quantize import PRECISIONS as CORE
 
     assert tuple(CORE) == PRECISIONS
+
+
+@pytest.fixture
+def no_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any attempt to load a model fails the test: these errors must come before it."""
+    from mrl_tui.core.embed import Embedder
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the model was loaded before the input was checked")
+
+    monkeypatch.setattr(Embedder, "__init__", refuse)
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "needle"),
+    [
+        (["search", "{folder}", "bread", "--dim", "99999"], 1, "--dim must be between 1 and 384"),
+        (["search", "{folder}", "   "], 1, "the query is empty"),
+        (["search", "{folder}", "path:cooking/"], 1, "add words to search for"),
+        (["search", "{empty}", "bread"], 1, "nothing to index"),
+        (["index", "{empty}"], 1, "nothing to index"),
+        (["open", "{empty}"], 1, "nothing to index"),
+        (["search", "{folder}/missing", "bread"], 1, "no such folder"),
+        (["search", "{folder}", "bread", "--k", "0"], 2, "--k: 0 is below 1"),
+        (["search", "{folder}", "bread", "--bogus"], 2, "unrecognized arguments: --bogus"),
+    ],
+)
+def test_bad_input_fails_before_the_model_loads(
+    topic_folder: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    no_model: None,
+    args: list[str],
+    code: int,
+    needle: str,
+) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / ".hidden").write_text("not indexed", encoding="utf-8")
+    argv = [a.format(folder=topic_folder, empty=empty) for a in args]
+    got, out, err = run(argv, capsys)
+    assert got == code and out == ""
+    assert needle in err and len(err.strip().splitlines()) == 1
+
+
+def test_dim_above_an_unknown_models_dim_is_checked_after_loading(
+    topic_folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A local model folder decides its own dim: checked once loaded, named as the flag."""
+    from mrl_tui.core.models import bundled_model_path
+
+    model = bundled_model_path()
+    assert model is not None
+    args = ["search", str(topic_folder), "bread", "--model", str(model), "--dim", "500"]
+    code, out, err = run(args, capsys)
+    assert code == 1 and out == ""
+    assert err.startswith("mrl-tui: --dim must be between 1 and 384")
+
+
+def test_index_of_a_folder_with_nothing_readable_says_why_and_fails(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "junk"
+    folder.mkdir()
+    (folder / "photo.jpg").write_bytes(b"\xff\xd8\xff\x00" * 10)
+    (folder / "data.xyz").write_text("unknown kind", encoding="utf-8")
+    code, out, err = run(["index", str(folder)], capsys)
+    assert code == 1 and "0 chunks in the index" in out
+    assert "nothing to index in" in err and "2 files skipped (2 unsupported type)" in err
+
+
+def test_a_path_filter_searches_only_matching_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The filter comes before top-k: all k results come from matching files, best first."""
+    files = {f"docs/{name}": text for name, text in TOPICS.items()}
+    files.update({f"other/{name}": text for name, text in TOPICS.items()})
+    folder = write_files(tmp_path / "mixed", files)
+    args = ["search", str(folder), "path:docs/ red planet moons", "--k", "3", "--json"]
+    code, out, _ = run(args, capsys)
+    assert code == 0
+    results = json.loads(out)["results"]
+    assert len(results) == 3 and all(r["path"].startswith("docs/") for r in results)
+    assert results[0]["path"] == "docs/space/mars.md"
+    args = ["search", str(folder), "-path:docs/ red planet moons", "--k", "3", "--json"]
+    code, out, _ = run(args, capsys)
+    results = json.loads(out)["results"]
+    assert results[0]["path"] == "other/space/mars.md"
+    assert not any(r["path"].startswith("docs/") for r in results)
+    code, _, err = run(["search", str(folder), "path:nowhere/ moons"], capsys)
+    assert code == 1 and "no indexed file matches path:nowhere/" in err

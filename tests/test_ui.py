@@ -153,7 +153,7 @@ async def test_open_in_editor_passes_path_and_line(
     library: Library, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     record = tmp_path / "argv.txt"
-    editor = tmp_path / "record-editor"
+    editor = tmp_path / "vim"  # a recorder named like an editor known to take +LINE
     script = f"import sys\nopen({str(record)!r}, 'w').write('\\n'.join(sys.argv[1:]))\n"
     editor.write_text(f"#!{sys.executable}\n{script}")
     editor.chmod(0o755)
@@ -167,10 +167,10 @@ async def test_open_in_editor_passes_path_and_line(
         hit = screen.selected_hit()
         assert hit is not None
         await pilot.press("o")
-    assert record.read_text().splitlines() == [
-        f"+{hit.chunk.start_line}",
-        str(library.root / hit.chunk.path),
-    ]
+    # The chunk starts at "# Sourdough" (line 1); "Feed the starter …" (line 3) holds more of
+    # the query's terms: the editor opens there.
+    assert hit.chunk.path == "sourdough.md" and hit.chunk.start_line == 1
+    assert record.read_text().splitlines() == ["+3", str(library.root / hit.chunk.path)]
 
 
 async def test_open_in_editor_without_editor_says_so(
@@ -178,12 +178,14 @@ async def test_open_in_editor_without_editor_says_so(
 ) -> None:
     monkeypatch.delenv("EDITOR", raising=False)
     monkeypatch.delenv("VISUAL", raising=False)
+    monkeypatch.setattr("mrl_tui.ui.editor.platform_opener", lambda: None)
+    monkeypatch.setattr("sys.platform", "linux")
     app = make_app(library)
     async with app.run_test(size=(100, 32)) as pilot:
         await search(pilot)
         await pilot.press("o")
         await pilot.pause()
-        assert any("$EDITOR" in n.message for n in app._notifications)
+        assert any("set EDITOR" in n.message for n in app._notifications)
 
 
 async def test_help_opens_and_closes(library: Library) -> None:
@@ -434,6 +436,7 @@ def test_run_app_passes_transform_and_mrl_through(
 
     calls: list[dict[str, object]] = []
     monkeypatch.setattr(app_module, "run_app", lambda path, **kwargs: calls.append(kwargs) or 0)
+    (tmp_path / "note.md").write_text("something to index", encoding="utf-8")  # not empty
     assert cli.main([str(tmp_path), "--transform", "pca", "--mrl"]) == 0
     assert calls[-1]["transform"] == "pca" and calls[-1]["mrl"] is True
     assert cli.main(["open", str(tmp_path)]) == 0

@@ -23,7 +23,9 @@ from mrl_tui.core.errors import CacheError, InputError
 from mrl_tui.core.hnsw import ANCHOR_DIM, HNSW_MIN_CHUNKS, HnswGraph, graph_search
 from mrl_tui.core.index import Hits, NestedIndex
 from mrl_tui.core.indexer import IndexProgress, IndexReport, update_index
+from mrl_tui.core.preflight import check_query
 from mrl_tui.core.quantize import DEFAULT_RESCORE, PRECISIONS, Codes, encode, rescored_search
+from mrl_tui.core.query_syntax import PathFilter, matching_rows
 from mrl_tui.core.router import Route, Router, TermStats, calibration_queries, scan_settings
 from mrl_tui.core.store import IndexStore, default_cache_root, index_dir_for
 from mrl_tui.core.transform import IDENTITY, Transform, fit_pca
@@ -43,6 +45,10 @@ class Query:
     vector: np.ndarray
     generation: int
     embed_ms: float
+    paths: PathFilter | None = None
+    """The query's ``path:`` terms (`mrl_tui.core.query_syntax`): only matching files are ranked."""
+    words: str = ""
+    """What was embedded: `text` without its ``path:`` terms."""
 
 
 @dataclass(frozen=True)
@@ -144,6 +150,7 @@ class Library:
         self._views: dict[str, tuple[Transform, NestedIndex]] = {}
         self._loaded_generation = -1
         self._router: Router | None = None
+        self._row_paths: list[str] | None = None  # each loaded row's file, for path filters
         self._state_lock = threading.RLock()
 
     @classmethod
@@ -216,6 +223,7 @@ class Library:
         self._codes = {}
         self._views = {}
         self._router = None
+        self._row_paths = None
         self._loaded_generation = generation
 
     def _load_graph(
@@ -301,13 +309,45 @@ class Library:
     # -- searching -----------------------------------------------------------------------------
 
     def query(self, text: str) -> Query:
-        if not text.strip():
-            raise InputError("the query is empty")
+        """Embed `text` once; its ``path:`` terms, if any, filter every search of it."""
+        parsed = check_query(text)
         self.load()
         started = time.perf_counter()
-        raw = self.embedder.embed_query(text)
+        raw = self.embedder.embed_query(parsed.words)
         elapsed = (time.perf_counter() - started) * 1000
-        return Query(text, raw, self.transform.apply(raw), self._loaded_generation, elapsed)
+        return Query(
+            text,
+            raw,
+            self.transform.apply(raw),
+            self._loaded_generation,
+            elapsed,
+            parsed.paths,
+            parsed.words,
+        )
+
+    def _filtered_search(
+        self,
+        query: Query,
+        dim: int,
+        k: int,
+        view: tuple[Transform | Adaptor, NestedIndex] | None = None,
+    ) -> SearchResult:
+        """Exact top-k at `dim` among the rows whose file the query's path filter keeps: the
+        true top-k of those files (a mask before ranking, not a filter after it). `view`: the
+        rows under another transform (`view`)."""
+        assert self.index is not None and query.paths is not None
+        if self._row_paths is None:
+            self._row_paths = [c.path for c in self.store.chunks(self._ids.tolist())]
+        rows = np.asarray(matching_rows(self._row_paths, query.paths), dtype=np.int64)
+        if len(rows) == 0:
+            raise InputError(f"no indexed file matches {query.paths}")
+        index, vector = self.index, self._index_vector(query)
+        if view is not None:
+            index, vector = view[1], view[0].apply(query.raw)
+        started = time.perf_counter()
+        found = index.rerank(vector, dim, rows, k)
+        elapsed = (time.perf_counter() - started) * 1000
+        return SearchResult(query, dim, self._hits(found), elapsed, "exact")
 
     def _index_vector(self, query: Query) -> np.ndarray:
         if query.generation == self._loaded_generation:
@@ -316,9 +356,7 @@ class Library:
 
     def check_dim(self, dim: int) -> int:
         if not 1 <= dim <= self.full_dim:
-            raise InputError(
-                f"--dim must be between 1 and {self.full_dim} for {self.embedder.name}"
-            )
+            raise InputError(f"dim must be between 1 and {self.full_dim} for {self.embedder.name}")
         return dim
 
     @_locked
@@ -341,7 +379,7 @@ class Library:
         `transform` (one of `TRANSFORMS`) searches the same stored vectors under another transform
         than the loaded one, to compare them at one dim: always exact and float32 (see `view`)."""
         if k < 1:
-            raise InputError("--k must be at least 1")
+            raise InputError("k must be at least 1")
         if mode not in SEARCH_MODES:
             raise InputError(f"unknown search mode {mode!r}; choose one of {SEARCH_MODES}")
         if precision not in PRECISIONS:
@@ -349,6 +387,8 @@ class Library:
         self.check_dim(dim)
         self.load()
         assert self.index is not None
+        if query.paths is not None:  # exact and float32, whatever was asked
+            return self._filtered_search(query, dim, k, self.view(transform) if transform else None)
         if transform is not None and self.view(transform)[1] is not self.index:
             return self._view_search(query, dim, k, transform, mode, precision)
         if precision != "float32":
@@ -407,13 +447,15 @@ class Library:
     def search_routed(self, query: Query, k: int = 10) -> tuple[SearchResult, Route]:
         """Top-k at the dimension the `router` picks for this query (exact scan, then reranks)."""
         if k < 1:
-            raise InputError("--k must be at least 1")
+            raise InputError("k must be at least 1")
         router = self.router()
         assert self.index is not None
         vector = self._index_vector(query)
         started = time.perf_counter()
-        found, route = router.search(self.index, query.text, vector, k)
+        found, route = router.search(self.index, query.words or query.text, vector, k)
         elapsed = (time.perf_counter() - started) * 1000
+        if query.paths is not None:  # routed on the whole index, then ranked among the matches
+            return self._filtered_search(query, route.dim, k), route
         return SearchResult(query, route.dim, self._hits(found), elapsed, "routed"), route
 
     @_locked

@@ -20,6 +20,7 @@ from textual.screen import Screen
 
 from mrl_tui.core.errors import MrlError
 from mrl_tui.ui.screens.search import SearchScreen
+from mrl_tui.ui.state import FolderView, Remembered
 
 if TYPE_CHECKING:
     from mrl_tui.core.indexer import IndexProgress, IndexReport
@@ -66,11 +67,14 @@ class MrlApp(App[int]):
         library: Library | None = None,
         autostart: bool = True,
         frozen_timings: bool = False,
-        auto_router: bool = True,
+        auto_router: bool | None = None,
+        remember: bool = True,
     ) -> None:
         """`library`: an already open one (tests, embedding); `autostart=False` leaves the app
         idle (screenshots of a given state); `frozen_timings` hides milliseconds (screenshots);
-        `auto_router=False` starts in manual mode (the slider's dim, not the router's)."""
+        `auto_router=False` starts in manual mode (the slider's dim, not the router's), True in
+        auto, None as the folder was left (auto the first time); `remember=False` neither reads
+        nor writes what the app remembers between runs (`mrl_tui.ui.state`)."""
         super().__init__()
         self.path = Path(path)
         self.model = model
@@ -82,6 +86,15 @@ class MrlApp(App[int]):
         self.library = library
         self.autostart = autostart
         self.frozen_timings = frozen_timings
+        self.folder_key = Path(path).expanduser().resolve()
+        self.remembered: Remembered | None = None
+        self.folder_view = FolderView()
+        if remember:
+            self.remembered = Remembered.load()
+            self.folder_view = self.remembered.folder(self.folder_key)
+        if auto_router is None:
+            auto_router = self.folder_view.auto_router is not False
+        self.folder_view.auto_router = auto_router
         self.auto_router = auto_router
         self.skipped: list[tuple[str, str]] | None = None
         self.report: IndexReport | None = None
@@ -90,7 +103,9 @@ class MrlApp(App[int]):
         self.title = f"mrl-tui · {self.path.name or self.path}"
 
     def get_default_screen(self) -> Screen[Any]:
-        return SearchScreen(frozen_timings=self.frozen_timings, auto_router=self.auto_router)
+        screen = SearchScreen(frozen_timings=self.frozen_timings, auto_router=self.auto_router)
+        screen.restore_view(self.folder_view)
+        return screen
 
     @property
     def search_screen(self) -> SearchScreen:
@@ -99,6 +114,8 @@ class MrlApp(App[int]):
         return screen
 
     def on_mount(self) -> None:
+        if self.remembered is not None and self.remembered.theme in self.available_themes:
+            self.theme = self.remembered.theme
         self.sub_title = f"loading {self.model or 'the bundled model'}…"
         if self.autostart:
             self.call_after_refresh(self.start_indexing)  # once the screen is composed
@@ -229,6 +246,11 @@ class MrlApp(App[int]):
         )
         yield SystemCommand(
             "Skipped files", "List files left out and why", search.action_show_skipped
+        )
+        yield SystemCommand(
+            "More results",
+            "Ten more hits on each side (m; M for fewer)",
+            search.action_more_results,
         )
         yield SystemCommand(
             "Export comparison",

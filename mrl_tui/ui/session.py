@@ -59,6 +59,7 @@ class Comparison:
     right: list[Hit]
     left_ms: float
     query: Query | None = None  # what both sides ranked; lets the next move reuse the reference
+    k: int = TOP_K  # hits on each side ("more results" raises it)
 
 
 def embed_and_rank(library: Library, text: str) -> QueryState:
@@ -80,14 +81,16 @@ def compare_at(
     ref_mode: str = "exact",
     ref_transform: str | None = None,
     previous: Comparison | None = None,
+    k: int = TOP_K,
 ) -> Comparison:
     """The two sides: `dim` as the app searches it ("auto"), the reference at `ref_dim` with
     `ref_mode` ("exact", or "funnel" where the index has a graph), or, with `ref_transform`, at
     `dim` itself under that transform (exact). Never re-embeds the query.
 
     A fixed reference does not move with the slider: when `previous` ranked the same query
-    against the same reference, its right side is reused instead of searched again."""
-    left = library.search(state.query, dim, TOP_K)
+    against the same reference, its right side is reused instead of searched again. `k`: hits
+    on each side."""
+    left = library.search(state.query, dim, k)
     if ref_transform is not None:
         ref_dim, ref_mode = dim, "exact"
     same_reference = (
@@ -95,16 +98,16 @@ def compare_at(
         and previous.query is state.query
         and ref_transform is None
         and previous.ref_transform is None
-        and (previous.ref_dim, previous.ref_mode) == (ref_dim, ref_mode)
+        and (previous.ref_dim, previous.ref_mode, previous.k) == (ref_dim, ref_mode, k)
     )
     if same_reference:
         assert previous is not None
         right_hits = previous.right
     else:
-        ref = library.search(state.query, ref_dim, TOP_K, mode=ref_mode, transform=ref_transform)
+        ref = library.search(state.query, ref_dim, k, mode=ref_mode, transform=ref_transform)
         right_hits = ref.hits
     return Comparison(
-        dim, ref_dim, ref_mode, ref_transform, left.hits, right_hits, left.search_ms, state.query
+        dim, ref_dim, ref_mode, ref_transform, left.hits, right_hits, left.search_ms, state.query, k
     )
 
 

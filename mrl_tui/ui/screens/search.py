@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
@@ -34,7 +33,9 @@ from mrl_tui.core.compare import (
     power_of_two_dims,
     rank_trail,
 )
-from mrl_tui.ui.editor import editor_command, user_editor
+from mrl_tui.core.query_syntax import parse_query
+from mrl_tui.ui.editor import open_hit
+from mrl_tui.ui.reference import default_reference
 from mrl_tui.ui.session import (
     TOP_K,
     TRAIL_K,
@@ -54,11 +55,13 @@ from mrl_tui.ui.widgets.panels import (
     StoragePanel,
 )
 from mrl_tui.ui.widgets.preview import Preview
+from mrl_tui.ui.widgets.query_input import QueryInput
 from mrl_tui.ui.widgets.ranking import RankingPane, RankingTable
 
 if TYPE_CHECKING:
     from mrl_tui.core.library import Hit, Library
     from mrl_tui.core.router import Route
+    from mrl_tui.ui.state import FolderView, Remembered
 
 DEFAULT_DIM = 64
 TRANSFORM_NAMES = {"naive": "naive", "pca": "PCA", "adaptor": "adaptor"}
@@ -71,6 +74,8 @@ LIVE_DELAY = 0.25
 LIVE_MIN_CHARS = 3
 """Shorter queries wait for Enter: one or two letters match nearly anything."""
 PLACEHOLDERS = {True: "search your folder… (as you type)", False: "search your folder… (Enter)"}
+MORE_STEP, MAX_K = 10, 100
+"""`m` shows ten more hits on each side, up to `MAX_K`; `M` ten fewer, down to `TOP_K`."""
 
 
 class SearchScreen(Screen[None]):
@@ -92,6 +97,8 @@ class SearchScreen(Screen[None]):
         Binding("a", "toggle_router", "router"),
         Binding("p", "toggle_panels", "panels"),
         Binding("s", "show_skipped", "skipped", show=False),
+        Binding("m", "more_results", "more", show=False),
+        Binding("M", "fewer_results", "fewer", show=False),
     ]
 
     class CancelIndexing(Message):
@@ -108,6 +115,9 @@ class SearchScreen(Screen[None]):
         self.ref_dim: int | None = None  # None until the model's full dim is known
         self.ref_mode = "exact"  # or "funnel": HNSW candidates reranked (large indexes only)
         self.ref_transform: str | None = None  # another transform at the chosen dim (`t`)
+        self.ref_auto = True  # the reference follows `default_reference` until `r` or `f`
+        self.ref_reason = ""  # why the default reference is not full, shown under the tables
+        self.k = TOP_K  # hits on each side (`m` / `M`)
         self.latency_profile: dict[int, float] | None = None  # measured once per index load
         self.auto_router = auto_router  # the router picks each query's dim; a slider move ends it
         self.live_search = True  # search when typing pauses, not only on Enter
@@ -128,6 +138,8 @@ class SearchScreen(Screen[None]):
             "cycle_reference",
             "cycle_transform",
             "toggle_funnel",
+            "more_results",
+            "fewer_results",
         ):
             return True if self.comparison is not None else None
         return True
@@ -139,7 +151,11 @@ class SearchScreen(Screen[None]):
         with Vertical(id="main"):
             with Horizontal(id="top"):
                 with Vertical(id="controls"):
-                    yield Input(placeholder=PLACEHOLDERS[self.live_search], id="query")
+                    yield QueryInput(
+                        placeholder=PLACEHOLDERS[self.live_search],
+                        id="query",
+                        history=self._remembered().history if self._remembered() else None,
+                    )
                     with Horizontal(id="dim-row"):
                         yield Static("dim: waiting for the model", id="dim-label")
                 yield RouterPanel(id="router")
@@ -159,6 +175,9 @@ class SearchScreen(Screen[None]):
     def on_mount(self) -> None:
         self.query_one("#query", Input).focus()
         self.query_one("#message", Static).display = False
+        remembered = self._remembered()
+        if remembered is not None:
+            self.query_one("#side").display = remembered.panels
         self._show_router()
         self._show_results_area(False)
 
@@ -232,6 +251,7 @@ class SearchScreen(Screen[None]):
         if not text:
             self.notify("Type something to search for.", severity="warning")
             return
+        self._remember_query(text)
         if self.library is None:
             self.pending_query = text
             self.notify("The index is not ready yet; the search runs as soon as it is.")
@@ -250,7 +270,7 @@ class SearchScreen(Screen[None]):
         """Live search: the next keystroke cancels this worker while it waits, so only the text
         the user paused on is searched; short texts and the text already searched are not."""
         await asyncio.sleep(LIVE_DELAY)
-        if len(text) < LIVE_MIN_CHARS or text == self._searched:
+        if len(parse_query(text).words) < LIVE_MIN_CHARS or text == self._searched:
             return
         if self.library is None:
             self.pending_query = text  # searched as soon as the index is ready
@@ -318,6 +338,10 @@ class SearchScreen(Screen[None]):
         """Re-score the stored query at the current dims (after a slider or reference change)."""
         if self.state is None or self.library is None or self.ref_dim is None:
             return
+        if self.ref_auto and self.ref_mode == "exact":
+            self.ref_dim, self.ref_reason = default_reference(self.dim, self.library.full_dim)
+        else:
+            self.ref_reason = ""
         self._view_seq += 1
         reference = (self.ref_dim, self.ref_mode, self.ref_transform)
         self._rescore(self.state, self.dim, reference, self._view_seq)
@@ -330,7 +354,9 @@ class SearchScreen(Screen[None]):
         if library is None:
             return
         try:
-            comparison = compare_at(library, state, dim, *reference, previous=self.comparison)
+            comparison = compare_at(
+                library, state, dim, *reference, previous=self.comparison, k=self.k
+            )
         except Exception as exc:
             self.app.call_from_thread(self.show_message, f"search failed: {exc}", error=True)
             return
@@ -373,13 +399,17 @@ class SearchScreen(Screen[None]):
             lost_label=new,
             cursor=self._cursor_row(right_ids, new_query),
         )
-        overlap = overlap_at_k(left_ids, right_ids, TOP_K)
+        overlap = overlap_at_k(left_ids, right_ids, comparison.k)
         tau = kendall_tau(left_ids, right_ids)
         tau_text = "n/a" if tau is None else f"{tau:+.2f}"
+        reason = self.ref_reason if comparison.ref_transform is None else ""
+        paths = state.query.paths
         self.query_one("#agreement", Static).update(
             Text.assemble(
-                (f"dim {comparison.dim} vs {ref_name}:  ", "bold"),
-                f"overlap@{TOP_K} {overlap:.2f}   Kendall τ {tau_text} (shared hits)",
+                (f"{reason}:  " if reason else f"dim {comparison.dim} vs {ref_name}:  ", "bold"),
+                f"overlap@{comparison.k} {overlap:.2f}   ",
+                f"τ {tau_text}" if reason else f"Kendall τ {tau_text} (shared hits)",  # 80 columns
+                (f"   only {paths}" if paths else "", "italic"),
             )
         )
         assert self.library is not None
@@ -412,7 +442,10 @@ class SearchScreen(Screen[None]):
             self._show_selected()
 
     def on_descendant_focus(self, event: events.DescendantFocus) -> None:
-        """Tabbing into a table selects the hit under its cursor."""
+        """Tabbing into a table selects the hit under its cursor. Leaving the query box after
+        a search keeps that query in the history (as Enter does)."""
+        if event.widget.id != "query" and self._searched:
+            self._remember_query(self._searched)
         if isinstance(event.widget, RankingTable) and event.widget.row_count:
             row_key, _ = event.widget.coordinate_to_cell_key(event.widget.cursor_coordinate)
             if row_key.value is not None:
@@ -504,6 +537,7 @@ class SearchScreen(Screen[None]):
         if self.library is None or self.ref_dim is None:
             return
         stops = power_of_two_dims(self.library.full_dim)
+        self.ref_auto = False  # the user's reference from now on
         if self.ref_transform is not None:
             self.ref_transform = None  # back to the loaded transform at the same reference dim
         elif self.ref_mode == "funnel":
@@ -527,6 +561,7 @@ class SearchScreen(Screen[None]):
                 severity="warning",
             )
             return
+        self.ref_auto = False
         if self.ref_mode == "funnel" and self.ref_transform is None:
             self.ref_mode = "exact"
         else:
@@ -584,6 +619,68 @@ class SearchScreen(Screen[None]):
     def action_toggle_panels(self) -> None:
         side = self.query_one("#side")
         side.display = not side.display
+        remembered = self._remembered()
+        if remembered is not None:
+            remembered.panels = bool(side.display)
+
+    def action_more_results(self) -> None:
+        """Ten more hits on each side (the tables scroll); `M` ten fewer."""
+        if self.k >= MAX_K:
+            self.notify(f"Showing {MAX_K} results a side already, the most there is room for.")
+            return
+        self.k = min(MAX_K, self.k + MORE_STEP)
+        self.refresh_comparison()
+
+    def action_fewer_results(self) -> None:
+        if self.k > TOP_K:
+            self.k = max(TOP_K, self.k - MORE_STEP)
+            self.refresh_comparison()
+
+    # -- remembered between runs (`mrl_tui.ui.state`) ------------------------------------------
+
+    def _remembered(self) -> Remembered | None:
+        return getattr(self.app, "remembered", None)
+
+    def _remember_query(self, text: str) -> None:
+        box = self.query_one("#query", QueryInput)
+        box.restart_history()
+        remembered = self._remembered()
+        if remembered is not None and (not remembered.history or remembered.history[0] != text):
+            remembered.add_query(text)
+            box.history[:] = remembered.history
+            remembered.save()
+
+    def restore_view(self, view: FolderView) -> None:
+        """How this folder was last looked at; applied before the index is ready (which clamps
+        the dims to the model's)."""
+        if view.dim is not None and view.dim >= 1:
+            self.dim = view.dim
+        if view.auto_router is not None:
+            self.auto_router = view.auto_router
+        self.ref_auto = view.ref_auto
+        if not view.ref_auto and view.ref_dim is not None and view.ref_dim >= 1:
+            self.ref_dim, self.ref_mode = view.ref_dim, view.ref_mode
+
+    def current_view(self) -> FolderView | None:
+        """What `restore_view` takes back next time; None before the index was ever ready."""
+        from mrl_tui.ui.state import FolderView
+
+        if self.ref_dim is None:
+            return None
+        return FolderView(self.dim, self.auto_router, self.ref_auto, self.ref_dim, self.ref_mode)
+
+    def on_unmount(self) -> None:
+        """Quitting: remember the last query searched, the theme, and this folder's view."""
+        remembered = self._remembered()
+        if remembered is None:
+            return
+        if self._searched:
+            remembered.add_query(self._searched)
+        view, folder = self.current_view(), getattr(self.app, "folder_key", None)
+        if view is not None and folder is not None:
+            remembered.set_folder(folder, view)
+        remembered.theme = self.app.theme
+        remembered.save()
 
     def action_show_skipped(self) -> None:
         from mrl_tui.ui.screens.skipped import SkippedScreen
@@ -604,18 +701,5 @@ class SearchScreen(Screen[None]):
         if hit is None or self.library is None:
             self.notify("No hit selected.", severity="warning")
             return
-        editor = user_editor()
-        if editor is None:
-            self.notify("Set $EDITOR to open files (e.g. export EDITOR=vim).", severity="warning")
-            return
-        path = Path(self.library.root) / hit.chunk.path
-        argv = editor_command(editor, path, hit.chunk.start_line)
-        from textual.app import SuspendNotSupported
-
-        try:
-            with self.app.suspend():
-                subprocess.run(argv, check=False)
-        except SuspendNotSupported:
-            self.notify("This terminal cannot hand over to an editor.", severity="warning")
-        except OSError as exc:
-            self.notify(f"Could not start {argv[0]}: {exc.strerror or exc}", severity="error")
+        query = (self.state.query.words or self.state.query.text) if self.state else ""
+        open_hit(self.app, Path(self.library.root), hit.chunk, query)
