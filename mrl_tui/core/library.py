@@ -265,7 +265,6 @@ class Library:
             if not wait and damage is None and self.store.chunk_count() > 0:
                 self._note(f"{WAITING.split(';')[0]}; searching what it has committed so far")
                 return IndexReport(chunks_total=self.store.chunk_count())
-            self._note(WAITING)
             if on_progress is not None:
                 on_progress(IndexProgress("waiting", current=WAITING))
             try:

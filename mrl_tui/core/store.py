@@ -255,7 +255,10 @@ class IndexStore:
 
     def _translate(self, exc: sqlite3.Error) -> MrlError:
         code, text, where = _sqlite_code(exc), str(exc), self.directory
-        if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB) or "malformed" in text:
+        damaged = ("malformed", "Could not decode to UTF-8")  # the latter: a text cell's bytes
+        if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB) or any(
+            d in text for d in damaged
+        ):
             return CacheDamaged(f"the cache at {where} is damaged ({text})")
         if code == sqlite3.SQLITE_FULL:
             return CacheUnwritable(
