@@ -26,6 +26,7 @@ import re
 import secrets
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,6 +115,22 @@ def _sqlite_code(exc: sqlite3.Error) -> int | None:
     return None if code is None else int(code) & 0xFF
 
 
+def _enable_wal(db: sqlite3.Connection) -> None:
+    """Switching a new database to WAL needs it alone and SQLite does not wait for that (two
+    processes creating one cache): retry for the busy timeout."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if _sqlite_code(exc) not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                raise
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 def _writable(directory: Path) -> bool:
     db = directory / DB_NAME
     return os.access(directory, os.W_OK) and (not db.exists() or os.access(db, os.W_OK))
@@ -189,7 +206,7 @@ class IndexStore:
                 return self._connect_read_only(path)
             db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, check_same_thread=False)
             db.execute("PRAGMA foreign_keys = ON")
-            db.execute("PRAGMA journal_mode = WAL")
+            _enable_wal(db)
             db.execute("PRAGMA synchronous = NORMAL")
             return db
         except sqlite3.Error as exc:
