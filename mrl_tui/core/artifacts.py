@@ -25,7 +25,7 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import BinaryIO, Protocol, TypeVar
 
 import numpy as np
 
@@ -130,10 +130,18 @@ def unwritable(path: Path, exc: OSError) -> CacheUnwritable:
     return CacheUnwritable(f"cannot write {path} ({reason}): {advice}")
 
 
+class _Sink:
+    """Only `write`: numpy then writes through Python, whose errors keep their errno (a real
+    file gets C `fwrite`, which reports a full disk as "requested and ... written")."""
+
+    def __init__(self, fh: BinaryIO) -> None:
+        self.write = fh.write
+
+
 def npy_writer(array: np.ndarray) -> Writer:
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as fh:
-            np.save(fh, array, allow_pickle=False)
+            np.save(_Sink(fh), array, allow_pickle=False)  # type: ignore[arg-type]
 
     return write
 

@@ -641,6 +641,7 @@ class Library:
                 raise _IndexMoved from None
             raise
 
+    @_repairing
     def info(self) -> LibraryInfo:
         return LibraryInfo(
             root=self.root,
