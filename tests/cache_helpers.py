@@ -7,9 +7,10 @@ import hashlib
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
+
+from mrl_tui.core.models import resolve_spec
 
 WORDS = (
     "bread",
@@ -50,11 +51,17 @@ class LibraryEmbedder:
     full_dim = 96
     max_chunk_tokens = 64
     device = "cpu"
-    spec = SimpleNamespace(native_mrl=False)
+    spec = resolve_spec(name)[0]  # an unknown model: not native MRL
 
     def __init__(self, delay_s: float = 0.0) -> None:
         self.delay_s = delay_s
         self.embedded: list[str] = []
+
+    @property
+    def info(self) -> object:  # what the app's title shows
+        from mrl_tui.core.embed import EmbedderInfo
+
+        return EmbedderInfo(self.name, self.device, "float32", self.full_dim, 64, False)
 
     def count_tokens(self, text: str) -> int:
         return len(text.split())

@@ -128,3 +128,24 @@ def test_one_writer_at_a_time(
     finally:
         writer.kill()
         writer.wait()
+
+
+async def test_the_app_shows_that_it_waits_for_another_indexer(tmp_path: Path) -> None:
+    from ui_helpers import wait_for
+
+    from mrl_tui.ui.app import MrlApp
+
+    folder = write_corpus(tmp_path / "folder", files=4)
+    library = Library(folder, LibraryEmbedder(), cache_root=tmp_path / "cache")
+    other = library.store.writer_lock()  # as another process would hold it
+    assert other.try_acquire()
+    app = MrlApp(folder, device="cpu", library=library)
+    async with app.run_test(size=(100, 32)) as pilot:
+        panel = app.search_screen.indexing_panel
+        status = panel.query_one("#indexing-status")
+        await wait_for(pilot, lambda: "waiting" in str(status.render()))
+        assert "another mrl-tui is indexing this folder" in str(status.render())
+        assert app.report is None
+        other.release()
+        await wait_for(pilot, lambda: app.report is not None)
+        assert app.report.chunks_total == library.store.chunk_count() > 0
