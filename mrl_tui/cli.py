@@ -185,10 +185,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from mrl_tui.core.library import check_folder
+    from mrl_tui.core.store import check_cache_root, default_cache_root
 
     if args.command == "bench":
         return _cmd_bench(args)
     check_folder(args.path)  # before loading any model: a typo should fail in milliseconds
+    check_cache_root(args.cache_dir or default_cache_root())
     if args.command == "open":
         from mrl_tui.ui.app import run_app
 
