@@ -174,16 +174,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MrlError as exc:
         print(f"mrl-tui: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # the file system said no where nothing else catches it: one line
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"mrl-tui: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("mrl-tui: interrupted; everything already indexed is kept", file=sys.stderr)
         return 130
 
 
 def _run(args: argparse.Namespace) -> int:
+    from mrl_tui.core.store import check_cache_root, default_cache_root
 
     if args.command == "bench":
         return _cmd_bench(args)
     _check_before_loading(args)
+    check_cache_root(args.cache_dir or default_cache_root())
     if args.command == "open":
         from mrl_tui.ui.app import run_app
 
@@ -204,6 +210,7 @@ def _run(args: argparse.Namespace) -> int:
             return _cmd_search(library, args)
         return _cmd_info(library, args)
     finally:
+        _print_messages(library)
         library.close()
 
 
@@ -239,9 +246,14 @@ def _open_library(args: argparse.Namespace) -> Any:
             transform=getattr(args, "transform", "auto"),  # `bench` has no such flags (yet)
             mrl=getattr(args, "mrl", False),
         )
-    for message in library.messages:
-        print(f"mrl-tui: {message}", file=sys.stderr)
+    _print_messages(library)
     return library
+
+
+def _print_messages(library: Any) -> None:
+    """Rebuilt caches, waits for another indexer, files that could not be saved: one line each."""
+    for message in library.take_messages():
+        print(f"mrl-tui: {message}", file=sys.stderr)
 
 
 def _status(text: str) -> Any:
@@ -250,8 +262,10 @@ def _status(text: str) -> Any:
     return Console(stderr=True).status(text)
 
 
-def _index_with_progress(library: Any) -> Any:
-    """Run `library.update()` under a rich progress bar on stderr (files, chunks, chunks/s, ETA)."""
+def _index_with_progress(library: Any, wait: bool = True) -> Any:
+    """Run `library.update()` under a rich progress bar on stderr (files, chunks, chunks/s, ETA).
+
+    `wait=False`: when another process is indexing, use what it has committed (a search)."""
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -278,7 +292,10 @@ def _index_with_progress(library: Any) -> Any:
         task = bar.add_task("scanning", total=None, rate="", current="")
 
         def show(p: Any) -> None:
-            if p.phase == "embedding":
+            if p.phase == "waiting":
+                bar.console.print(f"mrl-tui: {p.current}", markup=False, highlight=False)
+                bar.update(task, description="waiting", current="")
+            elif p.phase == "embedding":
                 rate = p.chunks_done / p.elapsed_s if p.elapsed_s else 0.0
                 bar.update(
                     task,
@@ -298,7 +315,7 @@ def _index_with_progress(library: Any) -> Any:
                     current=p.current[-40:],
                 )
 
-        return library.update(on_progress=show)
+        return library.update(on_progress=show, wait=wait)
 
 
 def _cmd_index(library: Any, args: argparse.Namespace) -> int:
@@ -346,8 +363,8 @@ def _nothing_indexed(root: Path, skipped: Sequence[Any]) -> str:
     return f"nothing to index in {root}: {len(skipped)} files skipped ({why})"
 
 
-def _ensure_indexed(library: Any) -> None:
-    report = _index_with_progress(library)
+def _ensure_indexed(library: Any, wait: bool = False) -> None:
+    report = _index_with_progress(library, wait=wait)
     if report.chunks_total == 0:
         from mrl_tui.core.errors import InputError
 
@@ -553,11 +570,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         library = _open_library(args)
         try:
             dims = bench.check_dims(dims or bench.DEFAULT_DIMS, library.full_dim, given=bool(dims))
-            _ensure_indexed(library)
+            _ensure_indexed(library, wait=True)  # figures of a complete index
             with _bench_progress() as progress:
                 eval_set = bench.folder_eval_set(library, progress)
             native = library.embedder.spec.native_mrl
         finally:
+            _print_messages(library)
             library.close()
         if args.compare:
             sets = {

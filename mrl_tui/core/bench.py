@@ -18,6 +18,7 @@ import hashlib
 import json
 import math
 import re
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -26,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from mrl_tui.core import artifacts
 from mrl_tui.core.adaptor import Adaptor, fit_adaptor
 from mrl_tui.core.adaptor import fit_settings as adaptor_settings
 from mrl_tui.core.beir import BeirSet, read_folder_queries
@@ -35,7 +37,7 @@ from mrl_tui.core.index import NestedIndex
 from mrl_tui.core.metrics import Scores, evaluate, paired_difference
 from mrl_tui.core.quantize import DEFAULT_RESCORE, bytes_per_vector, encode, rescored_search
 from mrl_tui.core.router import Route, Router, TermStats, calibration_queries
-from mrl_tui.core.store import atomic_save_npy, default_cache_root
+from mrl_tui.core.store import default_cache_root
 from mrl_tui.core.transform import IDENTITY, Transform, fit_pca
 
 DEFAULT_DIMS = (32, 64, 128, 256)
@@ -351,20 +353,33 @@ def beir_cache_dir(folder: Path, name: str, model: str, cache_root: Path | None 
 def cached_embeddings(
     directory: Path, kind: str, texts: Sequence[str], embed: Callable[[Sequence[str]], np.ndarray]
 ) -> np.ndarray:
-    """``embed(texts)``, saved as ``<kind>-<hash of the texts>.npy`` and loaded from it later."""
+    """``embed(texts)``, saved as ``<kind>-<hash of the texts>.npy`` and loaded from it later
+    (verified against the folder's manifest: `artifacts.load_or_build`)."""
     digest = hashlib.sha256("\x00".join(texts).encode()).hexdigest()[:16]
     path = directory / f"{kind}-{digest}.npy"
-    if path.is_file():
-        try:
-            vectors = np.load(path, allow_pickle=False)
-            if vectors.ndim == 2 and len(vectors) == len(texts) and vectors.dtype == np.float32:
-                return vectors
-        except (OSError, ValueError):
-            pass
-    vectors = np.ascontiguousarray(embed(texts), dtype=np.float32)
     directory.mkdir(parents=True, exist_ok=True)
-    atomic_save_npy(path, vectors)
-    return vectors
+
+    def load(path: Path) -> np.ndarray:
+        vectors = artifacts.load_npy(path)
+        if vectors.ndim != 2 or len(vectors) != len(texts) or vectors.dtype != np.float32:
+            raise ValueError(f"{path.name}: {vectors.dtype} {vectors.shape}")
+        return vectors
+
+    return artifacts.load_or_build(
+        path,
+        artifacts.JsonManifest(directory),
+        (len(texts),),
+        load=load,
+        build=lambda: np.ascontiguousarray(embed(texts), dtype=np.float32),
+        writer=artifacts.npy_writer,
+        what="cached embeddings",
+        note=_warn,
+    )
+
+
+def _warn(message: str) -> None:
+    """Bench caches have no message list: their one line goes to stderr."""
+    print(f"mrl-tui: {message}", file=sys.stderr)
 
 
 def _embed_queries(embedder: Any, what: str, progress: Progress | None):
@@ -475,20 +490,24 @@ def cached_adaptor(directory: Path, docs: np.ndarray) -> Adaptor:
     digest.update(vectors.tobytes())
     digest.update(json.dumps(adaptor_settings(), sort_keys=True).encode())
     path = Path(directory) / f"adaptor-{digest.hexdigest()[:16]}.npz"
-    if path.is_file():
-        try:
-            with np.load(path, allow_pickle=False) as arrays:
-                adaptor = Adaptor.from_arrays("adaptor", dict(arrays))
-            if adaptor.dim == vectors.shape[1]:
-                return adaptor
-        except (OSError, ValueError, KeyError, InputError):
-            pass
-    adaptor = fit_adaptor(vectors)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.npz")
-    np.savez(tmp, **adaptor.to_arrays())
-    tmp.replace(path)
-    return adaptor
+
+    def load(path: Path) -> Adaptor:
+        adaptor = Adaptor.from_arrays("adaptor", artifacts.load_npz(path))
+        if adaptor.dim != vectors.shape[1]:
+            raise ValueError(f"{path.name}: an adaptor of dimension {adaptor.dim}")
+        return adaptor
+
+    return artifacts.load_or_build(
+        path,
+        artifacts.JsonManifest(path.parent),
+        (vectors.shape[1],),
+        load=load,
+        build=lambda: fit_adaptor(vectors),
+        writer=lambda adaptor: artifacts.npz_writer(adaptor.to_arrays()),
+        what="cached adaptor",
+        note=_warn,
+    )
 
 
 def folder_eval_set(library: Any, progress: Progress | None = None) -> EvalSet:

@@ -19,3 +19,17 @@ class CacheError(MrlError):
 
 class Cancelled(MrlError):
     """Long work stopped because the user asked; whatever was committed is kept."""
+
+
+class CacheDamaged(CacheError):
+    """The cache was found damaged after it opened. `chunk_ids`: the damaged rows (their files
+    are embedded again); empty: the database itself (rebuilt from the folder)."""
+
+    def __init__(self, message: str, chunk_ids: tuple[int, ...] = ()) -> None:
+        super().__init__(message)
+        self.chunk_ids = chunk_ids
+
+
+class CacheUnwritable(MrlError):
+    """The cache cannot be written (disk full, read-only, a file in the way); what is committed
+    stays, and the message says what to do."""

@@ -8,7 +8,7 @@ asks it for a few hundred candidates and reranks them exactly at ``d`` with the 
 
 from __future__ import annotations
 
-import os
+import errno
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +16,7 @@ from pathlib import Path
 import hnswlib
 import numpy as np
 
+from mrl_tui.core import artifacts
 from mrl_tui.core.errors import CacheError, InputError
 from mrl_tui.core.index import Hits, NestedIndex
 
@@ -73,15 +74,26 @@ class HnswGraph:
         return cls(index, dim)
 
     def save(self, path: Path) -> None:
-        """Write hnswlib's own format atomically (a temporary file, then ``os.replace``)."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        self._index.save_index(str(tmp))
-        os.replace(tmp, path)
+        """Write hnswlib's own format atomically and durably (`artifacts.atomic_write`)."""
+        artifacts.atomic_write(Path(path), self.write)
+
+    def write(self, path: Path) -> None:
+        """Write the graph to ``path`` as it is, and read it back: hnswlib does not report a
+        failed write (a full disk leaves a short file), but its loader rejects a short file."""
+        self._index.save_index(str(path))
+        check = hnswlib.Index(space="cosine", dim=self.dim)
+        try:
+            check.load_index(str(path), max_elements=max(self.n, 1))
+        except RuntimeError as exc:
+            raise OSError(errno.EIO, f"the graph file came out incomplete ({exc})") from exc
+        if check.element_count != self.n:
+            raise OSError(errno.EIO, "the graph file came out incomplete")
 
     @classmethod
     def load(cls, path: Path, dim: int, n: int) -> HnswGraph:
-        """Load a saved graph; a file that does not hold ``n`` rows of ``dim`` is a CacheError."""
+        """Load a saved graph; a file that does not hold ``n`` rows of ``dim`` is a CacheError.
+
+        Only for a verified file (`artifacts.load_or_build`): an edited one can crash hnswlib."""
         index = hnswlib.Index(space="cosine", dim=dim)
         try:
             index.load_index(str(path), max_elements=max(n, 1))

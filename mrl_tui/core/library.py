@@ -16,10 +16,11 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from mrl_tui.core import artifacts
 from mrl_tui.core.adaptor import Adaptor, fit_adaptor
 from mrl_tui.core.chunking import Chunk, ChunkSettings
 from mrl_tui.core.embed import Embedder, EmbedderInfo
-from mrl_tui.core.errors import CacheError, InputError
+from mrl_tui.core.errors import CacheDamaged, CacheError, CacheUnwritable, Cancelled, InputError
 from mrl_tui.core.hnsw import ANCHOR_DIM, HNSW_MIN_CHUNKS, HnswGraph, graph_search
 from mrl_tui.core.index import Hits, NestedIndex
 from mrl_tui.core.indexer import IndexProgress, IndexReport, update_index
@@ -27,17 +28,19 @@ from mrl_tui.core.preflight import check_query
 from mrl_tui.core.quantize import DEFAULT_RESCORE, PRECISIONS, Codes, encode, rescored_search
 from mrl_tui.core.query_syntax import PathFilter, matching_rows
 from mrl_tui.core.router import Route, Router, TermStats, calibration_queries, scan_settings
-from mrl_tui.core.store import IndexStore, default_cache_root, index_dir_for
+from mrl_tui.core.store import IndexStore, check_cache_root, default_cache_root, index_dir_for
 from mrl_tui.core.transform import IDENTITY, Transform, fit_pca
 from mrl_tui.core.walk import DEFAULT_MAX_FILE_BYTES
+from mrl_tui.core.writer_lock import WAITING
 
 
 @dataclass(frozen=True)
 class Query:
     """A query embedded once; moving the slider only re-scores it.
 
-    `raw` is the model's vector; `vector` is it in the index's basis (PCA or as is) for the index
-    `generation` it was made against. After a re-index, `search` re-projects `raw` by itself.
+    `raw` is the model's vector; `vector` is it in the index's basis (PCA or as is) for the load
+    of the index it was made against (`generation`: a count of loads, unique in this process).
+    After a re-index, `search` re-projects `raw` by itself.
     """
 
     text: str
@@ -92,6 +95,12 @@ T = TypeVar("T")
 Fitted = TypeVar("Fitted", Transform, Adaptor)
 
 
+def _pca_from_arrays(arrays: dict[str, np.ndarray]) -> Transform:
+    if "matrix" not in arrays:
+        raise KeyError("a PCA transform without its matrix")
+    return Transform.from_arrays("pca", arrays)
+
+
 def _locked(method: Callable[..., T]) -> Callable[..., T]:
     """Serialise a method on the library's state lock: the TUI searches from one worker while a
     re-index in another swaps the index, and a search must never see half of each."""
@@ -100,6 +109,30 @@ def _locked(method: Callable[..., T]) -> Callable[..., T]:
     def wrapper(self: Library, *args: Any, **kwargs: Any) -> T:
         with self._state_lock:
             return method(self, *args, **kwargs)
+
+    return wrapper
+
+
+class _IndexMoved(Exception):
+    """Another process committed a new generation under a search; load it and search again."""
+
+
+def _repairing(method: Callable[..., T]) -> Callable[..., T]:
+    """Damage found while loading or searching is repaired (from the database, else from the
+    folder: see `Library.update`), with one line in `messages`, and the call made again."""
+
+    @functools.wraps(method)
+    def wrapper(self: Library, *args: Any, **kwargs: Any) -> T:
+        for attempt in range(3):
+            try:
+                return method(self, *args, **kwargs)
+            except _IndexMoved:
+                continue
+            except CacheDamaged as exc:
+                if attempt == 2:
+                    raise
+                self._update(None, None, wait=True, damage=exc)
+        raise CacheError("the index kept changing during this search; try again")
 
     return wrapper
 
@@ -142,6 +175,9 @@ class Library:
         directory = index_dir_for(cache_root or default_cache_root(), self.root, settings)
         self.store, message = IndexStore.open_or_rebuild(directory, settings, embedder.full_dim)
         self.messages: list[str] = [message] if message else []
+        """One line each: rebuilt caches, waits, files that could not be saved (see
+        `take_messages`)."""
+        self._told = 0
         self.transform: Transform | Adaptor = IDENTITY
         self.index: NestedIndex | None = None
         self.graph: HnswGraph | None = None
@@ -149,6 +185,8 @@ class Library:
         self._codes: dict[str, Codes] = {}
         self._views: dict[str, tuple[Transform, NestedIndex]] = {}
         self._loaded_generation = -1
+        self._loaded_db = ""
+        self._loads = 0
         self._router: Router | None = None
         self._row_paths: list[str] | None = None  # each loaded row's file, for path filters
         self._state_lock = threading.RLock()
@@ -169,6 +207,7 @@ class Library:
         folder = check_folder(root)
         if transform not in TRANSFORMS:
             raise InputError(f"unknown transform {transform!r}; choose one of {TRANSFORMS}")
+        check_cache_root(cache_root or default_cache_root())
         embedder = Embedder(model, device=device, trust_remote_code=trust_remote_code, mrl=mrl)
         return cls(folder, embedder, cache_root=cache_root, transform=transform)
 
@@ -181,15 +220,80 @@ class Library:
         """The store's chunk id of each row of the loaded `index` (a copy)."""
         return self._ids.copy()
 
+    def take_messages(self) -> list[str]:
+        """The messages not taken yet (the CLI prints them, the TUI shows them)."""
+        new, self._told = self.messages[self._told :], len(self.messages)
+        return new
+
+    def _note(self, message: str) -> None:
+        if not self.messages or self.messages[-1] != message:
+            self.messages.append(message)
+
     # -- indexing ------------------------------------------------------------------------------
 
     def update(
         self,
         on_progress: Callable[[IndexProgress], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
+        *,
+        wait: bool = True,
     ) -> IndexReport:
-        """Embed what changed since the last run; afterwards `load()` picks up the new state."""
+        """Embed what changed since the last run; afterwards `load()` picks up the new state.
+
+        One process indexes a folder at a time (the writer lock). When another holds it this
+        waits (a progress phase "waiting" says so), or with `wait=False` returns at once and
+        leaves the index as the other has committed it so far (unless that is nothing yet).
+        A read-only cache is not updated: it is searched as it is."""
+        return self._update(on_progress, should_stop, wait=wait)
+
+    def _update(
+        self,
+        on_progress: Callable[[IndexProgress], None] | None,
+        should_stop: Callable[[], bool] | None,
+        *,
+        wait: bool,
+        damage: CacheDamaged | None = None,
+    ) -> IndexReport:
         self.check_root_still_there()
+        if self.store.read_only:
+            if damage is not None:
+                raise CacheUnwritable(f"{damage}, and read-only: give a writable --cache-dir")
+            self._note(
+                f"the cache at {self.store.directory} is read-only: searching what it holds, "
+                "without looking for changes"
+            )
+            return IndexReport(chunks_total=self.store.chunk_count())
+        lock = self.store.writer_lock()
+        try:
+            free = lock.try_acquire()
+        except OSError as exc:
+            raise artifacts.unwritable(lock.path, exc) from exc
+        if not free:
+            if not wait and damage is None and self.store.chunk_count() > 0:
+                self._note(f"{WAITING.split(';')[0]}; searching what it has committed so far")
+                return IndexReport(chunks_total=self.store.chunk_count())
+            if on_progress is not None:
+                on_progress(IndexProgress("waiting", current=WAITING))
+            try:
+                lock.wait(should_stop=should_stop)
+            except Cancelled:
+                return IndexReport(chunks_total=self.store.chunk_count(), cancelled=True)
+        try:
+            if damage is not None:
+                self._mend(damage)
+            try:
+                return self._index(on_progress, should_stop)
+            except CacheDamaged as exc:
+                self._mend(exc)
+                return self._index(on_progress, should_stop)
+        finally:
+            lock.release()
+
+    def _index(
+        self,
+        on_progress: Callable[[IndexProgress], None] | None,
+        should_stop: Callable[[], bool] | None,
+    ) -> IndexReport:
         return update_index(
             self.store,
             self.root,
@@ -200,10 +304,22 @@ class Library:
             should_stop=should_stop,
         )
 
+    def _mend(self, damage: CacheDamaged) -> None:
+        """Under the writer lock: forget the files of damaged rows, or the whole database; the
+        update that follows embeds them again from the folder."""
+        self._loaded_generation = -1  # not under the state lock: a search may hold it, waiting
+        if damage.chunk_ids:
+            self._note(f"{damage}; embedding their files again")
+            self.store.forget_files_of(damage.chunk_ids)
+        else:
+            self._note(f"{damage}; rebuilding it from the folder")
+            self.store.wipe()
+
     def check_root_still_there(self) -> None:
         if not self.root.is_dir():
             raise InputError(f"{self.root}: the folder is gone")
 
+    @_repairing
     @_locked
     def load(self, on_graph_progress: Callable[[int, int], None] | None = None) -> None:
         """Build the transform and the in-memory index for the cache's current generation.
@@ -211,10 +327,10 @@ class Library:
         Above `HNSW_MIN_CHUNKS` chunks an HNSW graph at `ANCHOR_DIM` is loaded or built too (its
         build reports `on_graph_progress(done, total)`), and searches above that dim use a funnel.
         """
-        generation = self.store.generation
-        if generation == self._loaded_generation:
+        loaded = (self.store.db_id, self.store.generation)
+        if loaded == (self._loaded_db, self._loaded_generation):
             return
-        ids, vectors = self.store.load_vectors()
+        generation, ids, vectors = self.store.load_snapshot(self._note)
         self.transform = self._load_transform(vectors, generation)
         device = self.embedder.device if self.embedder.device == "cuda" else "cpu"
         self.index = NestedIndex(self.transform.apply(vectors), device=device)
@@ -225,6 +341,8 @@ class Library:
         self._router = None
         self._row_paths = None
         self._loaded_generation = generation
+        self._loaded_db = self.store.db_id
+        self._loads += 1
 
     def _load_graph(
         self, generation: int, on_progress: Callable[[int, int], None] | None
@@ -232,16 +350,21 @@ class Library:
         assert self.index is not None
         if self.index.n < HNSW_MIN_CHUNKS or self.full_dim <= ANCHOR_DIM:
             return None
-        # The graph is built on transformed vectors, so each transform has its own.
+        # The graph is built on transformed vectors, so each transform has its own. hnswlib
+        # reads only a verified file: it crashes on an edited one.
+        index = self.index
         path = self.store.derived_path(f"hnsw_{self.transform.name}", generation, ".bin")
-        if path.exists():
-            try:
-                return HnswGraph.load(path, ANCHOR_DIM, self.index.n)
-            except CacheError:
-                path.unlink(missing_ok=True)
-        graph = HnswGraph.build(self.index.vectors(), ANCHOR_DIM, progress=on_progress)
-        graph.save(path)
-        return graph
+        return artifacts.load_or_build(
+            path,
+            self.store,
+            (index.n, ANCHOR_DIM),
+            load=lambda p: HnswGraph.load(p, ANCHOR_DIM, index.n),
+            build=lambda: HnswGraph.build(index.vectors(), ANCHOR_DIM, progress=on_progress),
+            writer=lambda graph: graph.write,
+            what="HNSW graph",
+            note=self._note,
+            keep=not self.store.read_only,
+        )
 
     @property
     def _uses_pca(self) -> bool:
@@ -261,9 +384,7 @@ class Library:
             return self._load_adaptor(vectors, generation)
         if not self._wants_pca(choice or self.transform_choice) or len(vectors) < 2:
             return IDENTITY
-        return self._fitted(
-            "pca", generation, lambda: fit_pca(vectors), lambda a: Transform.from_arrays("pca", a)
-        )
+        return self._fitted("pca", generation, lambda: fit_pca(vectors), _pca_from_arrays)
 
     def _load_adaptor(self, vectors: np.ndarray, generation: int) -> Adaptor:
         """Fitted once per generation (on the GPU when there is one), then loaded."""
@@ -289,18 +410,24 @@ class Library:
         load: Callable[[dict[str, np.ndarray]], Fitted],
     ) -> Fitted:
         """A transform fitted on the corpus once per generation, kept as .npz (never pickled)."""
-        path = self.store.derived_path(f"transform_{name}", generation, ".npz")
-        if path.exists():
-            try:
-                with np.load(path, allow_pickle=False) as arrays:
-                    return load(dict(arrays))
-            except (OSError, ValueError, KeyError, InputError):
-                path.unlink(missing_ok=True)
-        fitted = fit()
-        tmp = path.with_name(f".{path.name}.tmp.npz")
-        np.savez(tmp, **fitted.to_arrays())
-        tmp.replace(path)
-        return fitted
+        dim = self.full_dim
+
+        def checked(path: Path) -> Fitted:
+            fitted = load(artifacts.load_npz(path))
+            fitted.apply(np.zeros(dim, np.float32))  # an InputError for another dimension
+            return fitted
+
+        return artifacts.load_or_build(
+            self.store.derived_path(f"transform_{name}", generation, ".npz"),
+            self.store,
+            (dim,),
+            load=checked,
+            build=fit,
+            writer=lambda fitted: artifacts.npz_writer(fitted.to_arrays()),
+            what=f"{name} transform",
+            note=self._note,
+            keep=not self.store.read_only,
+        )
 
     @property
     def chunk_count(self) -> int:
@@ -319,7 +446,7 @@ class Library:
             text,
             raw,
             self.transform.apply(raw),
-            self._loaded_generation,
+            self._loads,
             elapsed,
             parsed.paths,
             parsed.words,
@@ -350,7 +477,7 @@ class Library:
         return SearchResult(query, dim, self._hits(found), elapsed, "exact")
 
     def _index_vector(self, query: Query) -> np.ndarray:
-        if query.generation == self._loaded_generation:
+        if query.generation == self._loads:
             return query.vector
         return self.transform.apply(query.raw)
 
@@ -359,6 +486,7 @@ class Library:
             raise InputError(f"dim must be between 1 and {self.full_dim} for {self.embedder.name}")
         return dim
 
+    @_repairing
     @_locked
     def search(
         self,
@@ -411,6 +539,7 @@ class Library:
             query, dim, self._hits(found), elapsed, "funnel" if use_funnel else "exact"
         )
 
+    @_repairing
     @_locked
     def view(self, transform: str) -> tuple[Transform, NestedIndex]:
         """The loaded vectors under `transform` (one of `TRANSFORMS`): the loaded transform and
@@ -421,12 +550,13 @@ class Library:
         self.load()
         assert self.index is not None
         if transform not in self._views:
-            ids, vectors = self.store.load_vectors()
+            generation, _, vectors = self.store.load_snapshot(self._note)
+            if generation != self._loaded_generation:
+                raise _IndexMoved
             chosen = self._load_transform(vectors, self._loaded_generation, transform)
             if chosen.name == self.transform.name:
                 self._views[transform] = (self.transform, self.index)
             else:
-                assert np.array_equal(ids, self._ids)  # the same generation, the same rows
                 device = self.embedder.device if self.embedder.device == "cuda" else "cpu"
                 self._views[transform] = (chosen, NestedIndex(chosen.apply(vectors), device=device))
         return self._views[transform]
@@ -443,6 +573,7 @@ class Library:
         elapsed = (time.perf_counter() - started) * 1000
         return SearchResult(query, dim, self._hits(found), elapsed, "exact")
 
+    @_repairing
     @_locked
     def search_routed(self, query: Query, k: int = 10) -> tuple[SearchResult, Route]:
         """Top-k at the dimension the `router` picks for this query (exact scan, then reranks)."""
@@ -471,6 +602,7 @@ class Library:
         name = f"router_{self.transform.name}"
         return self.store.derived_path(name, self._loaded_generation, ".json").exists()
 
+    @_repairing
     @_locked
     def router(self) -> Router:
         """Calibrated on this corpus on first use (about 200 query embeddings), kept as JSON next
@@ -480,27 +612,34 @@ class Library:
         if self._router is not None:
             return self._router
         name = f"router_{self.transform.name}"
-        path = self.store.derived_path(name, self._loaded_generation, ".json")
-        try:
-            self._router = Router.load(path)
-            return self._router
-        except (OSError, ValueError):
-            path.unlink(missing_ok=True)
-        texts = [c.text for c in self.store.chunks(self._ids.tolist())]
+        self._router = artifacts.load_or_build(
+            self.store.derived_path(name, self._loaded_generation, ".json"),
+            self.store,
+            (self.index.n, self.full_dim),
+            load=Router.load,
+            build=self._calibrate,
+            writer=lambda router: artifacts.text_writer(router.to_json()),
+            what="router",
+            note=self._note,
+            keep=not self.store.read_only,
+        )
+        return self._router
+
+    def _calibrate(self) -> Router:
+        assert self.index is not None
+        texts = [c.text for c in self._chunks(self._ids)]
         routable = scan_settings(self.index.n, self.full_dim)
         pseudo = calibration_queries(texts) if routable else []
         vectors = np.zeros((len(pseudo), self.full_dim), np.float32)
         for i, (_, text) in enumerate(pseudo):
             vectors[i] = self.transform.apply(self.embedder.embed_query(text))
-        self._router = Router.calibrate(
+        return Router.calibrate(
             self.index,
             TermStats.from_texts(texts),
             vectors,
             [row for row, _ in pseudo],
             pseudo_texts=[text for _, text in pseudo],
         )
-        self._router.save(path)
-        return self._router
 
     def _rescored_search(
         self, query: Query, dim: int, k: int, precision: str, rescore: int | None
@@ -526,7 +665,7 @@ class Library:
 
     def _hits(self, found: Hits) -> list[Hit]:
         chunk_ids = self._ids[found.ids]
-        chunks = self.store.chunks(chunk_ids.tolist())
+        chunks = self._chunks(chunk_ids)
         return [
             Hit(rank, int(cid), float(score), chunk)
             for rank, (cid, score, chunk) in enumerate(
@@ -534,6 +673,17 @@ class Library:
             )
         ]
 
+    def _chunks(self, chunk_ids: np.ndarray) -> list[Chunk]:
+        """The loaded rows' chunks; a missing one is damage, unless another process has
+        committed a new generation meanwhile (then the caller loads it and tries again)."""
+        try:
+            return self.store.chunks(chunk_ids.tolist())
+        except CacheDamaged:
+            if self.store.generation != self._loaded_generation:
+                raise _IndexMoved from None
+            raise
+
+    @_repairing
     def info(self) -> LibraryInfo:
         return LibraryInfo(
             root=self.root,

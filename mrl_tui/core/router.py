@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from mrl_tui.core import artifacts
 from mrl_tui.core.index import Hits, NestedIndex
 from mrl_tui.core.metrics import bootstrap_means
 
@@ -536,6 +537,10 @@ class Router:
     # -- cache ---------------------------------------------------------------------------------
 
     def save(self, path: Path) -> None:
+        """Atomically and durably (`artifacts.atomic_write`)."""
+        artifacts.atomic_write(path, artifacts.text_writer(self.to_json()))
+
+    def to_json(self) -> str:
         data = {
             "version": FORMAT_VERSION,
             "docs": self.stats.docs,
@@ -548,9 +553,7 @@ class Router:
             "candidates": self.candidates,
             "notes": self.notes,
         }
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(data), encoding="utf-8")
-        tmp.replace(path)
+        return json.dumps(data)
 
     @classmethod
     def load(cls, path: Path) -> Router:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path, PurePath
@@ -159,12 +160,20 @@ class MrlApp(App[int]):
             if report.chunks_total:
                 library.load()
         except MrlError as exc:
+            self._tell_messages()
             tell(self._failed, str(exc))
             return
         except Exception as exc:  # the user gets one readable line, never a traceback
             tell(self._failed, f"unexpected error: {type(exc).__name__}: {exc}")
             return
+        self._tell_messages()
         tell(self._indexed, library, report)
+
+    def _tell_messages(self) -> None:
+        """The library's one-line messages (a rebuilt cache, a wait, a file not saved)."""
+        if self.library is not None:
+            for message in self.library.take_messages():
+                self._call(functools.partial(self.notify, message, markup=False, timeout=10))
 
     def _call(self, callback: Callable[..., Any], *args: Any) -> None:
         """Run `callback` on the UI thread; quietly skip it if the app is already gone."""

@@ -64,4 +64,6 @@ class IndexingPanel(Vertical):
             bar.update(total=p.files_total or None, progress=p.files_done)
         elif p.phase == "scanning":
             self.set_status("looking for changed files")
+        elif p.phase == "waiting":  # another process holds this folder's writer lock
+            self.set_status(p.current)
         self.query_one("#indexing-detail", Static).update(progress_lines(p))
