@@ -19,6 +19,7 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 
 from mrl_tui.core.errors import MrlError
+from mrl_tui.ui.literal import shown
 from mrl_tui.ui.screens.search import SearchScreen
 
 if TYPE_CHECKING:
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from mrl_tui.core.library import Library
 
 HERE = Path(__file__).parent
+HELP_HELP = "this help (? outside the query box)"
 
 
 def human_size(n: float) -> str:
@@ -47,10 +49,27 @@ class MrlApp(App[int]):
         HERE / "widgets" / "panels.tcss",
         HERE / "widgets" / "indexing.tcss",
     ]
+    # The tooltips are the help screen's text (F1 lists these bindings).
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("f1", "help", "help"),
-        Binding("question_mark", "help", "help", show=False),
-        Binding("ctrl+r", "reindex", "reindex", show=False),
+        Binding("f1", "help", "help", tooltip=HELP_HELP),
+        Binding("question_mark", "help", "help", show=False, tooltip=HELP_HELP),
+        Binding(
+            "ctrl+r",
+            "reindex",
+            "reindex",
+            show=False,
+            tooltip="re-index the folder (only what changed; the results stay searchable)",
+        ),
+        Binding(
+            "ctrl+p",
+            "command_palette",
+            "palette",
+            show=False,
+            priority=True,
+            tooltip="command palette: reindex, reference, transform, router, live search, "
+            "panels, export…",
+        ),
+        Binding("ctrl+q", "quit", "quit", show=False, priority=True, tooltip="quit"),
     ]
 
     def __init__(
@@ -87,7 +106,7 @@ class MrlApp(App[int]):
         self.report: IndexReport | None = None
         self.failed = False
         self._stop = threading.Event()
-        self.title = f"mrl-tui · {self.path.name or self.path}"
+        self.title = shown(f"mrl-tui · {self.path.name or self.path}")
 
     def get_default_screen(self) -> Screen[Any]:
         return SearchScreen(frozen_timings=self.frozen_timings, auto_router=self.auto_router)
@@ -157,6 +176,7 @@ class MrlApp(App[int]):
     def _describe(self, library: Library) -> None:
         info = library.embedder.info
         self.sub_title = f"{info.model} · {info.device} · {library.transform_name}"
+        self.search_screen.model_ready(library.full_dim)
 
     def _failed(self, message: str) -> None:
         self.failed = True
@@ -170,7 +190,7 @@ class MrlApp(App[int]):
         if report.chunks_total == 0:
             self.search_screen.library_failed(
                 "Nothing is indexed yet (cancelled, or no readable files). Ctrl+R indexes again; "
-                "s lists skipped files."
+                "F3 lists skipped files."
             )
             return
         full_bytes = report.chunks_total * library.full_dim * 4
@@ -194,9 +214,12 @@ class MrlApp(App[int]):
 
     def action_help(self) -> None:
         from mrl_tui.ui.screens.help import HelpScreen
+        from mrl_tui.ui.widgets.dim_slider import DimSlider
+        from mrl_tui.ui.widgets.ranking import RankingTable
 
         if not isinstance(self.screen, HelpScreen):
-            self.push_screen(HelpScreen())
+            owners = [self.BINDINGS, SearchScreen.BINDINGS, DimSlider.BINDINGS]
+            self.push_screen(HelpScreen([*owners, RankingTable.BINDINGS]))
 
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
@@ -261,9 +284,9 @@ class MrlApp(App[int]):
             directory.mkdir(parents=True, exist_ok=True)
             target.write_text(json.dumps(record, indent=2), encoding="utf-8")
         except OSError as exc:
-            self.notify(f"Could not save the comparison: {exc}", severity="error")
+            self.notify(f"Could not save the comparison: {exc}", severity="error", markup=False)
             return
-        self.notify(f"Saved {target}")
+        self.notify(shown(f"Saved {target}"), markup=False)
 
     def on_unmount(self) -> None:
         self._stop.set()  # an indexing thread still running stops at its next batch
