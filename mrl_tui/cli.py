@@ -197,6 +197,7 @@ def _run(args: argparse.Namespace) -> int:
             trust_remote_code=args.trust_remote_code,
             transform=args.transform,
             mrl=args.mrl,
+            exit_process=True,
         )
     library = _open_library(args)
     try:

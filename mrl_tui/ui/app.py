@@ -6,8 +6,12 @@ sentence-transformers) is imported inside the worker thread.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import dataclasses
+import os
+import sys
 import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path, PurePath
@@ -36,6 +40,46 @@ def human_size(n: float) -> str:
             return f"{n:.0f} {unit}"
         n /= 1024
     return f"{n:.1f} GB"
+
+
+class DaemonExecutor(concurrent.futures.ThreadPoolExecutor):
+    """Runs each thread worker on a daemon thread of its own.
+
+    Why: Textual runs thread workers on the event loop's default executor, whose threads Python
+    waits for on the way out, so Ctrl+Q waited for the batch being embedded (seconds on a CPU).
+    Quitting tells the indexing worker to stop (`MrlApp._stop`); what it committed is kept, and
+    the index store survives an interrupted batch as it survives a killed process."""
+
+    def __init__(self) -> None:
+        super().__init__()  # asyncio takes no other kind of default executor; its pool is unused
+        self.threads: set[threading.Thread] = set()
+
+    @property
+    def busy(self) -> bool:
+        return any(thread.is_alive() for thread in self.threads)
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+        def run() -> None:
+            if not future.set_running_or_notify_cancel():
+                return
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:
+                with contextlib.suppress(RuntimeError):  # the app's loop is already closed
+                    future.set_exception(exc)
+            else:
+                with contextlib.suppress(RuntimeError):
+                    future.set_result(result)
+
+        thread = threading.Thread(target=run, daemon=True)
+        self.threads = {t for t in self.threads if t.is_alive()} | {thread}
+        thread.start()
+        return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Nothing to wait for: the threads are daemons, and the app has told its work to stop."""
 
 
 class MrlApp(App[int]):
@@ -106,6 +150,7 @@ class MrlApp(App[int]):
         self.report: IndexReport | None = None
         self.failed = False
         self._stop = threading.Event()
+        self.executor = DaemonExecutor()
         self.title = shown(f"mrl-tui · {self.path.name or self.path}")
 
     def get_default_screen(self) -> Screen[Any]:
@@ -116,6 +161,9 @@ class MrlApp(App[int]):
         screen = self.screen_stack[0]  # the default screen, under any modal
         assert isinstance(screen, SearchScreen)
         return screen
+
+    def on_load(self) -> None:
+        asyncio.get_running_loop().set_default_executor(self.executor)
 
     def on_mount(self) -> None:
         self.sub_title = f"loading {self.model or 'the bundled model'}…"
@@ -301,8 +349,12 @@ def run_app(
     trust_remote_code: bool,
     transform: str = "auto",
     mrl: bool = False,
+    exit_process: bool = False,
 ) -> int:
-    """Run the app until the user quits; 1 if the library could not be opened, else 0."""
+    """Run the app until the user quits; 1 if the library could not be opened, else 0.
+
+    `exit_process` (the command line): end the process as soon as the terminal is restored.
+    Python's own teardown of torch and friends takes most of a second more, for nothing."""
     app = MrlApp(
         path,
         model=model,
@@ -313,6 +365,11 @@ def run_app(
         mrl=mrl,
     )
     app.run()
-    if app.library is not None:
+    if app.library is not None and not app.executor.busy:  # else the process ends under it
         app.library.close()
-    return 1 if app.failed else 0
+    code = 1 if app.failed else 0
+    if exit_process:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code

@@ -85,7 +85,8 @@ def route_explained(route: Route, full_dim: int) -> Text:
     """The router panel's text in full, with each stage in words."""
     text = Text()
     text.append(f"Dim {route.dim} of {full_dim}. ", style="bold")
-    text.append("; ".join(plain_reasons(route, full_dim)) + ".\n")
+    why = "; ".join(plain_reasons(route, full_dim))
+    text.append(f"{why[:1].upper()}{why[1:]}.\n" if why else "\n")
     text.append(f"The query: {query_words(route.features)}.\n")
     text.append(" ".join(stages_lines(route, full_dim)) + "\n")
     for i, step in enumerate(stage_words(route, full_dim), start=1):

@@ -197,8 +197,9 @@ class RouterPanel(Static):
         def route_text(width: int | None) -> Text:
             text = Text()
             text.append(f"auto: dim {route.dim} of {full_dim}", style="bold")
-            text.append(" for this query · F2 explains\n", style="dim")
-            text.append("; ".join(plain_reasons(route, full_dim)) + "\n")
+            text.append(" · F2 explains\n", style="dim")
+            if reasons := plain_reasons(route, full_dim):
+                text.append("; ".join(reasons) + "\n")
             text.append(f"{query_words(route.features)}\n", style="dim")
             text.append("\n".join(stages_lines(route, full_dim, width)), style="dim")
             return text
