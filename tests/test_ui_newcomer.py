@@ -364,6 +364,7 @@ def test_lists_under_the_tables_say_how_many_they_leave_out() -> None:
     assert fit_list("dropped at 64", items, 200, 1) == [f"dropped at 64: {', '.join(items)}"]
     [line] = fit_list("dropped at 64", items, 60, 1)
     assert len(line) <= 60 and line.endswith("more") and "+4 more" in line
+    assert fit_list("dropped at 64", items, 30, 1) == ["dropped at 64: +6 more"]
     two = fit_list("dropped at 64", items, 60, 2)
     assert len(two) == 2 and all(len(line) <= 60 for line in two) and "+2 more" in two[1]
 

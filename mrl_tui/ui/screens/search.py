@@ -275,6 +275,7 @@ class SearchScreen(Screen[None]):
             self.ref_mode = "exact"
         self.latency_profile = None  # a new index: measured again with the next query
         self.latency_more = {}
+        self.query_one(LatencyPanel).clear_profile()
         if not self.query(DimSlider):
             await self.query_one("#dim-row").mount(
                 DimSlider(

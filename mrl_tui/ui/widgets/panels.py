@@ -302,6 +302,14 @@ class LatencyPanel(Vertical):
             text.append(f"\nsearch @{latency.full_dim:<5}{ms(latency.full_ms)}")
         self.query_one(".numbers", Static).update(text)
 
+    def clear_profile(self) -> None:
+        """A new index: its times are measured with the next query."""
+        self.profile = {}
+        self.set_class(True, "-flat")  # no plot until then
+        self.query_one(".legend", Static).update(
+            Text("search times: measured with the next query", style="dim")
+        )
+
     def show_profile(self, profile: dict[int, float], dim: int, rows: int) -> None:
         """Median search time (ms) by dim for this index of `rows` vectors: a line, redrawn as
         `dim` moves, or one sentence where the profile is flat (the plot is hidden)."""

@@ -75,8 +75,9 @@ def fit_list(label: str, items: list[str], width: int, lines: int) -> list[str]:
     for shown_count in range(len(items), -1, -1):
         rest = len(items) - shown_count
         words = [f"{label}:"]
-        words += [f"{item}," for item in items[: shown_count - 1]]
-        words += items[shown_count - 1 : shown_count] if shown_count else []
+        if shown_count:
+            words += [f"{item}," for item in items[: shown_count - 1]]
+            words.append(items[shown_count - 1])
         if rest:
             words.append(f"+{rest} more")
         packed: list[str] = []
