@@ -107,12 +107,12 @@ class AboutScreen(ModalScreen[None]):
         self.route = route
 
     def compose(self) -> ComposeResult:
-        full = str(self.full_dim or 384)
+        full = f"{self.full_dim} " if self.full_dim else ""  # before the model is loaded
         table = Table(box=None, show_header=False, padding=(0, 2, 1, 0), expand=True)
         table.add_column(style="bold", no_wrap=True)
         table.add_column(ratio=1)
         for term, what in TERMS:
-            table.add_row(term, what.replace("{full}", full))
+            table.add_row(term, what.replace("{full} ", full))
         with VerticalScroll(id="about-box") as box:
             box.border_title = "about this screen"
             box.border_subtitle = "↑/↓ scroll · Esc closes"
