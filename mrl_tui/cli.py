@@ -15,6 +15,7 @@ from typing import Any, NoReturn
 
 from mrl_tui import __version__
 from mrl_tui.core.errors import MrlError
+from mrl_tui.ui.literal import shown
 
 PRECISIONS = ("float32", "int8", "binary")
 """Mirrors `mrl_tui.core.quantize.PRECISIONS`; not imported so `--help` stays instant."""
@@ -201,6 +202,7 @@ def _run(args: argparse.Namespace) -> int:
             trust_remote_code=args.trust_remote_code,
             transform=args.transform,
             mrl=args.mrl,
+            exit_process=True,
         )
     library = _open_library(args)
     try:
@@ -286,7 +288,7 @@ def _index_with_progress(library: Any, wait: bool = True) -> Any:
         TextColumn("{task.fields[rate]}"),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
-        TextColumn("[dim]{task.fields[current]}"),
+        TextColumn("{task.fields[current]}", markup=False, style="dim"),  # a path: literal
     )
     with Progress(*columns, console=console, transient=True) as bar:
         task = bar.add_task("scanning", total=None, rate="", current="")
@@ -303,7 +305,7 @@ def _index_with_progress(library: Any, wait: bool = True) -> Any:
                     total=p.chunks_total or None,
                     completed=p.chunks_done,
                     rate=f"{rate:.1f} chunks/s",
-                    current=p.current[-40:],
+                    current=shown(p.current[-40:]),
                 )
             elif p.phase == "reading":
                 bar.update(
@@ -312,7 +314,7 @@ def _index_with_progress(library: Any, wait: bool = True) -> Any:
                     total=p.files_total or None,
                     completed=p.files_done,
                     rate="",
-                    current=p.current[-40:],
+                    current=shown(p.current[-40:]),
                 )
 
         return library.update(on_progress=show, wait=wait)
@@ -423,22 +425,24 @@ def _cmd_search(library: Any, args: argparse.Namespace) -> int:
         return 0
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
+    # Text, never str: a str cell or title is read as markup ("[/b]" in a file would crash).
     table = Table(
-        title=f"{args.query!r} at {dim}/{library.full_dim} dims ({library.transform_name}"
-        + ("" if result.precision == "float32" else f", {result.precision} then rescored")
-        + ")",
+        title=Text(
+            f"{args.query!r} at {dim}/{library.full_dim} dims ({library.transform_name}"
+            + ("" if result.precision == "float32" else f", {result.precision} then rescored")
+            + ")"
+        ),
         expand=True,
     )
     table.add_column("#", justify="right", no_wrap=True)
     table.add_column("score", justify="right", no_wrap=True)
     table.add_column("where", no_wrap=True)
     table.add_column("text", overflow="ellipsis", no_wrap=True, ratio=1)
-    from mrl_tui.core.walk import printable
-
     for h in result.hits:
-        snippet = " ".join(h.chunk.text.split())
-        where = f"{printable(h.chunk.path)}:{h.chunk.start_line}"  # names need not be UTF-8
+        snippet = Text(shown(" ".join(h.chunk.text.split())))
+        where = Text(shown(f"{h.chunk.path}:{h.chunk.start_line}"))  # names need not be UTF-8
         table.add_row(str(h.rank), f"{h.score:.3f}", where, snippet)
     console = Console()
     console.print(table)
@@ -499,7 +503,7 @@ def _cmd_info(library: Any, args: argparse.Namespace) -> int:
         "files",
         "chunks",
     ):
-        print(f"{key:>10}: {data[key]}")
+        print(f"{key:>10}: {shown(str(data[key]))}")
     for kind, prompt in data["prompts"].items():
         if prompt:
             print(f"{kind + ' prompt':>10}: {prompt!r}")
@@ -559,9 +563,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             }
         if args.compare:
             chosen = bench.resolve_transform(args.transform, embedder.spec.native_mrl)
-            report = bench.run_compare(sets, chosen, dims, args.k)
+            with _phase(COMPARE_PHASE):
+                report = bench.run_compare(sets, chosen, dims, args.k)
         else:
-            report = bench.run_bench(sets[args.transform], dims, args.k, args.precision)
+            with _phase(BENCH_PHASE):
+                report = bench.run_bench(sets[args.transform], dims, args.k, args.precision)
     else:
         read_folder_queries(check_folder(args.path))
         chosen = args.transform
@@ -571,20 +577,25 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         try:
             dims = bench.check_dims(dims or bench.DEFAULT_DIMS, library.full_dim, given=bool(dims))
             _ensure_indexed(library, wait=True)  # figures of a complete index
-            with _bench_progress() as progress:
+            # After the queries, the pseudo-queries (funnel, router) are embedded unreported.
+            silent = {"embedding queries": "embedding pseudo-queries for the funnel and router"}
+            with _bench_progress(silent) as progress:
                 eval_set = bench.folder_eval_set(library, progress)
             native = library.embedder.spec.native_mrl
         finally:
             _print_messages(library)
             library.close()
         if args.compare:
-            sets = {
-                name: bench.retransformed(eval_set, name, native)
-                for name in bench.COMPARE_TRANSFORMS
-            }
-            report = bench.run_compare(sets, bench.resolve_transform(chosen, native), dims, args.k)
+            sets = {}
+            for name in bench.COMPARE_TRANSFORMS:
+                with _phase(f"fitting {name} on the index"):
+                    sets[name] = bench.retransformed(eval_set, name, native)
+            with _phase(COMPARE_PHASE):
+                chosen = bench.resolve_transform(chosen, native)
+                report = bench.run_compare(sets, chosen, dims, args.k)
         else:
-            report = bench.run_bench(eval_set, dims, args.k, args.precision)
+            with _phase(BENCH_PHASE):
+                report = bench.run_bench(eval_set, dims, args.k, args.precision)
     if args.plot:
         args.plot.write_text(bench.plot_svg(report), encoding="utf-8")
     if args.json:
@@ -600,6 +611,7 @@ def _print_compare(report: dict[str, Any]) -> None:
     from rich import box
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     compare, k = report["compare"], report["k"]
     cached = set(compare.get("fit_cached", []))
@@ -608,8 +620,10 @@ def _print_compare(report: dict[str, Any]) -> None:
         for name, s in compare["fit_seconds"].items()
     )
     table = Table(
-        title=f"{report['dataset']}: {report['docs']} docs, {report['queries']} judged queries, "
-        f"{report['model'].split('/')[-1]}",
+        title=Text(
+            f"{shown(report['dataset'])}: {report['docs']} docs, {report['queries']} judged "
+            f"queries, {report['model'].split('/')[-1]}"
+        ),
         caption=f"cells: nDCG@{k}/recall@100. int8 and binary scan codes of the "
         f"{compare['chosen']} vectors, then rescore exactly. Fit: {fits}.",
         box=box.SIMPLE_HEAD,
@@ -627,8 +641,33 @@ def _print_compare(report: dict[str, Any]) -> None:
     Console().print(table)
 
 
-def _bench_progress() -> Any:
-    """A context manager yielding progress(what, done, total): one rich bar per stage, on stderr."""
+BENCH_PHASE = "scoring each dim and funnel, calibrating the router"
+COMPARE_PHASE = "scoring each transform and precision"
+
+
+def _phase(text: str) -> Any:
+    """A context manager for a long step that reports no progress: a spinner on stderr while it
+    runs, then one line saying how long it took."""
+    import contextlib
+    import time
+
+    from rich.console import Console
+
+    @contextlib.contextmanager
+    def phase() -> Any:
+        console = Console(stderr=True)
+        started = time.perf_counter()
+        with console.status(f"{text}…"):
+            yield
+        console.print(f"{text}: {time.perf_counter() - started:.1f} s", style="dim", markup=False)
+
+    return phase()
+
+
+def _bench_progress(silent: dict[str, str] | None = None) -> Any:
+    """A context manager yielding progress(what, done, total): one rich bar per stage, on stderr.
+    `silent`: stages followed by one that reports nothing: once the first is done, a bar without
+    a total says the second is under way."""
     import contextlib
 
     from rich.console import Console
@@ -655,6 +694,9 @@ def _bench_progress() -> Any:
                 if what not in tasks:
                     tasks[what] = bar.add_task(what, total=total)
                 bar.update(tasks[what], completed=done, total=total)
+                after = (silent or {}).get(what)
+                if after and done >= total and after not in tasks:
+                    tasks[after] = bar.add_task(after, total=None)
 
             yield show
 
@@ -665,13 +707,16 @@ def _print_bench(report: dict[str, Any]) -> None:
     from rich import box
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     k, full_dim = report["k"], report["full_dim"]
     ndcg_key = f"ndcg{k}"
     full = report["full"][ndcg_key]
     table = Table(
-        title=f"{report['dataset']}: {report['docs']} docs, {report['queries']} judged queries, "
-        f"{report['model'].split('/')[-1]} ({report['transform']})",
+        title=Text(
+            f"{shown(report['dataset'])}: {report['docs']} docs, {report['queries']} judged "
+            f"queries, {report['model'].split('/')[-1]} ({report['transform']})"
+        ),
         caption="funnel d:c = exact scan at d keeping c, …, then a full-dim rerank; "
         "scan = values read ÷ a full exact scan.\nrouted: each query's own dimension "
         "(mrl_tui/core/router.py), calibrated on the corpus, no judgements.",

@@ -103,3 +103,34 @@ def test_indexing_screen(snap_compare, tmp_path: Path) -> None:
         app.search_screen.query_one("#query", Input).value = "typed while indexing"
 
     assert snap_compare(app, terminal_size=(100, 32), run_before=run_before)
+
+
+def test_help_screen(snap_compare, tmp_path: Path) -> None:
+    """F1 at 80x24: the keys, listed from the bindings, in a box with content."""
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    app = MrlApp(folder, device="cpu", autostart=False)
+
+    async def run_before(pilot) -> None:
+        await pilot.press("f1")
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
+
+
+def test_skipped_screen(snap_compare, tmp_path: Path) -> None:
+    """F3: skipped files with their reasons, names shown literally (markup-like, undecodable)."""
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    app = MrlApp(folder, device="cpu", autostart=False)
+    app.skipped = [
+        ("[draft] data.bin", "unsupported type"),
+        ("docs/[red]huge[/red].md", "too large (12.0 MB > 5.0 MB)"),
+        ("bad\udcff.md", "unsupported type"),
+    ]
+
+    async def run_before(pilot) -> None:
+        await pilot.press("f3")
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)

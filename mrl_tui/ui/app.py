@@ -6,9 +6,13 @@ sentence-transformers) is imported inside the worker thread.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import dataclasses
 import functools
+import os
+import sys
 import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path, PurePath
@@ -20,6 +24,7 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 
 from mrl_tui.core.errors import MrlError
+from mrl_tui.ui.literal import shown
 from mrl_tui.ui.screens.search import SearchScreen
 from mrl_tui.ui.state import FolderView, Remembered
 
@@ -28,6 +33,7 @@ if TYPE_CHECKING:
     from mrl_tui.core.library import Library
 
 HERE = Path(__file__).parent
+HELP_HELP = "this help (? outside the query box)"
 
 
 def human_size(n: float) -> str:
@@ -36,6 +42,46 @@ def human_size(n: float) -> str:
             return f"{n:.0f} {unit}"
         n /= 1024
     return f"{n:.1f} GB"
+
+
+class DaemonExecutor(concurrent.futures.ThreadPoolExecutor):
+    """Runs each thread worker on a daemon thread of its own.
+
+    Why: Textual runs thread workers on the event loop's default executor, whose threads Python
+    waits for on the way out, so Ctrl+Q waited for the batch being embedded (seconds on a CPU).
+    Quitting tells the indexing worker to stop (`MrlApp._stop`); what it committed is kept, and
+    the index store survives an interrupted batch as it survives a killed process."""
+
+    def __init__(self) -> None:
+        super().__init__()  # asyncio takes no other kind of default executor; its pool is unused
+        self.threads: set[threading.Thread] = set()
+
+    @property
+    def busy(self) -> bool:
+        return any(thread.is_alive() for thread in self.threads)
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+        def run() -> None:
+            if not future.set_running_or_notify_cancel():
+                return
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:
+                with contextlib.suppress(RuntimeError):  # the app's loop is already closed
+                    future.set_exception(exc)
+            else:
+                with contextlib.suppress(RuntimeError):
+                    future.set_result(result)
+
+        thread = threading.Thread(target=run, daemon=True)
+        self.threads = {t for t in self.threads if t.is_alive()} | {thread}
+        thread.start()
+        return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Nothing to wait for: the threads are daemons, and the app has told its work to stop."""
 
 
 class MrlApp(App[int]):
@@ -49,10 +95,27 @@ class MrlApp(App[int]):
         HERE / "widgets" / "panels.tcss",
         HERE / "widgets" / "indexing.tcss",
     ]
+    # The tooltips are the help screen's text (F1 lists these bindings).
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("f1", "help", "help"),
-        Binding("question_mark", "help", "help", show=False),
-        Binding("ctrl+r", "reindex", "reindex", show=False),
+        Binding("f1", "help", "help", tooltip=HELP_HELP),
+        Binding("question_mark", "help", "help", show=False, tooltip=HELP_HELP),
+        Binding(
+            "ctrl+r",
+            "reindex",
+            "reindex",
+            show=False,
+            tooltip="re-index the folder (only what changed; the results stay searchable)",
+        ),
+        Binding(
+            "ctrl+p",
+            "command_palette",
+            "palette",
+            show=False,
+            priority=True,
+            tooltip="command palette: reindex, reference, transform, router, live search, "
+            "panels, export…",
+        ),
+        Binding("ctrl+q", "quit", "quit", show=False, priority=True, tooltip="quit"),
     ]
 
     def __init__(
@@ -101,7 +164,8 @@ class MrlApp(App[int]):
         self.report: IndexReport | None = None
         self.failed = False
         self._stop = threading.Event()
-        self.title = f"mrl-tui · {self.path.name or self.path}"
+        self.executor = DaemonExecutor()
+        self.title = shown(f"mrl-tui · {self.path.name or self.path}")
 
     def get_default_screen(self) -> Screen[Any]:
         screen = SearchScreen(frozen_timings=self.frozen_timings, auto_router=self.auto_router)
@@ -113,6 +177,9 @@ class MrlApp(App[int]):
         screen = self.screen_stack[0]  # the default screen, under any modal
         assert isinstance(screen, SearchScreen)
         return screen
+
+    def on_load(self) -> None:
+        asyncio.get_running_loop().set_default_executor(self.executor)
 
     def on_mount(self) -> None:
         if self.remembered is not None and self.remembered.theme in self.available_themes:
@@ -183,6 +250,7 @@ class MrlApp(App[int]):
     def _describe(self, library: Library) -> None:
         info = library.embedder.info
         self.sub_title = f"{info.model} · {info.device} · {library.transform_name}"
+        self.search_screen.model_ready(library.full_dim)
 
     def _failed(self, message: str) -> None:
         self.failed = True
@@ -196,7 +264,7 @@ class MrlApp(App[int]):
         if report.chunks_total == 0:
             self.search_screen.library_failed(
                 "Nothing is indexed yet (cancelled, or no readable files). Ctrl+R indexes again; "
-                "s lists skipped files."
+                "F3 lists skipped files."
             )
             return
         full_bytes = report.chunks_total * library.full_dim * 4
@@ -220,9 +288,12 @@ class MrlApp(App[int]):
 
     def action_help(self) -> None:
         from mrl_tui.ui.screens.help import HelpScreen
+        from mrl_tui.ui.widgets.dim_slider import DimSlider
+        from mrl_tui.ui.widgets.ranking import RankingTable
 
         if not isinstance(self.screen, HelpScreen):
-            self.push_screen(HelpScreen())
+            owners = [self.BINDINGS, SearchScreen.BINDINGS, DimSlider.BINDINGS]
+            self.push_screen(HelpScreen([*owners, RankingTable.BINDINGS]))
 
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
@@ -292,9 +363,9 @@ class MrlApp(App[int]):
             directory.mkdir(parents=True, exist_ok=True)
             target.write_text(json.dumps(record, indent=2), encoding="utf-8")
         except OSError as exc:
-            self.notify(f"Could not save the comparison: {exc}", severity="error")
+            self.notify(f"Could not save the comparison: {exc}", severity="error", markup=False)
             return
-        self.notify(f"Saved {target}")
+        self.notify(shown(f"Saved {target}"), markup=False)
 
     def on_unmount(self) -> None:
         self._stop.set()  # an indexing thread still running stops at its next batch
@@ -309,8 +380,12 @@ def run_app(
     trust_remote_code: bool,
     transform: str = "auto",
     mrl: bool = False,
+    exit_process: bool = False,
 ) -> int:
-    """Run the app until the user quits; 1 if the library could not be opened, else 0."""
+    """Run the app until the user quits; 1 if the library could not be opened, else 0.
+
+    `exit_process` (the command line): end the process as soon as the terminal is restored.
+    Python's own teardown of torch and friends takes most of a second more, for nothing."""
     app = MrlApp(
         path,
         model=model,
@@ -321,6 +396,11 @@ def run_app(
         mrl=mrl,
     )
     app.run()
-    if app.library is not None:
+    if app.library is not None and not app.executor.busy:  # else the process ends under it
         app.library.close()
-    return 1 if app.failed else 0
+    code = 1 if app.failed else 0
+    if exit_process:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code

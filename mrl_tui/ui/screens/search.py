@@ -18,6 +18,7 @@ from textual import events, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.keys import format_key
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
@@ -35,6 +36,7 @@ from mrl_tui.core.compare import (
 )
 from mrl_tui.core.query_syntax import parse_query
 from mrl_tui.ui.editor import open_hit
+from mrl_tui.ui.literal import shown
 from mrl_tui.ui.reference import default_reference
 from mrl_tui.ui.session import (
     TOP_K,
@@ -73,9 +75,20 @@ LIVE_DELAY = 0.25
 """Seconds without a keystroke after which the query box is searched (live search)."""
 LIVE_MIN_CHARS = 3
 """Shorter queries wait for Enter: one or two letters match nearly anything."""
+FOCUS_HELP = "move between query, slider and tables"
 PLACEHOLDERS = {True: "search your folder… (as you type)", False: "search your folder… (Enter)"}
 MORE_STEP, MAX_K = 10, 100
 """`m` shows ten more hits on each side, up to `MAX_K`; `M` ten fewer, down to `TOP_K`."""
+
+
+def typed_actions(bindings: list[BindingType]) -> frozenset[str]:
+    """Actions bound only to printable characters: the query box takes those keys first."""
+    keys: dict[str, list[str]] = {}
+    for binding in Binding.make_bindings(bindings):
+        keys.setdefault(binding.action, []).append(binding.key)
+    return frozenset(
+        action for action, bound in keys.items() if all(len(format_key(key)) == 1 for key in bound)
+    )
 
 
 class SearchScreen(Screen[None]):
@@ -86,19 +99,61 @@ class SearchScreen(Screen[None]):
         (170, "-huge"),
     ]
 
+    # The tooltips are the help screen's text (F1 lists these bindings).
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "cancel_indexing", "stop indexing"),
-        Binding("slash", "focus_query", "query", show=False),
-        Binding("r", "cycle_reference", "ref"),
-        Binding("t", "cycle_transform", "transform"),
-        Binding("f", "toggle_funnel", "funnel"),
-        Binding("o", "open_in_editor", "open"),
-        Binding("c", "copy_location", "copy", show=False),
-        Binding("a", "toggle_router", "router"),
-        Binding("p", "toggle_panels", "panels"),
-        Binding("s", "show_skipped", "skipped", show=False),
-        Binding("m", "more_results", "more", show=False),
-        Binding("M", "fewer_results", "fewer", show=False),
+        Binding(
+            "f2",
+            "about",
+            "about",
+            show=False,
+            tooltip="what this screen shows: dim, routing, scan…",
+        ),
+        Binding("f3,s", "show_skipped", "skipped", show=False, tooltip="list skipped files"),
+        Binding(
+            "escape",
+            "cancel_indexing",
+            "stop indexing",
+            tooltip="stop indexing (what is indexed stays searchable)",
+        ),
+        Binding("slash", "focus_query", "query", show=False, tooltip="back to the query box"),
+        Binding("tab", "app.focus_next", show=False, tooltip=FOCUS_HELP),
+        Binding("shift+tab", "app.focus_previous", show=False, tooltip=FOCUS_HELP),
+        Binding(
+            "r",
+            "cycle_reference",
+            "ref",
+            tooltip="reference side: the next power-of-two dim (full → 8 → 16 → …)",
+        ),
+        Binding(
+            "t",
+            "cycle_transform",
+            "transform",
+            tooltip="reference side: the chosen dim under another transform "
+            "(naive truncation, PCA, the adaptor fitted to this folder)",
+        ),
+        Binding(
+            "f",
+            "toggle_funnel",
+            "funnel",
+            tooltip="reference side: funnel search at full dim (large indexes with an HNSW graph)",
+        ),
+        Binding("o", "open_in_editor", "open", tooltip="open the selected hit in your editor"),
+        Binding(
+            "c",
+            "copy_location",
+            "copy",
+            show=False,
+            tooltip="copy path:line of the selected hit (OSC 52: the terminal's clipboard)",
+        ),
+        Binding(
+            "a",
+            "toggle_router",
+            "router",
+            tooltip="router: auto (it picks each query's dim) / manual (the slider's)",
+        ),
+        Binding("p", "toggle_panels", "panels", tooltip="show / hide the side panels"),
+        Binding("m", "more_results", "more", show=False, tooltip="ten more results per side"),
+        Binding("M", "fewer_results", "fewer", show=False, tooltip="ten fewer results per side"),
     ]
 
     class CancelIndexing(Message):
@@ -119,6 +174,8 @@ class SearchScreen(Screen[None]):
         self.ref_reason = ""  # why the default reference is not full, shown under the tables
         self.k = TOP_K  # hits on each side (`m` / `M`)
         self.latency_profile: dict[int, float] | None = None  # measured once per index load
+        self.latency_more: dict[int, float] = {}  # other dims, measured the same way when shown
+        self.full_dim: int | None = None  # the model's, once it is loaded
         self.auto_router = auto_router  # the router picks each query's dim; a slider move ends it
         self.live_search = True  # search when typing pauses, not only on Enter
         self.indexing = True
@@ -129,7 +186,10 @@ class SearchScreen(Screen[None]):
         self._message_is_error = False
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """Footer hints follow the state: Esc only while indexing; hit keys dim without hits."""
+        """Footer hints follow the state: Esc only while indexing; hit keys dim without hits;
+        letter keys hidden while the query box has the keyboard (they type there)."""
+        if action in TYPED_ACTIONS and isinstance(self.focused, Input):
+            return False
         if action == "cancel_indexing":
             return self.indexing
         if action in (
@@ -157,7 +217,7 @@ class SearchScreen(Screen[None]):
                         history=self._remembered().history if self._remembered() else None,
                     )
                     with Horizontal(id="dim-row"):
-                        yield Static("dim: waiting for the model", id="dim-label")
+                        yield Static("dim: loading the model", id="dim-label")
                 yield RouterPanel(id="router")
             yield IndexingPanel(id="indexing")
             yield Static("", id="message")
@@ -182,9 +242,13 @@ class SearchScreen(Screen[None]):
         self._show_results_area(False)
 
     def _show_results_area(self, show: bool) -> None:
+        """The results, and the indexing panel while indexing: in full before there are
+        results, as a progress line above them while a re-index runs behind them."""
         for selector in ("#compare", "#agreement", "#detail"):
             self.query_one(selector).display = show
-        self.query_one("#indexing").display = not show and self.indexing
+        panel = self.query_one("#indexing")
+        panel.display = self.indexing
+        panel.set_class(show, "-behind")
         self.refresh_bindings()
 
     # -- called by the app (attributes down) ---------------------------------------------------
@@ -195,20 +259,27 @@ class SearchScreen(Screen[None]):
 
     def show_message(self, text: str, *, error: bool = False) -> None:
         message = self.query_one("#message", Static)
-        message.update(Text(text, style="bold red" if error else ""))
+        message.update(Text(shown(text), style="bold red" if error else ""))
         message.display = bool(text)
         self._message_is_error = error
+
+    def model_ready(self, full_dim: int) -> None:
+        """The model is loaded (the index may still be building): its full dim is known."""
+        self.full_dim = full_dim
+        if self.library is None:
+            self.query_one("#dim-label", Static).update(Text(f"dim {self.dim:>4} / {full_dim}"))
 
     def library_failed(self, text: str) -> None:
         self.indexing = False
         self.library = None
+        self.query_one("#dim-label", Static).update(Text("dim: no index"))
         self._show_results_area(False)
         self.show_message(text, error=True)
 
     def indexing_started(self) -> None:
+        """A library already shown stays searchable while the folder is indexed again."""
         self.indexing = True
-        self.library = None
-        self._show_results_area(False)
+        self._show_results_area(self.library is not None)
         self.show_message("")
 
     async def library_ready(self, library: Library, note: str = "") -> None:
@@ -222,6 +293,8 @@ class SearchScreen(Screen[None]):
         if library.graph is None:
             self.ref_mode = "exact"
         self.latency_profile = None  # a new index: measured again with the next query
+        self.latency_more = {}
+        self.query_one(LatencyPanel).clear_profile()
         if not self.query(DimSlider):
             await self.query_one("#dim-row").mount(
                 DimSlider(
@@ -353,16 +426,23 @@ class SearchScreen(Screen[None]):
         library = self.library
         if library is None:
             return
+        measured = {**(self.latency_profile or {}), **self.latency_more}
         try:
             comparison = compare_at(
                 library, state, dim, *reference, previous=self.comparison, k=self.k
             )
+            more = {}
+            if self.latency_profile is not None and not self.frozen_timings and dim not in measured:
+                more = measure_latency(library, state.query, dims=[dim])
         except Exception as exc:
             self.app.call_from_thread(self.show_message, f"search failed: {exc}", error=True)
             return
-        self.app.call_from_thread(self._show_comparison, seq, state, comparison)
+        self.app.call_from_thread(self._show_comparison, seq, state, comparison, more)
 
-    def _show_comparison(self, seq: int, state: QueryState, comparison: Comparison) -> None:
+    def _show_comparison(
+        self, seq: int, state: QueryState, comparison: Comparison, more: dict[int, float]
+    ) -> None:
+        self.latency_more.update(more)
         if seq != self._view_seq or state is not self.state:
             return  # stale: the slider moved on, or another query replaced this one
         if self.comparison is None:
@@ -413,15 +493,7 @@ class SearchScreen(Screen[None]):
             )
         )
         assert self.library is not None
-        self.query_one(LatencyPanel).show(
-            Latency(
-                state.query.embed_ms,
-                comparison.dim,
-                comparison.left_ms,
-                self.library.full_dim,
-                state.full_ms,
-            )
-        )
+        self._show_latency(state.query.embed_ms, comparison.dim)
         full_top = state.rankings[self.library.full_dim][:TOP_K]
         self._update_storage(current=overlap_at_k(left_ids, full_top, TOP_K))
         self._show_selected()
@@ -492,6 +564,17 @@ class SearchScreen(Screen[None]):
         self.latency_profile = profile
         rows = self.library.chunk_count if self.library is not None else 0
         self.query_one(LatencyPanel).show_profile(profile, self.dim, rows)
+
+    def _show_latency(self, embed_ms: float, dim: int) -> None:
+        """The chosen dim's and the full dim's search times, both from the same measurement as
+        the plot (`measure_latency`), or "–" until that has run."""
+        if self.library is None:
+            return
+        measured = {**(self.latency_profile or {}), **self.latency_more}
+        full = self.library.full_dim
+        self.query_one(LatencyPanel).show(
+            Latency(embed_ms, dim, measured.get(dim), full, measured.get(full))
+        )
 
     def _loaded_transform(self) -> str:
         """The library's transform, short: "PCA", "native MRL" or "naive"."""
@@ -682,6 +765,13 @@ class SearchScreen(Screen[None]):
         remembered.theme = self.app.theme
         remembered.save()
 
+    def action_about(self) -> None:
+        from mrl_tui.ui.screens.about import AboutScreen
+
+        route = self.state.route if self.state is not None and self.auto_router else None
+        full = self.library.full_dim if self.library is not None else self.full_dim
+        self.app.push_screen(AboutScreen(full, route))
+
     def action_show_skipped(self) -> None:
         from mrl_tui.ui.screens.skipped import SkippedScreen
 
@@ -694,7 +784,12 @@ class SearchScreen(Screen[None]):
             return
         where = f"{hit.chunk.path}:{hit.chunk.start_line}"
         self.app.copy_to_clipboard(where)
-        self.notify(f"Copied {where}")
+        # OSC 52 asks the terminal to set the clipboard; there is no reply to tell if it did.
+        self.notify(
+            f"Sent {where} to the terminal's clipboard (OSC 52; some terminals, and tmux without "
+            "set-clipboard, ignore it).",
+            markup=False,
+        )
 
     def action_open_in_editor(self) -> None:
         hit = self.selected_hit()
@@ -703,3 +798,6 @@ class SearchScreen(Screen[None]):
             return
         query = (self.state.query.words or self.state.query.text) if self.state else ""
         open_hit(self.app, Path(self.library.root), hit.chunk, query)
+
+
+TYPED_ACTIONS = typed_actions(SearchScreen.BINDINGS)

@@ -1,4 +1,4 @@
-"""s: the files indexing left out, and why."""
+"""F3 / s: the files indexing left out, and why."""
 
 from __future__ import annotations
 
@@ -11,10 +11,12 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
+from mrl_tui.ui.literal import shown
+
 
 class SkippedScreen(ModalScreen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape,q,s", "app.pop_screen", "close", show=True)
+        Binding("escape,q,s,f3", "app.pop_screen", "close", show=True)
     ]
 
     def __init__(self, skipped: list[tuple[str, str]] | None) -> None:
@@ -28,8 +30,8 @@ class SkippedScreen(ModalScreen[None]):
         elif not self.skipped:
             lines.append("No files were skipped.")
         for path, reason in self.skipped or []:
-            lines.append(path)
-            lines.append(f"  {reason}\n", style="dim")
+            lines.append(shown(path))
+            lines.append(f"  {shown(reason)}\n", style="dim")
         lines.rstrip()
         with VerticalScroll(id="skipped-box") as box:
             count = 0 if not self.skipped else len(self.skipped)

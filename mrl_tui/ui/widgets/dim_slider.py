@@ -11,16 +11,18 @@ from textual_slider import Slider
 from mrl_tui.core.compare import power_of_two_dims
 
 STEP = 8
+STEP_HELP = f"slider: dimension −{STEP} / +{STEP}"
+JUMP_HELP = "slider: previous / next power of two (or a dim the model was trained at, or full)"
 
 
 class DimSlider(Slider):
     """A `Slider` from 8 to the model's full dimension; posts `Slider.Changed` as it moves."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("left", "slide_left", "-8 dims", show=False),
-        Binding("right", "slide_right", "+8 dims", show=False),
-        Binding("shift+left", "jump(-1)", "previous stop", show=False),
-        Binding("shift+right", "jump(1)", "next stop", show=False),
+        Binding("left", "slide_left", "-8 dims", show=False, tooltip=STEP_HELP),
+        Binding("right", "slide_right", "+8 dims", show=False, tooltip=STEP_HELP),
+        Binding("shift+left", "jump(-1)", "previous stop", show=False, tooltip=JUMP_HELP),
+        Binding("shift+right", "jump(1)", "next stop", show=False, tooltip=JUMP_HELP),
     ]
 
     def __init__(

@@ -9,6 +9,8 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import ProgressBar, Static
 
+from mrl_tui.ui.literal import shown
+
 if TYPE_CHECKING:
     from mrl_tui.core.indexer import IndexProgress
 
@@ -28,12 +30,13 @@ def progress_lines(p: IndexProgress) -> Text:
         left = (p.chunks_total - p.chunks_done) / rate
         text.append(f"    {rate:.1f} chunks/s    ETA {eta_text(left)}")
     if p.current:
-        text.append(f"\n{p.current}", style="dim")
+        text.append(f"\n{shown(p.current)}", style="dim")
     return text
 
 
 class IndexingPanel(Vertical):
-    """Shown instead of the results until the index is ready."""
+    """Shown instead of the results until the index is ready; with the class ``-behind``, a
+    status and a bar above the results while the folder is indexed again (Ctrl+R)."""
 
     last_progress: IndexProgress | None = None
 
@@ -43,7 +46,7 @@ class IndexingPanel(Vertical):
         yield Static("", id="indexing-detail")
         yield Static(
             "Esc stops indexing and searches what is already indexed · "
-            "s lists skipped files · you can type a query now",
+            "F3 lists skipped files · you can type a query now",
             id="indexing-hint",
         )
 
@@ -51,7 +54,7 @@ class IndexingPanel(Vertical):
         self.border_title = "index"
 
     def set_status(self, status: str) -> None:
-        self.query_one("#indexing-status", Static).update(status)
+        self.query_one("#indexing-status", Static).update(Text(status))
 
     def show_progress(self, p: IndexProgress) -> None:
         self.last_progress = p

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -33,29 +34,6 @@ class Route(Protocol):
 
     @property
     def summary(self) -> str: ...
-
-
-FEATURE_LISTS = (
-    ("numbers", "numbers"),
-    ("names", "names"),
-    ("identifiers", "identifiers"),
-    ("negations", "negation"),
-    ("qualifiers", "qualifier"),
-)
-
-
-def feature_line(features: dict[str, Any]) -> str:
-    """The measured features, compact: ``content words 3 · rare terms 1 · negation without``."""
-    parts = [
-        f"content words {features.get('content_words', 0)}",
-        f"rare terms {len(features.get('rare_terms', []))}",
-    ]
-    for key, label in FEATURE_LISTS:
-        if features.get(key):
-            parts.append(f"{label} {', '.join(features[key])}")
-    if features.get("clauses", 1) >= 2:
-        parts.append(f"clauses {features['clauses']}")
-    return " · ".join(parts)
 
 
 def short_count(n: int) -> str:
@@ -104,6 +82,85 @@ def stages_lines(route: Route, full_dim: int, width: int | None = None) -> list[
     return [*lines, line] if line else lines
 
 
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def query_words(features: dict[str, Any]) -> str:
+    """What the router saw in the query, in plain words: ``3 meaningful words (of 7); nothing
+    rare, exact or negated`` or ``2 meaningful words; rare here: wireguard``."""
+    content, tokens = features.get("content_words", 0), features.get("tokens", 0)
+    words = plural(content, "meaningful word") + (f" (of {tokens})" if tokens > content else "")
+    found = []
+    if features.get("rare_terms"):
+        found.append(f"rare here: {', '.join(features['rare_terms'][:3])}")
+    exact = [*features.get("identifiers", []), *features.get("numbers", [])]
+    if exact:
+        found.append(f"exact: {', '.join(exact[:3])}")
+    negated = [*features.get("negations", []), *features.get("qualifiers", [])]
+    if negated:
+        found.append(f"negated/qualified: {', '.join(negated[:3])}")
+    if features.get("clauses", 1) >= 2:
+        found.append(f"{features['clauses']} clauses")
+    return f"{words}; " + ("; ".join(found) if found else "nothing rare, exact or negated")
+
+
+REASONS: list[tuple[str, str]] = [
+    (
+        r"top-(?P<k>\d+) stable between (?P<a>\d+) and (?P<b>\d+) \((?P<n>\d+) shared\)",
+        "its top {k} settled ({n} of {k} the same at {a} and {b} dims): stopped at {b}",
+    ),
+    (
+        r"top-(?P<k>\d+) unstable up to (?P<a>\d+): full",
+        "its top {k} still changed at {a} dims: went on to the full {full}",
+    ),
+    (
+        r"top-(?P<k>\d+) not trusted up to (?P<a>\d+): full",
+        "its top {k} looked settled, but not for such queries here: went on to the full {full}",
+    ),
+    (
+        r"(?P<g>.+) queries need more than (?P<d>\d+) here",
+        "in this folder, {g} queries need more than {d} dims",
+    ),
+    (r"hard: straight to full", "several hard signs: straight to the full {full} dims"),
+    (r"(?P<why>.+): exact full-dim scan", "{why}: every chunk scored at the full {full} dims"),
+]
+"""The router's reasons (`mrl_tui.core.router`) in plain words; those about the query itself
+are said by `query_words` instead."""
+QUERY_REASONS = re.compile(
+    r"negation/qualifier |exact tokens |rare terms |long query |\d+ clauses$|\w+ keyword query$"
+)
+
+
+def plain_reasons(route: Route, full_dim: int) -> list[str]:
+    """Why the route stopped where it did, one plain sentence per reason (unknown ones as the
+    router wrote them)."""
+    said = []
+    for reason in route.reasons:
+        if QUERY_REASONS.match(reason):
+            continue
+        for pattern, words in REASONS:
+            if found := re.fullmatch(pattern, reason):
+                said.append(words.format(full=full_dim, **found.groupdict()))
+                break
+        else:
+            said.append(reason)
+    return said
+
+
+def stage_words(route: Route, full_dim: int) -> list[str]:
+    """The stages as sentences: ``scored all 552 chunks on their first 32 dims``, ``re-scored
+    the best 200 on 64 dims``."""
+    said = []
+    for i, (dim, rows) in enumerate(route.stages):
+        dims = f"all {full_dim} dims" if dim == full_dim else f"their first {dim} dims"
+        if i == 0:
+            said.append(f"scored all {rows:,} chunks on {dims}")
+        else:
+            said.append(f"re-scored the best {rows:,} on {dims}")
+    return said
+
+
 class RouterPanel(Static):
     """The router's decision for the last query, or that the dimension is the user's (`a`).
 
@@ -125,7 +182,7 @@ class RouterPanel(Static):
         text = Text()
         text.append("manual", style="bold")
         text.append(f": dim {dim}, set with the slider\n")
-        text.append("a: auto, the router picks each query's dim", style="dim")
+        text.append("a (from the slider or a table): auto, the router picks", style="dim")
         self._show(text)
 
     def show_waiting(self) -> None:
@@ -139,9 +196,11 @@ class RouterPanel(Static):
     def show_route(self, route: Route, full_dim: int) -> None:
         def route_text(width: int | None) -> Text:
             text = Text()
-            text.append("auto ", style="bold")
-            text.append(f"{route.summary}\n")
-            text.append(f"{feature_line(route.features)}\n", style="dim")
+            text.append(f"auto: dim {route.dim} of {full_dim}", style="bold")
+            text.append(" · F2 explains\n", style="dim")
+            if reasons := plain_reasons(route, full_dim):
+                text.append("; ".join(reasons) + "\n")
+            text.append(f"{query_words(route.features)}\n", style="dim")
             text.append("\n".join(stages_lines(route, full_dim, width)), style="dim")
             return text
 
@@ -188,11 +247,14 @@ class CurvePlot(PlotextPlot):
 
 @dataclass
 class Latency:
+    """This query's embedding time, and the search times at its dim and at full dim: medians
+    from the same measurement as the plot (None: not measured yet)."""
+
     embed_ms: float
     dim: int
-    dim_ms: float
+    dim_ms: float | None
     full_dim: int
-    full_ms: float
+    full_ms: float | None
 
 
 def fmt_ms(ms: float) -> str:
@@ -230,14 +292,23 @@ class LatencyPanel(Vertical):
         self.border_title = "latency"
 
     def show(self, latency: Latency) -> None:
-        def ms(value: float) -> str:
-            return "– ms" if self.frozen else fmt_ms(value)
+        def ms(value: float | None) -> str:
+            return "– ms" if self.frozen or value is None else fmt_ms(value)
 
         text = Text()
         text.append(f"embed query  {ms(latency.embed_ms)}\n")
-        text.append(f"search @{latency.dim:<5}{ms(latency.dim_ms)}\n")
-        text.append(f"search @{latency.full_dim:<5}{ms(latency.full_ms)}")
+        text.append(f"search @{latency.dim:<5}{ms(latency.dim_ms)}")
+        if latency.dim != latency.full_dim:  # one figure per dim
+            text.append(f"\nsearch @{latency.full_dim:<5}{ms(latency.full_ms)}")
         self.query_one(".numbers", Static).update(text)
+
+    def clear_profile(self) -> None:
+        """A new index: its times are measured with the next query."""
+        self.profile = {}
+        self.set_class(True, "-flat")  # no plot until then
+        self.query_one(".legend", Static).update(
+            Text("search times: measured with the next query", style="dim")
+        )
 
     def show_profile(self, profile: dict[int, float], dim: int, rows: int) -> None:
         """Median search time (ms) by dim for this index of `rows` vectors: a line, redrawn as
@@ -254,7 +325,7 @@ class LatencyPanel(Vertical):
                 style="dim",
             )
         else:
-            legend = Text("search ms by dim (median)", style="dim")
+            legend = Text("search ms by dim (median of warm runs)", style="dim")
         self.query_one(".legend", Static).update(legend)
         self.mark(dim)
 
@@ -269,6 +340,16 @@ def human_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} GB"
+
+
+def smaller_text(dim: int, full_dim: int) -> str:
+    """How much smaller a prefix is than the full vector: ``6.0× smaller`` from half the size
+    down, ``2% smaller`` above it (a ratio there rounds to ``×1.0``), ``full size`` at full."""
+    if dim >= full_dim:
+        return "full size"
+    if 2 * dim <= full_dim:
+        return f"{full_dim / dim:.1f}× smaller"
+    return f"{1 - dim / full_dim:.0%} smaller"
 
 
 @dataclass
@@ -295,8 +376,8 @@ class StoragePanel(Vertical):
     def show(self, s: Storage) -> None:
         per_dim, per_full = 4 * s.dim, 4 * s.full_dim
         text = Text()
-        text.append(f"×{s.full_dim / s.dim:.1f} smaller", style="bold")
-        text.append(f" than full {s.full_dim}\n")
+        text.append(smaller_text(s.dim, s.full_dim), style="bold")
+        text.append(f" than full {s.full_dim}\n" if s.dim < s.full_dim else "\n")
         text.append(f"vector {human_bytes(per_dim)} / {human_bytes(per_full)}\n")
         text.append(
             f"index  {human_bytes(per_dim * s.chunks)} / {human_bytes(per_full * s.chunks)}\n"

@@ -8,7 +8,10 @@ from typing import TYPE_CHECKING
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import VerticalScroll
+from textual.content import Content
 from textual.widgets import Static
+
+from mrl_tui.ui.literal import shown
 
 if TYPE_CHECKING:
     from mrl_tui.core.library import Hit
@@ -80,16 +83,17 @@ class Preview(VerticalScroll):
             self.border_subtitle = ""
             return
         chunk = hit.chunk
-        self.border_title = f"{chunk.path}:{chunk.start_line}-{chunk.end_line}"
+        # Content, not a str: a border title given a str is read as markup.
+        self.border_title = Content(shown(f"{chunk.path}:{chunk.start_line}-{chunk.end_line}"))
         self.border_subtitle = f"score {hit.score:.3f}"
         text = Text()
         if trail:
             text.append_text(trail_text(trail, depth, dim, k))
             text.append("\n")
         if chunk.heading:
-            text.append(chunk.heading, style="bold")
+            text.append(shown(chunk.heading), style="bold")
             text.append("\n")
-        content = Text(chunk.text.strip())
+        content = Text(shown(chunk.text.strip()))
         terms = query_terms(query)
         if terms:
             words = "|".join(re.escape(term) for term in terms)

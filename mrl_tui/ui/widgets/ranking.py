@@ -7,15 +7,17 @@ file name when the whole path does not fit, and the snippet gets the rest of the
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from rich.text import Text
 from textual import events
 from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 
 from mrl_tui.core.compare import movement_label
+from mrl_tui.ui.literal import shown
 
 if TYPE_CHECKING:
     from mrl_tui.core.library import Hit
@@ -24,42 +26,69 @@ MOVE_STYLES = {"▲": "bold green", "▼": "bold red", "N": "bold yellow", "=": 
 RANK_WIDTH, MOVE_WIDTH, SCORE_WIDTH = 2, 3, 5  # "10", "▲9" / "NEW", "0.881"
 SCORE_FROM = 72
 """Tables narrower than this leave the score out (the preview shows it): the text needs it more."""
+SELECT_HELP = "tables: select a hit (the preview and its rank by dim follow)"
 MIN_WHERE = 12
 MIN_TEXT = 16
 """A snippet narrower than this says nothing: the text column is left out instead."""
 
 
-def one_line(text: str, width: int) -> str:
-    """The text on one line without markdown heading marks, cut to `width` with an ellipsis."""
-    flat = " ".join(re.sub(r"(?m)^\s*#+\s*", "", text).split())
-    return flat if len(flat) <= width else flat[: width - 1] + "…"
+def one_line(text: str, width: int) -> Text:
+    """The text on one line without markdown heading marks, cut to `width` with an ellipsis;
+    literal (a `Text`: a table cell given a str would read it as markup)."""
+    flat = " ".join(re.sub(r"(?m)^\s*#+\s*", "", shown(text)).split())
+    return Text(flat if len(flat) <= width else flat[: width - 1] + "…")
 
 
 def location(hit: Hit) -> str:
-    return f"{hit.chunk.path}:{hit.chunk.start_line}"
+    return shown(f"{hit.chunk.path}:{hit.chunk.start_line}")
 
 
-def file_location(hit: Hit) -> str:
-    """name:line, without the folders."""
-    return f"{hit.chunk.path.rsplit('/', 1)[-1]}:{hit.chunk.start_line}"
+def fit_path(path: str, line: str, width: int) -> str:
+    """`path` + `line` (":12") in `width` cells: the whole path; else as many of its last folders
+    as fit behind "…/" (so two ``__init__.py`` stay apart); else the file name, cut short if
+    it must be. The preview's title always has the whole path."""
+    path = shown(path)
+    room = width - len(line)
+    if len(path) <= room:
+        return path + line
+    parts = path.split("/")
+    for i in range(1, len(parts)):
+        tail = "…/" + "/".join(parts[i:])
+        if len(tail) <= room:
+            return tail + line
+    name = parts[-1]
+    return (name if len(name) <= room else name[: max(1, room - 1)] + "…") + line
 
 
 def short_locations(hits: list[Hit], width: int) -> list[str]:
-    """path:line of each hit in `width` cells, all shortened the same way so the column reads
-    evenly: whole paths, else file names, else stems (no extension), else stems cut short.
-    The preview's title always has the whole path."""
-    lines = [f":{hit.chunk.start_line}" for hit in hits]
-    paths = [hit.chunk.path for hit in hits]
-    names = [path.rsplit("/", 1)[-1] for path in paths]
-    stems = [name.rsplit(".", 1)[0] or name for name in names]
-    for parts in (paths, names, stems):
-        if all(len(part) + len(line) <= width for part, line in zip(parts, lines, strict=True)):
-            return [part + line for part, line in zip(parts, lines, strict=True)]
-    return [
-        (stem if len(stem) + len(line) <= width else stem[: max(1, width - len(line) - 1)] + "…")
-        + line
-        for stem, line in zip(stems, lines, strict=True)
-    ]
+    """path:line of each hit in `width` cells (`fit_path`)."""
+    return [fit_path(hit.chunk.path, f":{hit.chunk.start_line}", width) for hit in hits]
+
+
+LIST_ITEM_WIDTH = 40
+"""At most this many cells for one hit in the lists under the tables."""
+
+
+def fit_list(label: str, items: list[str], width: int, lines: int) -> list[str]:
+    """``label: a, b, c +2 more`` broken into at most `lines` lines of `width` cells: as many
+    items as fit, and how many did not."""
+    for shown_count in range(len(items), -1, -1):
+        rest = len(items) - shown_count
+        words = [f"{label}:"]
+        if shown_count:
+            words += [f"{item}," for item in items[: shown_count - 1]]
+            words.append(items[shown_count - 1])
+        if rest:
+            words.append(f"+{rest} more")
+        packed: list[str] = []
+        for word in words:
+            if packed and len(packed[-1]) + 1 + len(word) <= width:
+                packed[-1] += f" {word}"
+            else:
+                packed.append(word)
+        if len(packed) <= lines or shown_count == 0:
+            return packed[:lines]
+    return []
 
 
 def split_width(available: int, longest_where: int) -> tuple[int, int]:
@@ -82,6 +111,11 @@ def move_text(move: int | None, *, absent: str = "NEW") -> Text:
 
 class RankingTable(DataTable[object]):
     """Rows keyed by chunk id, so a highlighted row tells the screen which chunk it is."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [  # DataTable's, with the help screen's text
+        Binding("up", "cursor_up", show=False, tooltip=SELECT_HELP),
+        Binding("down", "cursor_down", show=False, tooltip=SELECT_HELP),
+    ]
 
     def __init__(self) -> None:
         super().__init__(cursor_type="row", zebra_stripes=True)
@@ -134,12 +168,37 @@ class RankingTable(DataTable[object]):
             ]
             if with_score:
                 cells.append(Text(f"{hit.score:.3f}", justify="right"))
-            cells.append(Text(where, style="bold"))
+            cells.append(Text(where, style="bold"))  # literal, as every cell here
             if text_width:
                 cells.append(one_line(hit.chunk.text, text_width))
             self.add_row(*cells, key=str(hit.id))
         if self._hits:
             self.move_cursor(row=min(row, len(self._hits) - 1), animate=False)
+
+
+class HitList(Static):
+    """The hits one side lost, in as many lines as its style gives it, ending "+N more" where
+    they do not all fit (both panes keep the same height)."""
+
+    def __init__(self, *, classes: str | None = None) -> None:
+        super().__init__("", classes=classes)
+        self._label, self._items = "", []
+
+    def show(self, label: str, items: list[str]) -> None:
+        self._label, self._items = label, items
+        self._lay_out()
+
+    def on_resize(self, _: events.Resize) -> None:
+        self._lay_out()
+
+    def _lay_out(self) -> None:
+        if not self._items:
+            self.update(Text(f"{self._label}: none", style="dim"))
+            return
+        width, lines = self.content_size.width or 80, self.content_size.height or 1
+        text = Text("\n".join(fit_list(self._label, self._items, width, lines)))
+        text.stylize("bold", 0, len(self._label) + 1)
+        self.update(text)
 
 
 class RankingPane(Vertical):
@@ -151,7 +210,7 @@ class RankingPane(Vertical):
 
     def compose(self) -> ComposeResult:
         yield RankingTable()
-        yield Static("", classes="dropped")
+        yield HitList(classes="dropped")
 
     @property
     def table(self) -> RankingTable:
@@ -171,9 +230,5 @@ class RankingPane(Vertical):
         """`cursor`: the row to put the table's cursor on (None: the same row as before)."""
         self.border_title = title
         self.table.show_hits(hits, moves, absent=absent, cursor=cursor)
-        dropped = self.query_one(".dropped", Static)
-        if lost:
-            names = ", ".join(file_location(hit) for hit in lost)
-            dropped.update(Text.assemble((f"{lost_label}: ", "bold"), names))
-        else:
-            dropped.update(Text(f"{lost_label}: none", style="dim"))
+        items = [fit_path(h.chunk.path, f":{h.chunk.start_line}", LIST_ITEM_WIDTH) for h in lost]
+        self.query_one(HitList).show(lost_label, items)
