@@ -86,6 +86,7 @@ def test_indexing_screen(snap_compare, tmp_path: Path) -> None:
     folder = tmp_path / "notes"
     folder.mkdir()
     app = MrlApp(folder, device="cpu", autostart=False)
+    app.animation_level = "none"  # the "starting…" bar would be caught mid-animation
 
     async def run_before(pilot) -> None:
         await wait_for(pilot, lambda: bool(app.screen.query("#indexing")))
@@ -110,6 +111,7 @@ def test_help_screen(snap_compare, tmp_path: Path) -> None:
     folder = tmp_path / "notes"
     folder.mkdir()
     app = MrlApp(folder, device="cpu", autostart=False)
+    app.animation_level = "none"  # the "starting…" bar would be caught mid-animation
 
     async def run_before(pilot) -> None:
         await pilot.press("f1")
@@ -123,6 +125,7 @@ def test_skipped_screen(snap_compare, tmp_path: Path) -> None:
     folder = tmp_path / "notes"
     folder.mkdir()
     app = MrlApp(folder, device="cpu", autostart=False)
+    app.animation_level = "none"  # the "starting…" bar would be caught mid-animation
     app.skipped = [
         ("[draft] data.bin", "unsupported type"),
         ("docs/[red]huge[/red].md", "too large (12.0 MB > 5.0 MB)"),
