@@ -29,6 +29,21 @@ def embedder():
     return Embedder(device="cpu")
 
 
+@pytest.fixture(scope="session")
+def notes_library(embedder, tmp_path_factory: pytest.TempPathFactory):
+    """The notes sample indexed once per session with the real model (about 40 s on 2 cores).
+
+    Tests share it read-only: they search it, they do not index it again or close it."""
+    from mrl_tui.core.library import Library
+
+    library = Library(SAMPLES / "notes", embedder, cache_root=tmp_path_factory.mktemp("notes"))
+    report = library.update()
+    assert report.chunks_total > 100 and not report.cancelled
+    library.load()
+    yield library
+    library.close()
+
+
 class HashEmbedder:
     """A fast stand-in for unit tests of bookkeeping: deterministic vectors from the text's hash.
 

@@ -135,22 +135,15 @@ def _queries(corpus: Path) -> list[tuple[str, str]]:
     return [(q, rel) for q, rel in rows[1:]]
 
 
-def test_bundled_model_finds_the_expected_notes(capsys: pytest.CaptureFixture[str]) -> None:
+def test_bundled_model_finds_the_expected_notes(notes_library) -> None:
     """End to end on the notes sample corpus: the expected file is in the top 5 for most queries."""
-    from mrl_tui.core.library import Library
-
-    corpus = SAMPLES / "notes"
-    library = Library.open(corpus, device="cpu")
-    report = library.update()
-    assert report.chunks_total > 100 and not report.cancelled
     found = 0
-    queries = _queries(corpus)
+    queries = _queries(SAMPLES / "notes")
     for text, relevant in queries:
-        query = library.query(text)
-        top = {hit.chunk.path for hit in library.search(query, 384, 5).hits}
+        query = notes_library.query(text)
+        top = {hit.chunk.path for hit in notes_library.search(query, 384, 5).hits}
         found += relevant in top
     assert found / len(queries) >= 0.85
-    library.close()
 
 
 def test_a_corrupt_cache_is_rebuilt_with_a_message(

@@ -80,16 +80,14 @@ async def test_at_full_dim_the_reference_moves_to_a_small_prefix_and_says_why(
 
 
 async def test_the_first_query_on_the_notes_sample_shows_two_different_sides(
-    embedder, tmp_path: Path
+    notes_library: Library,
 ) -> None:
     """Auto mode, as a new user starts: on this sample the router picks full for its queries,
     and full against full would show two identical tables."""
     corpus = SAMPLES / "notes"
     with open(corpus / "queries.tsv", newline="", encoding="utf-8") as fh:
         first_query = list(csv.reader(fh, delimiter="\t"))[1][0]
-    notes = Library(corpus, embedder, cache_root=tmp_path / "cache")
-    notes.update()
-    notes.load()
+    notes = notes_library
     app = MrlApp(corpus, device="cpu", library=notes)
     async with app.run_test(size=(120, 36)) as pilot:
         screen = await search(pilot, first_query)
@@ -98,7 +96,6 @@ async def test_the_first_query_on_the_notes_sample_shows_two_different_sides(
         assert table_ids(screen, "#left") != table_ids(screen, "#right")
         if comparison.dim == notes.full_dim:
             assert "because the chosen dim is full" in agreement_text(screen)
-    notes.close()
 
 
 # -- remembered between runs -------------------------------------------------------------------
