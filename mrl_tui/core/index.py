@@ -320,9 +320,12 @@ class NestedIndex:
                     s += t
             s *= self._inv_norms_range(a, b, dim)
             if len(best_scores) < k < len(s):
-                # Nothing kept yet: only the chunk's own top k (and rows tied with its k-th) can
-                # enter, which is cheaper to find than merging every row.
-                new = np.flatnonzero(s >= np.partition(s, len(s) - k)[len(s) - k])
+                # Nothing kept yet. The k-th best of every step-th row is at most the chunk's
+                # own k-th best, so the rows at or above it hold the chunk's top k and its ties:
+                # a few hundred rows to merge, found without partitioning the whole chunk.
+                sample = s[:: max(1, len(s) // (64 * k))]
+                floor = np.partition(sample, len(sample) - k)[len(sample) - k]
+                new = np.flatnonzero(s >= floor)
             else:
                 # Rows of this chunk have higher ids than every kept row, so on a tie the kept
                 # row wins: only scores strictly above the current k-th best can enter.
