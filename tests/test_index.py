@@ -177,3 +177,135 @@ def test_bad_input_is_an_input_error() -> None:
 def test_empty_index() -> None:
     index = NestedIndex(np.empty((0, 16), np.float32))
     assert len(index.search(np.ones(16, np.float32), 8, 10)) == 0
+
+
+# -- batched search and the threaded scan -------------------------------------------------------
+
+
+@pytest.fixture(params=[1, 2], ids=["one-thread", "two-threads"])
+def threads(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
+    """Scans of any size on one thread or shared by two, whatever the machine's load; batched
+    scans in small pieces, so spans, GEMM rows and query blocks all take several steps."""
+    monkeypatch.setattr(index_module, "SCAN_THREADS", request.param)
+    monkeypatch.setattr(index_module, "SMALL_SCAN", 0)
+    monkeypatch.setattr(index_module, "BUSY_LOAD", float("inf"))
+    monkeypatch.setattr(index_module, "BATCH_VALUES", 40 * 64)
+    monkeypatch.setattr(index_module, "SCORE_VALUES", 3 * 200)
+    monkeypatch.setattr(index_module, "QUERY_BLOCK", 3)
+    return request.param
+
+
+def assert_same_hits(many: list[Hits], single: list[Hits], atol: float = 1e-5) -> None:
+    """Equal scores, and equal ids wherever a score is not within ``atol`` of a neighbour's: a
+    matrix product and a matrix-vector product round differently, so near-ties may swap."""
+    assert len(many) == len(single)
+    for got, want in zip(many, single, strict=True):
+        assert got.ids.dtype == np.int64 and got.scores.dtype == np.float32
+        assert len(got.ids) == len(want.ids)
+        np.testing.assert_allclose(got.scores, want.scores, rtol=0, atol=atol)
+        apart = np.abs(np.diff(want.scores)) > atol
+        isolated = np.r_[True, apart] & np.r_[apart, True]
+        assert got.ids[isolated].tolist() == want.ids[isolated].tolist()
+
+
+def test_search_many_equals_search_at_every_dim(threads: int) -> None:
+    rng = np.random.default_rng(3)
+    full = 2 * index_module.BLOCK + 5  # three column blocks, the last one partial
+    x = rng.standard_normal((600, full)).astype(np.float32)
+    x *= rng.uniform(0.1, 3.0, size=(600, 1)).astype(np.float32)
+    x[17] = 0.0  # a zero row scores 0 at every dim
+    index = NestedIndex(x)
+    queries = rng.standard_normal((7, full)).astype(np.float32)
+    queries[2, :20] = 0.0  # a zero prefix below d = 20: every score 0, ids in order
+    for dim in range(1, full + 1):
+        many = index.search_many(queries, dim, 10)
+        assert_same_hits(many, [index.search(q, dim, 10) for q in queries])
+        for got, q in zip(many, queries, strict=True):
+            assert_matches_reference(got, x, q, dim, 10)
+    assert index.search_many(queries, 5, 10)[2].ids.tolist() == list(range(10))
+
+
+@pytest.mark.parametrize("k", [1, 10, 150, 599, 600, 5000])
+def test_search_many_any_k(threads: int, random_vectors: np.ndarray, k: int) -> None:
+    x = random_vectors[:600]
+    index = NestedIndex(x)
+    queries = np.random.default_rng(k).standard_normal((4, 384)).astype(np.float32)
+    for dim in (8, 45, 384):
+        assert_same_hits(
+            index.search_many(queries, dim, k), [index.search(q, dim, k) for q in queries]
+        )
+
+
+def test_search_many_ties_prefer_lower_ids(threads: int) -> None:
+    x = np.tile(np.float32([1.0, 0.0, 0.0]), (1000, 1))
+    x[500] = [0.0, 1.0, 0.0]
+    queries = np.float32([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    hits = NestedIndex(x).search_many(queries, 3, 12)
+    assert hits[0].ids.tolist() == [*range(12)]
+    assert hits[1].ids.tolist() == [500, *range(11)]
+    assert hits[2].ids.tolist() == [*range(12)]  # all score 0
+
+
+def test_search_many_small_and_empty(threads: int) -> None:
+    one = NestedIndex(np.float32([[3.0, 4.0]]))
+    (hits,) = one.search_many(np.float32([[1.0, 0.0]]), 2, 5)
+    assert hits.ids.tolist() == [0]
+    np.testing.assert_allclose(hits.scores, [0.6], atol=1e-6)
+    empty = NestedIndex(np.empty((0, 16), np.float32))
+    assert [len(h) for h in empty.search_many(np.ones((3, 16), np.float32), 8, 10)] == [0, 0, 0]
+    assert one.search_many(np.empty((0, 2), np.float32), 1, 3) == []
+    assert [len(h) for h in one.search_many(np.ones((2, 2)), 1, 0)] == [0, 0]
+
+
+def test_search_many_torch_backend(random_vectors: np.ndarray) -> None:
+    queries = np.random.default_rng(5).standard_normal((3, 384)).astype(np.float32)
+    numpy_index = NestedIndex(random_vectors)
+    torch_index = NestedIndex(random_vectors, backend="torch")
+    for dim in (7, 64):
+        got = torch_index.search_many(queries, dim, 10)
+        assert_same_hits(got, numpy_index.search_many(queries, dim, 10))
+
+
+def test_search_many_bad_input() -> None:
+    index = NestedIndex(np.ones((3, 8), np.float32))
+    for bad in (np.ones(8), np.ones((2, 7)), np.ones((2, 8), np.int64), np.full((1, 8), np.nan)):
+        with pytest.raises(InputError):
+            index.search_many(bad, 4, 1)
+    with pytest.raises(InputError):
+        index.search_many(np.ones((2, 8)), 9, 1)
+    with pytest.raises(InputError):
+        index.search_many(np.ones((2, 8)), 4, -1)
+
+
+@pytest.mark.parametrize("dim", DIMS)
+def test_threaded_search_matches_reference(threads: int, random_vectors: np.ndarray, dim: int):
+    index = NestedIndex(random_vectors)
+    query = np.random.default_rng(dim).standard_normal(384).astype(np.float32)
+    for k in (1, 10, 700):
+        assert_matches_reference(index.search(query, dim, k), random_vectors, query, dim, k)
+
+
+def test_chunks_are_shared_once_each_in_order() -> None:
+    seen: list[list[tuple[int, int]]] = []
+
+    def work(chunks):
+        mine = list(chunks)
+        seen.append(mine)
+        return len(mine)
+
+    counts = index_module._share_chunks(1000, 64, work, threads=3)
+    chunks = sorted(c for mine in seen for c in mine)
+    assert chunks == [(a, min(a + 64, 1000)) for a in range(0, 1000, 64)]
+    assert all(mine == sorted(mine) for mine in seen)
+    assert sum(counts) == 16
+    assert index_module._share_chunks(10, 64, work, threads=3) == [1]  # one chunk: no helper
+
+
+def test_one_scan_thread_when_small_or_busy(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(index_module, "SCAN_THREADS", 2)
+    monkeypatch.setattr(index_module, "BUSY_LOAD", 3.0)
+    monkeypatch.setattr(index_module.os, "getloadavg", lambda: (0.5, 0.5, 0.5))
+    assert index_module._scan_threads(index_module.SMALL_SCAN - 1) == 1
+    assert index_module._scan_threads(index_module.SMALL_SCAN) == 2
+    monkeypatch.setattr(index_module.os, "getloadavg", lambda: (4.0, 0.5, 0.5))
+    assert index_module._scan_threads(index_module.SMALL_SCAN) == 1

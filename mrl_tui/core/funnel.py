@@ -121,11 +121,11 @@ def auto_funnel(
         return Funnel(((min(AUTO_FIRST_DIMS[0], index.full_dim), index.n),), auto=True), 1.0
     depth = max(f.stages[0][1] for f in grid)
     exact = [
-        _top(index.search(q, index.full_dim, k + 1).ids, s, k)
-        for q, s in zip(pseudo, sources, strict=True)
+        _top(h.ids, s, k)
+        for h, s in zip(index.search_many(pseudo, index.full_dim, k + 1), sources, strict=True)
     ]
     scans = {
-        dim: [index.search(q, dim, depth).ids for q in pseudo]
+        dim: [h.ids for h in index.search_many(pseudo, dim, depth)]
         for dim in {f.stages[0][0] for f in grid}
     }
     best, best_agreement = grid[-1], -1.0

@@ -19,8 +19,10 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
@@ -36,8 +38,27 @@ CHUNK_ROWS = 16_384
 """Rows per scan chunk: a chunk of one block (2 MiB) and its scores stay in L2 cache."""
 
 SCAN_THREADS = max(1, min(4, os.cpu_count() or 1))
-"""Threads that scan disjoint row ranges; a few saturate memory bandwidth."""
+"""Threads that share a scan's row chunks (the calling thread is one); a few saturate memory
+bandwidth."""
 
+SMALL_SCAN = 1 << 21
+"""A scan of fewer values (N·d) runs on the calling thread alone: at 100k rows and d = 16 handing
+chunks to a second thread costs more than it saves."""
+
+BUSY_LOAD = (os.cpu_count() or 1) + 1
+"""From this 1-minute load average on, scans run on one thread: on the 2-core machine at load 3–5
+a second scan thread made single searches 10–20 % slower at 100k rows and gained nothing at 400k."""
+
+QUERY_BLOCK = 128
+"""Queries `search_many` scores together: one pass over the vectors per block of queries."""
+
+BATCH_VALUES = 1 << 18
+"""Values (rows × d) of a batched scan's contiguous copy of one chunk: 1 MiB, in L2 cache."""
+
+SCORE_VALUES = 1 << 22
+"""Scores (queries × rows) a batched scan holds at once, per thread: 16 MiB at most."""
+
+T = TypeVar("T")
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 _blas_limiter: object | None = None
@@ -49,6 +70,48 @@ def _scan_pool() -> ThreadPoolExecutor:
         if _pool is None:
             _pool = ThreadPoolExecutor(SCAN_THREADS, thread_name_prefix="mrl-scan")
         return _pool
+
+
+def _scan_threads(values: int) -> int:
+    """Threads for a scan reading ``values`` floats (see `SMALL_SCAN`, `BUSY_LOAD`)."""
+    if SCAN_THREADS == 1 or values < SMALL_SCAN:
+        return 1
+    try:
+        busy = os.getloadavg()[0] >= BUSY_LOAD
+    except OSError:  # no load average on this platform
+        busy = False
+    return 1 if busy else SCAN_THREADS
+
+
+def _share_chunks(
+    n: int, rows: int, work: Callable[[Iterator[tuple[int, int]]], T], threads: int
+) -> list[T]:
+    """``work(chunks)`` on the calling thread and on up to ``threads - 1`` pool threads.
+
+    All of them take (start, stop) row chunks in order from one shared queue, so a helper that
+    starts late, or is descheduled by other load on the machine, scans less instead of holding
+    the search up (a fixed split into one range per thread measured 1.5–1.9× slower than one
+    thread on a loaded 2-core machine). A helper that has not started when the queue runs dry is
+    cancelled. Each worker sees its chunks in increasing row order.
+    """
+    starts = range(0, n, rows)
+    helpers = min(threads, len(starts)) - 1
+    if helpers <= 0:
+        return [work((a, min(a + rows, n)) for a in starts)]
+    queue = iter(starts)
+    lock = threading.Lock()
+
+    def chunks() -> Iterator[tuple[int, int]]:
+        while True:
+            with lock:
+                a = next(queue, None)
+            if a is None:
+                return
+            yield a, min(a + rows, n)
+
+    futures = [_scan_pool().submit(work, chunks()) for _ in range(helpers)]
+    results = [work(chunks())]
+    return results + [f.result() for f in futures if not f.cancel()]
 
 
 def _single_threaded_blas() -> contextlib.AbstractContextManager:
@@ -169,6 +232,18 @@ class NestedIndex:
             ids, scores = self._search_numpy(q, dim, k)
         return Hits(ids.astype(np.int64), scores.astype(np.float32))
 
+    def search_many(self, queries: np.ndarray, dim: int, k: int) -> list[Hits]:
+        """`search` for every row of ``queries`` (Q, full_dim), in order: the same hits (scores
+        equal to float32 rounding), from one pass over the vectors per `QUERY_BLOCK` queries
+        (matrix products instead of a scan per query)."""
+        qs = self._check_queries(queries, dim)
+        k = _check_k(k, self.n)
+        if k == 0:
+            return [_empty_hits() for _ in qs]
+        if self.backend == "torch":
+            return [Hits(*self._search_torch(q, dim, k)) for q in qs]
+        return self._search_many_numpy(qs, dim, k)
+
     def score_ids(self, query: np.ndarray, dim: int, ids: np.ndarray) -> np.ndarray:
         """Cosine at ``dim`` for the given rows, in the order given (float32)."""
         q = self._check_query(query, dim)
@@ -206,19 +281,19 @@ class NestedIndex:
 
     def _search_numpy(self, q: np.ndarray, dim: int, k: int) -> tuple[np.ndarray, np.ndarray]:
         parts = self._block_parts(dim)
-        # Contiguous row ranges, one per scan thread, each a whole number of chunks.
-        per_thread = -(-self.n // SCAN_THREADS)
-        per_thread = max(CHUNK_ROWS, -(-per_thread // CHUNK_ROWS) * CHUNK_ROWS)
-        ranges = [(a, min(a + per_thread, self.n)) for a in range(0, self.n, per_thread)]
+        threads = _scan_threads(self.n * dim)
         with _single_threaded_blas():
-            if len(ranges) == 1:
-                results = [self._scan(parts, q, dim, k, 0, self.n)]
-            else:
-                pool = _scan_pool()
-                results = list(pool.map(lambda r: self._scan(parts, q, dim, k, *r), ranges))
-        ids, scores = _best_k(
-            np.concatenate([r[0] for r in results]), np.concatenate([r[1] for r in results]), k
-        )
+            results = _share_chunks(
+                self.n, CHUNK_ROWS, lambda chunks: self._scan(parts, q, dim, k, chunks), threads
+            )
+        if len(results) == 1:
+            ids, scores = results[0]
+        else:
+            ids, scores = _best_k(
+                np.concatenate([r[0] for r in results]),
+                np.concatenate([r[1] for r in results]),
+                k,
+            )
         return ids, scores * _query_inv(q, dim)
 
     def _scan(
@@ -227,28 +302,34 @@ class NestedIndex:
         q: np.ndarray,
         dim: int,
         k: int,
-        start: int,
-        stop: int,
+        chunks: Iterator[tuple[int, int]],
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k of rows start..stop by ``x[:dim]·q[:dim] / |x[:dim]|``, chunk by chunk."""
+        """Top-k of the chunks' rows by ``x[:dim]·q[:dim] / |x[:dim]|``, chunk by chunk."""
         best_ids = np.empty(0, np.int64)
         best_scores = np.empty(0, np.float32)
         threshold = -np.inf
-        chunk = np.empty(min(CHUNK_ROWS, stop - start), np.float32)
+        chunk = np.empty(min(CHUNK_ROWS, self.n), np.float32)
         tmp = np.empty_like(chunk)
-        for a in range(start, stop, CHUNK_ROWS):
-            b = min(a + CHUNK_ROWS, stop)
+        for a, b in chunks:
             s, t = chunk[: b - a], tmp[: b - a]
             for i, (block, lo, width) in enumerate(parts):
                 if i == 0:
-                    np.dot(block[a:b, :width], q[lo : lo + width], out=s)
+                    np.matmul(block[a:b, :width], q[lo : lo + width], out=s)
                 else:
-                    np.dot(block[a:b, :width], q[lo : lo + width], out=t)
+                    np.matmul(block[a:b, :width], q[lo : lo + width], out=t)
                     s += t
             s *= self._inv_norms_range(a, b, dim)
-            # Rows of this chunk have higher ids than every kept row, so on a tie the kept row
-            # wins: only scores strictly above the current k-th best can enter.
-            new = np.flatnonzero(s > threshold)
+            if len(best_scores) < k < len(s):
+                # Nothing kept yet. The k-th best of every step-th row is at most the chunk's
+                # own k-th best, so the rows at or above it hold the chunk's top k and its ties:
+                # a few hundred rows to merge, found without partitioning the whole chunk.
+                sample = s[:: max(1, len(s) // (64 * k))]
+                floor = np.partition(sample, len(sample) - k)[len(sample) - k]
+                new = np.flatnonzero(s >= floor)
+            else:
+                # Rows of this chunk have higher ids than every kept row, so on a tie the kept
+                # row wins: only scores strictly above the current k-th best can enter.
+                new = np.flatnonzero(s > threshold)
             if len(new) == 0:
                 continue
             best_ids, best_scores = _best_k(
@@ -257,6 +338,79 @@ class NestedIndex:
             if len(best_scores) == k:
                 threshold = best_scores[-1]
         return best_ids, best_scores
+
+    def _search_many_numpy(self, queries: np.ndarray, dim: int, k: int) -> list[Hits]:
+        parts = self._block_parts(dim)
+        # Rows per GEMM: the chunk's normalised copy stays in cache. Rows merged into the running
+        # top-k at once (a span): at least 4k, so a large k is not re-sorted every few rows.
+        rows = min(self.n, max(256, BATCH_VALUES // dim))
+        span = min(self.n, max(rows, 4 * k))
+        block = max(1, min(QUERY_BLOCK, SCORE_VALUES // span))
+        threads = _scan_threads(self.n * dim)
+        out = []
+        with _single_threaded_blas():
+            for first in range(0, len(queries), block):
+                qs = np.ascontiguousarray(queries[first : first + block, :dim])
+                results = _share_chunks(
+                    self.n,
+                    span,
+                    lambda chunks, qs=qs: self._scan_many(parts, qs, dim, k, rows, chunks),
+                    threads,
+                )
+                for i, q in enumerate(queries[first : first + block]):
+                    ids, scores = results[0][i]
+                    if len(results) > 1:
+                        ids, scores = _best_k(
+                            np.concatenate([r[i][0] for r in results]),
+                            np.concatenate([r[i][1] for r in results]),
+                            k,
+                        )
+                    out.append(Hits(ids, (scores * _query_inv(q, dim)).astype(np.float32)))
+        return out
+
+    def _scan_many(
+        self,
+        parts: list[tuple[np.ndarray, int, int]],
+        qs: np.ndarray,
+        dim: int,
+        k: int,
+        rows: int,
+        chunks: Iterator[tuple[int, int]],
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """`_scan` for a block of queries ``qs`` (m, dim): per span of rows, one GEMM per
+        ``rows`` of it over a contiguous copy of those rows' prefix, then each query's running
+        top-k takes the scores above its current k-th best."""
+        m = len(qs)
+        best = [(np.empty(0, np.int64), np.empty(0, np.float32))] * m
+        thresholds = np.full((m, 1), -np.inf, np.float32)
+        copy = np.empty((rows, dim), np.float32)
+        scores = np.empty(0, np.float32)
+        above = np.empty(0, np.bool_)
+        for a, b in chunks:
+            if scores.size < m * (b - a):
+                scores = np.empty(m * (b - a), np.float32)
+                above = np.empty(m * (b - a), np.bool_)
+            s = scores[: m * (b - a)].reshape(m, b - a)
+            hit = above[: m * (b - a)].reshape(m, b - a)
+            for c in range(a, b, rows):
+                e = min(c + rows, b)
+                x = copy[: e - c]
+                for block, lo, width in parts:
+                    x[:, lo : lo + width] = block[c:e, :width]
+                np.matmul(qs, x.T, out=s[:, c - a : e - a])
+            s *= self._inv_norms_range(a, b, dim)  # after the product, as `_scan` does
+            # As in `_scan`: a tie with a kept (lower) row loses, so only scores strictly above.
+            np.greater(s, thresholds, out=hit)
+            for i in np.flatnonzero(hit.any(axis=1)).tolist():
+                new = np.flatnonzero(hit[i])
+                kept_ids, kept = best[i]
+                ids, top = _best_k(
+                    np.concatenate([kept_ids, new + a]), np.concatenate([kept, s[i, new]]), k
+                )
+                best[i] = ids, top
+                if len(top) == k:
+                    thresholds[i] = top[-1]
+        return best
 
     def _block_parts(self, dim: int) -> list[tuple[np.ndarray, int, int]]:
         """(block, first column, columns used) for every block a prefix of ``dim`` touches."""
@@ -370,6 +524,18 @@ class NestedIndex:
         if not np.isfinite(q).all():
             raise InputError("query contains NaN or infinite values")
         return q
+
+    def _check_queries(self, queries: np.ndarray, dim: int) -> np.ndarray:
+        self._check_dim(dim)
+        qs = np.asarray(queries)
+        if qs.ndim != 2 or qs.shape[1] != self.full_dim:
+            raise InputError(f"queries must have shape (Q, {self.full_dim}), got {qs.shape}")
+        if not np.issubdtype(qs.dtype, np.floating):
+            raise InputError(f"queries must be float, got {qs.dtype}")
+        qs = np.ascontiguousarray(qs, dtype=np.float32)
+        if not np.isfinite(qs).all():
+            raise InputError("queries contain NaN or infinite values")
+        return qs
 
     def _check_ids(self, ids: np.ndarray) -> np.ndarray:
         ids = np.asarray(ids)

@@ -465,10 +465,13 @@ class Router:
         settings.sort(key=lambda s: (n * s[0] + s[1] * 2 * s[0], s))
 
         pairs = list(zip(pseudo_vectors, pseudo_sources, strict=True))
-        reference = np.array([_gain(index.search(q, full, k).ids, s, k) for q, s in pairs])
+        exact = index.search_many(pseudo_vectors, full, k)
+        reference = np.array([_gain(h.ids, s, k) for h, (_, s) in zip(exact, pairs, strict=True)])
         found = reference > 0
         deepest = max(c for _, c in settings)
-        scans = {d: [index.search(q, d, deepest).ids for q, _ in pairs] for d, _ in settings}
+        scans = {
+            d: [h.ids for h in index.search_many(pseudo_vectors, d, deepest)] for d, _ in settings
+        }
         best, best_recall = settings[-1], -1.0
         for d, c in settings:
             kept = [s in f[:c] for f, (_, s) in zip(scans[d], pairs, strict=True)]

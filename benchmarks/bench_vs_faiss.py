@@ -1,0 +1,137 @@
+"""Exact prefix search against faiss, in the same process and run, interleaved.
+
+    pip install -e '.[bench]'                       # faiss-cpu, benchmark only
+    python benchmarks/bench_vs_faiss.py             # N = 100k and 1M
+    python benchmarks/bench_vs_faiss.py --n 100000 --neighbour   # with a CPU-bound neighbour
+
+mrl-tui searches its one copy of the vectors at each d (`NestedIndex.search`, and
+`search_many` for a batch); faiss gets what suits it best: an `IndexFlatIP` on one thread over a
+prefix-normalised copy made for that d (five such copies are what mrl-tui avoids). Each round
+times one side, then the other, on the same query, so load changes hit both. *floor* = bytes of
+the prefix (N·d·4) ÷ the best streaming read rate measured next to each row; the load average is
+printed with every row, because on a shared machine it moves the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import statistics
+import time
+
+import faiss
+import numpy as np
+from bench_search import Bandwidth, D, K, unit_vectors
+
+from mrl_tui.core.index import NestedIndex
+
+DIMS = [32, 64, 128, 256, 384]
+
+
+def _spin() -> None:
+    while True:
+        pass
+
+
+def _load() -> str:
+    return "/".join(f"{v:.1f}" for v in os.getloadavg())
+
+
+def interleaved(a, b, items, rounds: int = 1) -> tuple[float, float, list, list]:
+    """Median seconds of ``a(item)`` and ``b(item)``, alternating, and their last results."""
+    ta, tb, ra, rb = [], [], [], []
+    for _ in range(rounds):
+        ra, rb = [], []
+        for item in items:
+            t = time.perf_counter()
+            ra.append(a(item))
+            ta.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            rb.append(b(item))
+            tb.append(time.perf_counter() - t)
+    return statistics.median(ta), statistics.median(tb), ra, rb
+
+
+def bench(n: int, dims: list[int], queries: int, batch: int, bandwidth: Bandwidth) -> None:
+    rng = np.random.default_rng(0)
+    x = unit_vectors(n, rng)
+    index = NestedIndex(x)
+    singles = unit_vectors(queries, rng)
+    batches = [unit_vectors(batch, rng) for _ in range(3)]
+    print(
+        f"\nN = {n:,}, top-{K}; single: median of {queries} queries; batch: {batch} queries, "
+        "median of 3; ms, and mrl-tui / faiss"
+    )
+    print(
+        f"{'d':>4} {'floor':>7} {'mrl':>8} {'faiss':>8} {'ratio':>6} {'x floor':>7} "
+        f"{'mrl64':>8} {'faiss64':>8} {'ratio':>6} {'agree':>6}  load"
+    )
+    for d in dims:
+        copy = np.ascontiguousarray(x[:, :d])
+        copy /= np.linalg.norm(copy, axis=1, keepdims=True)
+        flat = faiss.IndexFlatIP(d)
+        flat.add(copy)
+        del copy
+
+        def faiss_single(q, d=d, flat=flat):
+            return flat.search(np.ascontiguousarray(q[None, :d]), K)[1][0]
+
+        def faiss_batch(qs, d=d, flat=flat):
+            return flat.search(np.ascontiguousarray(qs[:, :d]), K)[1]
+
+        index.search(singles[0], d, K)  # first touch aside
+        faiss_single(singles[0])
+        rate = bandwidth.measure()
+        floor = index.nbytes(d) / rate
+        ours, theirs, got, want = interleaved(
+            lambda q, d=d: index.search(q, d, K).ids, faiss_single, singles
+        )
+        ours_b, theirs_b, got_b, want_b = interleaved(
+            lambda qs, d=d: [h.ids for h in index.search_many(qs, d, K)], faiss_batch, batches
+        )
+        pairs = [*zip(got, want, strict=True)]
+        for gs, ws in zip(got_b, want_b, strict=True):
+            pairs += zip(gs, ws, strict=True)
+        agree = np.mean([len(set(g.tolist()) & set(w.tolist())) / K for g, w in pairs])
+        print(
+            f"{d:>4} {floor * 1e3:>7.2f} {ours * 1e3:>8.2f} {theirs * 1e3:>8.2f} "
+            f"{ours / theirs:>6.2f} {ours / floor:>7.2f} {ours_b * 1e3:>8.1f} "
+            f"{theirs_b * 1e3:>8.1f} {ours_b / theirs_b:>6.2f} {agree:>6.3f}  {_load()}",
+            flush=True,
+        )
+        del flat
+    mib = 2**20
+    print(
+        f"memory: mrl-tui one copy {x.nbytes / mib:,.0f} MiB + prefix norms "
+        f"{index.n * (D // 8) * 4 / mib:,.0f} MiB; faiss copies for d = "
+        f"{','.join(map(str, dims))}: {n * sum(dims) * 4 / mib:,.0f} MiB"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, action="append", help="rows (repeatable)")
+    parser.add_argument("--dims", default=",".join(map(str, DIMS)))
+    parser.add_argument("--queries", type=int, default=20)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--neighbour", action="store_true", help="run a CPU-bound process too")
+    args = parser.parse_args()
+    faiss.omp_set_num_threads(1)
+    neighbour = None
+    if args.neighbour:
+        neighbour = multiprocessing.Process(target=_spin, daemon=True)
+        neighbour.start()
+    print(f"faiss {faiss.__version__} on 1 thread, numpy {np.__version__}, {os.cpu_count()} cores")
+    print(f"load average at start: {_load()}" + (" (+ a CPU-bound neighbour)" if neighbour else ""))
+    try:
+        bandwidth = Bandwidth()
+        for n in args.n or [100_000, 1_000_000]:
+            bench(n, [int(d) for d in args.dims.split(",")], args.queries, args.batch, bandwidth)
+    finally:
+        if neighbour is not None:
+            neighbour.terminate()
+
+
+if __name__ == "__main__":
+    main()
