@@ -90,6 +90,12 @@ class LibraryEmbedder:
     def embed_query(self, text: str) -> np.ndarray:
         return self._vector(text)
 
+    def embed_queries(self, texts: list[str], on_progress: object = None) -> np.ndarray:
+        out = np.zeros((len(texts), self.full_dim), dtype=np.float32)
+        for i, text in enumerate(texts):
+            out[i] = self._vector(text)
+        return out
+
 
 def write_corpus(root: Path, files: int = 12, paragraphs: int = 3, seed: int = 0) -> Path:
     """`files` Markdown notes of a few paragraphs of random words (several chunks each)."""

@@ -250,6 +250,9 @@ class StandIn(HashEmbedder):
     def embed_query(self, text):
         return self.embed_documents([text])[0]
 
+    def embed_queries(self, texts, on_progress=None):
+        return self.embed_documents(list(texts))
+
 library.Embedder = lambda *args, **kwargs: StandIn()
 from mrl_tui.cli import main
 sys.exit(main(sys.argv[2:]))

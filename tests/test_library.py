@@ -121,3 +121,16 @@ def test_the_core_never_imports_textual() -> None:
         "assert 'mrl_tui.ui' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_batched_query_embeddings_equal_one_at_a_time(embedder) -> None:
+    """The router and bench embed their many queries in batches; each row must be the vector
+    `embed_query` gives that text, in the order asked (batches are sorted by length inside)."""
+    texts = ["dns", "how do I feed a sourdough starter twice a day", "mars moons", "a b c d e f"]
+    seen: list[int] = []
+    batched = embedder.embed_queries(texts, on_progress=seen.append)
+    single = np.stack([embedder.embed_query(t) for t in texts])
+    assert batched.shape == (4, embedder.full_dim) and batched.dtype == np.float32
+    np.testing.assert_allclose(batched, single, atol=1e-5)
+    assert sum(seen) == len(texts)
+    assert embedder.embed_queries([]).shape == (0, embedder.full_dim)

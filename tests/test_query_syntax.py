@@ -38,6 +38,9 @@ class HashQueries(HashEmbedder):
     def embed_query(self, text: str) -> np.ndarray:
         return self.embed_documents([text])[0]
 
+    def embed_queries(self, texts: list[str], on_progress: object = None) -> np.ndarray:
+        return self.embed_documents(texts)
+
 
 def test_filtered_search_is_the_true_top_k_of_the_matching_files(tmp_path: Path) -> None:
     hash_embedder = HashQueries()

@@ -400,12 +400,15 @@ def _warn(message: str) -> None:
 
 def _embed_queries(embedder: Any, what: str, progress: Progress | None):
     def embed(texts: Sequence[str]) -> np.ndarray:
-        out = []
-        for i, text in enumerate(texts, start=1):
-            out.append(embedder.embed_query(text))
+        done = 0
+
+        def step(n: int) -> None:
+            nonlocal done
+            done += n
             if progress is not None:
-                progress(what, i, len(texts))
-        return np.stack(out) if out else np.zeros((0, embedder.full_dim), np.float32)
+                progress(what, done, len(texts))
+
+        return embedder.embed_queries(list(texts), on_progress=step)
 
     return embed
 

@@ -36,6 +36,8 @@ notes sample (2-core CPU), token-sorted 2048-token batches embed 1.4x faster tha
 `encode(texts, batch_size=32)`; a GPU wants far bigger batches."""
 MAX_BATCH = 512
 """Measured on a 2-core CPU with MiniLM: 32 beats 64 and 128."""
+QUERY_BATCH = 32
+"""Queries per batch in `embed_queries` (200 pseudo-queries: 4.2 s batched, 13.7 s one by one)."""
 
 
 def _quiet_ml_stack() -> None:
@@ -223,6 +225,21 @@ class Embedder:
     def embed_query(self, text: str) -> np.ndarray:
         """The full-dimension vector of one query; every later dimension change re-scores it."""
         return self._encode([text], 1, self._query_prompt)[0]
+
+    def embed_queries(
+        self, texts: Sequence[str], *, on_progress: Callable[[int], None] | None = None
+    ) -> np.ndarray:
+        """(N, D) float32 query vectors, batched: what `embed_query` gives each (padding moves a
+        value by ~1e-7), about 3x faster on a CPU for the router's and bench's many queries.
+        Batches hold queries of similar length, so little of each batch is padding."""
+        out = np.zeros((len(texts), self.full_dim), dtype=np.float32)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
+        for start in range(0, len(order), QUERY_BATCH):
+            ids = order[start : start + QUERY_BATCH]
+            out[ids] = self._encode([texts[i] for i in ids], len(ids), self._query_prompt)
+            if on_progress is not None:
+                on_progress(len(ids))
+        return out
 
     def embed_documents(
         self,

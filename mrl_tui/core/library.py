@@ -630,9 +630,7 @@ class Library:
         texts = [c.text for c in self._chunks(self._ids)]
         routable = scan_settings(self.index.n, self.full_dim)
         pseudo = calibration_queries(texts) if routable else []
-        vectors = np.zeros((len(pseudo), self.full_dim), np.float32)
-        for i, (_, text) in enumerate(pseudo):
-            vectors[i] = self.transform.apply(self.embedder.embed_query(text))
+        vectors = self.transform.apply(self.embedder.embed_queries([text for _, text in pseudo]))
         return Router.calibrate(
             self.index,
             TermStats.from_texts(texts),

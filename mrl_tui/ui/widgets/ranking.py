@@ -192,8 +192,8 @@ class HitList(Static):
         self._lay_out()
 
     def _lay_out(self) -> None:
-        if not self._items:
-            self.update(Text(f"{self._label}: none", style="dim"))
+        if not self._items:  # no label yet: no comparison shown, so nothing to say
+            self.update(Text(f"{self._label}: none" if self._label else "", style="dim"))
             return
         width, lines = self.content_size.width or 80, self.content_size.height or 1
         text = Text("\n".join(fit_list(self._label, self._items, width, lines)))
