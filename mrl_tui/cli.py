@@ -320,8 +320,34 @@ def _index_with_progress(library: Any, wait: bool = True) -> Any:
         return library.update(on_progress=show, wait=wait)
 
 
+def _load_with_progress(library: Any) -> None:
+    """`library.load()`: the transform, then (20,000+ chunks) the HNSW graph, whose first build
+    takes minutes on a CPU, under a bar on stderr; a loaded index costs nothing here."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    columns = (
+        "[bold]building the search graph",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = None
+
+        def show(done: int, total: int) -> None:
+            nonlocal task
+            if task is None:
+                task = bar.add_task("graph", total=total)
+            bar.update(task, completed=done)
+
+        library.load(on_graph_progress=show)
+
+
 def _cmd_index(library: Any, args: argparse.Namespace) -> int:
     report = _index_with_progress(library)
+    if report.chunks_total and not report.cancelled:
+        _load_with_progress(library)  # the first search after `index` then starts at once
     summary = {
         "path": str(library.root),
         "files": report.files_seen,
@@ -383,7 +409,7 @@ def _cmd_search(library: Any, args: argparse.Namespace) -> int:
     except MrlError as exc:
         raise MrlError(f"--{exc}") from None  # the core's "dim must be …", as the flag
     _ensure_indexed(library)
-    library.load()
+    _load_with_progress(library)
     query = library.query(args.query)
     route = None
     if args.route == "auto" and not args.dim:
@@ -460,7 +486,7 @@ def power_of_two_dims(full_dim: int) -> list[int]:
 def _cmd_info(library: Any, args: argparse.Namespace) -> int:
     from mrl_tui.core.quantize import PRECISIONS, bytes_per_vector
 
-    library.load()
+    _load_with_progress(library)
     info = library.info()
     n = info.chunks
     sizes = []

@@ -118,6 +118,9 @@ def test_index_then_info(topic_folder: Path, capsys: pytest.CaptureFixture[str])
     assert code == 0
     summary = json.loads(out)
     assert summary["files"] == len(TOPICS) and summary["chunks"] >= len(TOPICS)
+    # `index` leaves the search ready: the vector snapshot and the PCA are built already.
+    made = sorted(p.name.split("-")[0] for p in Path(summary["cache_dir"]).glob("*-*-*.np*"))
+    assert made == ["transform_pca", "vectors"]
     code, out, _ = run(["index", str(topic_folder), "--json"], capsys)
     assert json.loads(out)["chunks_embedded"] == 0  # nothing changed, nothing embedded
     code, out, _ = run(["info", str(topic_folder), "--json"], capsys)
