@@ -19,7 +19,10 @@ from mrl_tui.ui.literal import shown
 
 PRECISIONS = ("float32", "int8", "binary")
 """Mirrors `mrl_tui.core.quantize.PRECISIONS`; not imported so `--help` stays instant."""
-COMMANDS = ("index", "search", "info", "open", "bench")
+COMMANDS = ("index", "search", "info", "open", "bench", "watch")
+RETRIEVALS = ("dense", "lexical", "hybrid")
+FUSIONS = ("rrf", "mix")
+"""Mirror `mrl_tui.core.hybrid` (not imported, for an instant `--help`)."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -123,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="candidates per result for int8/binary (default 4 for int8, 20 for binary)",
     )
     p_search.add_argument("--json", action="store_true", help="print one JSON object")
+    _retrieval_flags(p_search, "dense")
 
     p_info = sub.add_parser(
         "info", parents=[common, prefixes], help="what is indexed, and what each dimension costs"
@@ -152,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=PRECISIONS,
         help="int8/binary: the fixed-dim searches scan codes, then rescore exactly",
     )
+    _retrieval_flags(p_bench, "hybrid", bench=True)
     p_bench.add_argument(
         "--compare",
         action="store_true",
@@ -159,6 +164,29 @@ def build_parser() -> argparse.ArgumentParser:
         "(BEIR sets only)",
     )
     return parser
+
+
+def _retrieval_flags(parser: argparse.ArgumentParser, default: str, bench: bool = False) -> None:
+    """`--retrieval`, not `--mode`: the core's search "mode" is already exact / funnel."""
+    parser.add_argument(
+        "--retrieval",
+        default=default,
+        choices=RETRIEVALS,
+        help=(
+            "also measure keyword search (lexical) and its fusion with dense search at each "
+            "dim (hybrid; the default); dense: dense only"
+            if bench
+            else "dense: embeddings at --dim (default); lexical: keywords (bm25, code "
+            "identifiers split and whole); hybrid: both, fused"
+        ),
+    )
+    parser.add_argument(
+        "--fusion",
+        default="rrf",
+        choices=FUSIONS,
+        help="hybrid: rrf (reciprocal-rank fusion, the default) or mix (a calibrated score mix)"
+        + ("; bench measures both" if bench else ""),
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -374,10 +402,12 @@ def _ensure_indexed(library: Any, wait: bool = False) -> None:
 
 
 def _cmd_search(library: Any, args: argparse.Namespace) -> int:
-    if args.route == "auto" and not args.dim and args.precision != "float32":
-        from mrl_tui.core.errors import InputError
+    from mrl_tui.core.errors import InputError
 
+    if args.route == "auto" and not args.dim and args.precision != "float32":
         raise InputError("--route auto searches float32 vectors; give --dim to use --precision")
+    if args.retrieval != "dense" and (args.precision != "float32" or args.rescore):
+        raise InputError(f"--retrieval {args.retrieval} searches float32 vectors: no --precision")
     try:
         dim = library.check_dim(args.dim) if args.dim else library.full_dim
     except MrlError as exc:
@@ -389,8 +419,12 @@ def _cmd_search(library: Any, args: argparse.Namespace) -> int:
     if args.route == "auto" and not args.dim:
         result, route = library.search_routed(query, args.k)
         dim = route.dim
+    elif args.precision == "float32":
+        result = None
     else:
         result = library.search(query, dim, args.k, precision=args.precision, rescore=args.rescore)
+    if result is None or args.retrieval != "dense":  # lexical / hybrid: at the routed dim too
+        result = library.retrieve(query, dim, args.k, args.retrieval, args.fusion)
     if args.json:
         print(
             json.dumps(
@@ -401,6 +435,8 @@ def _cmd_search(library: Any, args: argparse.Namespace) -> int:
                     "model": library.embedder.name,
                     "transform": library.transform_name,
                     "precision": result.precision,
+                    "retrieval": result.retrieval,
+                    **({"fusion": args.fusion} if result.retrieval == "hybrid" else {}),
                     "results": [
                         {
                             "rank": h.rank,
@@ -408,6 +444,8 @@ def _cmd_search(library: Any, args: argparse.Namespace) -> int:
                             "start_line": h.chunk.start_line,
                             "end_line": h.chunk.end_line,
                             "score": round(h.score, 6),
+                            "dense_rank": h.rank if result.retrieval == "dense" else h.dense_rank,
+                            "lexical_rank": h.lexical_rank,
                             "heading": h.chunk.heading,
                             "text": h.chunk.text,
                         }
@@ -432,6 +470,10 @@ def _cmd_search(library: Any, args: argparse.Namespace) -> int:
         title=Text(
             f"{args.query!r} at {dim}/{library.full_dim} dims ({library.transform_name}"
             + ("" if result.precision == "float32" else f", {result.precision} then rescored")
+            + (
+                {"dense": "", "lexical": ", keywords only"}.get(result.retrieval)
+                or f", hybrid {args.fusion}"
+            )
             + ")"
         ),
         expand=True,

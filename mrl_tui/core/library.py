@@ -6,6 +6,7 @@ nested index in memory) → `query()` (one embedding per query) → `search(quer
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import threading
 import time
@@ -16,7 +17,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from mrl_tui.core import artifacts
+from mrl_tui.core import artifacts, hybrid
 from mrl_tui.core.adaptor import Adaptor, fit_adaptor
 from mrl_tui.core.chunking import Chunk, ChunkSettings
 from mrl_tui.core.embed import Embedder, EmbedderInfo
@@ -60,6 +61,10 @@ class Hit:
     id: int  # chunk id in the cache
     score: float
     chunk: Chunk
+    dense_rank: int | None = None
+    """Its rank in the dense list (`retrieve`); None where it is not in that list."""
+    lexical_rank: int | None = None
+    """Its rank in the keyword (bm25) list; None where no term matched or not searched."""
 
 
 SEARCH_MODES = ("auto", "exact", "funnel")
@@ -78,6 +83,7 @@ class SearchResult:
     search_ms: float
     mode: str  # "exact", "funnel", "rescored" (codes, then exact) or "routed": what ran
     precision: str = "float32"
+    retrieval: str = "dense"  # or "lexical", "hybrid" (`retrieve`)
 
 
 @dataclass
@@ -173,8 +179,14 @@ class Library:
             "overlap_tokens": self.chunk_settings.overlap_tokens,
         }
         directory = index_dir_for(cache_root or default_cache_root(), self.root, settings)
+        started = time.perf_counter()
         self.store, message = IndexStore.open_or_rebuild(directory, settings, embedder.full_dim)
         self.messages: list[str] = [message] if message else []
+        if self.store.keyword_rows_built:
+            self.messages.append(
+                f"building the keyword index for the {self.store.keyword_rows_built} chunks "
+                f"already in the cache… done in {time.perf_counter() - started:.1f} s (once)"
+            )
         """One line each: rebuilt caches, waits, files that could not be saved (see
         `take_messages`)."""
         self._told = 0
@@ -538,6 +550,94 @@ class Library:
         return SearchResult(
             query, dim, self._hits(found), elapsed, "funnel" if use_funnel else "exact"
         )
+
+    @_repairing
+    @_locked
+    def retrieve(
+        self,
+        query: Query,
+        dim: int,
+        k: int = 10,
+        retrieval: str = "dense",
+        fusion: str = hybrid.DEFAULT_FUSION,
+        mode: str = "auto",
+    ) -> SearchResult:
+        """Top-k by dense search at `dim` (`search`), by keywords (bm25 over the chunks' text,
+        heading and path), or both fused (`mrl_tui.core.hybrid`). Every hit says its rank in
+        each list that was searched. The query's path filter holds in every mode."""
+        if retrieval not in hybrid.RETRIEVALS:
+            raise InputError(f"unknown retrieval {retrieval!r}; choose one of {hybrid.RETRIEVALS}")
+        if fusion not in hybrid.FUSIONS:
+            raise InputError(f"unknown fusion {fusion!r}; choose one of {hybrid.FUSIONS}")
+        if k < 1:
+            raise InputError("k must be at least 1")
+        self.check_dim(dim)
+        self.load()
+        if retrieval == "dense":
+            result = self.search(query, dim, k, mode=mode)
+            hits = [dataclasses.replace(h, dense_rank=h.rank) for h in result.hits]
+            return dataclasses.replace(result, hits=hits)
+        assert self.index is not None
+        started = time.perf_counter()
+        depth = max(k, hybrid.CANDIDATES)
+        lexical = self._keyword_rows(query, depth)
+        lexical_rows = [row for row, _ in lexical]
+        if retrieval == "lexical":
+            rows = lexical_rows[:k]
+            scores = [score for _, score in lexical[:k]]
+            dense_rows: list[int] = []
+        else:
+            dense = self.search(query, dim, depth, mode=mode)
+            dense_rows = self._rows_of([h.id for h in dense.hits])
+            vector = self._index_vector(query)
+            index = self.index
+            fused, fused_scores = hybrid.fuse(
+                dense_rows,
+                lexical_rows,
+                [score for _, score in lexical],
+                fusion,
+                lambda ids: index.score_ids(vector, dim, ids),
+            )
+            rows, scores = fused[:k].tolist(), fused_scores[:k].tolist()
+        elapsed = (time.perf_counter() - started) * 1000
+        dense_ranks, lexical_ranks = hybrid.ranks(dense_rows), hybrid.ranks(lexical_rows)
+        found = Hits(np.asarray(rows, np.int64), np.asarray(scores, np.float32))
+        hits = [
+            dataclasses.replace(
+                hit,
+                dense_rank=dense_ranks.get(row) if retrieval == "hybrid" else None,
+                lexical_rank=lexical_ranks.get(row),
+            )
+            for hit, row in zip(self._hits(found), rows, strict=True)
+        ]
+        return SearchResult(query, dim, hits, elapsed, "exact", retrieval=retrieval)
+
+    def _rows_of(self, chunk_ids: list[int]) -> list[int]:
+        """Loaded rows of these chunk ids (the ids are sorted: one binary search each)."""
+        positions = np.searchsorted(self._ids, np.asarray(chunk_ids, np.int64))
+        return [int(p) for p in positions]
+
+    def _keyword_rows(self, query: Query, depth: int) -> list[tuple[int, float]]:
+        """(loaded row, bm25 score) best first, at most `depth`, within the path filter. Chunks
+        committed after the load (another process) are left out until the next load."""
+        allowed: set[int] | None = None
+        if query.paths is not None:
+            if self._row_paths is None:
+                self._row_paths = [c.path for c in self.store.chunks(self._ids.tolist())]
+            allowed = set(matching_rows(self._row_paths, query.paths))
+            if not allowed:
+                raise InputError(f"no indexed file matches {query.paths}")
+        words = query.words if query.paths is not None else (query.words or query.text)
+        found = self.store.keyword_search(words, None if allowed is not None else depth)
+        out: list[tuple[int, float]] = []
+        n = len(self._ids)
+        for chunk_id, score in found:
+            row = int(np.searchsorted(self._ids, chunk_id))
+            if row < n and self._ids[row] == chunk_id and (allowed is None or row in allowed):
+                out.append((row, score))
+                if len(out) == depth:
+                    break
+        return out
 
     @_repairing
     @_locked
