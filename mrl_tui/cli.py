@@ -610,6 +610,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         else:
             with _phase(BENCH_PHASE):
                 report = bench.run_bench(sets[args.transform], dims, args.k, args.precision)
+            _bench_hybrid(report, sets[args.transform], dims, args)
     else:
         read_folder_queries(check_folder(args.path))
         chosen = args.transform
@@ -638,6 +639,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         else:
             with _phase(BENCH_PHASE):
                 report = bench.run_bench(eval_set, dims, args.k, args.precision)
+            _bench_hybrid(report, eval_set, dims, args)
     if args.plot:
         args.plot.write_text(bench.plot_svg(report), encoding="utf-8")
     if args.json:
@@ -646,7 +648,62 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         _print_compare(report)
     else:
         _print_bench(report)
+        _print_hybrid(report)
     return 0
+
+
+def _bench_hybrid(report: dict[str, Any], eval_set: Any, dims: list[int], args: Any) -> None:
+    """`report["hybrid"]`: keyword search, and its fusions at each dim (`--retrieval`)."""
+    if args.retrieval == "dense":
+        return
+    from mrl_tui.core.bench_hybrid import hybrid_report
+
+    with _phase("keyword index and fusions at each dim"):
+        fused = args.retrieval == "hybrid"
+        report["hybrid"] = hybrid_report(eval_set, dims, args.k, with_fusion=fused)
+
+
+def _print_hybrid(report: dict[str, Any]) -> None:
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    hybrid = report.get("hybrid")
+    if not hybrid:
+        return
+    key, k = f"ndcg{report['k']}", report["k"]
+    console = Console()
+    lexical = hybrid["lexical"]
+    console.print(
+        f"keywords only (bm25): nDCG@{k} {lexical[key]:.4f}, R@100 {lexical['recall100']:.4f}"
+    )
+    if "rows" not in hybrid:
+        return
+    table = Table(
+        caption=f"cells: nDCG@{k}/recall@100; hybrid = bm25 fused with dense at the dim "
+        f"(top {hybrid['candidates']} of each). rrf: reciprocal-rank fusion (default "
+        f"{hybrid['default']}); mix: min-max cosine + bm25/max, equal weights.",
+        box=box.SIMPLE_HEAD,
+    )
+    for name in ("dim", "dense", "hybrid rrf", "hybrid mix"):
+        table.add_column(name, justify="right", no_wrap=True)
+    for row in hybrid["rows"]:
+        cells = [f"{row[c][key]:.4f}/{row[c]['recall100']:.3f}" for c in ("dense", "rrf", "mix")]
+        table.add_row(str(row["dim"]), *cells)
+    console.print(table)
+    for name, dim in hybrid["reaches_full"].items():
+        best = hybrid["best"][name]
+        console.print(
+            f"hybrid {name}: "
+            + (
+                f"reaches dense full-dim nDCG@{k} ({hybrid['dense_full']:.4f}) at {dim}d"
+                if dim is not None
+                else f"best {best[key]:.4f} at {best['dim']}d, below dense full-dim "
+                f"{hybrid['dense_full']:.4f}"
+            ),
+            markup=False,
+            highlight=False,
+        )
 
 
 def _print_compare(report: dict[str, Any]) -> None:
