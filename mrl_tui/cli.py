@@ -128,6 +128,14 @@ def build_parser() -> argparse.ArgumentParser:
     p_search.add_argument("--json", action="store_true", help="print one JSON object")
     _retrieval_flags(p_search, "dense")
 
+    p_watch = sub.add_parser(
+        "watch",
+        parents=[common, prefixes],
+        help="index a folder, then keep it indexed as files change (one line per update)",
+    )
+    p_watch.add_argument("path", type=Path)
+    p_watch.add_argument("--json", action="store_true", help="one JSON object per update")
+
     p_info = sub.add_parser(
         "info", parents=[common, prefixes], help="what is indexed, and what each dimension costs"
     )
@@ -238,6 +246,8 @@ def _run(args: argparse.Namespace) -> int:
             return _cmd_index(library, args)
         if args.command == "search":
             return _cmd_search(library, args)
+        if args.command == "watch":
+            return _cmd_watch(library, args)
         return _cmd_info(library, args)
     finally:
         _print_messages(library)
@@ -251,7 +261,7 @@ def _check_before_loading(args: argparse.Namespace) -> None:
     from mrl_tui.core.library import check_folder
 
     folder = check_folder(args.path)
-    if args.command in ("open", "index", "search"):
+    if args.command in ("open", "index", "search", "watch"):
         preflight.check_has_entries(folder)
     if args.command != "search":
         return
@@ -491,6 +501,34 @@ def _cmd_search(library: Any, args: argparse.Namespace) -> int:
     console.print(f"[dim]embed {query.embed_ms:.1f} ms, search {result.search_ms:.2f} ms[/dim]")
     if route:
         console.print(f"route {route.summary}", style="dim", markup=False, highlight=False)
+    return 0
+
+
+def _cmd_watch(library: Any, args: argparse.Namespace) -> int:
+    """Index, then re-index on every change until Ctrl-C (exit 130, as any interrupt)."""
+    import dataclasses
+
+    from mrl_tui.core.watch import FolderWatcher
+
+    _ensure_indexed(library, wait=True)
+    library.load()
+    print(
+        f"watching {shown(str(library.root))} ({library.chunk_count} chunks); Ctrl-C stops",
+        file=sys.stderr,
+        flush=True,
+    )
+
+    def report(update: Any) -> None:
+        _print_messages(library)
+        if args.json:
+            print(json.dumps({**dataclasses.asdict(update), "line": update.line}), flush=True)
+        else:
+            print(update.line + (f" ({update.fit})" if update.fit else ""), flush=True)
+
+    def failed(line: str) -> None:
+        print(f"mrl-tui: {line}", file=sys.stderr, flush=True)
+
+    FolderWatcher(library, report, on_error=failed).run()
     return 0
 
 

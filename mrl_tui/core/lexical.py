@@ -27,6 +27,7 @@ MAX_QUERY_TERMS = 64
 
 _COMPOUND = re.compile(r"[^\W_][\w.]*[^\W_]")
 _WORD = re.compile(r"[^\W_]+")
+_COMPOUND_OR_WORD = re.compile(r"[^\W_](?:[\w.]*[^\W_])?")
 _PART = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+")
 
 
@@ -40,7 +41,7 @@ def _pieces(piece: str) -> list[str]:
     return _PART.findall(piece) if piece.isascii() and piece.isalnum() else [piece]
 
 
-def _identifier_forms(token: str) -> list[str]:
+def identifier_forms(token: str) -> list[str]:
     """``parseRate``, ``parse_rate``, ``parse.rate`` → ``["parse", "rate", "parserate"]``; a
     plain word gives itself."""
     parts = [p.lower() for piece in _WORD.findall(token) for p in _pieces(piece)]
@@ -55,7 +56,7 @@ def expand(text: str) -> str:
     for match in _COMPOUND.finditer(text):
         token = match.group()
         made = set(_words(token))
-        extra.extend(form for form in _identifier_forms(token) if form not in made)
+        extra.extend(form for form in identifier_forms(token) if form not in made)
     return f"{text}\n{' '.join(extra)}" if extra else text
 
 
@@ -65,11 +66,24 @@ def query_terms(words: str) -> list[str]:
     terms: dict[str, None] = {}
     for token in words.split():
         for match in _COMPOUND.finditer(token):
-            for form in [*_words(match.group()), *_identifier_forms(match.group())]:
+            for form in [*_words(match.group()), *identifier_forms(match.group())]:
                 terms[form] = None
         for word in _words(token):
             terms[word] = None
     return list(terms)[:MAX_QUERY_TERMS]
+
+
+def marked_spans(text: str, terms: Iterable[str]) -> list[tuple[int, int]]:
+    """(start, end) of each word or identifier of `text` one of whose forms starts with one of
+    `terms` (lowercase): ``parse`` marks ``parse_rate`` and ``parseRate`` whole."""
+    wanted = tuple(terms)
+    if not wanted:
+        return []
+    return [
+        match.span()
+        for match in _COMPOUND_OR_WORD.finditer(text)
+        if any(form.startswith(wanted) for form in identifier_forms(match.group()))
+    ]
 
 
 def match_expression(words: str) -> str | None:

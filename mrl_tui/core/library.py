@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -73,6 +74,26 @@ TRANSFORMS = ("auto", "naive", "pca", "adaptor")
 adaptor: PCA plus a residual network fitted to the corpus (`mrl_tui.core.adaptor`)."""
 FUNNEL_CANDIDATES = 200
 """Candidates the HNSW stage hands to the exact rerank (at least 20 per requested hit)."""
+REFIT_FRACTION = 0.10
+"""A fitted transform (PCA, adaptor) or router made for an earlier generation is kept, and new
+vectors are projected with it, until more than this share of the rows it was fitted on has
+changed (added, replaced or removed); then it is fitted again. A watched folder re-indexes on
+every save: refitting each time would cost an adaptor's training, or a router's ~200 query
+embeddings, per save."""
+
+
+@dataclass(frozen=True)
+class FitBasis:
+    """What a fit saw: the generation, its row count and its largest chunk id (ids only grow, so
+    rows added since are the ids above it, and rows removed since are the old ones missing)."""
+
+    generation: int
+    rows: int
+    max_id: int
+
+    def changed(self, ids: np.ndarray) -> int:
+        added = int((ids > self.max_id).sum())
+        return added + max(0, self.rows - (len(ids) - added))
 
 
 @dataclass(frozen=True)
@@ -201,6 +222,10 @@ class Library:
         self._loads = 0
         self._router: Router | None = None
         self._row_paths: list[str] | None = None  # each loaded row's file, for path filters
+        self._fits: dict[str, Any] = {}  # fitted transforms and routers, by name, for reuse
+        self._fit_ids = np.zeros(0, dtype=np.int64)  # the rows a fit being made is for
+        self.fit_notes: dict[str, str] = {}
+        """Which fit is in use, by name ("pca", "router_pca"): fitted when, how much changed."""
         self._state_lock = threading.RLock()
 
     @classmethod
@@ -343,6 +368,7 @@ class Library:
         if loaded == (self._loaded_db, self._loaded_generation):
             return
         generation, ids, vectors = self.store.load_snapshot(self._note)
+        self._fit_ids = ids
         self.transform = self._load_transform(vectors, generation)
         device = self.embedder.device if self.embedder.device == "cuda" else "cpu"
         self.index = NestedIndex(self.transform.apply(vectors), device=device)
@@ -433,13 +459,45 @@ class Library:
             self.store.derived_path(f"transform_{name}", generation, ".npz"),
             self.store,
             (dim,),
-            load=checked,
-            build=fit,
+            load=lambda path: self._kept_fit(name, generation, checked(path), fresh=False),
+            build=lambda: self._refit_or_reuse(name, generation, fit),
             writer=lambda fitted: artifacts.npz_writer(fitted.to_arrays()),
             what=f"{name} transform",
             note=self._note,
             keep=not self.store.read_only,
         )
+
+    def _refit_or_reuse(self, name: str, generation: int, fit: Callable[[], T]) -> T:
+        """The fit of an earlier generation while little changed since (`REFIT_FRACTION`),
+        else a new one."""
+        previous, basis = self._fits.get(name), self._basis(name)
+        if previous is not None and basis is not None:
+            changed = basis.changed(self._fit_ids)
+            if changed <= REFIT_FRACTION * max(basis.rows, 1):
+                self.fit_notes[name] = (
+                    f"{name} fitted on {basis.rows:,} chunks (generation {basis.generation}); "
+                    f"{changed:,} changed since, refitted above {REFIT_FRACTION:.0%}"
+                )
+                return previous
+        return self._kept_fit(name, generation, fit(), fresh=True)
+
+    def _kept_fit(self, name: str, generation: int, fitted: T, *, fresh: bool) -> T:
+        """Remember `fitted` for reuse; a fresh fit (or one without a record) records its
+        basis in the database."""
+        self._fits[name] = fitted
+        ids = self._fit_ids
+        if fresh or self._basis(name) is None:
+            basis = FitBasis(generation, len(ids), int(ids.max()) if len(ids) else 0)
+            if not self.store.read_only:
+                self.store.set_meta(f"fit_{name}", json.dumps(dataclasses.asdict(basis)))
+            self.fit_notes[name] = f"{name} fitted on {basis.rows:,} chunks (this generation)"
+        return fitted
+
+    def _basis(self, name: str) -> FitBasis | None:
+        try:
+            return FitBasis(**json.loads(self.store.get_meta(f"fit_{name}") or "null"))
+        except (TypeError, ValueError):
+            return None
 
     @property
     def chunk_count(self) -> int:
@@ -650,9 +708,10 @@ class Library:
         self.load()
         assert self.index is not None
         if transform not in self._views:
-            generation, _, vectors = self.store.load_snapshot(self._note)
+            generation, ids, vectors = self.store.load_snapshot(self._note)
             if generation != self._loaded_generation:
                 raise _IndexMoved
+            self._fit_ids = ids
             chosen = self._load_transform(vectors, self._loaded_generation, transform)
             if chosen.name == self.transform.name:
                 self._views[transform] = (self.transform, self.index)
@@ -711,13 +770,14 @@ class Library:
         assert self.index is not None
         if self._router is not None:
             return self._router
-        name = f"router_{self.transform.name}"
+        name, generation = f"router_{self.transform.name}", self._loaded_generation
+        self._fit_ids = self._ids
         self._router = artifacts.load_or_build(
-            self.store.derived_path(name, self._loaded_generation, ".json"),
+            self.store.derived_path(name, generation, ".json"),
             self.store,
             (self.index.n, self.full_dim),
-            load=Router.load,
-            build=self._calibrate,
+            load=lambda path: self._kept_fit(name, generation, Router.load(path), fresh=False),
+            build=lambda: self._refit_or_reuse(name, generation, self._calibrate),
             writer=lambda router: artifacts.text_writer(router.to_json()),
             what="router",
             note=self._note,
