@@ -4,6 +4,7 @@ never FTS syntax, the JSON contract, and path filters in every mode."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import sqlite3
 from pathlib import Path
@@ -233,3 +234,15 @@ def test_an_exact_identifier_is_rank_one_in_hybrid_and_lexical(embedder, tmp_pat
             assert query.lower() in top.chunk.text.lower(), (query, retrieval, top.chunk.path)
     top = lib.retrieve(lib.query("parse_rate"), 64, 1, "hybrid").hits[0]
     assert top.chunk.path == "src/throttlekit/config.py"
+
+
+def test_a_file_name_that_is_not_utf8_gets_keywords(tmp_path: Path) -> None:
+    folder = tmp_path / "f"
+    folder.mkdir()
+    name = os.fsdecode(b"caf\xe9-notes.md")  # Latin-1 bytes: not UTF-8
+    (folder / name).write_text("# Menu\n\nquiche lorraine\n", encoding="utf-8")
+    lib = Library(folder, LibraryEmbedder(), cache_root=tmp_path / "cache")
+    lib.update()
+    hits = lib.retrieve(lib.query("quiche"), 16, 5, "lexical").hits
+    assert [h.chunk.path for h in hits] == [name]
+    assert lib.retrieve(lib.query("notes"), 16, 5, "lexical").hits[0].chunk.path == name

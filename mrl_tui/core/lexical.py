@@ -96,7 +96,9 @@ def match_expression(words: str) -> str | None:
 
 
 def row_values(path: str, heading: str, text: str) -> tuple[str, str, str]:
-    """The three FTS columns of one chunk; the path's separators are spaces so its words match."""
+    """The three FTS columns of one chunk; the path's separators are spaces so its words match.
+    A name that is not UTF-8 (surrogate escapes, as `os` gives it) is indexed with U+FFFD."""
+    path = path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     return expand(re.sub(r"[/\\]", " ", path)), expand(heading), expand(text)
 
 
