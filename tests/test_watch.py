@@ -67,7 +67,13 @@ def test_add_modify_delete_are_followed(watched) -> None:
     updates.get(timeout=WAIT_S)
     assert _paths(lib, "submarine") == {"new.md"} and _paths(lib, "zeppelin") == set()
 
-    (folder / "new.md").unlink()
+    (folder / "new.md").rename(folder / "moved.md")
+    update = updates.get(timeout=WAIT_S)
+    while update.files_removed == 0:  # a rename may come as two batches
+        update = updates.get(timeout=WAIT_S)
+    assert _paths(lib, "submarine") == {"moved.md"}
+
+    (folder / "moved.md").unlink()
     update = updates.get(timeout=WAIT_S)
     assert update.files_removed == 1 and "1 removed" in update.line
     assert _paths(lib, "submarine") == set()
