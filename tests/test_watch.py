@@ -91,6 +91,11 @@ def test_hidden_and_cache_paths_are_not_relevant(tmp_path: Path) -> None:
     assert not watcher.relevant(str(root / ".git" / "index"))
     assert not watcher.relevant(str(root / "notes" / ".b.md.swp"))
     assert not watcher.relevant(str(tmp_path / "elsewhere.md"))
+    # a cache root that holds the folder: only the folder's own index is left out
+    inside = Library(folder, LibraryEmbedder(), cache_root=tmp_path)
+    watcher = FolderWatcher(inside, lambda _: None)
+    assert watcher.relevant(str(root / "a.md"))
+    assert not watcher.relevant(str(inside.store.directory / "index.db"))
 
 
 def test_a_small_change_keeps_the_fit_a_large_one_refits(tmp_path: Path) -> None:

@@ -68,7 +68,10 @@ class FolderWatcher:
         self.step_ms = step_ms
         self.stop = threading.Event()
         self._root = library.root
-        self._caches = {library.store.directory.resolve(), library.store.directory.parent.resolve()}
+        own = library.store.directory.resolve()
+        self._caches = {own}  # and every other index in the cache root, unless it holds the root
+        if not self._root.is_relative_to(own.parent):
+            self._caches.add(own.parent)
 
     def relevant(self, path: str) -> bool:
         """Not in a cache folder, not hidden, under the root."""
