@@ -203,13 +203,13 @@ class Library:
         started = time.perf_counter()
         self.store, message = IndexStore.open_or_rebuild(directory, settings, embedder.full_dim)
         self.messages: list[str] = [message] if message else []
-        if self.store.keyword_rows_built:
+        """One line each: rebuilt caches, waits, files that could not be saved (see
+        `take_messages`)."""
+        if self.store.keyword_rows_built:  # a cache made before the keyword index
             self.messages.append(
                 f"building the keyword index for the {self.store.keyword_rows_built} chunks "
                 f"already in the cache… done in {time.perf_counter() - started:.1f} s (once)"
             )
-        """One line each: rebuilt caches, waits, files that could not be saved (see
-        `take_messages`)."""
         self._told = 0
         self.transform: Transform | Adaptor = IDENTITY
         self.index: NestedIndex | None = None
