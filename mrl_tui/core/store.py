@@ -295,11 +295,9 @@ class IndexStore:
         """In the open transaction: give keyword rows to chunks without any (a cache of an
         mrl-tui before the keyword index, or one that wrote chunks without them). Cheap when
         they agree: two lookups of the largest id."""
-        chunks = db.execute("SELECT MAX(id), COUNT(*) FROM chunks").fetchone()
-        if chunks[1] == 0:
-            return
+        top = db.execute("SELECT MAX(id) FROM chunks").fetchone()[0]
         table = lexical.FTS_TABLE
-        if db.execute(f"SELECT MAX(rowid) FROM {table}").fetchone()[0] == chunks[0]:
+        if top is None or db.execute(f"SELECT MAX(rowid) FROM {table}").fetchone()[0] == top:
             return
         db.execute(f"DELETE FROM {table}")
         rows = db.execute("SELECT id, path, heading, text FROM chunks").fetchall()
