@@ -19,7 +19,10 @@ from mrl_tui.ui.literal import shown
 
 PRECISIONS = ("float32", "int8", "binary")
 """Mirrors `mrl_tui.core.quantize.PRECISIONS`; not imported so `--help` stays instant."""
-COMMANDS = ("index", "search", "info", "open", "bench")
+COMMANDS = ("index", "search", "info", "open", "bench", "watch")
+RETRIEVALS = ("dense", "lexical", "hybrid")
+FUSIONS = ("rrf", "mix")
+"""Mirror `mrl_tui.core.hybrid` (not imported, for an instant `--help`)."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -123,6 +126,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="candidates per result for int8/binary (default 4 for int8, 20 for binary)",
     )
     p_search.add_argument("--json", action="store_true", help="print one JSON object")
+    _retrieval_flags(p_search, "dense")
+
+    p_watch = sub.add_parser(
+        "watch",
+        parents=[common, prefixes],
+        help="index a folder, then keep it indexed as files change (one line per update)",
+    )
+    p_watch.add_argument("path", type=Path)
+    p_watch.add_argument("--json", action="store_true", help="one JSON object per update")
 
     p_info = sub.add_parser(
         "info", parents=[common, prefixes], help="what is indexed, and what each dimension costs"
@@ -152,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=PRECISIONS,
         help="int8/binary: the fixed-dim searches scan codes, then rescore exactly",
     )
+    _retrieval_flags(p_bench, "hybrid", bench=True)
     p_bench.add_argument(
         "--compare",
         action="store_true",
@@ -159,6 +172,29 @@ def build_parser() -> argparse.ArgumentParser:
         "(BEIR sets only)",
     )
     return parser
+
+
+def _retrieval_flags(parser: argparse.ArgumentParser, default: str, bench: bool = False) -> None:
+    """`--retrieval`, not `--mode`: the core's search "mode" is already exact / funnel."""
+    parser.add_argument(
+        "--retrieval",
+        default=default,
+        choices=RETRIEVALS,
+        help=(
+            "also measure keyword search (lexical) and its fusion with dense search at each "
+            "dim (hybrid; the default); dense: dense only"
+            if bench
+            else "dense: embeddings at --dim (default); lexical: keywords (bm25, code "
+            "identifiers split and whole); hybrid: both, fused"
+        ),
+    )
+    parser.add_argument(
+        "--fusion",
+        default="rrf",
+        choices=FUSIONS,
+        help="hybrid: rrf (reciprocal-rank fusion, the default) or mix (a calibrated score mix)"
+        + ("; bench measures both" if bench else ""),
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -210,6 +246,8 @@ def _run(args: argparse.Namespace) -> int:
             return _cmd_index(library, args)
         if args.command == "search":
             return _cmd_search(library, args)
+        if args.command == "watch":
+            return _cmd_watch(library, args)
         return _cmd_info(library, args)
     finally:
         _print_messages(library)
@@ -223,7 +261,7 @@ def _check_before_loading(args: argparse.Namespace) -> None:
     from mrl_tui.core.library import check_folder
 
     folder = check_folder(args.path)
-    if args.command in ("open", "index", "search"):
+    if args.command in ("open", "index", "search", "watch"):
         preflight.check_has_entries(folder)
     if args.command != "search":
         return
@@ -400,10 +438,12 @@ def _ensure_indexed(library: Any, wait: bool = False) -> None:
 
 
 def _cmd_search(library: Any, args: argparse.Namespace) -> int:
-    if args.route == "auto" and not args.dim and args.precision != "float32":
-        from mrl_tui.core.errors import InputError
+    from mrl_tui.core.errors import InputError
 
+    if args.route == "auto" and not args.dim and args.precision != "float32":
         raise InputError("--route auto searches float32 vectors; give --dim to use --precision")
+    if args.retrieval != "dense" and (args.precision != "float32" or args.rescore):
+        raise InputError(f"--retrieval {args.retrieval} searches float32 vectors: no --precision")
     try:
         dim = library.check_dim(args.dim) if args.dim else library.full_dim
     except MrlError as exc:
@@ -415,8 +455,12 @@ def _cmd_search(library: Any, args: argparse.Namespace) -> int:
     if args.route == "auto" and not args.dim:
         result, route = library.search_routed(query, args.k)
         dim = route.dim
+    elif args.precision == "float32":
+        result = None
     else:
         result = library.search(query, dim, args.k, precision=args.precision, rescore=args.rescore)
+    if result is None or args.retrieval != "dense":  # lexical / hybrid: at the routed dim too
+        result = library.retrieve(query, dim, args.k, args.retrieval, args.fusion)
     if args.json:
         print(
             json.dumps(
@@ -427,6 +471,8 @@ def _cmd_search(library: Any, args: argparse.Namespace) -> int:
                     "model": library.embedder.name,
                     "transform": library.transform_name,
                     "precision": result.precision,
+                    "retrieval": result.retrieval,
+                    **({"fusion": args.fusion} if result.retrieval == "hybrid" else {}),
                     "results": [
                         {
                             "rank": h.rank,
@@ -434,6 +480,8 @@ def _cmd_search(library: Any, args: argparse.Namespace) -> int:
                             "start_line": h.chunk.start_line,
                             "end_line": h.chunk.end_line,
                             "score": round(h.score, 6),
+                            "dense_rank": h.rank if result.retrieval == "dense" else h.dense_rank,
+                            "lexical_rank": h.lexical_rank,
                             "heading": h.chunk.heading,
                             "text": h.chunk.text,
                         }
@@ -458,6 +506,10 @@ def _cmd_search(library: Any, args: argparse.Namespace) -> int:
         title=Text(
             f"{args.query!r} at {dim}/{library.full_dim} dims ({library.transform_name}"
             + ("" if result.precision == "float32" else f", {result.precision} then rescored")
+            + (
+                {"dense": "", "lexical": ", keywords only"}.get(result.retrieval)
+                or f", hybrid {args.fusion}"
+            )
             + ")"
         ),
         expand=True,
@@ -475,6 +527,34 @@ def _cmd_search(library: Any, args: argparse.Namespace) -> int:
     console.print(f"[dim]embed {query.embed_ms:.1f} ms, search {result.search_ms:.2f} ms[/dim]")
     if route:
         console.print(f"route {route.summary}", style="dim", markup=False, highlight=False)
+    return 0
+
+
+def _cmd_watch(library: Any, args: argparse.Namespace) -> int:
+    """Index, then re-index on every change until Ctrl-C (exit 130, as any interrupt)."""
+    import dataclasses
+
+    from mrl_tui.core.watch import FolderWatcher
+
+    _ensure_indexed(library, wait=True)
+    library.load()
+    print(
+        f"watching {shown(str(library.root))} ({library.chunk_count} chunks); Ctrl-C stops",
+        file=sys.stderr,
+        flush=True,
+    )
+
+    def report(update: Any) -> None:
+        _print_messages(library)
+        if args.json:
+            print(json.dumps({**dataclasses.asdict(update), "line": update.line}), flush=True)
+        else:
+            print(update.line + (f" ({update.fit})" if update.fit else ""), flush=True)
+
+    def failed(line: str) -> None:
+        print(f"mrl-tui: {line}", file=sys.stderr, flush=True)
+
+    FolderWatcher(library, report, on_error=failed).run()
     return 0
 
 
@@ -594,6 +674,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         else:
             with _phase(BENCH_PHASE):
                 report = bench.run_bench(sets[args.transform], dims, args.k, args.precision)
+            _bench_hybrid(report, sets[args.transform], dims, args)
     else:
         read_folder_queries(check_folder(args.path))
         chosen = args.transform
@@ -622,6 +703,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         else:
             with _phase(BENCH_PHASE):
                 report = bench.run_bench(eval_set, dims, args.k, args.precision)
+            _bench_hybrid(report, eval_set, dims, args)
     if args.plot:
         args.plot.write_text(bench.plot_svg(report), encoding="utf-8")
     if args.json:
@@ -630,7 +712,62 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         _print_compare(report)
     else:
         _print_bench(report)
+        _print_hybrid(report)
     return 0
+
+
+def _bench_hybrid(report: dict[str, Any], eval_set: Any, dims: list[int], args: Any) -> None:
+    """`report["hybrid"]`: keyword search, and its fusions at each dim (`--retrieval`)."""
+    if args.retrieval == "dense":
+        return
+    from mrl_tui.core.bench_hybrid import hybrid_report
+
+    with _phase("keyword index and fusions at each dim"):
+        fused = args.retrieval == "hybrid"
+        report["hybrid"] = hybrid_report(eval_set, dims, args.k, with_fusion=fused)
+
+
+def _print_hybrid(report: dict[str, Any]) -> None:
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    hybrid = report.get("hybrid")
+    if not hybrid:
+        return
+    key, k = f"ndcg{report['k']}", report["k"]
+    console = Console()
+    lexical = hybrid["lexical"]
+    console.print(
+        f"keywords only (bm25): nDCG@{k} {lexical[key]:.4f}, R@100 {lexical['recall100']:.4f}"
+    )
+    if "rows" not in hybrid:
+        return
+    table = Table(
+        caption=f"cells: nDCG@{k}/recall@100; hybrid = bm25 fused with dense at the dim "
+        f"(top {hybrid['candidates']} of each). rrf: reciprocal-rank fusion (default "
+        f"{hybrid['default']}); mix: min-max cosine + bm25/max, equal weights.",
+        box=box.SIMPLE_HEAD,
+    )
+    for name in ("dim", "dense", "hybrid rrf", "hybrid mix"):
+        table.add_column(name, justify="right", no_wrap=True)
+    for row in hybrid["rows"]:
+        cells = [f"{row[c][key]:.4f}/{row[c]['recall100']:.3f}" for c in ("dense", "rrf", "mix")]
+        table.add_row(str(row["dim"]), *cells)
+    console.print(table)
+    for name, dim in hybrid["reaches_full"].items():
+        best = hybrid["best"][name]
+        console.print(
+            f"hybrid {name}: "
+            + (
+                f"reaches dense full-dim nDCG@{k} ({hybrid['dense_full']:.4f}) at {dim}d"
+                if dim is not None
+                else f"best {best[key]:.4f} at {best['dim']}d, below dense full-dim "
+                f"{hybrid['dense_full']:.4f}"
+            ),
+            markup=False,
+            highlight=False,
+        )
 
 
 def _print_compare(report: dict[str, Any]) -> None:

@@ -244,7 +244,8 @@ async def test_ctrl_r_reindexes_behind_the_results(embedder, tmp_path: Path) -> 
     folder = write_corpus(tmp_path / "notes", many_notes(6))
     slow = SlowEmbedder(embedder, delay=0.0)
     library = Library(folder, slow, cache_root=tmp_path / "cache")
-    app = MrlApp(folder, device="cpu", library=library, auto_router=False)
+    # watch=False: Ctrl+R, not the watched folder, is to index the new files
+    app = MrlApp(folder, device="cpu", library=library, auto_router=False, watch=False)
     async with app.run_test(size=(100, 32)) as pilot:
         screen = await run_query(pilot, "sourdough loaf")
         rows = screen.query_one("#left", RankingPane).table.row_count

@@ -6,7 +6,9 @@ nested index in memory) → `query()` (one embedding per query) → `search(quer
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -16,7 +18,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from mrl_tui.core import artifacts
+from mrl_tui.core import artifacts, hybrid
 from mrl_tui.core.adaptor import Adaptor, fit_adaptor
 from mrl_tui.core.chunking import Chunk, ChunkSettings
 from mrl_tui.core.embed import Embedder, EmbedderInfo
@@ -60,6 +62,10 @@ class Hit:
     id: int  # chunk id in the cache
     score: float
     chunk: Chunk
+    dense_rank: int | None = None
+    """Its rank in the dense list (`retrieve`); None where it is not in that list."""
+    lexical_rank: int | None = None
+    """Its rank in the keyword (bm25) list; None where no term matched or not searched."""
 
 
 SEARCH_MODES = ("auto", "exact", "funnel")
@@ -68,6 +74,26 @@ TRANSFORMS = ("auto", "naive", "pca", "adaptor")
 adaptor: PCA plus a residual network fitted to the corpus (`mrl_tui.core.adaptor`)."""
 FUNNEL_CANDIDATES = 200
 """Candidates the HNSW stage hands to the exact rerank (at least 20 per requested hit)."""
+REFIT_FRACTION = 0.10
+"""A fitted transform (PCA, adaptor) or router made for an earlier generation is kept, and new
+vectors are projected with it, until more than this share of the rows it was fitted on has
+changed (added, replaced or removed); then it is fitted again. A watched folder re-indexes on
+every save: refitting each time would cost an adaptor's training, or a router's ~200 query
+embeddings, per save."""
+
+
+@dataclass(frozen=True)
+class FitBasis:
+    """What a fit saw: the generation, its row count and its largest chunk id (ids only grow, so
+    rows added since are the ids above it, and rows removed since are the old ones missing)."""
+
+    generation: int
+    rows: int
+    max_id: int
+
+    def changed(self, ids: np.ndarray) -> int:
+        added = int((ids > self.max_id).sum())
+        return added + max(0, self.rows - (len(ids) - added))
 
 
 @dataclass(frozen=True)
@@ -78,6 +104,7 @@ class SearchResult:
     search_ms: float
     mode: str  # "exact", "funnel", "rescored" (codes, then exact) or "routed": what ran
     precision: str = "float32"
+    retrieval: str = "dense"  # or "lexical", "hybrid" (`retrieve`)
 
 
 @dataclass
@@ -173,10 +200,16 @@ class Library:
             "overlap_tokens": self.chunk_settings.overlap_tokens,
         }
         directory = index_dir_for(cache_root or default_cache_root(), self.root, settings)
+        started = time.perf_counter()
         self.store, message = IndexStore.open_or_rebuild(directory, settings, embedder.full_dim)
         self.messages: list[str] = [message] if message else []
         """One line each: rebuilt caches, waits, files that could not be saved (see
         `take_messages`)."""
+        if self.store.keyword_rows_built:  # a cache made before the keyword index
+            self.messages.append(
+                f"building the keyword index for the {self.store.keyword_rows_built} chunks "
+                f"already in the cache… done in {time.perf_counter() - started:.1f} s (once)"
+            )
         self._told = 0
         self.transform: Transform | Adaptor = IDENTITY
         self.index: NestedIndex | None = None
@@ -189,6 +222,10 @@ class Library:
         self._loads = 0
         self._router: Router | None = None
         self._row_paths: list[str] | None = None  # each loaded row's file, for path filters
+        self._fits: dict[str, Any] = {}  # fitted transforms and routers, by name, for reuse
+        self._fit_ids = np.zeros(0, dtype=np.int64)  # the rows a fit being made is for
+        self.fit_notes: dict[str, str] = {}
+        """Which fit is in use, by name ("pca", "router_pca"): fitted when, how much changed."""
         self._state_lock = threading.RLock()
 
     @classmethod
@@ -331,6 +368,7 @@ class Library:
         if loaded == (self._loaded_db, self._loaded_generation):
             return
         generation, ids, vectors = self.store.load_snapshot(self._note)
+        self._fit_ids = ids
         self.transform = self._load_transform(vectors, generation)
         device = self.embedder.device if self.embedder.device == "cuda" else "cpu"
         self.index = NestedIndex(self.transform.apply(vectors), device=device)
@@ -421,13 +459,45 @@ class Library:
             self.store.derived_path(f"transform_{name}", generation, ".npz"),
             self.store,
             (dim,),
-            load=checked,
-            build=fit,
+            load=lambda path: self._kept_fit(name, generation, checked(path), fresh=False),
+            build=lambda: self._refit_or_reuse(name, generation, fit),
             writer=lambda fitted: artifacts.npz_writer(fitted.to_arrays()),
             what=f"{name} transform",
             note=self._note,
             keep=not self.store.read_only,
         )
+
+    def _refit_or_reuse(self, name: str, generation: int, fit: Callable[[], T]) -> T:
+        """The fit of an earlier generation while little changed since (`REFIT_FRACTION`),
+        else a new one."""
+        previous, basis = self._fits.get(name), self._basis(name)
+        if previous is not None and basis is not None:
+            changed = basis.changed(self._fit_ids)
+            if changed <= REFIT_FRACTION * max(basis.rows, 1):
+                self.fit_notes[name] = (
+                    f"{name} fitted on {basis.rows:,} chunks (generation {basis.generation}); "
+                    f"{changed:,} changed since, refitted above {REFIT_FRACTION:.0%}"
+                )
+                return previous
+        return self._kept_fit(name, generation, fit(), fresh=True)
+
+    def _kept_fit(self, name: str, generation: int, fitted: T, *, fresh: bool) -> T:
+        """Remember `fitted` for reuse; a fresh fit (or one without a record) records its
+        basis in the database."""
+        self._fits[name] = fitted
+        ids = self._fit_ids
+        if fresh or self._basis(name) is None:
+            basis = FitBasis(generation, len(ids), int(ids.max()) if len(ids) else 0)
+            if not self.store.read_only:
+                self.store.set_meta(f"fit_{name}", json.dumps(dataclasses.asdict(basis)))
+            self.fit_notes[name] = f"{name} fitted on {basis.rows:,} chunks (this generation)"
+        return fitted
+
+    def _basis(self, name: str) -> FitBasis | None:
+        try:
+            return FitBasis(**json.loads(self.store.get_meta(f"fit_{name}") or "null"))
+        except (TypeError, ValueError):
+            return None
 
     @property
     def chunk_count(self) -> int:
@@ -541,6 +611,94 @@ class Library:
 
     @_repairing
     @_locked
+    def retrieve(
+        self,
+        query: Query,
+        dim: int,
+        k: int = 10,
+        retrieval: str = "dense",
+        fusion: str = hybrid.DEFAULT_FUSION,
+        mode: str = "auto",
+    ) -> SearchResult:
+        """Top-k by dense search at `dim` (`search`), by keywords (bm25 over the chunks' text,
+        heading and path), or both fused (`mrl_tui.core.hybrid`). Every hit says its rank in
+        each list that was searched. The query's path filter holds in every mode."""
+        if retrieval not in hybrid.RETRIEVALS:
+            raise InputError(f"unknown retrieval {retrieval!r}; choose one of {hybrid.RETRIEVALS}")
+        if fusion not in hybrid.FUSIONS:
+            raise InputError(f"unknown fusion {fusion!r}; choose one of {hybrid.FUSIONS}")
+        if k < 1:
+            raise InputError("k must be at least 1")
+        self.check_dim(dim)
+        self.load()
+        if retrieval == "dense":
+            result = self.search(query, dim, k, mode=mode)
+            hits = [dataclasses.replace(h, dense_rank=h.rank) for h in result.hits]
+            return dataclasses.replace(result, hits=hits)
+        assert self.index is not None
+        started = time.perf_counter()
+        depth = max(k, hybrid.CANDIDATES)
+        lexical = self._keyword_rows(query, depth)
+        lexical_rows = [row for row, _ in lexical]
+        if retrieval == "lexical":
+            rows = lexical_rows[:k]
+            scores = [score for _, score in lexical[:k]]
+            dense_rows: list[int] = []
+        else:
+            dense = self.search(query, dim, depth, mode=mode)
+            dense_rows = self._rows_of([h.id for h in dense.hits])
+            vector = self._index_vector(query)
+            index = self.index
+            fused, fused_scores = hybrid.fuse(
+                dense_rows,
+                lexical_rows,
+                [score for _, score in lexical],
+                fusion,
+                lambda ids: index.score_ids(vector, dim, ids),
+            )
+            rows, scores = fused[:k].tolist(), fused_scores[:k].tolist()
+        elapsed = (time.perf_counter() - started) * 1000
+        dense_ranks, lexical_ranks = hybrid.ranks(dense_rows), hybrid.ranks(lexical_rows)
+        found = Hits(np.asarray(rows, np.int64), np.asarray(scores, np.float32))
+        hits = [
+            dataclasses.replace(
+                hit,
+                dense_rank=dense_ranks.get(row) if retrieval == "hybrid" else None,
+                lexical_rank=lexical_ranks.get(row),
+            )
+            for hit, row in zip(self._hits(found), rows, strict=True)
+        ]
+        return SearchResult(query, dim, hits, elapsed, "exact", retrieval=retrieval)
+
+    def _rows_of(self, chunk_ids: list[int]) -> list[int]:
+        """Loaded rows of these chunk ids (the ids are sorted: one binary search each)."""
+        positions = np.searchsorted(self._ids, np.asarray(chunk_ids, np.int64))
+        return [int(p) for p in positions]
+
+    def _keyword_rows(self, query: Query, depth: int) -> list[tuple[int, float]]:
+        """(loaded row, bm25 score) best first, at most `depth`, within the path filter. Chunks
+        committed after the load (another process) are left out until the next load."""
+        allowed: set[int] | None = None
+        if query.paths is not None:
+            if self._row_paths is None:
+                self._row_paths = [c.path for c in self.store.chunks(self._ids.tolist())]
+            allowed = set(matching_rows(self._row_paths, query.paths))
+            if not allowed:
+                raise InputError(f"no indexed file matches {query.paths}")
+        words = query.words if query.paths is not None else (query.words or query.text)
+        found = self.store.keyword_search(words, None if allowed is not None else depth)
+        out: list[tuple[int, float]] = []
+        n = len(self._ids)
+        for chunk_id, score in found:
+            row = int(np.searchsorted(self._ids, chunk_id))
+            if row < n and self._ids[row] == chunk_id and (allowed is None or row in allowed):
+                out.append((row, score))
+                if len(out) == depth:
+                    break
+        return out
+
+    @_repairing
+    @_locked
     def view(self, transform: str) -> tuple[Transform, NestedIndex]:
         """The loaded vectors under `transform` (one of `TRANSFORMS`): the loaded transform and
         index when it resolves to the same, else built from the stored vectors on first use and
@@ -550,9 +708,10 @@ class Library:
         self.load()
         assert self.index is not None
         if transform not in self._views:
-            generation, _, vectors = self.store.load_snapshot(self._note)
+            generation, ids, vectors = self.store.load_snapshot(self._note)
             if generation != self._loaded_generation:
                 raise _IndexMoved
+            self._fit_ids = ids
             chosen = self._load_transform(vectors, self._loaded_generation, transform)
             if chosen.name == self.transform.name:
                 self._views[transform] = (self.transform, self.index)
@@ -611,13 +770,14 @@ class Library:
         assert self.index is not None
         if self._router is not None:
             return self._router
-        name = f"router_{self.transform.name}"
+        name, generation = f"router_{self.transform.name}", self._loaded_generation
+        self._fit_ids = self._ids
         self._router = artifacts.load_or_build(
-            self.store.derived_path(name, self._loaded_generation, ".json"),
+            self.store.derived_path(name, generation, ".json"),
             self.store,
             (self.index.n, self.full_dim),
-            load=Router.load,
-            build=self._calibrate,
+            load=lambda path: self._kept_fit(name, generation, Router.load(path), fresh=False),
+            build=lambda: self._refit_or_reuse(name, generation, self._calibrate),
             writer=lambda router: artifacts.text_writer(router.to_json()),
             what="router",
             note=self._note,

@@ -1,9 +1,11 @@
 """The on-disk cache of one indexed folder, in the platform cache dir (never the user's folder).
 
 Layout of one index directory:
-- `index.db`: SQLite. `meta` (schema version, settings, generation), `files` (fingerprints) and
-  `chunks` (text, line range, heading trail and the full float32 vector as a BLOB). Every change
-  is one transaction, so a process killed at any moment leaves the last committed state.
+- `index.db`: SQLite. `meta` (schema version, settings, generation), `files` (fingerprints),
+  `chunks` (text, line range, heading trail and the full float32 vector as a BLOB) and
+  `chunks_fts` (the keyword index, `mrl_tui.core.lexical`; a trigger drops a chunk's row with the
+  chunk). Every change is one transaction, so a process killed at any moment leaves the last
+  committed state, vectors and keywords alike.
 - `vectors-<db id>-<generation>.npy`: a snapshot of all vectors (rows in chunk-id order) for fast
   loading, rebuilt from SQLite whenever the generation moved on.
 - other derived files (transforms, HNSW graphs, routers) named the same way. Each is written
@@ -33,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mrl_tui.core import artifacts
+from mrl_tui.core import artifacts, lexical
 from mrl_tui.core.chunking import Chunk
 from mrl_tui.core.errors import CacheDamaged, CacheError, CacheUnwritable, MrlError
 from mrl_tui.core.writer_lock import WriterLock
@@ -117,6 +119,11 @@ _SCHEMA = (
     name TEXT PRIMARY KEY, generation INTEGER NOT NULL, size INTEGER NOT NULL,
     sha256 TEXT NOT NULL, shape TEXT NOT NULL
 )""",
+    lexical.FTS_SCHEMA,
+    # Every way a chunk goes (its file replaced, removed, forgotten: ON DELETE CASCADE too).
+    f"""CREATE TRIGGER IF NOT EXISTS chunks_fts_delete AFTER DELETE ON chunks BEGIN
+    DELETE FROM {lexical.FTS_TABLE} WHERE rowid = old.id;
+END""",
 )
 
 
@@ -169,6 +176,9 @@ class IndexStore:
         self.dim = dim
         self.settings = settings
         self.db_id = ""
+        self.keyword_rows_built = 0
+        """Chunks given keyword rows on open (a cache made before the keyword index existed)."""
+        self.has_keywords = True
         self._lock = threading.RLock()
         try:
             directory.mkdir(parents=True, exist_ok=True)
@@ -254,6 +264,7 @@ class IndexStore:
                 try:
                     for statement in _SCHEMA:
                         db.execute(statement)
+                    self._sync_keywords(db)
                     fresh = [("generation", "0"), ("db_id", secrets.token_hex(4))]
                     db.executemany(
                         "INSERT OR IGNORE INTO meta VALUES (?, ?)", [*wanted.items(), *fresh]
@@ -266,6 +277,11 @@ class IndexStore:
             self._has_manifest = bool(
                 db.execute("SELECT 1 FROM sqlite_master WHERE name = 'derived'").fetchone()
             )
+            self.has_keywords = bool(
+                db.execute(
+                    "SELECT 1 FROM sqlite_master WHERE name = ?", (lexical.FTS_TABLE,)
+                ).fetchone()
+            )
         for key, value in wanted.items():
             if meta.get(key) != value:
                 raise CacheError(f"cache at {self.directory} was written with another {key}")
@@ -274,6 +290,19 @@ class IndexStore:
             raise CacheDamaged(f"the cache at {self.directory} is damaged (its database id)")
         self.db_id = db_id
         self._parse_generation(meta.get("generation"))
+
+    def _sync_keywords(self, db: sqlite3.Connection) -> None:
+        """In the open transaction: give keyword rows to chunks without any (a cache of an
+        mrl-tui before the keyword index, or one that wrote chunks without them). Cheap when
+        they agree: two lookups of the largest id."""
+        top = db.execute("SELECT MAX(id) FROM chunks").fetchone()[0]
+        table = lexical.FTS_TABLE
+        if top is None or db.execute(f"SELECT MAX(rowid) FROM {table}").fetchone()[0] == top:
+            return
+        db.execute(f"DELETE FROM {table}")
+        rows = db.execute("SELECT id, path, heading, text FROM chunks").fetchall()
+        lexical.fill(db, ((r[0], _py_path(r[1]), r[2], r[3]) for r in rows))
+        self.keyword_rows_built = len(rows)
 
     @contextlib.contextmanager
     def _sql(self) -> Iterator[sqlite3.Connection]:
@@ -379,6 +408,16 @@ class IndexStore:
         if missing:
             raise CacheDamaged(f"the cache at {self.directory} lost chunk ids {missing[:5]}")
         return [found[i] for i in wanted]
+
+    def keyword_search(self, words: str, limit: int | None = None) -> list[tuple[int, float]]:
+        """(chunk id, bm25 score) best first for the query's words (`lexical.search`)."""
+        if not self.has_keywords:
+            raise MrlError(
+                f"the cache at {self.directory} has no keyword index (read-only, and made by an "
+                "older mrl-tui): search it with --retrieval dense"
+            )
+        with self._sql() as db:
+            return lexical.search(db, words, limit)
 
     def get_meta(self, key: str) -> str | None:
         with self._sql():
@@ -559,14 +598,16 @@ class IndexStore:
                 stored = _sql_path(record.path)  # its chunks' path too
                 self._db.execute("DELETE FROM chunks WHERE path = ?", (stored,))
                 self._upsert_file(record)
-                self._db.executemany(
-                    "INSERT INTO chunks (path, start_line, end_line, heading, text, vector) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    [
-                        (stored, c.start_line, c.end_line, c.heading, c.text, self._blob(v))
-                        for c, v in zip(chunks, vectors, strict=True)
-                    ],
-                )
+                keywords = []
+                for c, v in zip(chunks, vectors, strict=True):
+                    row = (stored, c.start_line, c.end_line, c.heading, c.text, self._blob(v))
+                    cursor = self._db.execute(
+                        "INSERT INTO chunks (path, start_line, end_line, heading, text, vector) "
+                        "VALUES (?, ?, ?, ?, ?, ?)",
+                        row,
+                    )
+                    keywords.append((int(cursor.lastrowid or 0), record.path, c.heading, c.text))
+                lexical.fill(self._db, keywords)
             if remove or replace:  # a touch alone changes no chunk: derived files stay valid
                 self._db.execute(
                     "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'"

@@ -133,12 +133,14 @@ class MrlApp(App[int]):
         frozen_timings: bool = False,
         auto_router: bool | None = None,
         remember: bool = True,
+        watch: bool = True,
     ) -> None:
         """`library`: an already open one (tests, embedding); `autostart=False` leaves the app
         idle (screenshots of a given state); `frozen_timings` hides milliseconds (screenshots);
         `auto_router=False` starts in manual mode (the slider's dim, not the router's), True in
         auto, None as the folder was left (auto the first time); `remember=False` neither reads
-        nor writes what the app remembers between runs (`mrl_tui.ui.state`)."""
+        nor writes what the app remembers between runs (`mrl_tui.ui.state`); `watch=False` does not
+        re-index on file changes (`mrl_tui.core.watch`)."""
         super().__init__()
         self.path = Path(path)
         self.model = model
@@ -165,6 +167,9 @@ class MrlApp(App[int]):
         self.failed = False
         self._stop = threading.Event()
         self.executor = DaemonExecutor()
+        self.watch = watch
+        self.watcher: Any = None  # a `FolderWatcher` once the first index is ready
+        self._watching = False
         self.title = shown(f"mrl-tui · {self.path.name or self.path}")
 
     def get_default_screen(self) -> Screen[Any]:
@@ -273,6 +278,33 @@ class MrlApp(App[int]):
         if report.cancelled:
             note = "Indexing stopped: searching what was indexed so far. Ctrl+R resumes."
         await self.search_screen.library_ready(library, note)
+        if self.watch and not self._watching:
+            self._watching = True
+            self._watch_folder(library)
+
+    @work(thread=True, group="watch")
+    def _watch_folder(self, library: Library) -> None:
+        """Re-index on file changes until the app ends, in this thread: the UI never waits."""
+        from mrl_tui.core.watch import FolderWatcher
+
+        def failed(line: str) -> None:
+            self._call(functools.partial(self.notify, line, severity="error", markup=False))
+
+        self.watcher = FolderWatcher(
+            library, lambda update: self._call(self._watched, update), on_error=failed
+        )
+        if self._stop.is_set():
+            return
+        try:
+            self.watcher.run()
+        except Exception as exc:  # watching ends, with one line; the index stays searchable
+            failed(f"watching the folder stopped: {type(exc).__name__}: {exc}")
+
+    def _watched(self, update: Any) -> None:
+        """Files changed and were re-indexed: say so, and search the shown query again."""
+        self._tell_messages()
+        fit = f" · {update.fit}" if update.fit else ""
+        self.search_screen.refresh_query(f"Watching: {update.line}{fit}")
 
     def on_search_screen_cancel_indexing(self, _: SearchScreen.CancelIndexing) -> None:
         self._stop.set()
@@ -313,6 +345,11 @@ class MrlApp(App[int]):
             "Router auto/manual",
             "Auto: the router picks each query's dim; manual: the slider's",
             search.action_toggle_router,
+        )
+        yield SystemCommand(
+            "Retrieval dense/hybrid/lexical",
+            "Left side: dense, keywords fused with dense at the dim, or keywords only (h)",
+            search.action_cycle_retrieval,
         )
         yield SystemCommand(
             "Live search on/off",
@@ -369,6 +406,8 @@ class MrlApp(App[int]):
 
     def on_unmount(self) -> None:
         self._stop.set()  # an indexing thread still running stops at its next batch
+        if self.watcher is not None:
+            self.watcher.stop.set()
 
 
 def run_app(

@@ -11,7 +11,6 @@ the Windows file association), which cannot be told a line.
 from __future__ import annotations
 
 import os
-import re
 import shlex
 import shutil
 import subprocess
@@ -70,10 +69,12 @@ def platform_opener() -> list[str] | None:
 def best_line(lines: list[str], first_line: int, query: str) -> int:
     """The line number (counting from `first_line`) of the line holding the most distinct query
     terms; the first one on a tie; `first_line` when no line has a term."""
+    from mrl_tui.core.lexical import query_terms as keyword_terms
+
     terms = set(query_terms(query))
     best, best_count = first_line, 0
     for number, text in enumerate(lines, start=first_line):
-        count = len(terms & set(re.findall(r"\w+", text.lower())))
+        count = len(terms & set(keyword_terms(text)))  # identifiers' parts count too
         if count > best_count:
             best, best_count = number, count
     return best

@@ -60,6 +60,7 @@ class Comparison:
     left_ms: float
     query: Query | None = None  # what both sides ranked; lets the next move reuse the reference
     k: int = TOP_K  # hits on each side ("more results" raises it)
+    retrieval: str = "dense"  # the left side's: "dense", "hybrid" or "lexical"; the right: dense
 
 
 def embed_and_rank(library: Library, text: str) -> QueryState:
@@ -82,6 +83,7 @@ def compare_at(
     ref_transform: str | None = None,
     previous: Comparison | None = None,
     k: int = TOP_K,
+    retrieval: str = "dense",
 ) -> Comparison:
     """The two sides: `dim` as the app searches it ("auto"), the reference at `ref_dim` with
     `ref_mode` ("exact", or "funnel" where the index has a graph), or, with `ref_transform`, at
@@ -89,8 +91,12 @@ def compare_at(
 
     A fixed reference does not move with the slider: when `previous` ranked the same query
     against the same reference, its right side is reused instead of searched again. `k`: hits
-    on each side."""
-    left = library.search(state.query, dim, k)
+    on each side. `retrieval` "hybrid" or "lexical": the left side is that at `dim`
+    (`Library.retrieve`), against dense search on the right."""
+    if retrieval == "dense":
+        left = library.search(state.query, dim, k)
+    else:
+        left = library.retrieve(state.query, dim, k, retrieval)
     if ref_transform is not None:
         ref_dim, ref_mode = dim, "exact"
     same_reference = (
@@ -107,7 +113,16 @@ def compare_at(
         ref = library.search(state.query, ref_dim, k, mode=ref_mode, transform=ref_transform)
         right_hits = ref.hits
     return Comparison(
-        dim, ref_dim, ref_mode, ref_transform, left.hits, right_hits, left.search_ms, state.query, k
+        dim,
+        ref_dim,
+        ref_mode,
+        ref_transform,
+        left.hits,
+        right_hits,
+        left.search_ms,
+        state.query,
+        k,
+        retrieval,
     )
 
 

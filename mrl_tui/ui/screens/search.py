@@ -77,6 +77,8 @@ LIVE_MIN_CHARS = 3
 """Shorter queries wait for Enter: one or two letters match nearly anything."""
 FOCUS_HELP = "move between query, slider and tables"
 PLACEHOLDERS = {True: "search your folder… (as you type)", False: "search your folder… (Enter)"}
+RETRIEVAL_NAMES = {"dense": "at dim {dim}", "hybrid": "hybrid @{dim}", "lexical": "keywords only"}
+"""Left-side retrievals in `h` order, as the pane title names them."""
 MORE_STEP, MAX_K = 10, 100
 """`m` shows ten more hits on each side, up to `MAX_K`; `M` ten fewer, down to `TOP_K`."""
 
@@ -151,6 +153,14 @@ class SearchScreen(Screen[None]):
             "router",
             tooltip="router: auto (it picks each query's dim) / manual (the slider's)",
         ),
+        Binding(
+            "h",
+            "cycle_retrieval",
+            "hybrid",
+            show=False,
+            tooltip="left side: dense → hybrid (keywords fused with dense at the dim) → "
+            "keywords only, against dense on the right",
+        ),
         Binding("p", "toggle_panels", "panels", tooltip="show / hide the side panels"),
         Binding("m", "more_results", "more", show=False, tooltip="ten more results per side"),
         Binding("M", "fewer_results", "fewer", show=False, tooltip="ten fewer results per side"),
@@ -173,6 +183,7 @@ class SearchScreen(Screen[None]):
         self.ref_auto = True  # the reference follows `default_reference` until `r` or `f`
         self.ref_reason = ""  # why the default reference is not full, shown under the tables
         self.k = TOP_K  # hits on each side (`m` / `M`)
+        self.retrieval = "dense"  # the left side's (`h`): "dense", "hybrid", "lexical"
         self.latency_profile: dict[int, float] | None = None  # measured once per index load
         self.latency_more: dict[int, float] = {}  # other dims, measured the same way when shown
         self.full_dim: int | None = None  # the model's, once it is loaded
@@ -429,7 +440,13 @@ class SearchScreen(Screen[None]):
         measured = {**(self.latency_profile or {}), **self.latency_more}
         try:
             comparison = compare_at(
-                library, state, dim, *reference, previous=self.comparison, k=self.k
+                library,
+                state,
+                dim,
+                *reference,
+                previous=self.comparison,
+                k=self.k,
+                retrieval=self.retrieval,
             )
             more = {}
             if self.latency_profile is not None and not self.frozen_timings and dim not in measured:
@@ -456,6 +473,9 @@ class SearchScreen(Screen[None]):
         by_id = {hit.id: hit for hit in comparison.right}
         ref_name = self._reference_name(comparison)
         left_name = f"at dim {comparison.dim}"
+        if comparison.retrieval != "dense":
+            left_name = RETRIEVAL_NAMES[comparison.retrieval].format(dim=comparison.dim)
+            ref_name = f"dense {ref_name}"
         lost, new = f"dropped at {comparison.dim}", f"new at {comparison.dim}"
         if comparison.ref_transform is not None:  # the same dim on both sides: name transforms
             left_name += f" ({self._loaded_transform()})"
@@ -667,6 +687,22 @@ class SearchScreen(Screen[None]):
         self.refresh_comparison()
 
     # -- other actions -------------------------------------------------------------------------
+
+    def action_cycle_retrieval(self) -> None:
+        """Left side: dense → hybrid → lexical → dense, at the slider's dim; the right side stays
+        dense at its reference, so the marks show what keywords move."""
+        order = list(RETRIEVAL_NAMES)
+        self.retrieval = order[(order.index(self.retrieval) + 1) % len(order)]
+        self.notify(f"Left side: {RETRIEVAL_NAMES[self.retrieval].format(dim=self.dim)}.")
+        self.refresh_comparison()
+
+    def refresh_query(self, note: str = "") -> None:
+        """Search the shown query again (the index changed under it); `note` on the message
+        line."""
+        if note:
+            self.show_message(note)
+        if self.state is not None and self.library is not None:
+            self.run_query(self.state.query.text)
 
     def action_focus_query(self) -> None:
         self.query_one("#query", Input).focus()

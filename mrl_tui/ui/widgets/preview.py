@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING
 
 from rich.text import Text
@@ -24,9 +23,11 @@ STOPWORDS = frozenset(
 
 
 def query_terms(query: str) -> list[str]:
-    """Words worth marking in the preview: no stop words, no single letters."""
-    words = re.findall(r"\w+", query.lower())
-    return sorted({w for w in words if len(w) > 1 and w not in STOPWORDS})
+    """Words worth marking in the preview: no stop words, no single letters; an identifier
+    gives its parts and its joined form too, as keyword search reads it (`core.lexical`)."""
+    from mrl_tui.core.lexical import query_terms as keyword_terms
+
+    return sorted({w for w in keyword_terms(query) if len(w) > 1 and w not in STOPWORDS})
 
 
 def rank_style(rank: int | None, k: int) -> str:
@@ -96,8 +97,10 @@ class Preview(VerticalScroll):
         content = Text(shown(chunk.text.strip()))
         terms = query_terms(query)
         if terms:
-            words = "|".join(re.escape(term) for term in terms)
-            content.highlight_regex(re.compile(rf"\b(?:{words})\w*", re.IGNORECASE), "bold reverse")
+            from mrl_tui.core.lexical import marked_spans
+
+            for start, end in marked_spans(content.plain, terms):
+                content.stylize("bold reverse", start, end)
         text.append_text(content)
         body.update(text)
         self.scroll_home(animate=False)

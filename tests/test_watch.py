@@ -1,0 +1,160 @@
+"""The watched folder: a real `watchfiles` watcher sees add / modify / delete and the search
+results follow; cache and hidden paths are ignored; fits are kept over small changes."""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from cache_helpers import LibraryEmbedder, write_corpus
+from conftest import write_files
+
+from mrl_tui.core import library as library_module
+from mrl_tui.core.library import Library
+from mrl_tui.core.watch import FolderWatcher, WatchUpdate
+
+WAIT_S = 15.0  # a loaded machine; each wait ends as soon as the update is in
+
+
+def _paths(lib: Library, words: str) -> set[str]:
+    return {h.chunk.path for h in lib.retrieve(lib.query(words), 16, 10, "lexical").hits}
+
+
+@pytest.fixture
+def watched(tmp_path: Path):
+    folder = write_files(tmp_path / "folder", {"a.md": "# A\n\nalpha note about bread\n"})
+    lib = Library(folder, LibraryEmbedder(), cache_root=tmp_path / "cache")
+    lib.update()
+    lib.load()
+    updates: queue.Queue[WatchUpdate] = queue.Queue()
+    watcher = FolderWatcher(lib, updates.put, step_ms=50)
+    ready = threading.Event()
+    thread = threading.Thread(target=watcher.run, args=(ready,), daemon=True)
+    thread.start()
+    assert ready.wait(WAIT_S)
+    # The watch is in place shortly after `ready`: touch a probe until its update comes.
+    probe = folder / "probe.md"
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        probe.write_text(f"probe {time.monotonic()}\n", encoding="utf-8")
+        try:
+            updates.get(timeout=0.5)
+            break
+        except queue.Empty:
+            assert time.monotonic() < deadline, "the watcher never reported"
+    yield folder, lib, updates
+    watcher.stop.set()
+    thread.join(WAIT_S)
+    assert not thread.is_alive()
+
+
+def test_add_modify_delete_are_followed(watched) -> None:
+    folder, lib, updates = watched
+    (folder / "new.md").write_text("# New\n\nzeppelin hangar\n", encoding="utf-8")
+    update = updates.get(timeout=WAIT_S)
+    assert update.files_changed == 1 and update.line.startswith("1 file changed, re-indexed in")
+    assert _paths(lib, "zeppelin") == {"new.md"}
+
+    (folder / "new.md").write_text("# New\n\nsubmarine dock\n", encoding="utf-8")
+    updates.get(timeout=WAIT_S)
+    assert _paths(lib, "submarine") == {"new.md"} and _paths(lib, "zeppelin") == set()
+
+    (folder / "new.md").rename(folder / "moved.md")
+    update = updates.get(timeout=WAIT_S)
+    while update.files_removed == 0:  # a rename may come as two batches
+        update = updates.get(timeout=WAIT_S)
+    assert _paths(lib, "submarine") == {"moved.md"}
+
+    (folder / "moved.md").unlink()
+    update = updates.get(timeout=WAIT_S)
+    assert update.files_removed == 1 and "1 removed" in update.line
+    assert _paths(lib, "submarine") == set()
+    assert _paths(lib, "alpha") == {"a.md"}
+
+
+def test_hidden_and_cache_paths_are_not_relevant(tmp_path: Path) -> None:
+    folder = write_files(tmp_path / "folder", {"a.md": "alpha\n"})
+    lib = Library(folder, LibraryEmbedder(), cache_root=folder / "cache")
+    watcher = FolderWatcher(lib, lambda _: None)
+    root = lib.root
+    assert watcher.relevant(str(root / "notes" / "b.md"))
+    assert not watcher.relevant(str(lib.store.directory / "index.db-wal"))
+    assert not watcher.relevant(str(root / "cache" / "other-index" / "index.db"))
+    assert not watcher.relevant(str(root / ".git" / "index"))
+    assert not watcher.relevant(str(root / "notes" / ".b.md.swp"))
+    assert not watcher.relevant(str(tmp_path / "elsewhere.md"))
+    # a cache root that holds the folder: only the folder's own index is left out
+    inside = Library(folder, LibraryEmbedder(), cache_root=tmp_path)
+    watcher = FolderWatcher(inside, lambda _: None)
+    assert watcher.relevant(str(root / "a.md"))
+    assert not watcher.relevant(str(inside.store.directory / "index.db"))
+
+
+def test_a_small_change_keeps_the_fit_a_large_one_refits(tmp_path: Path) -> None:
+    folder = write_corpus(tmp_path / "folder", files=30)
+    lib = Library(folder, LibraryEmbedder(), cache_root=tmp_path / "cache")
+    lib.update()
+    lib.load()
+    first = lib.transform
+    assert lib.transform.name == "pca" and "this generation" in lib.fit_notes["pca"]
+    rows = lib.chunk_count
+
+    (folder / "notes/n000.md").write_text("# Changed\n\nbread oven flour\n", encoding="utf-8")
+    lib.update()
+    lib.load()
+    assert lib.transform is first  # projected with the current fit
+    assert "changed since" in lib.fit_notes["pca"]
+    ids, raw = lib.store.load_vectors()
+    row = int(np.flatnonzero(ids == max(ids))[0])  # the changed file's new chunk
+    assert np.allclose(lib.index.vectors(np.array([row]))[0], first.apply(raw[row]), atol=1e-5)
+
+    for i in range(1, 1 + int(library_module.REFIT_FRACTION * 30) + 2):
+        (folder / f"notes/n{i:03d}.md").write_text(
+            f"# C{i}\n\nsoil compost {i}\n", encoding="utf-8"
+        )
+    lib.update()
+    lib.load()
+    assert lib.transform is not first and "this generation" in lib.fit_notes["pca"]
+    assert lib.chunk_count < rows  # the changed files are shorter: rows were removed too
+
+
+def test_watch_command_prints_a_line_per_update_and_ctrl_c_exits_130(tmp_path: Path) -> None:
+    folder = write_files(tmp_path / "folder", {"a.md": "# A\n\nalpha\n"})
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mrl_tui", "watch", str(folder), "--device", "cpu"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    try:
+        lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout], daemon=True).start()
+        seen = ""
+        deadline = time.monotonic() + 180
+        while "watching" not in seen:  # stderr: the model loads, then the watch starts
+            assert proc.poll() is None and time.monotonic() < deadline
+            seen += proc.stderr.readline()
+        line = ""
+        while "changed" not in line:
+            (folder / "b.md").write_text(f"# B\n\nbeta {time.monotonic()}\n", encoding="utf-8")
+            try:
+                line = lines.get(timeout=1.0)
+            except queue.Empty:
+                assert time.monotonic() < deadline
+        assert line.startswith("1 file changed, re-indexed in")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 130
+        assert "Traceback" not in proc.stderr.read()
+    finally:
+        proc.kill()
