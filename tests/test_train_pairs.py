@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+from conftest import write_files
 
 from mrl_tui.core.chunking import ChunkSettings
 from mrl_tui.core.errors import InputError
@@ -20,7 +21,6 @@ from mrl_tui.core.train_pairs import (
     make_pairs,
     sentences,
 )
-from tests.conftest import write_files
 
 
 def words(text: str) -> int:

@@ -14,6 +14,7 @@ model's dimension and the pairs after.
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import math
 import shutil
@@ -66,6 +67,8 @@ VALIDATION_DOCS = 1000
 """Documents the validation queries are searched among: theirs, plus random others."""
 NDCG_K = 10
 SPACE_MARGIN = 1.2
+TRAIN_EXTRA = ("datasets", "accelerate")
+"""What SentenceTransformerTrainer needs beyond sentence-transformers (``mrl-tui[train]``)."""
 
 
 @dataclass(frozen=True)
@@ -176,6 +179,9 @@ def train(
         if on_progress is not None:
             on_progress(TrainProgress(phase, elapsed_s=time.perf_counter() - started, **fields))
 
+    missing = [name for name in TRAIN_EXTRA if importlib.util.find_spec(name) is None]
+    if missing:
+        raise InputError(f"training needs {' and '.join(missing)}: pip install 'mrl-tui[train]'")
     root = _checked_source(source, beir)
     display, weights = resolve_model(model)
     spec = find_spec(display)
@@ -212,6 +218,7 @@ def train(
         "format": FORMAT,
         "tool": f"mrl-tui {__version__}",
         "key": key,
+        "slot": training_key(base_id, settings.dims, root),
         "base_model": base_id,
         "source": str(root),
         "source_kind": "beir" if beir else "folder",

@@ -47,9 +47,10 @@ def models_root(cache_root: Path | None = None) -> Path:
     return (cache_root or default_cache_root()) / "models"
 
 
-def training_key(base_model: str, dims: tuple[int, ...], source: Path, fingerprint: str) -> str:
-    """What makes a trained model current: same base, dims, source folder and corpus content."""
-    key = {"base": base_model, "dims": list(dims), "source": str(source), "corpus": fingerprint}
+def training_key(base: str, dims: tuple[int, ...], source: Path, fingerprint: str = "") -> str:
+    """What makes a trained model current: same base, dims, source folder and corpus content.
+    Without `fingerprint`: its *slot*, which a newer training of a changed corpus takes over."""
+    key = {"base": base, "dims": list(dims), "source": str(source), "corpus": fingerprint}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -126,8 +127,8 @@ def publish(
     temp: Path, name: str, provenance: dict[str, Any], cache_root: Path | None = None
 ) -> Path:
     """Write the record into the finished `temp` folder and rename it into place under a new
-    name. Older models of the same key are removed after (superseded), except that a model
-    stopped early never replaces a complete one."""
+    name. Older models of the same slot are removed after (superseded), except that a model
+    stopped early never replaces a complete one of the same corpus."""
     root = models_root(cache_root)
     record = temp / PROVENANCE_FILE
     record.write_text(json.dumps(provenance, indent=2, sort_keys=True), encoding="utf-8")
@@ -140,7 +141,9 @@ def publish(
         final = root / f"{slug}-{provenance['key'][:10]}-{stamp}-{suffix}"
     temp.rename(final)
     for model in trained_models(cache_root):
-        same = model.path != final and model.provenance.get("key") == provenance["key"]
-        if same and (model.partial or not provenance.get("partial")):
+        if model.path == final or model.provenance.get("slot") != provenance["slot"]:
+            continue
+        same_corpus = model.provenance.get("key") == provenance["key"]
+        if not same_corpus or model.partial or not provenance.get("partial"):
             shutil.rmtree(model.path, ignore_errors=True)
     return final
