@@ -43,18 +43,22 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     resolve_trained(args, source)
     with _stop_on_ctrl_c() as stop, _progress() as show:
-        result = train(
-            source,
-            beir=args.beir is not None,
-            model=args.model,
-            device=args.device,
-            settings=settings,
-            cache_root=args.cache_dir,
-            force=args.force,
-            trust_remote_code=args.trust_remote_code,
-            on_progress=show,
-            should_stop=stop,
-        )
+        try:
+            result = train(
+                source,
+                beir=args.beir is not None,
+                model=args.model,
+                device=args.device,
+                settings=settings,
+                cache_root=args.cache_dir,
+                force=args.force,
+                trust_remote_code=args.trust_remote_code,
+                on_progress=show,
+                should_stop=stop,
+            )
+        except KeyboardInterrupt:
+            print("mrl-tui: training aborted; nothing new was saved", file=sys.stderr)
+            return 130
     record = result.provenance
     stopped = record.get("stop_reason") == "stopped" and not result.up_to_date
     if args.json:
@@ -116,10 +120,16 @@ def _print(result: Any) -> None:
     per_dim = ", ".join(
         f"{d} {base['dims'][d]['ndcg10']:.3f}→{best['dims'][d]['ndcg10']:.3f}" for d in best["dims"]
     )
+    start = ""
+    if "base_pca" in validation:
+        pca = validation["base_pca"]["mean_ndcg10"]
+        start = f" (training started from its PCA rotation: {pca:.3f})"
     print(
-        f"validation nDCG@10 ({validation['queries']} held-out pseudo-queries), base → trained: "
-        f"mean {base['mean_ndcg10']:.3f}→{best['mean_ndcg10']:.3f}; {per_dim}"
+        f"validation nDCG@10 ({validation['queries']} held-out pseudo-queries), base naive → "
+        f"trained: mean {base['mean_ndcg10']:.3f}→{best['mean_ndcg10']:.3f}{start}; {per_dim}"
     )
+    if best["mean_ndcg10"] <= base["mean_ndcg10"]:
+        print("note: no checkpoint beat the base model on the validation queries")
     print(f"native MRL at {dims}: {result.model_path}")
 
 

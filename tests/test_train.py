@@ -105,7 +105,7 @@ def test_the_trained_model_is_a_plain_sentence_transformers_folder(trained: Trai
     assert model.max_seq_length == 256  # its own length, not the training one
     assert model.encode(["a test sentence"]).shape == (1, 384)
     record = trained.provenance
-    assert record["dims"] == FULL_DIMS and record["partial"] is False
+    assert record["dims"] == FULL_DIMS and record["partial"] is False and record["start"] == "pca"
     assert record["base_model"] == "sentence-transformers/all-MiniLM-L6-v2"
     assert record["source"] == str(trained.folder.resolve())
     assert record["steps_run"] == 12 and record["pairs"]["train"] > 100

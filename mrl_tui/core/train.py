@@ -49,6 +49,7 @@ from mrl_tui.core.trained import (
     publish,
     training_key,
 )
+from mrl_tui.core.transform import fit_pca
 from mrl_tui.core.walk import walk_folder
 
 DEFAULT_DIMS = (32, 64, 128, 256)
@@ -85,6 +86,9 @@ class TrainSettings:
     evaluations: int = EVALUATIONS
     patience: int = PATIENCE
     validation_docs: int = VALIDATION_DOCS
+    pca_start: bool = True
+    """Start a model that is not native MRL from its PCA rotation (a trainable `Dense` layer
+    fitted on the validation documents): its prefixes begin where PCA's are, not naive ones."""
     seed: int = 0
 
 
@@ -187,7 +191,7 @@ def train(
     spec = find_spec(display)
     if spec is not None and spec.full_dim:
         check_dims(settings.dims, spec.full_dim, display)
-    base_id = weights if Path(weights).exists() and spec is None else display
+    base_id = weights if Path(display).expanduser().exists() else display  # a folder: its path
     fingerprint = beir_fingerprint(root) if beir else folder_fingerprint(root)
     key = training_key(base_id, settings.dims, root, fingerprint)
     if not force:
@@ -266,13 +270,18 @@ class _Validation:
         self.prompts = (info.query_prompt, info.document_prompt)
 
     def __call__(self, model: Any) -> dict[str, Any]:
+        return self.score(*self.encode(model))
+
+    def encode(self, model: Any) -> tuple[np.ndarray, np.ndarray]:
         def encode(texts: list[str], prompt: str) -> np.ndarray:
             vectors = model.encode(
                 texts, prompt=prompt or None, batch_size=32, show_progress_bar=False
             )
             return np.asarray(vectors, dtype=np.float32)
 
-        queries, docs = encode(self.queries, self.prompts[0]), encode(self.docs, self.prompts[1])
+        return encode(self.queries, self.prompts[0]), encode(self.docs, self.prompts[1])
+
+    def score(self, queries: np.ndarray, docs: np.ndarray) -> dict[str, Any]:
         figures: dict[str, dict[str, float]] = {}
         for dim in self.dims:
             q, d = _unit(queries[:, :dim]), _unit(docs[:, :dim])
@@ -321,6 +330,24 @@ def _fit(
     model.max_seq_length = min(settings.max_seq_length or own_length, own_length)
     train_length = model.max_seq_length
     device = embedder.device
+    validation = _Validation(pairs, dims, embedder, settings.validation_docs, settings.seed)
+    spent = [0.0]
+
+    def validate(model: Any) -> dict[str, Any]:
+        began = time.perf_counter()
+        figures = validation(model)
+        spent[0] += time.perf_counter() - began
+        return figures
+
+    tell("validating")
+    queries, docs = validation.encode(model)
+    base = validation.score(queries, docs)
+    start, base_pca = "base", base
+    if settings.pca_start and not embedder.spec.native_mrl:
+        rotation = fit_pca(docs)
+        base_pca = validation.score(rotation.apply(queries), rotation.apply(docs))
+        _insert_rotation(model, rotation.matrix)
+        start = "pca"
     batch = settings.batch_size or (128 if device == "cuda" else 32)
     if batch > CACHED_LOSS_ABOVE:
         inner: Any = CachedMultipleNegativesRankingLoss(model, mini_batch_size=MINI_BATCH)
@@ -335,19 +362,7 @@ def _fit(
         for column, prompt in (("anchor", query_prompt), ("positive", document_prompt))
         if prompt
     }
-    validation = _Validation(pairs, dims, embedder, settings.validation_docs, settings.seed)
-    spent = [0.0]
-
-    def validate(model: Any) -> dict[str, Any]:
-        began = time.perf_counter()
-        figures = validation(model)
-        spent[0] += time.perf_counter() - began
-        return figures
-
-    tell("validating")
-    base = validate(model)
-    spent[0] = 0.0  # the base model's validation is not training time
-    history = [{"step": 0, "mean_ndcg10": base["mean_ndcg10"]}]
+    history = [{"step": 0, "mean_ndcg10": base_pca["mean_ndcg10"]}]  # where training starts
     state: dict[str, Any] = {"best": None, "best_step": 0, "figures": None, "stale": 0}
     state["reason"] = "completed"
 
@@ -439,6 +454,7 @@ def _fit(
         "max_seq_length": train_length,
         "device": device,
         "precision": "bf16" if bf16 else "fp16" if fp16 else "fp32",
+        "start": start,
         "steps": state["best_step"],
         "steps_run": steps_run,
         "planned_steps": control.total,
@@ -452,11 +468,26 @@ def _fit(
             "queries": len(validation.queries),
             "documents": len(validation.docs),
             "base": base,
+            **({"base_pca": base_pca} if start == "pca" else {}),
             "best": state["figures"],
             "history": history,
         },
     }
     return _Outcome(state["best"], record)
+
+
+def _insert_rotation(model: Any, matrix: np.ndarray) -> None:
+    """A trainable `Dense` layer holding the PCA rotation, before the model's `Normalize` (or at
+    its end): an orthogonal map, so full-dim scores are the base model's, prefixes PCA's."""
+    import torch
+    from sentence_transformers.base.modules.dense import Dense
+    from sentence_transformers.base.modules.normalize import Normalize
+
+    dim = matrix.shape[0]
+    weight = torch.tensor(np.ascontiguousarray(matrix.T), dtype=torch.float32)
+    dense = Dense(dim, dim, bias=False, activation_function=None, init_weight=weight)
+    where = next((i for i, m in enumerate(model) if isinstance(m, Normalize)), len(model))
+    model.insert(where, dense.to(model.device))
 
 
 def _save(
