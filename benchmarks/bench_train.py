@@ -41,6 +41,7 @@ def bench_set(folder: Path, args: argparse.Namespace) -> dict:
         batch_size=args.batch_size,
         max_seq_length=args.max_seq_length,
         evaluations=args.evaluations,
+        **({"learning_rate": args.learning_rate} if args.learning_rate else {}),
     )
     load_before = os.getloadavg()
     result = train(
@@ -137,6 +138,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--max-seq-length", type=int, default=128)
     parser.add_argument("--evaluations", type=int, default=5, help="validations during training")
+    parser.add_argument("--learning-rate", type=float, help="default: mrl_tui.core.train's")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--cache-dir", type=Path)
     parser.add_argument("--force", action="store_true", help="train again even if up to date")
