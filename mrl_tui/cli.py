@@ -19,10 +19,12 @@ from mrl_tui.ui.literal import shown
 
 PRECISIONS = ("float32", "int8", "binary")
 """Mirrors `mrl_tui.core.quantize.PRECISIONS`; not imported so `--help` stays instant."""
-COMMANDS = ("index", "search", "info", "open", "bench", "watch")
+COMMANDS = ("index", "search", "info", "open", "bench", "watch", "train")
 RETRIEVALS = ("dense", "lexical", "hybrid")
 FUSIONS = ("rrf", "mix")
 """Mirror `mrl_tui.core.hybrid` (not imported, for an instant `--help`)."""
+TRAINED = "trained"
+"""``--model trained``: the model `mrl-tui train` made for the folder (or BEIR set) given."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -34,6 +36,16 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"mrl-tui: error: {message} (see mrl-tui --help)\n")
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{value} is not above 0")
+    return value
 
 
 def _positive_int(text: str) -> int:
@@ -50,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     common.add_argument(
         "--model",
-        help="sentence-transformers model name or folder (default: bundled all-MiniLM-L6-v2)",
+        help="sentence-transformers model name or folder (default: bundled all-MiniLM-L6-v2); "
+        "'trained': the model `mrl-tui train` made for this folder",
     )
     common.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     common.add_argument(
@@ -171,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="one table: naive / pca / adaptor per dim, and int8 / binary at --transform "
         "(BEIR sets only)",
     )
+    _add_train_parser(sub, common)
     return parser
 
 
@@ -195,6 +209,37 @@ def _retrieval_flags(parser: argparse.ArgumentParser, default: str, bench: bool 
         help="hybrid: rrf (reciprocal-rank fusion, the default) or mix (a calibrated score mix)"
         + ("; bench measures both" if bench else ""),
     )
+
+
+def _add_train_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    p_train = sub.add_parser(
+        "train",
+        parents=[common],
+        help="fine-tune a Matryoshka model on a folder's own text (or a BEIR corpus); "
+        "--model is the base",
+    )
+    p_train.add_argument("path", type=Path, nargs="?", help="the folder to train on")
+    p_train.add_argument(
+        "--beir", type=Path, metavar="DIR", help="train on a BEIR folder's corpus.jsonl only"
+    )
+    p_train.add_argument(
+        "--dims", help="Matryoshka dims below full, increasing (default 32,64,128,256)"
+    )
+    length = p_train.add_mutually_exclusive_group()
+    length.add_argument("--max-steps", type=_positive_int, help="optimizer steps (default 1 epoch)")
+    length.add_argument("--epochs", type=_positive_float, help="passes over the pairs (default 1)")
+    p_train.add_argument(
+        "--batch-size", type=_positive_int, help="pairs per step (default 32; 128 on CUDA)"
+    )
+    p_train.add_argument(
+        "--max-seq-length",
+        type=_positive_int,
+        help="tokens per text while training (default: the model's); shorter is faster",
+    )
+    p_train.add_argument(
+        "--force", action="store_true", help="train again even if the model is up to date"
+    )
+    p_train.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -225,7 +270,12 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.command == "bench":
         return _cmd_bench(args)
+    if args.command == "train":
+        from mrl_tui.cli_train import cmd_train
+
+        return cmd_train(args)
     _check_before_loading(args)
+    resolve_trained(args, args.path)
     check_cache_root(args.cache_dir or default_cache_root())
     if args.command == "open":
         from mrl_tui.ui.app import run_app
@@ -271,6 +321,23 @@ def _check_before_loading(args: argparse.Namespace) -> None:
             preflight.check_dim_known(args.dim, args.model)
         except InputError as exc:
             raise InputError(f"--{exc}") from None
+
+
+def resolve_trained(args: argparse.Namespace, source: Path) -> None:
+    """``--model trained`` → the path of the model trained for `source`; one line if none."""
+    if args.model != TRAINED:
+        return
+    from mrl_tui.core.errors import InputError
+    from mrl_tui.core.trained import trained_for
+
+    model = trained_for(source, args.cache_dir)
+    if model is None:
+        flag = "--beir " if getattr(args, "beir", None) else ""
+        raise InputError(
+            f"--model trained: no model has been trained for {source} "
+            f"(run: mrl-tui train {flag}{source})"
+        )
+    args.model = str(model.path)
 
 
 def _open_library(args: argparse.Namespace) -> Any:
@@ -641,6 +708,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     if (args.path is None) == (args.beir is None):
         raise InputError("bench needs either a folder holding queries.tsv or --beir DIR")
+    resolve_trained(args, args.beir or args.path)
     dims = bench.parse_dims(args.dims) if args.dims else None
     if args.plot and args.plot.suffix.lower() != ".svg":
         raise InputError(f"--plot {args.plot}: the plot is written as SVG; name it *.svg")

@@ -67,6 +67,18 @@ def read_qrels(path: Path) -> dict[str, dict[str, float]]:
     return qrels
 
 
+def read_corpus(folder: Path | str) -> list[dict]:
+    """The rows of a BEIR folder's ``corpus.jsonl`` (``_id``, ``text``, optional ``title``) and
+    nothing else: its queries and qrels are not even opened (training must never see them)."""
+    path = Path(folder).expanduser() / "corpus.jsonl"
+    if not path.is_file():
+        raise InputError(f"{folder}: not a BEIR folder, missing corpus.jsonl")
+    rows = _read_jsonl(path, ("_id", "text"))
+    if not rows:
+        raise InputError(f"{path}: the corpus is empty")
+    return rows
+
+
 def load_beir(folder: Path | str) -> BeirSet:
     """Read a BEIR folder; missing files and a set with no judged query are `InputError`s."""
     root = Path(folder).expanduser()

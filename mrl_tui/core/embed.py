@@ -109,8 +109,11 @@ class Embedder:
         trust_remote_code: bool = False,
         batch_size: int = DEFAULT_BATCH_SIZE,
         mrl: bool = False,
+        full_precision: bool = False,
     ) -> None:
-        """`mrl`: the user says the model was trained with a Matryoshka loss (``--mrl``)."""
+        """`mrl`: the user says the model was trained with a Matryoshka loss (``--mrl``).
+        `full_precision`: float32 weights even on CUDA (training keeps float32 master weights)."""
+        self.full_precision = full_precision
         self.name, self._source = resolve_model(model)
         self.spec: ModelSpec
         self.spec, self.rule = resolve_spec(self.name, mrl=mrl)
@@ -142,7 +145,7 @@ class Embedder:
 
         # Always name the dtype: transformers 5 would otherwise load the checkpoint's own, which
         # can be float16 even for a model that must not run in it (embeddinggemma).
-        half = self.device == "cuda" and self.spec.allow_fp16
+        half = self.device == "cuda" and self.spec.allow_fp16 and not self.full_precision
         local = Path(self._source).exists()
 
         def load(local_files_only: bool) -> SentenceTransformer:
@@ -191,6 +194,11 @@ class Embedder:
             if saved.get(name):
                 return saved[name]
         return registry_prompt or ""
+
+    @property
+    def model(self) -> SentenceTransformer:
+        """The loaded sentence-transformers model (`mrl-tui train` fine-tunes it in place)."""
+        return self._model
 
     @property
     def dtype(self) -> str:

@@ -32,6 +32,10 @@ class ModelSpec:
     layer_norm: bool = False
     """Layer-normalise the full vector (no affine weights) before any truncation."""
     aliases: tuple[str, ...] = field(default=())
+    trained_on: str = ""
+    """For a model `mrl-tui train` made: the folder it was trained on (see `trained_spec`)."""
+    trained_partial: bool = False
+    """That training was stopped early: the model is its best checkpoint so far."""
 
 
 RETRIEVAL_QUERY = "Represent this sentence for searching relevant passages: "
@@ -105,8 +109,35 @@ KNOWN_MODELS: tuple[ModelSpec, ...] = (
 )
 
 
+def trained_spec(name: str) -> ModelSpec | None:
+    """A folder `mrl-tui train` wrote: native MRL at the dims it was trained at. Prompts and
+    loading rules come from its base model's entry; no layer norm (the loss truncates as is)."""
+    from mrl_tui.core.trained import read_provenance
+
+    folder = Path(name).expanduser()
+    provenance = read_provenance(folder) if folder.is_dir() else None
+    if provenance is None:
+        return None
+    base = find_spec(str(provenance.get("base_model", ""))) or ModelSpec(name)
+    dims = tuple(int(d) for d in provenance["dims"])
+    return replace(
+        base,
+        name=name,
+        native_mrl=True,
+        full_dim=dims[-1],
+        mrl_dims=dims,
+        layer_norm=False,
+        aliases=(),
+        trained_on=str(provenance.get("source", "?")),
+        trained_partial=bool(provenance.get("partial")),
+    )
+
+
 def find_spec(name: str) -> ModelSpec | None:
     """The registry entry for a model name, alias or a folder named like one; None if unknown."""
+    trained = trained_spec(name)
+    if trained is not None:
+        return trained
     wanted = name.strip().rstrip("/").lower()
     tail = Path(wanted).name
     for spec in KNOWN_MODELS:
@@ -146,6 +177,10 @@ def resolve_spec(name: str, *, mrl: bool = False) -> tuple[ModelSpec, str]:
         )
     if not spec.native_mrl:
         return spec, f"known model: {spec.name} (not MRL-trained: PCA before truncation)"
+    if spec.trained_on:
+        dims = "/".join(str(d) for d in spec.mrl_dims)
+        early = " (stopped early: its best checkpoint so far)" if spec.trained_partial else ""
+        return spec, f"native MRL: trained by mrl-tui on {spec.trained_on} at {dims}{early}"
     details = [f"native MRL, dims {spec.mrl_dims[0]}…{spec.mrl_dims[-1]}"]
     if spec.layer_norm:
         details.append("layer norm before truncation")

@@ -1,0 +1,159 @@
+"""`mrl-tui train` on a BEIR set's corpus, then the set's judged queries at each prefix dimension.
+
+    python benchmarks/bench_train.py --max-steps 100                    # both shared sets
+    python benchmarks/bench_train.py --sets ../shared/datasets/dbpedia-entity-5k --epochs 1
+
+Training reads ``corpus.jsonl`` only (`train --beir`); the queries and qrels are read afterwards,
+for the evaluation alone. The columns are the base model's vectors truncated as they are (naive),
+under PCA and under the adaptor, and the trained model's own prefixes (native MRL); every cell is
+nDCG@10 / recall@100 from `mrl_tui.core.bench`. The sets are read in place, never copied; the
+model and the embeddings go to the cache (`--cache-dir`, else ``$MRL_TUI_CACHE_DIR`` or the
+platform cache).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_SETS = [
+    REPO.parent / "shared" / "datasets" / "dbpedia-entity-5k",
+    REPO.parent / "shared" / "datasets" / "msmarco-trecdl-5k",
+]
+DIMS = [16, 32, 64, 128]
+COLUMNS = {"naive": "base naive", "pca": "base PCA", "adaptor": "base adaptor"}
+TRAINED = "trained native"
+
+
+def bench_set(folder: Path, args: argparse.Namespace) -> dict:
+    from mrl_tui.core import bench
+    from mrl_tui.core.beir import load_beir
+    from mrl_tui.core.embed import Embedder
+    from mrl_tui.core.train import TrainSettings, train
+
+    settings = TrainSettings(
+        max_steps=args.max_steps,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        max_seq_length=args.max_seq_length,
+        evaluations=args.evaluations,
+        **({"learning_rate": args.learning_rate} if args.learning_rate else {}),
+    )
+    load_before = os.getloadavg()
+    result = train(
+        folder, beir=True, device=args.device, settings=settings, cache_root=args.cache_dir,
+        force=args.force,
+    )  # fmt: skip
+    if result.model_path is None:
+        raise SystemExit("training stopped before its first validation; nothing to measure")
+    record = result.provenance
+    load_after = os.getloadavg()
+
+    data = load_beir(folder)  # the judgements, for the evaluation only
+    started = time.perf_counter()
+    base = Embedder(device=args.device)
+    raw = bench.beir_eval_set(folder, data, base, None, args.cache_dir, transform="naive")
+    directory = bench.beir_cache_dir(folder, data.name, base.name, args.cache_dir)
+    sets = {
+        label: bench.retransformed(raw, name, False, directory) for name, label in COLUMNS.items()
+    }
+    mine = Embedder(str(result.model_path), device=args.device)
+    sets[TRAINED] = bench.beir_eval_set(folder, data, mine, None, args.cache_dir, transform="auto")
+    report = bench.run_compare(sets, TRAINED, DIMS, k=10)
+    compared = report["compare"]["rows"]
+    rows = [{"dim": r["dim"], **{name: r[name] for name in sets}} for r in compared]
+    base_full = rows[-1][COLUMNS["naive"]]["ndcg10"]
+    return {
+        "set": data.name,
+        "docs": report["docs"],
+        "queries": report["queries"],
+        "model_path": str(result.model_path),
+        "up_to_date": result.up_to_date,
+        "train": {
+            key: record[key]
+            for key in (
+                "steps",
+                "steps_run",
+                "batch_size",
+                "max_seq_length",
+                "learning_rate",
+                "train_seconds",
+                "validation_seconds",
+                "pairs_per_second",
+                "device",
+                "precision",
+                "stop_reason",
+            )
+        },
+        "pairs": record["pairs"],
+        "validation": {
+            "base": record["validation"]["base"]["mean_ndcg10"],
+            "best": record["validation"]["best"]["mean_ndcg10"],
+        },
+        "load_average": {"before": load_before, "after_training": load_after},
+        "eval_seconds": round(time.perf_counter() - started, 1),
+        "rows": rows,
+        "targets": {
+            "trained_32_of_base_full": round(
+                next(r for r in rows if r["dim"] == 32)[TRAINED]["ndcg10"] / base_full, 4
+            ),
+            "trained_full_minus_base_full": round(rows[-1][TRAINED]["ndcg10"] - base_full, 4),
+        },
+    }
+
+
+def print_set(out: dict) -> None:
+    t, load = out["train"], out["load_average"]
+    print(f"\n{out['set']}: {out['docs']} docs, {out['queries']} judged queries")
+    print(
+        f"trained on {out['pairs']['train']} corpus pairs: {t['steps_run']} steps of "
+        f"{t['batch_size']} at {t['max_seq_length']} tokens ({t['device']}, {t['precision']}), "
+        f"best step {t['steps']}; {t['train_seconds']:.0f} s ({t['validation_seconds']:.0f} s "
+        f"validating), {t['pairs_per_second']:.1f} pairs/s; load average "
+        f"{load['before'][0]:.1f} before, {load['after_training'][0]:.1f} after"
+    )
+    names = list(out["rows"][0])[1:]
+    print("| dim | " + " | ".join(names) + " |")
+    print("|---:|" + "---:|" * len(names))
+    for row in out["rows"]:
+        cells = [f"{row[n]['ndcg10']:.4f} / {row[n]['recall100']:.3f}" for n in names]
+        print(f"| {row['dim']} | " + " | ".join(cells) + " |")
+    targets = out["targets"]
+    print(
+        f"trained 32d keeps {100 * targets['trained_32_of_base_full']:.1f} % of the base model's "
+        f"full nDCG@10; trained full − base full = {targets['trained_full_minus_base_full']:+.4f}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sets", type=Path, nargs="+", default=DEFAULT_SETS)
+    length = parser.add_mutually_exclusive_group()
+    length.add_argument("--max-steps", type=int)
+    length.add_argument("--epochs", type=float)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--max-seq-length", type=int, default=128)
+    parser.add_argument("--evaluations", type=int, default=5, help="validations during training")
+    parser.add_argument("--learning-rate", type=float, help="default: mrl_tui.core.train's")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--cache-dir", type=Path)
+    parser.add_argument("--force", action="store_true", help="train again even if up to date")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    args = parser.parse_args()
+    results = []
+    for folder in args.sets:
+        if not (folder / "corpus.jsonl").is_file():
+            print(f"skipping {folder}: not there")
+            continue
+        results.append(bench_set(folder, args))
+        print_set(results[-1])
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

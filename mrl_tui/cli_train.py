@@ -1,0 +1,207 @@
+"""`mrl-tui train`: the command's shell over `mrl_tui.core.train` (progress bar, Ctrl-C, output).
+
+The first Ctrl-C asks training to stop after the current step and keep its best checkpoint so far
+(marked partial); a second one aborts at once, which keeps nothing new.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from mrl_tui.core.errors import InputError
+
+PHASES = {
+    "loading": "loading model",
+    "pairs": "cutting pairs",
+    "validating": "validating",
+    "training": "training",
+    "saving": "saving",
+}
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from mrl_tui.cli import resolve_trained
+    from mrl_tui.core.train import TrainSettings, parse_dims, train
+
+    if (args.path is None) == (args.beir is None):
+        raise InputError("train needs either a folder or --beir DIR")
+    source = args.beir or args.path
+    settings = TrainSettings(
+        max_steps=args.max_steps,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        max_seq_length=args.max_seq_length,
+        **({"dims": parse_dims(args.dims)} if args.dims else {}),
+    )
+    resolve_trained(args, source)
+    with _stop_on_ctrl_c() as stop, _progress() as show:
+        try:
+            result = train(
+                source,
+                beir=args.beir is not None,
+                model=args.model,
+                device=args.device,
+                settings=settings,
+                cache_root=args.cache_dir,
+                force=args.force,
+                trust_remote_code=args.trust_remote_code,
+                on_progress=show,
+                should_stop=stop,
+            )
+        except KeyboardInterrupt:
+            print("mrl-tui: training aborted; nothing new was saved", file=sys.stderr)
+            return 130
+    record = result.provenance
+    stopped = record.get("stop_reason") == "stopped" and not result.up_to_date
+    if args.json:
+        print(json.dumps(summary(result), indent=2))
+    else:
+        _print(result)
+    return 130 if stopped else 0
+
+
+def summary(result: Any) -> dict[str, Any]:
+    """The `--json` object."""
+    record = result.provenance
+    validation = record.get("validation", {})
+    return {
+        "model_path": str(result.model_path) if result.model_path else None,
+        "up_to_date": result.up_to_date,
+        "base_model": record["base_model"],
+        "source": record["source"],
+        "dims": record["dims"],
+        "pairs": record["pairs"]["train"],
+        "validation_queries": record["pairs"]["validation"],
+        "passages": record["passages"],
+        "steps": record["steps"],
+        "steps_run": record["steps_run"],
+        "batch_size": record["batch_size"],
+        "seconds": record["seconds"],
+        "train_seconds": record["train_seconds"],
+        "validation_seconds": record["validation_seconds"],
+        "pairs_per_second": record["pairs_per_second"],
+        "device": record["device"],
+        "precision": record["precision"],
+        "partial": record["partial"],
+        "stop_reason": record["stop_reason"],
+        "validation": {"base": validation.get("base"), "best": validation.get("best")},
+    }
+
+
+def _print(result: Any) -> None:
+    record = result.provenance
+    if result.up_to_date:
+        print(
+            f"up to date: {result.model_path} was trained on {record['source']} "
+            f"({record['date']}, {record['steps']} steps); --force trains again"
+        )
+        return
+    if result.model_path is None:
+        print("stopped before the first validation: nothing saved")
+        return
+    validation = record["validation"]
+    base, best = validation["base"], validation["best"]
+    dims = "/".join(str(d) for d in record["dims"])
+    early = ", stopped early: kept its best checkpoint, marked partial" if record["partial"] else ""
+    print(
+        f"trained {record['base_model']} on {record['pairs']['train']} pairs: "
+        f"{record['steps_run']} steps in {record['train_seconds']:.0f} s "
+        f"({record['validation_seconds']:.0f} s of it validating; "
+        f"{record['pairs_per_second']:.1f} pairs/s), best at step {record['steps']}{early}"
+    )
+    per_dim = ", ".join(
+        f"{d} {base['dims'][d]['ndcg10']:.3f}→{best['dims'][d]['ndcg10']:.3f}" for d in best["dims"]
+    )
+    start = ""
+    if "base_pca" in validation:
+        pca = validation["base_pca"]["mean_ndcg10"]
+        start = f" (training started from its PCA rotation: {pca:.3f})"
+    print(
+        f"validation nDCG@10 ({validation['queries']} held-out pseudo-queries), base naive → "
+        f"trained: mean {base['mean_ndcg10']:.3f}→{best['mean_ndcg10']:.3f}{start}; {per_dim}"
+    )
+    if best["mean_ndcg10"] <= base["mean_ndcg10"]:
+        print("note: no checkpoint beat the base model on the validation queries")
+    print(f"native MRL at {dims}: {result.model_path}")
+
+
+@contextmanager
+def _stop_on_ctrl_c() -> Iterator[Callable[[], bool]]:
+    """A stop flag the first Ctrl-C sets; the second raises KeyboardInterrupt as usual."""
+    requested = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield requested.is_set
+        return
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        if requested.is_set():
+            raise KeyboardInterrupt
+        requested.set()
+        print(
+            "\nmrl-tui: stopping after this step; the best checkpoint so far is kept "
+            "(Ctrl-C again aborts)",
+            file=sys.stderr,
+        )
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield requested.is_set
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@contextmanager
+def _progress() -> Iterator[Callable[[Any], None]]:
+    """A rich bar on stderr: phase, steps, loss, steps/s, elapsed and ETA."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[stats]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("starting", total=None, stats="")
+        first: list[tuple[int, float]] = []
+
+        def show(p: Any) -> None:
+            stats = []
+            if p.phase == "training" and p.step:
+                if not first:
+                    first.append((p.step, time.perf_counter()))
+                step0, t0 = first[0]
+                elapsed = time.perf_counter() - t0
+                if p.step > step0 and elapsed > 0:
+                    stats.append(f"{(p.step - step0) / elapsed:.2f} steps/s")
+            if p.loss is not None:
+                stats.append(f"loss {p.loss:.3f}")
+            if p.best is not None:
+                stats.append(f"val {p.best:.3f}")
+            bar.update(
+                task,
+                description=PHASES.get(p.phase, p.phase),
+                total=p.total or None,
+                completed=p.step,
+                stats="  ".join(stats),
+            )
+
+        yield show

@@ -1,0 +1,515 @@
+"""`mrl-tui train`: fine-tune a model with `MatryoshkaLoss` on pairs cut from a corpus itself.
+
+The loss is sentence-transformers' `MatryoshkaLoss` over `MultipleNegativesRankingLoss` (its
+cached variant for batches above `CACHED_LOSS_ABOVE`), run by `SentenceTransformerTrainer`. The
+checkpoint is chosen on the held-out pseudo-queries only (`train_pairs`): mean nDCG@10 over the
+Matryoshka dims, measured before training (the base model, naive prefixes) and a few times during
+it. The best weights are kept in memory and written once, into a temporary folder that is renamed
+into place when complete (`trained.publish`); a stop request or Ctrl-C writes the best so far,
+marked partial, or nothing if no checkpoint beat nothing yet.
+
+Bad input is checked in order of cost: the folder and the dims before any model is loaded, the
+model's dimension and the pairs after.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import math
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mrl_tui import __version__
+from mrl_tui.core.chunking import ChunkSettings
+from mrl_tui.core.embed import Embedder, resolve_model
+from mrl_tui.core.errors import InputError
+from mrl_tui.core.library import check_folder
+from mrl_tui.core.models import find_spec
+from mrl_tui.core.train_pairs import (
+    PairSet,
+    beir_fingerprint,
+    beir_passages,
+    folder_fingerprint,
+    folder_passages,
+    make_pairs,
+)
+from mrl_tui.core.trained import (
+    FORMAT,
+    current_model,
+    models_root,
+    new_temp_dir,
+    publish,
+    training_key,
+)
+from mrl_tui.core.transform import fit_pca
+from mrl_tui.core.walk import walk_folder
+
+DEFAULT_DIMS = (32, 64, 128, 256)
+"""Trained prefixes below full; the model's full dimension is always trained too."""
+CACHED_LOSS_ABOVE = 128
+"""Batches above this use the cached (gradient-cache) loss: memory of a 32-text mini-batch."""
+MINI_BATCH = 32
+LEARNING_RATE = 2e-5
+"""On dbpedia-entity-5k (100 steps, README), 5e-5 scored lower than 2e-5 at 16, 64, 128 and full."""
+WARMUP = 0.1
+EVALUATIONS = 5
+"""Validations during a run (plus one of the base model before it)."""
+PATIENCE = 2
+"""Stop when this many validations in a row do not beat the best."""
+VALIDATION_DOCS = 1000
+"""Documents the validation queries are searched among: theirs, plus random others."""
+NDCG_K = 10
+SPACE_MARGIN = 1.2
+TRAIN_EXTRA = ("datasets", "accelerate")
+"""What SentenceTransformerTrainer needs beyond sentence-transformers (``mrl-tui[train]``)."""
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    dims: tuple[int, ...] = DEFAULT_DIMS
+    max_steps: int | None = None
+    epochs: float | None = None
+    """One epoch when neither is given."""
+    batch_size: int | None = None
+    """Default 32, or 128 on CUDA."""
+    max_seq_length: int | None = None
+    """Tokens per text while training (default: the model's own); the saved model keeps its own."""
+    learning_rate: float = LEARNING_RATE
+    evaluations: int = EVALUATIONS
+    patience: int = PATIENCE
+    validation_docs: int = VALIDATION_DOCS
+    pca_start: bool = True
+    """Start a model that is not native MRL from its PCA rotation (a trainable `Dense` layer
+    fitted on the validation documents): its prefixes begin where PCA's are, not naive ones."""
+    seed: int = 0
+
+
+@dataclass
+class TrainProgress:
+    phase: str  # "loading" | "pairs" | "validating" | "training" | "saving"
+    step: int = 0
+    total: int = 0
+    loss: float | None = None
+    best: float | None = None
+    """Best validation mean nDCG@10 so far."""
+    elapsed_s: float = 0.0
+
+
+@dataclass
+class TrainResult:
+    model_path: Path | None
+    """None when the run was stopped before its first validation: nothing was written."""
+    provenance: dict[str, Any]
+    up_to_date: bool = False
+    """An existing model was current; nothing was trained."""
+
+
+def parse_dims(text: str) -> tuple[int, ...]:
+    """``"32,64,128"`` → (32, 64, 128): positive whole numbers, strictly increasing."""
+    dims = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part.isdigit() or int(part) < 1:
+            raise InputError(f"--dims: {part!r} is not a positive whole number (e.g. 32,64,128)")
+        dims.append(int(part))
+    if any(b <= a for a, b in itertools.pairwise(dims)):
+        raise InputError(f"--dims must increase, e.g. 32,64,128,256 (got {text})")
+    return tuple(dims)
+
+
+def check_dims(dims: tuple[int, ...], full_dim: int, model: str) -> tuple[int, ...]:
+    """The dims to train: the given ones below full, then full itself."""
+    too_big = [d for d in dims if d > full_dim]
+    if too_big:
+        raise InputError(f"--dims: {too_big[0]} is above {model}'s {full_dim} dimensions")
+    return (*(d for d in dims if d < full_dim), full_dim)
+
+
+def _check_space(root: Path, need: int) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(root).free
+    if free < need:
+        raise InputError(
+            f"no space for the trained model in {root}: it needs about {need / 1e6:.0f} MB, "
+            f"{free / 1e6:.0f} MB are free"
+        )
+
+
+def _folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def _checked_source(source: Path, beir: bool) -> Path:
+    """The corpus to train on, resolved; before any model loads."""
+    if beir:
+        folder = Path(source).expanduser()
+        if not (folder / "corpus.jsonl").is_file():
+            raise InputError(f"{source}: not a BEIR folder, missing corpus.jsonl")
+        return folder.resolve()
+    root = check_folder(source)
+    walked = walk_folder(root)
+    if not walked.files:
+        raise InputError(f"{root}: nothing indexable found ({len(walked.skipped)} files skipped)")
+    return root
+
+
+def train(
+    source: Path,
+    *,
+    beir: bool = False,
+    model: str | None = None,
+    device: str = "auto",
+    settings: TrainSettings | None = None,
+    cache_root: Path | None = None,
+    force: bool = False,
+    trust_remote_code: bool = False,
+    on_progress: Callable[[TrainProgress], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> TrainResult:
+    """Train a Matryoshka model on `source` (a folder, or a BEIR set with `beir`) and save it in
+    the cache; or return the current one for the same base, dims and corpus unless `force`."""
+    settings = settings or TrainSettings()
+    started = time.perf_counter()
+
+    def tell(phase: str, **fields: Any) -> None:
+        if on_progress is not None:
+            on_progress(TrainProgress(phase, elapsed_s=time.perf_counter() - started, **fields))
+
+    missing = [name for name in TRAIN_EXTRA if importlib.util.find_spec(name) is None]
+    if missing:
+        raise InputError(f"training needs {' and '.join(missing)}: pip install 'mrl-tui[train]'")
+    root = _checked_source(source, beir)
+    display, weights = resolve_model(model)
+    spec = find_spec(display)
+    if spec is not None and spec.full_dim:
+        check_dims(settings.dims, spec.full_dim, display)
+    base_id = weights if Path(display).expanduser().exists() else display  # a folder: its path
+    fingerprint = beir_fingerprint(root) if beir else folder_fingerprint(root)
+    key = training_key(base_id, settings.dims, root, fingerprint)
+    if not force:
+        current = current_model(key, cache_root)
+        if current is not None:
+            return TrainResult(current.path, current.provenance, up_to_date=True)
+    target = models_root(cache_root)
+    if Path(weights).is_dir():
+        _check_space(target, int(SPACE_MARGIN * _folder_bytes(Path(weights))))
+
+    tell("loading")
+    embedder = Embedder(
+        model, device=device, trust_remote_code=trust_remote_code, full_precision=True
+    )
+    dims = check_dims(settings.dims, embedder.full_dim, embedder.name)
+    tell("pairs")
+    if beir:
+        passages = beir_passages(root)
+    else:
+        chunking = ChunkSettings(max_tokens=min(256, embedder.max_chunk_tokens))  # as `Library`
+        passages = folder_passages(root, embedder.count_tokens, chunking)
+    pairs = make_pairs(passages, seed=settings.seed)
+    params = sum(p.numel() for p in embedder.model.parameters())
+    _check_space(target, int(SPACE_MARGIN * 4 * params))
+
+    outcome = _fit(embedder, pairs, dims, settings, tell, should_stop, cache_root)
+    provenance = {
+        "format": FORMAT,
+        "tool": f"mrl-tui {__version__}",
+        "key": key,
+        "slot": training_key(base_id, settings.dims, root),
+        "base_model": base_id,
+        "source": str(root),
+        "source_kind": "beir" if beir else "folder",
+        "fingerprint": fingerprint,
+        "dims": list(dims),
+        "passages": len(pairs.passages),
+        "pairs": {
+            "train": len(pairs.train),
+            "validation": len(pairs.validation),
+            "by_kind": pairs.kinds,
+        },
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "seconds": round(time.perf_counter() - started, 1),
+        **outcome.record,
+    }
+    if outcome.best_state is None:
+        return TrainResult(None, provenance)
+    tell("saving", step=outcome.record["steps"])
+    path = _save(embedder, outcome.best_state, provenance, root, cache_root)
+    return TrainResult(path, provenance)
+
+
+@dataclass
+class _Outcome:
+    best_state: dict[str, Any] | None
+    record: dict[str, Any] = field(default_factory=dict)
+
+
+class _Validation:
+    """Held-out pseudo-queries searched among their passages and random others, at each dim."""
+
+    def __init__(self, pairs: PairSet, dims: tuple[int, ...], embedder: Embedder, cap: int, seed):
+        held = sorted({p.passage for p in pairs.validation})
+        held_set = set(held)
+        others = [i for i in range(len(pairs.passages)) if i not in held_set]
+        rng = np.random.default_rng(seed)
+        room = max(0, cap - len(held))
+        rows = held + sorted(rng.permutation(others)[:room].tolist())
+        row_of = {passage: row for row, passage in enumerate(rows)}
+        self.docs = [pairs.passages[i].text for i in rows]
+        self.queries = [p.query for p in pairs.validation]
+        self.relevant = np.array([row_of[p.passage] for p in pairs.validation])
+        self.dims = dims
+        info = embedder.info
+        self.prompts = (info.query_prompt, info.document_prompt)
+
+    def __call__(self, model: Any) -> dict[str, Any]:
+        return self.score(*self.encode(model))
+
+    def encode(self, model: Any) -> tuple[np.ndarray, np.ndarray]:
+        def encode(texts: list[str], prompt: str) -> np.ndarray:
+            vectors = model.encode(
+                texts, prompt=prompt or None, batch_size=32, show_progress_bar=False
+            )
+            return np.asarray(vectors, dtype=np.float32)
+
+        return encode(self.queries, self.prompts[0]), encode(self.docs, self.prompts[1])
+
+    def score(self, queries: np.ndarray, docs: np.ndarray) -> dict[str, Any]:
+        figures: dict[str, dict[str, float]] = {}
+        for dim in self.dims:
+            q, d = _unit(queries[:, :dim]), _unit(docs[:, :dim])
+            scores = q @ d.T
+            own = scores[np.arange(len(q)), self.relevant]
+            ranks = (scores > own[:, None]).sum(axis=1) + 1
+            hit = ranks <= NDCG_K
+            figures[str(dim)] = {
+                "ndcg10": round(float(np.where(hit, 1 / np.log2(ranks + 1), 0).mean()), 4),
+                "mrr10": round(float(np.where(hit, 1 / ranks, 0).mean()), 4),
+            }
+        mean = float(np.mean([f["ndcg10"] for f in figures.values()]))
+        return {"mean_ndcg10": round(mean, 4), "dims": figures}
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def _fit(
+    embedder: Embedder,
+    pairs: PairSet,
+    dims: tuple[int, ...],
+    settings: TrainSettings,
+    tell: Callable[..., None],
+    should_stop: Callable[[], bool] | None,
+    cache_root: Path | None,
+) -> _Outcome:
+    import torch
+    from datasets import Dataset
+    from sentence_transformers import (
+        SentenceTransformerTrainer,
+        SentenceTransformerTrainingArguments,
+    )
+    from sentence_transformers.base.sampler import BatchSamplers
+    from sentence_transformers.sentence_transformer.losses import (
+        CachedMultipleNegativesRankingLoss,
+        MatryoshkaLoss,
+        MultipleNegativesRankingLoss,
+    )
+    from transformers import TrainerCallback
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    model = embedder.model
+    own_length = model.max_seq_length
+    model.max_seq_length = min(settings.max_seq_length or own_length, own_length)
+    train_length = model.max_seq_length
+    device = embedder.device
+    validation = _Validation(pairs, dims, embedder, settings.validation_docs, settings.seed)
+    spent = [0.0]
+
+    def validate(model: Any) -> dict[str, Any]:
+        began = time.perf_counter()
+        figures = validation(model)
+        spent[0] += time.perf_counter() - began
+        return figures
+
+    tell("validating")
+    queries, docs = validation.encode(model)
+    base = validation.score(queries, docs)
+    start, base_pca = "base", base
+    if settings.pca_start and not embedder.spec.native_mrl:
+        rotation = fit_pca(docs)
+        base_pca = validation.score(rotation.apply(queries), rotation.apply(docs))
+        _insert_rotation(model, rotation.matrix)
+        start = "pca"
+    batch = settings.batch_size or (128 if device == "cuda" else 32)
+    if batch > CACHED_LOSS_ABOVE:
+        inner: Any = CachedMultipleNegativesRankingLoss(model, mini_batch_size=MINI_BATCH)
+    else:
+        inner = MultipleNegativesRankingLoss(model)
+    loss = MatryoshkaLoss(model, inner, list(dims))
+    bf16 = device == "cuda" and torch.cuda.is_bf16_supported()
+    fp16 = device == "cuda" and not bf16 and embedder.spec.allow_fp16
+    query_prompt, document_prompt = embedder.info.query_prompt, embedder.info.document_prompt
+    prompts = {
+        column: prompt
+        for column, prompt in (("anchor", query_prompt), ("positive", document_prompt))
+        if prompt
+    }
+    history = [{"step": 0, "mean_ndcg10": base_pca["mean_ndcg10"]}]  # where training starts
+    state: dict[str, Any] = {"best": None, "best_step": 0, "figures": None, "stale": 0}
+    state["reason"] = "completed"
+
+    def snapshot() -> dict[str, Any]:
+        return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+    class Control(TrainerCallback):
+        total = 0
+        every = 1
+        loss: float | None = None
+
+        def on_train_begin(self, args, state_, control, **kwargs):  # type: ignore[no-untyped-def]
+            self.total = state_.max_steps
+            self.every = max(1, math.ceil(self.total / max(1, settings.evaluations)))
+
+        def on_log(self, args, state_, control, logs=None, **kwargs):  # type: ignore[no-untyped-def]
+            if logs and "loss" in logs:
+                self.loss = float(logs["loss"])
+
+        def on_step_end(self, args, state_, control, **kwargs):  # type: ignore[no-untyped-def]
+            step = state_.global_step
+            best = state["figures"]["mean_ndcg10"] if state["figures"] else None
+            tell("training", step=step, total=self.total, loss=self.loss, best=best)
+            if should_stop is not None and should_stop():
+                state["reason"] = "stopped"
+                control.should_training_stop = True
+                return
+            if step % self.every and step < self.total:
+                return
+            tell("validating", step=step, total=self.total, loss=self.loss, best=best)
+            figures = validate(model)
+            history.append({"step": step, "mean_ndcg10": figures["mean_ndcg10"]})
+            if best is None or figures["mean_ndcg10"] > best:
+                state.update(best=snapshot(), best_step=step, figures=figures, stale=0)
+            else:
+                state["stale"] += 1
+                if state["stale"] >= settings.patience:
+                    state["reason"] = "no improvement"
+                    control.should_training_stop = True
+
+    class Trainer(SentenceTransformerTrainer):
+        def add_model_card_callback(self, default_args_dict: dict[str, Any]) -> None:
+            """No model card: it would compute widget examples and print progress bars."""
+
+    workdir = new_temp_dir(cache_root)  # the trainer wants an output folder; it writes nothing
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(workdir),
+        max_steps=settings.max_steps or -1,
+        num_train_epochs=settings.epochs or 1.0,
+        per_device_train_batch_size=batch,
+        learning_rate=settings.learning_rate,
+        warmup_steps=WARMUP,
+        save_strategy="no",
+        eval_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        logging_steps=1,
+        batch_sampler=BatchSamplers.NO_DUPLICATES,
+        use_cpu=device == "cpu",
+        bf16=bf16,
+        fp16=fp16,
+        seed=settings.seed,
+        data_seed=settings.seed,
+        dataloader_num_workers=0,
+        prompts=prompts or None,
+    )
+    data = Dataset.from_dict(
+        {"anchor": [p.query for p in pairs.train], "positive": [p.positive for p in pairs.train]}
+    )
+    control = Control()
+    trainer = Trainer(model=model, args=args, train_dataset=data, loss=loss, callbacks=[control])
+    for quiet in (PrinterCallback, ProgressCallback):
+        trainer.remove_callback(quiet)
+    seconds = time.perf_counter()
+    try:
+        result = trainer.train()
+        steps_run = int(result.global_step)
+    except KeyboardInterrupt:
+        state["reason"] = "stopped"
+        steps_run = int(trainer.state.global_step)
+    finally:
+        seconds = time.perf_counter() - seconds
+        shutil.rmtree(workdir, ignore_errors=True)
+        model.max_seq_length = own_length
+    record = {
+        "loss": f"MatryoshkaLoss({type(inner).__name__})",
+        "batch_size": batch,
+        "learning_rate": settings.learning_rate,
+        "max_seq_length": train_length,
+        "device": device,
+        "precision": "bf16" if bf16 else "fp16" if fp16 else "fp32",
+        "start": start,
+        "steps": state["best_step"],
+        "steps_run": steps_run,
+        "planned_steps": control.total,
+        "train_seconds": round(seconds, 1),
+        "validation_seconds": round(spent[0], 1),
+        "pairs_per_second": round(steps_run * batch / max(1e-9, seconds - spent[0]), 2),
+        "partial": state["reason"] == "stopped",
+        "stop_reason": state["reason"],
+        "validation": {
+            "metric": f"mean nDCG@{NDCG_K} of held-out pseudo-queries over the trained dims",
+            "queries": len(validation.queries),
+            "documents": len(validation.docs),
+            "base": base,
+            **({"base_pca": base_pca} if start == "pca" else {}),
+            "best": state["figures"],
+            "history": history,
+        },
+    }
+    return _Outcome(state["best"], record)
+
+
+def _insert_rotation(model: Any, matrix: np.ndarray) -> None:
+    """A trainable `Dense` layer holding the PCA rotation, before the model's `Normalize` (or at
+    its end): an orthogonal map, so full-dim scores are the base model's, prefixes PCA's."""
+    import torch
+    from sentence_transformers.base.modules.dense import Dense
+    from sentence_transformers.base.modules.normalize import Normalize
+
+    dim = matrix.shape[0]
+    weight = torch.tensor(np.ascontiguousarray(matrix.T), dtype=torch.float32)
+    dense = Dense(dim, dim, bias=False, activation_function=None, init_weight=weight)
+    where = next((i for i, m in enumerate(model) if isinstance(m, Normalize)), len(model))
+    model.insert(where, dense.to(model.device))
+
+
+def _save(
+    embedder: Embedder,
+    best_state: dict[str, Any],
+    provenance: dict[str, Any],
+    source: Path,
+    cache_root: Path | None,
+) -> Path:
+    """The best weights as safetensors in a temporary folder, renamed into place when whole."""
+    model = embedder.model
+    model.load_state_dict(best_state)
+    temp = new_temp_dir(cache_root)
+    try:
+        model.save(str(temp), create_model_card=False, safe_serialization=True)
+        if not any(temp.rglob("*.safetensors")):
+            raise InputError(f"{embedder.name}: the trained weights were not saved as safetensors")
+        name = f"{source.name}-{Path(embedder.name).name}"
+        return publish(temp, name, provenance, cache_root)
+    except OSError as exc:
+        raise InputError(
+            f"cannot write the trained model to {temp.parent}: {exc.strerror or exc}"
+        ) from exc
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)  # gone already when published
