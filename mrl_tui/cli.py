@@ -573,9 +573,8 @@ def _cmd_search(library: Any, args: argparse.Namespace) -> int:
         title=Text(
             f"{args.query!r} at {dim}/{library.full_dim} dims ({library.transform_name}"
             + ("" if result.precision == "float32" else f", {result.precision} then rescored")
-            + (
-                {"dense": "", "lexical": ", keywords only"}.get(result.retrieval)
-                or f", hybrid {args.fusion}"
+            + {"dense": "", "lexical": ", keywords only"}.get(
+                result.retrieval, f", hybrid {args.fusion}"
             )
             + ")"
         ),

@@ -269,3 +269,18 @@ def test_a_path_filter_searches_only_matching_files(
     assert not any(r["path"].startswith("docs/") for r in results)
     code, _, err = run(["search", str(folder), "path:nowhere/ moons"], capsys)
     assert code == 1 and "no indexed file matches path:nowhere/" in err
+
+
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [
+        ([], "(PCA)"),
+        (["--retrieval", "lexical"], "(PCA, keywords only)"),
+        (["--retrieval", "hybrid"], "(PCA, hybrid rrf)"),
+    ],
+)
+def test_the_table_title_names_what_was_searched(
+    topic_folder: Path, capsys: pytest.CaptureFixture[str], extra: list[str], says: str
+) -> None:
+    code, out, _ = run(["search", str(topic_folder), "bread", "--k", "2", *extra], capsys)
+    assert code == 0 and says in out.splitlines()[0]
