@@ -70,8 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--embed-backend",
         default="torch",
         choices=["torch", "onnx", "onnx-int8"],
-        help="run the model on torch, or (CPU only, needs mrl-tui[onnx]) on ONNX Runtime, "
-        "fp32 or int8-quantised; each backend has its own index",
+        help="onnx / onnx-int8 (CPU only, needs mrl-tui[onnx]): run the model on ONNX Runtime, "
+        "fp32 or int8-quantised (faster; see README); each backend has its own index",
     )
     common.add_argument(
         "--cache-dir",
@@ -662,6 +662,7 @@ def _cmd_info(library: Any, args: argparse.Namespace) -> int:
         "rule": info.embedder.rule,
         "device": info.embedder.device,
         "dtype": info.embedder.dtype,
+        "backend": info.embedder.backend,
         "full_dim": info.embedder.full_dim,
         "native_mrl": info.embedder.native_mrl,
         "transform": info.transform,
@@ -680,6 +681,7 @@ def _cmd_info(library: Any, args: argparse.Namespace) -> int:
         "rule",
         "device",
         "dtype",
+        "backend",
         "full_dim",
         "transform",
         "files",

@@ -36,6 +36,13 @@ def onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("onnx-cache")
 
 
+@pytest.fixture(scope="module")
+def torch_embedder():
+    from mrl_tui.core.embed import Embedder
+
+    return Embedder(device="cpu", backend="torch")
+
+
 def _onnx_embedder(backend: str, cache: Path):
     from mrl_tui.core.embed import Embedder
 
@@ -50,8 +57,12 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 @needs_onnx
 @pytest.mark.parametrize(("backend", "bound"), [("onnx", 0.999), ("onnx-int8", 0.97)])
-def test_onnx_vectors_agree_with_torch(embedder, onnx_cache: Path, backend: str, bound: float):
+def test_onnx_vectors_agree_with_torch(
+    torch_embedder, onnx_cache: Path, backend: str, bound: float
+):
+    embedder = torch_embedder
     other = _onnx_embedder(backend, onnx_cache)
+    assert other.backend == backend
     assert other.full_dim == embedder.full_dim
     docs = _cosines(other.embed_documents(TEXTS), embedder.embed_documents(TEXTS))
     queries = _cosines(other.embed_queries(TEXTS), embedder.embed_queries(TEXTS))
@@ -61,8 +72,8 @@ def test_onnx_vectors_agree_with_torch(embedder, onnx_cache: Path, backend: str,
 
 
 @needs_onnx
-def test_export_is_cached_reused_and_checked(embedder, onnx_cache: Path, monkeypatch):
-    model, name = embedder.model, embedder.name
+def test_export_is_cached_reused_and_checked(torch_embedder, onnx_cache: Path, monkeypatch):
+    model, name = torch_embedder.model, torch_embedder.name
     path = onnx_embed.exported_model(model, name, "onnx", onnx_cache)  # made (or made before)
     assert path.parent.parent == onnx_cache / "onnx"
     stamp = path.stat().st_mtime_ns
@@ -92,6 +103,19 @@ def test_missing_packages_give_one_line(monkeypatch):
     message = str(info.value)
     assert "\n" not in message and "mrl-tui[onnx]" in message
     onnx_embed.check_backend("torch", "cpu")  # torch needs neither
+
+
+@needs_onnx
+@pytest.mark.parametrize(("backend", "bound"), [("onnx", 0.99999), ("onnx-int8", 0.97)])
+def test_batched_vectors_match_one_at_a_time(onnx_cache: Path, backend: str, bound: float):
+    """fp32 keeps torch's one-vector-per-text property. int8 only comes close: dynamic
+    quantisation scales activations per batch (why it is not the default)."""
+    other = _onnx_embedder(backend, onnx_cache)
+    texts = [*TEXTS, "dns", "mars moons"]
+    batched = other.embed_queries(texts)
+    single = np.stack([other.embed_query(t) for t in texts])
+    cosines = _cosines(batched, single)
+    assert cosines.min() > bound, cosines
 
 
 def test_onnx_is_cpu_only_and_backends_are_checked():

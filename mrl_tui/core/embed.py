@@ -198,10 +198,16 @@ class Embedder:
         from mrl_tui.core.onnx_embed import OnnxEncoder, exported_model
         from mrl_tui.core.store import default_cache_root
 
-        path = exported_model(
-            self._model, self.name, self.backend, cache_root or default_cache_root()
-        )
-        return OnnxEncoder(self._model, path)
+        try:
+            path = exported_model(
+                self._model, self.name, self.backend, cache_root or default_cache_root()
+            )
+            return OnnxEncoder(self._model, path)
+        except (InputError, ModelLoadError):
+            raise
+        except Exception as exc:  # the exporter raises many types; the user needs one line
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ModelLoadError(f"cannot run {self.name} on ONNX Runtime: {first}") from exc
 
     @property
     def cache_name(self) -> str:
@@ -229,6 +235,8 @@ class Embedder:
     @property
     def dtype(self) -> str:
         """What the weights actually are, e.g. "float32"."""
+        if self.backend == "onnx-int8":
+            return "int8"  # dynamically quantised weights (activations stay float32)
         weights = next(iter(self._model.parameters()), None)
         return "float32" if weights is None else str(weights.dtype).removeprefix("torch.")
 

@@ -25,9 +25,21 @@ if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
 BACKENDS = ("torch", "onnx", "onnx-int8")
+"""torch is the default everywhere. int8 is 1.4-2.5x faster on a 2-core CPU with nDCG@10 within
+0.003, but dynamic quantisation scales activations per batch, so a text's int8 vector depends on
+the texts batched with it (cosine 0.987-0.994 to its vector alone): not a default."""
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 EXPORT_VERSION = 1
 """Bumped when the export or quantisation settings change: a new cache entry, never a stale one."""
+
+
+def onnx_available() -> bool:
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def check_backend(backend: str, device: str) -> None:
@@ -38,13 +50,10 @@ def check_backend(backend: str, device: str) -> None:
         return
     if device != "cpu":
         raise InputError(f"--embed-backend {backend} runs on the CPU only; add --device cpu")
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime  # noqa: F401
-    except ImportError:
+    if not onnx_available():
         raise InputError(
             f"--embed-backend {backend} needs onnxruntime and onnx: pip install 'mrl-tui[onnx]'"
-        ) from None
+        )
 
 
 def _pipeline_check(model: SentenceTransformer) -> bool:
