@@ -55,7 +55,7 @@ def bench_set(folder: Path, args: argparse.Namespace) -> dict:
 
     data = load_beir(folder)  # the judgements, for the evaluation only
     started = time.perf_counter()
-    base = Embedder(device=args.device)
+    base = Embedder(device=args.device, backend="torch")  # as the trained model runs
     raw = bench.beir_eval_set(folder, data, base, None, args.cache_dir, transform="naive")
     directory = bench.beir_cache_dir(folder, data.name, base.name, args.cache_dir)
     sets = {

@@ -67,6 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     common.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     common.add_argument(
+        "--embed-backend",
+        default="torch",
+        choices=["torch", "onnx", "onnx-int8"],
+        help="onnx / onnx-int8 (CPU only, needs mrl-tui[onnx]): run the model on ONNX Runtime, "
+        "fp32 or int8-quantised (faster; see README); each backend has its own index",
+    )
+    common.add_argument(
         "--cache-dir",
         type=Path,
         help="where indexes live (default: platform cache dir, or $MRL_TUI_CACHE_DIR)",
@@ -288,6 +295,7 @@ def _run(args: argparse.Namespace) -> int:
             trust_remote_code=args.trust_remote_code,
             transform=args.transform,
             mrl=args.mrl,
+            embed_backend=args.embed_backend,
             exit_process=True,
         )
     library = _open_library(args)
@@ -352,6 +360,7 @@ def _open_library(args: argparse.Namespace) -> Any:
             cache_root=args.cache_dir,
             transform=getattr(args, "transform", "auto"),  # `bench` has no such flags (yet)
             mrl=getattr(args, "mrl", False),
+            embed_backend=args.embed_backend,
         )
     _print_messages(library)
     return library
@@ -652,6 +661,7 @@ def _cmd_info(library: Any, args: argparse.Namespace) -> int:
         "rule": info.embedder.rule,
         "device": info.embedder.device,
         "dtype": info.embedder.dtype,
+        "backend": info.embedder.backend,
         "full_dim": info.embedder.full_dim,
         "native_mrl": info.embedder.native_mrl,
         "transform": info.transform,
@@ -670,6 +680,7 @@ def _cmd_info(library: Any, args: argparse.Namespace) -> int:
         "rule",
         "device",
         "dtype",
+        "backend",
         "full_dim",
         "transform",
         "files",
@@ -724,6 +735,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                 device=args.device,
                 trust_remote_code=args.trust_remote_code,
                 mrl=args.mrl,
+                backend=args.embed_backend,
+                cache_root=args.cache_dir,
             )
         dims = bench.check_dims(dims or bench.DEFAULT_DIMS, embedder.full_dim, given=bool(dims))
         names = bench.COMPARE_TRANSFORMS if args.compare else (args.transform,)

@@ -422,7 +422,9 @@ def beir_eval_set(
     transform: str = "auto",
 ) -> EvalSet:
     """Embed (or load from the cache) a BEIR set, under the transform the Library would use."""
-    directory = beir_cache_dir(folder, data.name, embedder.name, cache_root)
+    directory = beir_cache_dir(
+        folder, data.name, getattr(embedder, "cache_name", embedder.name), cache_root
+    )
 
     def embed_docs(texts: Sequence[str]) -> np.ndarray:
         done = 0

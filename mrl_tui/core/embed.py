@@ -24,9 +24,12 @@ from mrl_tui.core.models import (
     find_spec,
     resolve_spec,
 )
+from mrl_tui.core.onnx_embed import check_backend
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
+
+    from mrl_tui.core.onnx_embed import OnnxEncoder
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DEFAULT_BATCH_SIZE = 32
@@ -96,6 +99,7 @@ class EmbedderInfo:
     """Which registry rule chose `native_mrl` (see `models.resolve_spec`)."""
     query_prompt: str = ""
     document_prompt: str = ""
+    backend: str = "torch"
 
 
 class Embedder:
@@ -110,10 +114,15 @@ class Embedder:
         batch_size: int = DEFAULT_BATCH_SIZE,
         mrl: bool = False,
         full_precision: bool = False,
+        backend: str = "torch",
+        cache_root: Path | None = None,
     ) -> None:
         """`mrl`: the user says the model was trained with a Matryoshka loss (``--mrl``).
-        `full_precision`: float32 weights even on CUDA (training keeps float32 master weights)."""
+        `full_precision`: float32 weights even on CUDA (training keeps float32 master weights).
+        `backend`: "onnx" / "onnx-int8" run the model on onnxruntime (CPU only); the export is
+        cached under `cache_root` (default: the platform cache dir)."""
         self.full_precision = full_precision
+        self.backend = backend
         self.name, self._source = resolve_model(model)
         self.spec: ModelSpec
         self.spec, self.rule = resolve_spec(self.name, mrl=mrl)
@@ -123,8 +132,10 @@ class Embedder:
                 "pass --trust-remote-code to allow it"
             )
         self.device = choose_device(device)
+        check_backend(backend, self.device)
         self.batch_size = batch_size
         self._model = self._load(trust_remote_code)
+        self._onnx = self._load_onnx(cache_root) if backend != "torch" else None
         get_dim = getattr(self._model, "get_embedding_dimension", None) or (
             self._model.get_sentence_embedding_dimension
         )
@@ -183,6 +194,27 @@ class Embedder:
             raise ModelLoadError(f"cannot load model {self.name!r}: {exc}") from exc
         return model
 
+    def _load_onnx(self, cache_root: Path | None) -> OnnxEncoder:
+        from mrl_tui.core.onnx_embed import OnnxEncoder, exported_model
+        from mrl_tui.core.store import default_cache_root
+
+        try:
+            path = exported_model(
+                self._model, self.name, self.backend, cache_root or default_cache_root()
+            )
+            return OnnxEncoder(self._model, path)
+        except (InputError, ModelLoadError):
+            raise
+        except Exception as exc:  # the exporter raises many types; the user needs one line
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ModelLoadError(f"cannot run {self.name} on ONNX Runtime: {first}") from exc
+
+    @property
+    def cache_name(self) -> str:
+        """The model's name in cache keys: another backend gives other vectors, so another key
+        (torch keeps the plain name, so its caches from before backends existed stay valid)."""
+        return self.name if self.backend == "torch" else f"{self.name}+{self.backend}"
+
     def _prompt(self, kind: str, registry_prompt: str | None) -> str:
         """The model's own saved prompt wins; the registry fills in where the model saved none."""
         saved = self._model.prompts or {}
@@ -203,6 +235,8 @@ class Embedder:
     @property
     def dtype(self) -> str:
         """What the weights actually are, e.g. "float32"."""
+        if self.backend == "onnx-int8":
+            return "int8"  # dynamically quantised weights (activations stay float32)
         weights = next(iter(self._model.parameters()), None)
         return "float32" if weights is None else str(weights.dtype).removeprefix("torch.")
 
@@ -218,6 +252,7 @@ class Embedder:
             self.rule,
             self._query_prompt,
             self._document_prompt,
+            self.backend,
         )
 
     @property
@@ -297,6 +332,9 @@ class Embedder:
     def _encode(self, texts: list[str], batch_size: int, prompt: str) -> np.ndarray:
         """Our prompt goes through `encode` (never pasted onto the text), so a model whose pooling
         leaves the prompt out still can, and a saved default prompt is not added a second time."""
+        if self._onnx is not None:
+            vectors = self._onnx.encode(texts, batch_size, prompt)
+            return layer_norm(vectors) if self.spec.layer_norm else vectors
         vectors = self._model.encode(
             texts,
             prompt=prompt,

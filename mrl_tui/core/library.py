@@ -199,6 +199,9 @@ class Library:
             "max_tokens": self.chunk_settings.max_tokens,
             "overlap_tokens": self.chunk_settings.overlap_tokens,
         }
+        backend = getattr(embedder, "backend", "torch")
+        if backend != "torch":  # other vectors, so another index; torch's key is as before
+            settings["embed_backend"] = backend
         directory = index_dir_for(cache_root or default_cache_root(), self.root, settings)
         started = time.perf_counter()
         self.store, message = IndexStore.open_or_rebuild(directory, settings, embedder.full_dim)
@@ -239,13 +242,21 @@ class Library:
         cache_root: Path | None = None,
         transform: str = "auto",
         mrl: bool = False,
+        embed_backend: str = "torch",
     ) -> Library:
         """Check the folder first (fast), then load the model (slow)."""
         folder = check_folder(root)
         if transform not in TRANSFORMS:
             raise InputError(f"unknown transform {transform!r}; choose one of {TRANSFORMS}")
         check_cache_root(cache_root or default_cache_root())
-        embedder = Embedder(model, device=device, trust_remote_code=trust_remote_code, mrl=mrl)
+        embedder = Embedder(
+            model,
+            device=device,
+            trust_remote_code=trust_remote_code,
+            mrl=mrl,
+            backend=embed_backend,
+            cache_root=cache_root,
+        )
         return cls(folder, embedder, cache_root=cache_root, transform=transform)
 
     @property

@@ -204,7 +204,11 @@ def train(
 
     tell("loading")
     embedder = Embedder(
-        model, device=device, trust_remote_code=trust_remote_code, full_precision=True
+        model,
+        device=device,
+        trust_remote_code=trust_remote_code,
+        full_precision=True,
+        backend="torch",  # training updates the torch weights; an ONNX export would go stale
     )
     dims = check_dims(settings.dims, embedder.full_dim, embedder.name)
     tell("pairs")

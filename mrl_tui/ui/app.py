@@ -128,6 +128,7 @@ class MrlApp(App[int]):
         trust_remote_code: bool = False,
         transform: str = "auto",
         mrl: bool = False,
+        embed_backend: str = "torch",
         library: Library | None = None,
         autostart: bool = True,
         frozen_timings: bool = False,
@@ -149,6 +150,7 @@ class MrlApp(App[int]):
         self.trust_remote_code = trust_remote_code
         self.transform = transform
         self.mrl = mrl
+        self.embed_backend = embed_backend
         self.library = library
         self.autostart = autostart
         self.frozen_timings = frozen_timings
@@ -219,6 +221,7 @@ class MrlApp(App[int]):
                     cache_root=self.cache_root,
                     transform=self.transform,
                     mrl=self.mrl,
+                    embed_backend=self.embed_backend,
                 )
                 self.library = library
             tell(self._describe, library)
@@ -419,6 +422,7 @@ def run_app(
     trust_remote_code: bool,
     transform: str = "auto",
     mrl: bool = False,
+    embed_backend: str = "torch",
     exit_process: bool = False,
 ) -> int:
     """Run the app until the user quits; 1 if the library could not be opened, else 0.
@@ -433,6 +437,7 @@ def run_app(
         trust_remote_code=trust_remote_code,
         transform=transform,
         mrl=mrl,
+        embed_backend=embed_backend,
     )
     app.run()
     if app.library is not None and not app.executor.busy:  # else the process ends under it

@@ -1,0 +1,85 @@
+"""CPU embedding backends: torch against ONNX Runtime fp32 and int8, speed and nDCG@10.
+
+Speed: the same chunk texts (the first `--speed-docs` documents of the first set) through
+`Embedder.embed_documents` for each backend, and plain torch `encode(batch_size=32)`, in
+interleaved rounds; the best round of each is reported, with the load average around the run.
+Quality: each set's whole corpus and its queries embedded by each backend, exact full-dim
+cosine search, nDCG@10 (the corpora are read in place).
+
+    python benchmarks/bench_onnx.py --beir ../shared/datasets/dbpedia-entity-5k \
+        --beir ../shared/datasets/msmarco-trecdl-5k
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+BACKENDS = ("torch", "onnx", "onnx-int8")
+
+
+def ndcg_at_10(embedder, data) -> tuple[float, float]:
+    from mrl_tui.core.metrics import evaluate
+
+    started = time.perf_counter()
+    docs = embedder.embed_documents(data.doc_texts)
+    seconds = time.perf_counter() - started
+    qids = list(data.queries)
+    queries = embedder.embed_queries([data.queries[q] for q in qids])
+    top = np.argsort(-(queries @ docs.T), axis=1)[:, :100]
+    rankings = {q: [data.doc_ids[i] for i in row] for q, row in zip(qids, top, strict=True)}
+    return evaluate(rankings, data.qrels).ndcg, len(docs) / seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--beir", type=Path, action="append", required=True)
+    parser.add_argument("--speed-docs", type=int, default=600)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--no-quality", action="store_true", help="speed only")
+    args = parser.parse_args()
+
+    from mrl_tui.core.beir import load_beir
+    from mrl_tui.core.embed import Embedder
+
+    sets = [load_beir(folder) for folder in args.beir]
+    print(f"load average before: {os.getloadavg()}")
+    with tempfile.TemporaryDirectory() as cache:
+        embedders = {b: Embedder(device="cpu", backend=b, cache_root=Path(cache)) for b in BACKENDS}
+        texts = sets[0].doc_texts[: args.speed_docs]
+        for embedder in embedders.values():
+            embedder.embed_documents(texts[:16])  # warm up
+        plain = embedders["torch"].model
+        best = {name: float("inf") for name in ("plain torch encode", *BACKENDS)}
+        for _ in range(args.rounds):
+            started = time.perf_counter()
+            plain.encode(texts, batch_size=32, show_progress_bar=False)
+            best["plain torch encode"] = min(
+                best["plain torch encode"], time.perf_counter() - started
+            )
+            for name, embedder in embedders.items():
+                started = time.perf_counter()
+                embedder.embed_documents(texts)
+                best[name] = min(best[name], time.perf_counter() - started)
+        print(f"speed, {len(texts)} chunks of {sets[0].name}, best of {args.rounds} interleaved:")
+        base = best["plain torch encode"]
+        for name, seconds in best.items():
+            rate = len(texts) / seconds
+            print(f"  {name:>18}: {rate:7.1f} chunks/s  ({base / seconds:.2f}x plain encode)")
+        print(f"load average after speed: {os.getloadavg()}")
+        if args.no_quality:
+            return
+        for data in sets:
+            for name, embedder in embedders.items():
+                ndcg, rate = ndcg_at_10(embedder, data)
+                print(f"  {data.name:>22} {name:>10}: nDCG@10 {ndcg:.4f}  ({rate:.1f} docs/s)")
+    print(f"load average after: {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()
