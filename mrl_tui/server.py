@@ -20,7 +20,13 @@ from types import SimpleNamespace
 from typing import Any
 
 from mrl_tui import __version__, serve_client
-from mrl_tui.cli import SERVER_OPTIONS, cache_root_text, nothing_indexed, search_payload
+from mrl_tui.cli import (
+    SERVER_OPTIONS,
+    cache_root_text,
+    nothing_indexed,
+    query_threads,
+    search_payload,
+)
 from mrl_tui.core.errors import InputError, MrlError
 from mrl_tui.core.library import Library
 from mrl_tui.core.preflight import check_folder, check_has_entries
@@ -45,6 +51,7 @@ class Server:
         self.embedder = Embedder(
             args.model, device=args.device, trust_remote_code=args.trust_remote_code, mrl=args.mrl
         )
+        query_threads()  # for re-indexing a save too: a few chunks at a time
         self.libraries: dict[tuple[str, str, str], Library] = {}
         self.watchers: list[FolderWatcher] = []
 
@@ -186,6 +193,8 @@ def run_server(args: Any) -> int:
     for folder in folders:
         check_has_entries(folder)
     check_cache_root(Path(cache_root_text(args.cache_dir)))
+    if serve_client.listening(serve_client.socket_path()):  # told before the model loads
+        raise InputError(f"a server is already running at {serve_client.socket_path()}")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     log(f"loading {args.model or 'the bundled model'}")
     Server(args).run(folders)

@@ -168,6 +168,12 @@ def test_the_warm_client_imports_no_numpy(server: subprocess.Popen[str], corpus:
     assert json.loads(done.stdout)["results"]
 
 
+def test_a_second_server_is_refused_in_one_line(server: subprocess.Popen[str]) -> None:
+    second = _cli("serve", STANDIN_NO_MODEL="1")
+    assert second.returncode == 1 and "already running" in second.stderr
+    assert len(_lines(second.stderr)) == 1 and serve_client.listening(serve_client.socket_path())
+
+
 def test_the_socket_is_private(server: subprocess.Popen[str]) -> None:
     info = serve_client.socket_path().lstat()
     assert stat.S_ISSOCK(info.st_mode) and stat.S_IMODE(info.st_mode) == 0o600
