@@ -34,6 +34,7 @@ from mrl_tui.core.store import check_cache_root
 from mrl_tui.core.watch import FolderWatcher
 
 REQUEST_TIMEOUT_S = 5.0
+READY_TIMEOUT_S = 10.0
 
 
 def log(line: str) -> None:
@@ -77,7 +78,11 @@ class Server:
             lambda update: log(f"{folder}: {update.line}"),
             on_error=lambda line: log(f"{folder}: {line}"),
         )
-        threading.Thread(target=watcher.run, name=f"watch {folder}", daemon=True).start()
+        ready = threading.Event()
+        thread = threading.Thread(target=watcher.run, args=(ready,), name=f"watch {folder}")
+        thread.daemon = True
+        thread.start()
+        ready.wait(READY_TIMEOUT_S)  # the watch itself is in place a few ms later
         self.watchers.append(watcher)
         self.libraries[key] = library
         log(f"holding {folder} ({library.chunk_count} chunks), watching it")

@@ -134,6 +134,33 @@ def test_a_warm_search_prints_what_a_cold_one_does(
     assert _untimed(warm.stdout) == _untimed(cold.stdout)
 
 
+def test_the_table_is_the_same_warm_and_cold(
+    server: subprocess.Popen[str], corpus: Path, tmp_path: Path
+) -> None:
+    args = ("search", str(corpus), "planet volcano", "--route", "auto")
+    warm = _cli(*args, STANDIN_NO_MODEL="1")
+    cold = _cli(*args, **_cold_env(tmp_path))
+    assert warm.returncode == cold.returncode == 0, warm.stderr + cold.stderr
+
+    def untimed(out: str) -> list[str]:
+        return [line for line in out.splitlines() if not line.startswith("embed ")]
+
+    assert "notes/n0" in warm.stdout and untimed(warm.stdout) == untimed(cold.stdout)
+
+
+def test_the_server_keeps_the_folder_indexed(server: subprocess.Popen[str], corpus: Path) -> None:
+    deadline = time.monotonic() + 30
+    while True:  # written again each time: the watch is in place shortly after the server listens
+        (corpus / "new.md").write_text("# Fresh\n\nzanzibar quokka lighthouse\n", encoding="utf-8")
+        args = ("search", str(corpus), "quokka", "--retrieval", "lexical", "--json")
+        done = _cli(*args, STANDIN_NO_MODEL="1")  # answered by the server, never indexed here
+        paths = [r["path"] for r in json.loads(done.stdout)["results"]] if done.stdout else []
+        if paths[:1] == ["new.md"]:
+            break
+        assert time.monotonic() < deadline, (paths, done.stderr)
+        time.sleep(0.3)
+
+
 def test_a_folder_the_server_does_not_hold_is_opened_by_it(
     server: subprocess.Popen[str], tmp_path: Path
 ) -> None:
@@ -179,9 +206,12 @@ def test_the_socket_is_private(server: subprocess.Popen[str]) -> None:
     assert stat.S_ISSOCK(info.st_mode) and stat.S_IMODE(info.st_mode) == 0o600
 
 
-def test_ctrl_c_exits_130_and_removes_the_socket(server: subprocess.Popen[str]) -> None:
-    server.send_signal(signal.SIGINT)
-    assert server.wait(timeout=30) == 130
+@pytest.mark.parametrize(("sent", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_or_sigterm_removes_the_socket(
+    server: subprocess.Popen[str], sent: signal.Signals, status: int
+) -> None:
+    server.send_signal(sent)
+    assert server.wait(timeout=30) == status
     assert not serve_client.socket_path().exists()
 
 
