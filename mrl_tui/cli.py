@@ -19,7 +19,7 @@ from mrl_tui.ui.literal import shown
 
 PRECISIONS = ("float32", "int8", "binary")
 """Mirrors `mrl_tui.core.quantize.PRECISIONS`; not imported so `--help` stays instant."""
-COMMANDS = ("index", "search", "info", "open", "bench", "watch", "train")
+COMMANDS = ("index", "search", "info", "open", "bench", "watch", "train", "serve")
 RETRIEVALS = ("dense", "lexical", "hybrid")
 FUSIONS = ("rrf", "mix")
 """Mirror `mrl_tui.core.hybrid` (not imported, for an instant `--help`)."""
@@ -156,6 +156,13 @@ def build_parser() -> argparse.ArgumentParser:
     p_watch.add_argument("path", type=Path)
     p_watch.add_argument("--json", action="store_true", help="one JSON object per update")
 
+    p_serve = sub.add_parser(
+        "serve",
+        parents=[common, prefixes],
+        help="keep the model and folders loaded and watched; `search` then asks it (Unix socket)",
+    )
+    p_serve.add_argument("paths", type=Path, nargs="*", metavar="PATH", help="folders to load now")
+
     p_info = sub.add_parser(
         "info", parents=[common, prefixes], help="what is indexed, and what each dimension costs"
     )
@@ -259,7 +266,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        return _run(args)
+        served = _search_served(args) if args.command == "search" else None
+        return _run(args) if served is None else served
     except MrlError as exc:
         print(f"mrl-tui: {exc}", file=sys.stderr)
         return 1
@@ -281,6 +289,10 @@ def _run(args: argparse.Namespace) -> int:
         from mrl_tui.cli_train import cmd_train
 
         return cmd_train(args)
+    if args.command == "serve":
+        from mrl_tui.server import run_server
+
+        return run_server(args)
     _check_before_loading(args)
     resolve_trained(args, args.path)
     check_cache_root(args.cache_dir or default_cache_root())
@@ -312,11 +324,57 @@ def _run(args: argparse.Namespace) -> int:
         library.close()
 
 
+def _search_served(args: argparse.Namespace) -> int | None:
+    """`search` answered by a running `mrl-tui serve` (exit status), or None: search here.
+
+    Imports nothing heavy: with a server, the whole command takes milliseconds."""
+    if args.model == TRAINED:
+        return None
+    from mrl_tui import serve_client
+    from mrl_tui.core.preflight import check_folder
+
+    _check_before_loading(args)
+    request = serve_client.envelope(
+        "search",
+        path=str(check_folder(args.path)),
+        options={name: getattr(args, name) for name in SERVER_OPTIONS},
+        cache_root=cache_root_text(args.cache_dir),
+        transform=args.transform,
+        search={name: getattr(args, name) for name in SEARCH_FIELDS},
+    )
+    answer = serve_client.ask(request, lambda line: print(f"mrl-tui: {line}", file=sys.stderr))
+    if answer is None:
+        return None
+    for message in answer.get("messages", []):
+        print(f"mrl-tui: {message}", file=sys.stderr)
+    if answer["rc"] == 0:
+        print_search(answer["payload"], args.json)
+    return int(answer["rc"])
+
+
+SERVER_OPTIONS = ("model", "device", "trust_remote_code", "mrl", "embed_backend")
+"""What the server's loaded model depends on: it answers only requests with the same values."""
+
+
+def cache_root_text(cache_dir: Path | None) -> str:
+    """The cache root, absolute, as `mrl_tui.core.store.default_cache_root` finds it (mirrored:
+    the store imports numpy)."""
+    import os
+
+    if cache_dir is None and os.environ.get("MRL_TUI_CACHE_DIR"):
+        cache_dir = Path(os.environ["MRL_TUI_CACHE_DIR"])
+    if cache_dir is None:
+        import platformdirs
+
+        cache_dir = Path(platformdirs.user_cache_dir("mrl-tui", appauthor=False))
+    return str(cache_dir.expanduser().absolute())
+
+
 def _check_before_loading(args: argparse.Namespace) -> None:
     """What can be told without the model, told in milliseconds (loading it takes seconds)."""
     from mrl_tui.core import preflight
     from mrl_tui.core.errors import InputError
-    from mrl_tui.core.library import check_folder
+    from mrl_tui.core.preflight import check_folder
 
     folder = check_folder(args.path)
     if args.command in ("open", "index", "search", "watch"):
@@ -475,7 +533,7 @@ def _cmd_index(library: Any, args: argparse.Namespace) -> int:
     }
     empty = report.chunks_total == 0
     if empty:
-        print(f"mrl-tui: {_nothing_indexed(library.root, report.skipped)}", file=sys.stderr)
+        print(f"mrl-tui: {nothing_indexed(library.root, report.skipped)}", file=sys.stderr)
     if args.json:
         print(json.dumps(summary, indent=2))
         return 1 if empty else 0
@@ -493,7 +551,7 @@ def _cmd_index(library: Any, args: argparse.Namespace) -> int:
     return 1 if empty else 0
 
 
-def _nothing_indexed(root: Path, skipped: Sequence[Any]) -> str:
+def nothing_indexed(root: Path, skipped: Sequence[Any]) -> str:
     """One line for a folder that yields no chunks: how many files were left out, and why."""
     if not skipped:
         return f"nothing to index in {root}: no readable text files found"
@@ -510,10 +568,38 @@ def _ensure_indexed(library: Any, wait: bool = False) -> None:
     if report.chunks_total == 0:
         from mrl_tui.core.errors import InputError
 
-        raise InputError(_nothing_indexed(library.root, report.skipped))
+        raise InputError(nothing_indexed(library.root, report.skipped))
 
 
 def _cmd_search(library: Any, args: argparse.Namespace) -> int:
+    _search_dim(library, args)  # bad flags fail before the folder is indexed
+    _ensure_indexed(library)
+    _load_with_progress(library)
+    query_threads()
+    print_search(search_payload(library, args), args.json)
+    return 0
+
+
+QUERY_TORCH_THREADS = 1
+"""Threads torch embeds a query with, here and in `mrl-tui serve` alike (the thread count moves
+the last digit of a score; both must print the same). One query gains nothing from more, and on
+a busy machine more stall: measured on 2 shared cores at load 3, one query of the bundled model
+took 15-525 ms with 2 threads, 14-41 ms with 1."""
+
+
+def query_threads() -> None:
+    """Embed queries with `QUERY_TORCH_THREADS` from now on (when torch is loaded at all)."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(QUERY_TORCH_THREADS)
+
+
+SEARCH_FIELDS = ("query", "dim", "route", "k", "precision", "rescore", "retrieval", "fusion")
+"""The `search` flags that shape the answer: what a client sends `mrl-tui serve`."""
+
+
+def _search_dim(library: Any, args: Any) -> int:
+    """The dim to search at (checked), and one line for flags that do not go together."""
     from mrl_tui.core.errors import InputError
 
     if args.route == "auto" and not args.dim and args.precision != "float32":
@@ -524,8 +610,13 @@ def _cmd_search(library: Any, args: argparse.Namespace) -> int:
         dim = library.check_dim(args.dim) if args.dim else library.full_dim
     except MrlError as exc:
         raise MrlError(f"--{exc}") from None  # the core's "dim must be …", as the flag
-    _ensure_indexed(library)
-    _load_with_progress(library)
+    return dim
+
+
+def search_payload(library: Any, args: Any) -> dict[str, Any]:
+    """What `search --json` prints, of an indexed library; the server answers with the same."""
+    dim = _search_dim(library, args)
+    library.load()
     query = library.query(args.query)
     route = None
     if args.route == "auto" and not args.dim:
@@ -537,54 +628,53 @@ def _cmd_search(library: Any, args: argparse.Namespace) -> int:
         result = library.search(query, dim, args.k, precision=args.precision, rescore=args.rescore)
     if result is None or args.retrieval != "dense":  # lexical / hybrid: at the routed dim too
         result = library.retrieve(query, dim, args.k, args.retrieval, args.fusion)
-    if args.json:
-        print(
-            json.dumps(
-                {
-                    "query": args.query,
-                    "dim": dim,
-                    "full_dim": library.full_dim,
-                    "model": library.embedder.name,
-                    "transform": library.transform_name,
-                    "precision": result.precision,
-                    "retrieval": result.retrieval,
-                    **({"fusion": args.fusion} if result.retrieval == "hybrid" else {}),
-                    "results": [
-                        {
-                            "rank": h.rank,
-                            "path": h.chunk.path,
-                            "start_line": h.chunk.start_line,
-                            "end_line": h.chunk.end_line,
-                            "score": round(h.score, 6),
-                            "dense_rank": h.rank if result.retrieval == "dense" else h.dense_rank,
-                            "lexical_rank": h.lexical_rank,
-                            "heading": h.chunk.heading,
-                            "text": h.chunk.text,
-                        }
-                        for h in result.hits
-                    ],
-                    "timings_ms": {
-                        "embed": round(query.embed_ms, 3),
-                        "search": round(result.search_ms, 3),
-                    },
-                    **({"route": route.to_dict()} if route else {}),
-                },
-                indent=2,
-            )
-        )
-        return 0
+    return {
+        "query": args.query,
+        "dim": dim,
+        "full_dim": library.full_dim,
+        "model": library.embedder.name,
+        "transform": library.transform_name,
+        "precision": result.precision,
+        "retrieval": result.retrieval,
+        **({"fusion": args.fusion} if result.retrieval == "hybrid" else {}),
+        "results": [
+            {
+                "rank": h.rank,
+                "path": h.chunk.path,
+                "start_line": h.chunk.start_line,
+                "end_line": h.chunk.end_line,
+                "score": round(h.score, 6),
+                "dense_rank": h.rank if result.retrieval == "dense" else h.dense_rank,
+                "lexical_rank": h.lexical_rank,
+                "heading": h.chunk.heading,
+                "text": h.chunk.text,
+            }
+            for h in result.hits
+        ],
+        "timings_ms": {
+            "embed": round(query.embed_ms, 3),
+            "search": round(result.search_ms, 3),
+        },
+        **({"route": route.to_dict()} if route else {}),
+    }
+
+
+def print_search(data: dict[str, Any], as_json: bool) -> None:
+    """The answer as JSON, or as a table: from `search_payload`, here or from a server."""
+    if as_json:
+        print(json.dumps(data, indent=2))
+        return
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
+    retrieval, fusion = data["retrieval"], data.get("fusion")
     # Text, never str: a str cell or title is read as markup ("[/b]" in a file would crash).
     table = Table(
         title=Text(
-            f"{args.query!r} at {dim}/{library.full_dim} dims ({library.transform_name}"
-            + ("" if result.precision == "float32" else f", {result.precision} then rescored")
-            + {"dense": "", "lexical": ", keywords only"}.get(
-                result.retrieval, f", hybrid {args.fusion}"
-            )
+            f"{data['query']!r} at {data['dim']}/{data['full_dim']} dims ({data['transform']}"
+            + ("" if data["precision"] == "float32" else f", {data['precision']} then rescored")
+            + {"dense": "", "lexical": ", keywords only"}.get(retrieval, f", hybrid {fusion}")
             + ")"
         ),
         expand=True,
@@ -593,16 +683,17 @@ def _cmd_search(library: Any, args: argparse.Namespace) -> int:
     table.add_column("score", justify="right", no_wrap=True)
     table.add_column("where", no_wrap=True)
     table.add_column("text", overflow="ellipsis", no_wrap=True, ratio=1)
-    for h in result.hits:
-        snippet = Text(shown(" ".join(h.chunk.text.split())))
-        where = Text(shown(f"{h.chunk.path}:{h.chunk.start_line}"))  # names need not be UTF-8
-        table.add_row(str(h.rank), f"{h.score:.3f}", where, snippet)
+    for h in data["results"]:
+        snippet = Text(shown(" ".join(h["text"].split())))
+        where = Text(shown(f"{h['path']}:{h['start_line']}"))  # names need not be UTF-8
+        table.add_row(str(h["rank"]), f"{h['score']:.3f}", where, snippet)
     console = Console()
     console.print(table)
-    console.print(f"[dim]embed {query.embed_ms:.1f} ms, search {result.search_ms:.2f} ms[/dim]")
-    if route:
-        console.print(f"route {route.summary}", style="dim", markup=False, highlight=False)
-    return 0
+    timings = data["timings_ms"]
+    console.print(f"[dim]embed {timings['embed']:.1f} ms, search {timings['search']:.2f} ms[/dim]")
+    if "route" in data:
+        summary = data["route"]["summary"]
+        console.print(f"route {summary}", style="dim", markup=False, highlight=False)
 
 
 def _cmd_watch(library: Any, args: argparse.Namespace) -> int:

@@ -15,10 +15,11 @@ SAMPLES = REPO / "sample_corpora"
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
-    """No test ever touches the real platform cache, config or state."""
+    """No test ever touches the real platform cache, config, state or a running server."""
     monkeypatch.setenv("MRL_TUI_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
     monkeypatch.setenv("MRL_TUI_CONFIG_DIR", str(tmp_path_factory.mktemp("config")))
     monkeypatch.setenv("MRL_TUI_STATE_DIR", str(tmp_path_factory.mktemp("state")))
+    monkeypatch.setenv("MRL_TUI_RUNTIME_DIR", str(tmp_path_factory.mktemp("runtime")))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 

@@ -26,7 +26,7 @@ from mrl_tui.core.errors import CacheDamaged, CacheError, CacheUnwritable, Cance
 from mrl_tui.core.hnsw import ANCHOR_DIM, HNSW_MIN_CHUNKS, HnswGraph, graph_search
 from mrl_tui.core.index import Hits, NestedIndex
 from mrl_tui.core.indexer import IndexProgress, IndexReport, update_index
-from mrl_tui.core.preflight import check_query
+from mrl_tui.core.preflight import check_folder, check_query
 from mrl_tui.core.quantize import DEFAULT_RESCORE, PRECISIONS, Codes, encode, rescored_search
 from mrl_tui.core.query_syntax import PathFilter, matching_rows
 from mrl_tui.core.router import Route, Router, TermStats, calibration_queries, scan_settings
@@ -162,16 +162,6 @@ def _repairing(method: Callable[..., T]) -> Callable[..., T]:
         raise CacheError("the index kept changing during this search; try again")
 
     return wrapper
-
-
-def check_folder(root: Path | str) -> Path:
-    """The folder to index, resolved; a clear error for anything else."""
-    path = Path(root).expanduser()
-    if not path.exists():
-        raise InputError(f"{root}: no such folder")
-    if not path.is_dir():
-        raise InputError(f"{root}: is a file; mrl-tui indexes a folder (give its parent folder)")
-    return path.resolve()
 
 
 class Library:

@@ -56,3 +56,13 @@ def check_has_entries(folder: Path) -> None:
     except OSError as exc:
         raise InputError(f"{folder}: cannot read the folder ({exc.strerror or exc})") from exc
     raise InputError(f"{folder}: nothing to index (the folder is empty or holds only hidden files)")
+
+
+def check_folder(root: Path | str) -> Path:
+    """The folder to index, resolved; a clear error for anything else."""
+    path = Path(root).expanduser()
+    if not path.exists():
+        raise InputError(f"{root}: no such folder")
+    if not path.is_dir():
+        raise InputError(f"{root}: is a file; mrl-tui indexes a folder (give its parent folder)")
+    return path.resolve()

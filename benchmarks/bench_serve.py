@@ -1,0 +1,91 @@
+"""`mrl-tui search FOLDER QUERY --json` end to end, with a server running (warm) and without (cold).
+
+Starts `mrl-tui serve FOLDER` (the real bundled model, a temporary cache and runtime dir), waits
+until it listens, then times whole `python -m mrl_tui search` processes (wall time, interpreter
+start-up included): `--runs` warm, then `--runs` cold (an empty runtime dir, so no server is
+found; same cache, already indexed). Checks the two JSON answers agree apart from timings.
+Target: warm median ≤ 150 ms.
+
+    python benchmarks/bench_serve.py [--runs 10] [--folder sample_corpora/notes] [--query TEXT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from mrl_tui import serve_client  # noqa: E402  (this checkout's copy)
+
+
+def timed(command: list[str], env: dict[str, str]) -> tuple[float, dict[str, object]]:
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO, check=True)
+    elapsed = (time.perf_counter() - started) * 1000
+    data = json.loads(done.stdout)
+    del data["timings_ms"]
+    return elapsed, data
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--folder", type=Path, default=REPO / "sample_corpora" / "notes")
+    parser.add_argument("--query", default="how do I keep sourdough starter alive")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        runtime, empty = Path(tmp, "runtime"), Path(tmp, "no-server")
+        empty.mkdir()
+        env = {
+            **os.environ,
+            "MRL_TUI_CACHE_DIR": str(Path(tmp, "cache")),
+            "MRL_TUI_RUNTIME_DIR": str(runtime),
+            "HF_HUB_OFFLINE": "1",
+        }
+        os.environ["MRL_TUI_RUNTIME_DIR"] = str(runtime)  # for `serve_client.socket_path`
+        server = subprocess.Popen(
+            [sys.executable, "-m", "mrl_tui", "serve", str(args.folder)],
+            env=env,
+            cwd=REPO,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            started = time.perf_counter()
+            while not serve_client.listening(serve_client.socket_path()):
+                if server.poll() is not None:
+                    raise SystemExit("the server exited before it listened")
+                time.sleep(0.2)
+            up = time.perf_counter() - started
+            print(f"server up (model loaded, folder indexed) in {up:.1f} s")
+            search = [sys.executable, "-m", "mrl_tui", "search", str(args.folder), args.query]
+            search.append("--json")
+            warm = [timed(search, env) for _ in range(args.runs)]
+            cold_env = {**env, "MRL_TUI_RUNTIME_DIR": str(empty)}
+            cold = [timed(search, cold_env) for _ in range(args.runs)]
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    same = all(data == warm[0][1] for _, data in warm + cold)
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    for name, runs in (("warm", warm), ("cold", cold)):
+        ms = [t for t, _ in runs]
+        print(
+            f"{name}: median {statistics.median(ms):.0f} ms, min {min(ms):.0f}, max {max(ms):.0f} "
+            f"({len(ms)} runs)"
+        )
+    print(f"JSON identical apart from timings: {same}; load average {load}")
+    if not same:
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""Ask a running `mrl-tui serve` over its Unix socket; None means "do it here instead".
+
+The warm path of `mrl-tui search`: it must stay fast, so this module uses only the standard
+library (socket, json, os) and platformdirs; nothing here imports numpy or torch. The protocol:
+one JSON object per connection, newline-terminated, answered by one JSON object, then the
+server closes the connection.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import stat
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from mrl_tui import __version__
+
+PROTOCOL = 1
+RUNTIME_ENV = "MRL_TUI_RUNTIME_DIR"
+SOCKET_NAME = "serve.sock"
+CONNECT_TIMEOUT_S = 0.25
+ANSWER_TIMEOUT_S = 300.0
+"""A search of a folder the server does not hold yet indexes it first: that can take a while."""
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+def runtime_dir() -> Path:
+    """`$MRL_TUI_RUNTIME_DIR`, else the user's runtime dir (e.g. /run/user/1000/mrl-tui)."""
+    override = os.environ.get(RUNTIME_ENV)
+    if override:
+        return Path(override).expanduser()
+    import platformdirs
+
+    with warnings.catch_warnings():  # "XDG_RUNTIME_DIR is not set, falling back to /tmp/…"
+        warnings.simplefilter("ignore")
+        return Path(platformdirs.user_runtime_dir("mrl-tui", appauthor=False))
+
+
+def socket_path() -> Path:
+    return runtime_dir() / SOCKET_NAME
+
+
+def envelope(command: str, **fields: Any) -> dict[str, Any]:
+    """A request: the command, and what the server checks before it answers."""
+    return {"protocol": PROTOCOL, "version": __version__, "command": command, **fields}
+
+
+def read_message(conn: socket.socket) -> dict[str, Any]:
+    """One newline-terminated JSON object (ValueError if it is not one, or too long)."""
+    data = bytearray()
+    while not data.endswith(b"\n"):
+        part = conn.recv(65536)
+        if not part:
+            break
+        data += part
+        if len(data) > MAX_MESSAGE_BYTES:
+            raise ValueError("message too long")
+    if not data.endswith(b"\n"):
+        raise ConnectionError("the connection closed before a whole message came")
+    message = json.loads(data)
+    if not isinstance(message, dict):
+        raise ValueError("not a JSON object")
+    return message
+
+
+def send_message(conn: socket.socket, message: dict[str, Any]) -> None:
+    conn.sendall(json.dumps(message).encode() + b"\n")
+
+
+def is_our_socket(path: Path) -> bool:
+    """A socket file we own, at our own socket path: the only file a client may remove."""
+    try:
+        info = path.lstat()
+    except OSError:
+        return False
+    return path == socket_path() and stat.S_ISSOCK(info.st_mode) and info.st_uid == os.getuid()
+
+
+def listening(path: Path) -> bool:
+    """Whether a process accepts connections at `path`."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(CONNECT_TIMEOUT_S)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+    return True
+
+
+def ask(request: dict[str, Any], say: Callable[[str], None]) -> dict[str, Any] | None:
+    """The server's answer to `request`, or None (after one line to `say` when something is
+    wrong) when there is no usable server: then the caller does the work itself."""
+    path = socket_path()
+    if not path.exists():
+        return None
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        conn.settimeout(CONNECT_TIMEOUT_S)
+        try:
+            conn.connect(str(path))
+        except (ConnectionRefusedError, FileNotFoundError):
+            if is_our_socket(path):  # left by a server that died
+                path.unlink(missing_ok=True)
+                say(f"removed a stale server socket ({path}); searching without a server")
+            return None
+        except OSError as exc:
+            say(f"cannot reach the server at {path} ({exc.strerror or exc}); searching without it")
+            return None
+        conn.settimeout(ANSWER_TIMEOUT_S)
+        try:
+            send_message(conn, request)
+            answer = read_message(conn)
+        except (OSError, ValueError) as exc:
+            why = "it did not answer in time" if isinstance(exc, TimeoutError) else "it stopped"
+            say(f"the server at {path} did not answer ({why}); searching without it")
+            return None
+    finally:
+        conn.close()
+    if not answer.get("ok"):
+        say(str(answer.get("message") or "the server refused the request") + "; searching here")
+        return None
+    return answer
