@@ -46,6 +46,8 @@ async def test_h_cycles_the_left_side_through_hybrid_and_keywords(embedder, tmp_
             await wait_for(pilot, lambda r=retrieval: screen.comparison.retrieval == r)  # type: ignore[union-attr]
             assert left.border_title == title
             assert right.border_title == "reference: dense dim 384"
+            agreement = str(screen.query_one("#agreement", Static).render())
+            assert agreement.startswith(f"{title} vs dense dim 384:")
             expected = library.retrieve(screen.state.query, 64, 10, retrieval).hits  # type: ignore[union-attr]
             assert _ids(left) == ids_of(expected)
         await pilot.press("h")

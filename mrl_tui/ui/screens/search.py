@@ -503,10 +503,11 @@ class SearchScreen(Screen[None]):
         tau = kendall_tau(left_ids, right_ids)
         tau_text = "n/a" if tau is None else f"{tau:+.2f}"
         reason = self.ref_reason if comparison.ref_transform is None else ""
+        left_side = f"dim {comparison.dim}" if comparison.retrieval == "dense" else left_name
         paths = state.query.paths
         self.query_one("#agreement", Static).update(
             Text.assemble(
-                (f"{reason}:  " if reason else f"dim {comparison.dim} vs {ref_name}:  ", "bold"),
+                (f"{reason}:  " if reason else f"{left_side} vs {ref_name}:  ", "bold"),
                 f"overlap@{comparison.k} {overlap:.2f}   ",
                 f"τ {tau_text}" if reason else f"Kendall τ {tau_text} (shared hits)",  # 80 columns
                 (f"   only {paths}" if paths else "", "italic"),
