@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mrl_tui.core.artifacts import digest as file_digest
+from mrl_tui.core.artifacts import fsync_dir
 from mrl_tui.core.errors import InputError, ModelLoadError
 
 if TYPE_CHECKING:
@@ -68,14 +70,6 @@ def _pipeline_check(model: SentenceTransformer) -> bool:
     if len(modules) == 3 and not isinstance(modules[2], Normalize):
         raise InputError("the ONNX backend supports Transformer + Pooling (+ Normalize) only")
     return len(modules) == 3
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _weights_digest(model: SentenceTransformer) -> str:
@@ -145,9 +139,10 @@ def _write_verified(directory: Path, name: str, make: Any) -> Path:
     tmp = directory / f".{name}.{os.getpid()}.tmp"
     make(tmp)
     sums_tmp = directory / f".{name}.{os.getpid()}.sha256.tmp"
-    sums_tmp.write_text(json.dumps({"sha256": _sha256(tmp)}), encoding="utf-8")
+    sums_tmp.write_text(json.dumps({"sha256": file_digest(tmp)}), encoding="utf-8")
     os.replace(tmp, path)
     os.replace(sums_tmp, sums)
+    fsync_dir(directory)
     return path
 
 
@@ -157,7 +152,7 @@ def _verified(path: Path) -> bool:
         expected = json.loads(sums.read_text(encoding="utf-8"))["sha256"]
     except (OSError, ValueError, KeyError, TypeError):
         return False
-    return _sha256(path) == expected
+    return file_digest(path) == expected
 
 
 def exported_model(
