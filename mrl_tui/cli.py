@@ -15,6 +15,8 @@ from typing import Any, NoReturn
 
 from mrl_tui import __version__
 from mrl_tui.core.errors import MrlError
+from mrl_tui.core.transform_kind import CHOICES as TRANSFORM_CHOICES
+from mrl_tui.core.transform_kind import NAIVE
 from mrl_tui.ui.literal import shown
 
 PRECISIONS = ("float32", "int8", "binary")
@@ -89,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     prefixes.add_argument(
         "--transform",
         default="auto",
-        choices=["auto", "naive", "pca", "adaptor"],
+        choices=TRANSFORM_CHOICES,
         help="auto: native MRL models as they are, PCA for others; naive: plain truncation; "
         "pca: always rotate first; adaptor: PCA plus a small network fitted to the corpus",
     )
@@ -850,7 +852,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         read_folder_queries(check_folder(args.path))
         chosen = args.transform
         if args.compare:
-            args.transform = "naive"  # the model's own vectors; each transform is fitted on them
+            args.transform = NAIVE.choice  # the model's own vectors; each is fitted on them
         library = _open_library(args)
         try:
             dims = bench.check_dims(dims or bench.DEFAULT_DIMS, library.full_dim, given=bool(dims))

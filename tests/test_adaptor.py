@@ -7,10 +7,11 @@ import csv
 import json
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from conftest import SAMPLES
+from conftest import SAMPLES, HashEmbedder
 from test_beir import write_beir
 from test_bench import DOCS, QRELS, QUERIES, run
 
@@ -162,9 +163,10 @@ def test_bench_keeps_the_fitted_adaptor_next_to_its_embeddings(
 ) -> None:
     fits: list[int] = []
 
-    def counted(vectors: np.ndarray) -> Adaptor:
+    def counted(vectors: np.ndarray, device: str) -> Adaptor:
+        assert device == "cpu"  # fit_transform's default, passed on explicitly
         fits.append(len(vectors))
-        return fit_adaptor(vectors, steps=25, prefix_dims=(4, 8, 16))
+        return fit_adaptor(vectors, steps=25, prefix_dims=(4, 8, 16), device=device)
 
     monkeypatch.setattr(bench, "fit_adaptor", counted)
     docs = clustered(600, 48, seed=2)
@@ -221,7 +223,7 @@ def test_library_with_the_adaptor_finds_the_notes_and_fits_once(
     library.close()
     [saved] = cache.glob("*/transform_adaptor-*.npz")
 
-    def no_fit(vectors: np.ndarray) -> Adaptor:
+    def no_fit(vectors: np.ndarray, device: str) -> Adaptor:
         raise AssertionError("the stored adaptor should have been loaded")
 
     monkeypatch.setattr(library_module, "fit_adaptor", no_fit)
@@ -237,3 +239,41 @@ def test_library_with_the_adaptor_finds_the_notes_and_fits_once(
     again.close()
     pca.close()
     assert saved.exists()
+
+
+def test_the_adaptor_fits_on_the_device_it_is_given_even_beside_a_gpu(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # as under --device cpu on a GPU
+    docs = clustered(600, 48, seed=2)
+    assert fit_adaptor(docs, steps=5, prefix_dims=(4, 8, 16)).report.device == "cpu"
+    fitted, _ = bench.fit_transform("adaptor", docs, False, device="cpu")
+    assert fitted.report is not None and fitted.report.device == "cpu"
+
+
+def test_the_library_fits_its_adaptor_on_the_embedders_device(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class CpuEmbedder(HashEmbedder):
+        device = "cpu"
+        spec = SimpleNamespace(native_mrl=False)
+
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    asked: list[str] = []
+
+    def recorded(vectors: np.ndarray, device: str) -> Adaptor:
+        asked.append(device)
+        return fit_adaptor(vectors, steps=0, device=device)
+
+    monkeypatch.setattr(library_module, "fit_adaptor", recorded)
+    corpus = tmp_path / "notes"
+    shutil.copytree(SAMPLES / "notes" / "cooking", corpus)
+    library = Library(corpus, CpuEmbedder(), cache_root=tmp_path / "cache", transform="adaptor")
+    library.update()
+    library.load()
+    library.close()
+    assert asked == ["cpu"] and isinstance(library.transform, Adaptor)

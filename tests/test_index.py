@@ -7,7 +7,7 @@ import pytest
 
 from mrl_tui.core import index as index_module
 from mrl_tui.core.errors import InputError
-from mrl_tui.core.index import STEP, Hits, NestedIndex
+from mrl_tui.core.index import STEP, Hits, NestedIndex, index_device
 
 DIMS = [1, 7, 8, 13, 64, 65, 100, 384]
 
@@ -309,3 +309,8 @@ def test_one_scan_thread_when_small_or_busy(monkeypatch: pytest.MonkeyPatch) -> 
     assert index_module._scan_threads(index_module.SMALL_SCAN) == 2
     monkeypatch.setattr(index_module.os, "getloadavg", lambda: (4.0, 0.5, 0.5))
     assert index_module._scan_threads(index_module.SMALL_SCAN) == 1
+
+
+def test_an_index_lives_on_the_embedders_gpu_cuda_or_mps_else_on_the_cpu() -> None:
+    assert [index_device(d) for d in ("cuda", "mps", "cpu")] == ["cuda", "mps", "cpu"]
+    assert NestedIndex(np.eye(16, dtype=np.float32), device=index_device("cpu")).backend == "numpy"

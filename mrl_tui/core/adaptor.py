@@ -180,17 +180,6 @@ def fit_settings() -> dict[str, object]:
     }
 
 
-def choose_device() -> str:
-    """CUDA, then Apple's MPS, then the CPU."""
-    import torch
-
-    if torch.cuda.is_available():
-        return "cuda"
-    if torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
-
-
 @contextlib.contextmanager
 def _cpu_threads(device: str) -> Iterator[None]:
     """`CPU_THREADS` torch and BLAS threads while a CPU fit runs; the caller's afterwards."""
@@ -220,15 +209,15 @@ def fit_adaptor(
     *,
     seed: int = 0,
     steps: int = STEPS,
-    device: str | None = None,
+    device: str = "cpu",
     prefix_dims: tuple[int, ...] = PREFIX_DIMS,
 ) -> Adaptor:
-    """Fit the adaptor on corpus vectors ``(N, D)``; deterministic for a seed on one device."""
+    """Fit the adaptor on corpus vectors ``(N, D)`` on `device` (torch's name: the embedder's
+    device, never chosen here); deterministic for a seed on one device."""
     started = time.perf_counter()
     x = np.asarray(vectors, dtype=np.float32)
     if x.ndim != 2 or len(x) < 2:
         raise InputError(f"the adaptor needs an (N, D) matrix with N >= 2, got shape {x.shape}")
-    device = device or choose_device()
     with _cpu_threads(device):
         rotation, report = _fit(x, seed, steps, device, prefix_dims, started)
     return Adaptor.rotation_only(rotation, report)

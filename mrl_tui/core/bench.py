@@ -33,12 +33,13 @@ from mrl_tui.core.adaptor import fit_settings as adaptor_settings
 from mrl_tui.core.beir import BeirSet, read_folder_queries
 from mrl_tui.core.errors import InputError
 from mrl_tui.core.funnel import auto_funnel, default_funnels, scan_fraction, staged_search
-from mrl_tui.core.index import NestedIndex
+from mrl_tui.core.index import NestedIndex, index_device
 from mrl_tui.core.metrics import Scores, evaluate, paired_difference
 from mrl_tui.core.quantize import DEFAULT_RESCORE, bytes_per_vector, encode, rescored_search
 from mrl_tui.core.router import Route, Router, TermStats, calibration_queries
 from mrl_tui.core.store import default_cache_root
 from mrl_tui.core.transform import IDENTITY, Transform, fit_pca
+from mrl_tui.core.transform_kind import ADAPTOR, KINDS, NAIVE, PCA, resolve
 
 DEFAULT_DIMS = (32, 64, 128, 256)
 RECALL_K = 100
@@ -46,8 +47,8 @@ PSEUDO_QUERIES = 200
 PSEUDO_WORDS = 10
 TIMED_QUERIES = 50
 """Queries whose single search is timed for ``search_ms`` (the rankings come from a batch)."""
-COMPARE_TRANSFORMS = ("naive", "pca", "adaptor")
-TRANSFORM_LABELS = {"naive": "none (naive truncation)", "pca": "PCA", "adaptor": "adaptor"}
+COMPARE_TRANSFORMS = tuple(kind.choice for kind in KINDS)
+"""`--compare`'s columns: every transform kind, "naive", "pca", "adaptor"."""
 
 Progress = Callable[[str, int, int], None]
 """progress(what, done, total) while embedding."""
@@ -459,12 +460,11 @@ def beir_eval_set(
         [text for _, text in route_pseudo],
         _embed_queries(embedder, "embedding router pseudo-queries", progress),
     )
-    device = embedder.device if embedder.device == "cuda" else "cpu"
     raw = EvalSet(
         name=data.name,
         model=embedder.name,
-        transform=TRANSFORM_LABELS["naive"],
-        index=NestedIndex(docs, device=device),
+        transform=NAIVE.label,
+        index=NestedIndex(docs, device=index_device(embedder.device)),
         row_docs=list(data.doc_ids),
         query_ids=query_ids,
         query_vectors=queries,
@@ -482,30 +482,32 @@ def beir_eval_set(
 
 def resolve_transform(choice: str, native_mrl: bool) -> str:
     """Resolve "auto": "naive" for native MRL models (trained prefixes), else "pca"."""
-    if choice == "auto":
-        return "naive" if native_mrl else "pca"
-    return choice
+    return resolve(choice, native_mrl).choice
 
 
 def fit_transform(
-    choice: str, docs: np.ndarray, native_mrl: bool, cache_dir: Path | None = None
+    choice: str,
+    docs: np.ndarray,
+    native_mrl: bool,
+    cache_dir: Path | None = None,
+    device: str = "cpu",
 ) -> tuple[Transform | Adaptor, str]:
     """The transform `choice` resolves to, fitted on `docs`, and its label (as the Library's).
-    With `cache_dir`, a fitted adaptor is kept there (`cached_adaptor`)."""
-    choice = resolve_transform(choice, native_mrl)
-    if choice == "naive" or len(docs) < 2:
-        return IDENTITY, "native MRL" if native_mrl else TRANSFORM_LABELS["naive"]
-    if choice == "pca":
-        return fit_pca(docs), TRANSFORM_LABELS["pca"]
-    if choice == "adaptor":
-        fitted = fit_adaptor(docs) if cache_dir is None else cached_adaptor(cache_dir, docs)
-        return fitted, TRANSFORM_LABELS["adaptor"]
-    raise InputError(f"unknown transform {choice!r}")
+    An adaptor is fitted on `device`; with `cache_dir`, it is kept there (`cached_adaptor`)."""
+    kind = resolve(choice, native_mrl)
+    if kind is NAIVE or len(docs) < 2:
+        return IDENTITY, NAIVE.label_for(native_mrl)
+    if kind is PCA:
+        return fit_pca(docs), PCA.label
+    if cache_dir is None:
+        return fit_adaptor(docs, device=device), ADAPTOR.label
+    return cached_adaptor(cache_dir, docs, device), ADAPTOR.label
 
 
-def cached_adaptor(directory: Path, docs: np.ndarray) -> Adaptor:
-    """`fit_adaptor(docs)`, saved as ``adaptor-<hash of the vectors and the fit's settings>.npz``
-    (no pickle) and loaded from it later, so a second bench run does not train again."""
+def cached_adaptor(directory: Path, docs: np.ndarray, device: str = "cpu") -> Adaptor:
+    """`fit_adaptor(docs)` on `device`, saved as ``adaptor-<hash of the vectors and the fit's
+    settings>.npz`` (no pickle) and loaded from it later, so a second bench run does not train
+    again."""
     vectors = np.ascontiguousarray(docs, dtype=np.float32)
     digest = hashlib.sha256(f"{vectors.shape}".encode())
     digest.update(vectors.tobytes())
@@ -524,7 +526,7 @@ def cached_adaptor(directory: Path, docs: np.ndarray) -> Adaptor:
         artifacts.JsonManifest(path.parent),
         (vectors.shape[1],),
         load=load,
-        build=lambda: fit_adaptor(vectors),
+        build=lambda: fit_adaptor(vectors, device=device),
         writer=lambda adaptor: artifacts.npz_writer(adaptor.to_arrays()),
         what="cached adaptor",
         note=_warn,
@@ -583,10 +585,11 @@ def retransformed(
 ) -> EvalSet:
     """``es`` (its vectors as the model gave them: transform "naive") under the transform
     `choice`, fitted on its rows: a BEIR set's vectors or a folder's index, never embedded again.
-    With `cache_dir`, a fitted adaptor is kept there (`fit_transform`)."""
+    An adaptor is fitted on the index's device; with `cache_dir`, it is kept there
+    (`fit_transform`)."""
     raw = es.index.vectors()
     started = time.perf_counter()
-    fitted, label = fit_transform(choice, raw, native_mrl, cache_dir)
+    fitted, label = fit_transform(choice, raw, native_mrl, cache_dir, es.index.device)
     fit_seconds = time.perf_counter() - started
 
     def apply(vectors: np.ndarray | None) -> np.ndarray | None:

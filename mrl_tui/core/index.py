@@ -547,6 +547,12 @@ class NestedIndex:
         return ids
 
 
+def index_device(embedder_device: str) -> str:
+    """Where an index of this embedder's vectors lives: on its GPU ("cuda" or "mps", the torch
+    backend: float32 matmul and ``torch.topk``, both supported on MPS), else the CPU (numpy)."""
+    return embedder_device if embedder_device in ("cuda", "mps") else "cpu"
+
+
 def _query_inv(q: np.ndarray, dim: int) -> np.float32:
     """1/|q[:dim]|, or 0 for a zero prefix (every score is then 0)."""
     norm = float(np.sqrt(np.dot(q[:dim].astype(np.float64), q[:dim])))

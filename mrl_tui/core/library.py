@@ -24,7 +24,7 @@ from mrl_tui.core.chunking import Chunk, ChunkSettings
 from mrl_tui.core.embed import Embedder, EmbedderInfo
 from mrl_tui.core.errors import CacheDamaged, CacheError, CacheUnwritable, Cancelled, InputError
 from mrl_tui.core.hnsw import ANCHOR_DIM, HNSW_MIN_CHUNKS, HnswGraph, graph_search
-from mrl_tui.core.index import Hits, NestedIndex
+from mrl_tui.core.index import Hits, NestedIndex, index_device
 from mrl_tui.core.indexer import IndexProgress, IndexReport, update_index
 from mrl_tui.core.preflight import check_folder, check_query
 from mrl_tui.core.quantize import DEFAULT_RESCORE, PRECISIONS, Codes, encode, rescored_search
@@ -32,6 +32,8 @@ from mrl_tui.core.query_syntax import PathFilter, matching_rows
 from mrl_tui.core.router import Route, Router, TermStats, calibration_queries, scan_settings
 from mrl_tui.core.store import IndexStore, check_cache_root, default_cache_root, index_dir_for
 from mrl_tui.core.transform import IDENTITY, Transform, fit_pca
+from mrl_tui.core.transform_kind import ADAPTOR, CHOICES, NAIVE, PCA, TransformKind, check_choice
+from mrl_tui.core.transform_kind import resolve as resolve_kind
 from mrl_tui.core.walk import DEFAULT_MAX_FILE_BYTES
 from mrl_tui.core.writer_lock import WAITING
 
@@ -69,9 +71,8 @@ class Hit:
 
 
 SEARCH_MODES = ("auto", "exact", "funnel")
-TRANSFORMS = ("auto", "naive", "pca", "adaptor")
-"""auto: native MRL models as they are, PCA for the rest; naive: truncate as is; pca: always;
-adaptor: PCA plus a residual network fitted to the corpus (`mrl_tui.core.adaptor`)."""
+TRANSFORMS = CHOICES
+"""The user's transform choices (`mrl_tui.core.transform_kind`)."""
 FUNNEL_CANDIDATES = 200
 """Candidates the HNSW stage hands to the exact rerank (at least 20 per requested hit)."""
 REFIT_FRACTION = 0.10
@@ -175,8 +176,7 @@ class Library:
         max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
         transform: str = "auto",
     ) -> None:
-        if transform not in TRANSFORMS:
-            raise InputError(f"unknown transform {transform!r}; choose one of {TRANSFORMS}")
+        check_choice(transform)
         self.root = check_folder(root)
         self.transform_choice = transform
         self.embedder = embedder
@@ -236,8 +236,7 @@ class Library:
     ) -> Library:
         """Check the folder first (fast), then load the model (slow)."""
         folder = check_folder(root)
-        if transform not in TRANSFORMS:
-            raise InputError(f"unknown transform {transform!r}; choose one of {TRANSFORMS}")
+        check_choice(transform)
         check_cache_root(cache_root or default_cache_root())
         embedder = Embedder(
             model,
@@ -371,7 +370,7 @@ class Library:
         generation, ids, vectors = self.store.load_snapshot(self._note)
         self._fit_ids = ids
         self.transform = self._load_transform(vectors, generation)
-        device = self.embedder.device if self.embedder.device == "cuda" else "cpu"
+        device = index_device(self.embedder.device)
         self.index = NestedIndex(self.transform.apply(vectors), device=device)
         self.graph = self._load_graph(generation, on_graph_progress)
         self._ids = ids
@@ -406,32 +405,30 @@ class Library:
         )
 
     @property
-    def _uses_pca(self) -> bool:
-        return self._wants_pca(self.transform_choice)
-
-    def _wants_pca(self, choice: str) -> bool:
-        if choice == "auto":
-            return not self.embedder.spec.native_mrl
-        return choice == "pca"
+    def transform_kind(self) -> TransformKind:
+        """What `transform_choice` resolves to for this model (``auto``: naive or PCA)."""
+        return resolve_kind(self.transform_choice, self.embedder.spec.native_mrl)
 
     def _load_transform(
         self, vectors: np.ndarray, generation: int, choice: str | None = None
     ) -> Transform | Adaptor:
         """The rotation `choice` (default: `transform_choice`) asks for; a fitted PCA or adaptor
         is kept next to the vectors."""
-        if (choice or self.transform_choice) == "adaptor" and len(vectors) >= 2:
-            return self._load_adaptor(vectors, generation)
-        if not self._wants_pca(choice or self.transform_choice) or len(vectors) < 2:
+        kind = resolve_kind(choice or self.transform_choice, self.embedder.spec.native_mrl)
+        if kind is NAIVE or len(vectors) < 2:
             return IDENTITY
-        return self._fitted("pca", generation, lambda: fit_pca(vectors), _pca_from_arrays)
+        if kind is ADAPTOR:
+            return self._load_adaptor(vectors, generation)
+        return self._fitted(PCA.fitted, generation, lambda: fit_pca(vectors), _pca_from_arrays)
 
     def _load_adaptor(self, vectors: np.ndarray, generation: int) -> Adaptor:
-        """Fitted once per generation (on the GPU when there is one), then loaded."""
+        """Fitted once per generation on the embedder's device, then loaded."""
+        name = ADAPTOR.fitted
         return self._fitted(
-            "adaptor",
+            name,
             generation,
-            lambda: fit_adaptor(vectors),
-            lambda a: Adaptor.from_arrays("adaptor", a),
+            lambda: fit_adaptor(vectors, device=self.embedder.device),
+            lambda a: Adaptor.from_arrays(name, a),
         )
 
     def transform_ready(self, name: str) -> bool:
@@ -704,8 +701,7 @@ class Library:
         """The loaded vectors under `transform` (one of `TRANSFORMS`): the loaded transform and
         index when it resolves to the same, else built from the stored vectors on first use and
         kept until the next load (one more copy of the vectors in memory)."""
-        if transform not in TRANSFORMS:
-            raise InputError(f"unknown transform {transform!r}; choose one of {TRANSFORMS}")
+        check_choice(transform)
         self.load()
         assert self.index is not None
         if transform not in self._views:
@@ -717,7 +713,7 @@ class Library:
             if chosen.name == self.transform.name:
                 self._views[transform] = (self.transform, self.index)
             else:
-                device = self.embedder.device if self.embedder.device == "cuda" else "cpu"
+                device = index_device(self.embedder.device)
                 self._views[transform] = (chosen, NestedIndex(chosen.apply(vectors), device=device))
         return self._views[transform]
 
@@ -857,12 +853,8 @@ class Library:
     @property
     def transform_name(self) -> str:
         """What prefixes are taken of: "PCA", "adaptor", "native MRL" or "none (naive
-        truncation)"."""
-        if self.transform_choice == "adaptor":
-            return "adaptor"
-        if self._uses_pca:
-            return "PCA"
-        return "native MRL" if self.embedder.spec.native_mrl else "none (naive truncation)"
+        truncation)" (`TransformKind.label_for`)."""
+        return self.transform_kind.label_for(self.embedder.spec.native_mrl)
 
     def close(self) -> None:
         self.store.close()

@@ -35,6 +35,7 @@ from mrl_tui.core.compare import (
     rank_trail,
 )
 from mrl_tui.core.query_syntax import parse_query
+from mrl_tui.core.transform_kind import KINDS, kind_for
 from mrl_tui.ui.editor import open_hit
 from mrl_tui.ui.literal import shown
 from mrl_tui.ui.reference import default_reference
@@ -66,11 +67,6 @@ if TYPE_CHECKING:
     from mrl_tui.ui.state import FolderView, Remembered
 
 DEFAULT_DIM = 64
-TRANSFORM_NAMES = {"naive": "naive", "pca": "PCA", "adaptor": "adaptor"}
-"""Reference-side transforms (`t`), as the pane titles name them. The adaptor is fitted on first
-use (seconds on a CPU for a few thousand chunks), then kept with the index."""
-TRANSFORM_KINDS = {"naive": "identity", "pca": "pca", "adaptor": "adaptor"}
-"""The `Transform.name` each choice loads, to skip the one the library has loaded already."""
 LIVE_DELAY = 0.25
 """Seconds without a keystroke after which the query box is searched (live search)."""
 LIVE_MIN_CHARS = 3
@@ -598,14 +594,15 @@ class SearchScreen(Screen[None]):
         )
 
     def _loaded_transform(self) -> str:
-        """The library's transform, short: "PCA", "native MRL" or "naive"."""
-        name = self.library.transform_name if self.library is not None else ""
-        return "naive" if name.startswith("none") else name
+        """The library's transform, short: "PCA", "adaptor", "native MRL" or "naive"."""
+        if self.library is None:
+            return ""
+        return self.library.transform_kind.short_for(self.library.embedder.spec.native_mrl)
 
     @staticmethod
     def _reference_name(comparison: Comparison) -> str:
         if comparison.ref_transform is not None:
-            return f"{TRANSFORM_NAMES[comparison.ref_transform]} @{comparison.ref_dim}"
+            return f"{kind_for(comparison.ref_transform).short} @{comparison.ref_dim}"
         if comparison.ref_mode == "funnel":
             return f"funnel @{comparison.ref_dim}"
         return f"dim {comparison.ref_dim}"
@@ -679,8 +676,10 @@ class SearchScreen(Screen[None]):
         the adaptor), then back to the reference before."""
         if self.library is None:
             return
+        # Reference-side transforms skip the one loaded. The adaptor is fitted on first use
+        # (seconds on a CPU for a few thousand chunks), then kept with the index.
         loaded = self.library.transform.name
-        others = [t for t in TRANSFORM_NAMES if TRANSFORM_KINDS[t] != loaded]
+        others = [kind.choice for kind in KINDS if kind.fitted != loaded]
         cycle: list[str | None] = [None, *others]
         self.ref_transform = cycle[(cycle.index(self.ref_transform) + 1) % len(cycle)]
         if self.ref_transform == "adaptor" and not self.library.transform_ready("adaptor"):
