@@ -407,14 +407,19 @@ class Library:
     @property
     def transform_kind(self) -> TransformKind:
         """What `transform_choice` resolves to for this model (``auto``: naive or PCA)."""
-        return resolve_kind(self.transform_choice, self.embedder.spec.native_mrl)
+        return self._kind(self.transform_choice)
+
+    def _kind(self, choice: str) -> TransformKind:
+        """`choice` resolved; only ``auto`` asks whether the model is native MRL (a stand-in
+        embedder with no registry entry can still search naive or PCA)."""
+        return resolve_kind(choice, choice == "auto" and self.embedder.spec.native_mrl)
 
     def _load_transform(
         self, vectors: np.ndarray, generation: int, choice: str | None = None
     ) -> Transform | Adaptor:
         """The rotation `choice` (default: `transform_choice`) asks for; a fitted PCA or adaptor
         is kept next to the vectors."""
-        kind = resolve_kind(choice or self.transform_choice, self.embedder.spec.native_mrl)
+        kind = self._kind(choice or self.transform_choice)
         if kind is NAIVE or len(vectors) < 2:
             return IDENTITY
         if kind is ADAPTOR:
