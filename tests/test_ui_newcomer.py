@@ -392,3 +392,25 @@ async def test_panes_are_equally_tall_and_storage_reads_sensibly(markup_library:
         assert left.size.height == right.size.height
         storage = str(screen.query_one(StoragePanel).query_one(".numbers").render())
         assert "6.0× smaller than full 384" in storage
+
+
+async def test_a_repair_made_while_searching_is_said_at_once(
+    markup_library: Library, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The core notes a repair (e.g. a damaged snapshot rebuilt) during a search: the user reads
+    it with the results, not at the next indexing."""
+    import mrl_tui.ui.screens.search as search_module
+
+    line = "cache at X: the vector snapshot was damaged; rebuilt it from the database"
+    original = search_module.compare_at
+
+    def compare_noting(library, *args, **kwargs):
+        library._note(line)
+        return original(library, *args, **kwargs)
+
+    monkeypatch.setattr(search_module, "compare_at", compare_noting)
+    app = MrlApp(markup_library.root, device="cpu", library=markup_library, auto_router=False)
+    async with app.run_test(size=(120, 36)) as pilot:
+        markup_library.take_messages()  # what opening said is not this test's business
+        await run_query(pilot, "sourdough bread plan")
+        await wait_for(pilot, lambda: any(n.message == line for n in app._notifications))

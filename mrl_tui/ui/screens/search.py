@@ -452,10 +452,17 @@ class SearchScreen(Screen[None]):
             return
         self.app.call_from_thread(self._show_comparison, seq, state, comparison, more)
 
+    def _tell_library_messages(self) -> None:
+        """A repair the search itself made (a damaged cache rebuilt, a file not saved) is said
+        now, not at the next indexing."""
+        for message in [] if self.library is None else self.library.take_messages():
+            self.notify(message, markup=False, timeout=10)
+
     def _show_comparison(
         self, seq: int, state: QueryState, comparison: Comparison, more: dict[int, float]
     ) -> None:
         self.latency_more.update(more)
+        self._tell_library_messages()
         if seq != self._view_seq or state is not self.state:
             return  # stale: the slider moved on, or another query replaced this one
         if self.comparison is None:
