@@ -156,3 +156,19 @@ def test_fingerprints_follow_content_not_timestamps(tmp_path: Path) -> None:
     before = beir_fingerprint(beir)
     (beir / "corpus.jsonl").write_text('{"_id": "1", "text": "y"}\n', encoding="utf-8")
     assert beir_fingerprint(beir) != before
+
+
+def test_a_folder_with_a_name_that_is_not_utf8_has_a_fingerprint(tmp_path: Path) -> None:
+    """The folder's names go into the hash as the bytes they are (they crashed `.encode()`)."""
+    import os
+
+    root = tmp_path / "notes"
+    root.mkdir()
+    (root / "a.md").write_text("# A\n\nplain text here\n", encoding="utf-8")
+    odd = os.path.join(os.fsencode(root), b"bad\xff.md")
+    with open(odd, "wb") as fh:
+        fh.write(b"# Bad\n\nundecodable name\n")
+    first = folder_fingerprint(root)
+    with open(odd, "wb") as fh:
+        fh.write(b"# Bad\n\nother words now\n")
+    assert folder_fingerprint(root) != first

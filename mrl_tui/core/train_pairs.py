@@ -24,11 +24,13 @@ from pathlib import Path
 
 import numpy as np
 
+from mrl_tui.core.artifacts import digest as file_digest
 from mrl_tui.core.beir import read_corpus
 from mrl_tui.core.chunking import ChunkSettings, chunk_document
 from mrl_tui.core.errors import InputError
 from mrl_tui.core.indexer import embedding_text
-from mrl_tui.core.readers import ReadError, read_document
+from mrl_tui.core.readers import ReadError, read_bytes, read_document
+from mrl_tui.core.walk import DEFAULT_MAX_FILE_BYTES as MAX_FILE_BYTES
 from mrl_tui.core.walk import walk_folder
 
 MIN_PASSAGES = 16
@@ -102,24 +104,16 @@ def folder_fingerprint(root: Path) -> str:
     walked = walk_folder(root)
     digest = hashlib.sha256()
     for rel in walked.files:
-        digest.update(rel.encode() + b"\x00")
-        try:
-            digest.update(_file_digest(walked.root / rel))
-        except OSError:
+        digest.update(rel.encode("utf-8", "surrogateescape") + b"\x00")  # names need not be UTF-8
+        try:  # the indexer's own safe read: bounded, non-blocking, never outside the folder
+            digest.update(hashlib.sha256(read_bytes(walked.root, rel, MAX_FILE_BYTES)).digest())
+        except ReadError:
             digest.update(b"unreadable")
     return digest.hexdigest()
 
 
 def beir_fingerprint(folder: Path) -> str:
-    return _file_digest(Path(folder) / "corpus.jsonl").hex()
-
-
-def _file_digest(path: Path) -> bytes:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.digest()
+    return file_digest(Path(folder) / "corpus.jsonl")
 
 
 # -- pairs -------------------------------------------------------------------------------------
