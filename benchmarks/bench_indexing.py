@@ -40,8 +40,8 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
 
-    from mrl_tui.core.embed import Embedder
-    from mrl_tui.core.indexer import embedding_text
+    from mrl_tui.core.cache.indexer import embedding_text
+    from mrl_tui.core.embedding.embed import Embedder
     from mrl_tui.core.library import Library
 
     embedder = Embedder(device=args.device)

@@ -24,7 +24,7 @@ BACKENDS = ("torch", "onnx", "onnx-int8")
 
 
 def ndcg_at_10(embedder, data) -> tuple[float, float]:
-    from mrl_tui.core.metrics import evaluate
+    from mrl_tui.core.evaluation.metrics import evaluate
 
     started = time.perf_counter()
     docs = embedder.embed_documents(data.doc_texts)
@@ -44,8 +44,8 @@ def main() -> None:
     parser.add_argument("--no-quality", action="store_true", help="speed only")
     args = parser.parse_args()
 
-    from mrl_tui.core.beir import load_beir
-    from mrl_tui.core.embed import Embedder
+    from mrl_tui.core.embedding.embed import Embedder
+    from mrl_tui.core.evaluation.beir import load_beir
 
     sets = [load_beir(folder) for folder in args.beir]
     print(f"load average before: {os.getloadavg()}")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mrl_tui.core.transform import IDENTITY, Transform, fit_pca
+from mrl_tui.core.transforms.pca import IDENTITY, Transform, fit_pca
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SETS = [

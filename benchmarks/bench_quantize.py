@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mrl_tui.core.index import NestedIndex
-from mrl_tui.core.quantize import bytes_per_vector, encode, rescored_search
-from mrl_tui.core.transform import fit_pca
+from mrl_tui.core.search.codes import bytes_per_vector, encode, rescored_search
+from mrl_tui.core.search.index import NestedIndex
+from mrl_tui.core.transforms.pca import fit_pca
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE = Path("/tmp/mrl_tui_bench_cache")

@@ -20,9 +20,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from mrl_tui.core import index as index_module
-from mrl_tui.core.hnsw import ANCHOR_DIM, HnswGraph, graph_search
-from mrl_tui.core.index import NestedIndex
+from mrl_tui.core.search import index as index_module
+from mrl_tui.core.search.hnsw import ANCHOR_DIM, HnswGraph, graph_search
+from mrl_tui.core.search.index import NestedIndex
 
 D = 384
 DIMS = [32, 64, 128, 256, 384]

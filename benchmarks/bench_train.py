@@ -6,7 +6,7 @@
 Training reads ``corpus.jsonl`` only (`train --beir`); the queries and qrels are read afterwards,
 for the evaluation alone. The columns are the base model's vectors truncated as they are (naive),
 under PCA and under the adaptor, and the trained model's own prefixes (native MRL); every cell is
-nDCG@10 / recall@100 from `mrl_tui.core.bench`. The sets are read in place, never copied; the
+nDCG@10 / recall@100 from `core.evaluation.bench`. The sets are read in place, never copied; the
 model and the embeddings go to the cache (`--cache-dir`, else ``$MRL_TUI_CACHE_DIR`` or the
 platform cache).
 """
@@ -30,10 +30,10 @@ TRAINED = "trained native"
 
 
 def bench_set(folder: Path, args: argparse.Namespace) -> dict:
-    from mrl_tui.core import bench
-    from mrl_tui.core.beir import load_beir
-    from mrl_tui.core.embed import Embedder
-    from mrl_tui.core.train import TrainSettings, train
+    from mrl_tui.core.embedding.embed import Embedder
+    from mrl_tui.core.evaluation import bench
+    from mrl_tui.core.evaluation.beir import load_beir
+    from mrl_tui.core.training.train import TrainSettings, train
 
     settings = TrainSettings(
         max_steps=args.max_steps,
@@ -138,7 +138,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--max-seq-length", type=int, default=128)
     parser.add_argument("--evaluations", type=int, default=5, help="validations during training")
-    parser.add_argument("--learning-rate", type=float, help="default: mrl_tui.core.train's")
+    parser.add_argument(
+        "--learning-rate", type=float, help="default: mrl_tui.core.training.train's"
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--cache-dir", type=Path)
     parser.add_argument("--force", action="store_true", help="train again even if up to date")

@@ -24,7 +24,7 @@ import faiss
 import numpy as np
 from bench_search import Bandwidth, D, K, unit_vectors
 
-from mrl_tui.core.index import NestedIndex
+from mrl_tui.core.search.index import NestedIndex
 
 DIMS = [32, 64, 128, 256, 384]
 

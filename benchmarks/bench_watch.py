@@ -1,7 +1,7 @@
 """Save → searchable: how long after a file is saved the watched folder finds it.
 
 Copies `sample_corpora/notes` (our own sample) into a temporary folder, indexes it with the
-bundled model, starts the watcher (`mrl_tui.core.watch`) in a thread as the app does, then saves
+bundled model, starts the watcher (`core.cache.watch`) in a thread as the app does, then saves
 a new one-paragraph note `--saves` times and polls a keyword search for its unique word every
 10 ms (the query is embedded before the save). Printed per save: the wall time from the save to
 the first search that finds it, and the re-index time the watcher reported (walk, read, embed,
@@ -49,8 +49,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         os.environ.setdefault("MRL_TUI_CACHE_DIR", str(Path(tmp) / "cache"))
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from mrl_tui.core.cache.watch import FolderWatcher
         from mrl_tui.core.library import Library
-        from mrl_tui.core.watch import FolderWatcher
 
         folder = Path(tmp) / "notes"
         shutil.copytree(REPO / "sample_corpora" / "notes", folder)

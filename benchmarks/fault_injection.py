@@ -36,8 +36,8 @@ DRIVER = """
 import os, sys
 sys.path[:0] = [{repo!r}, {tests!r}]
 from cache_helpers import LibraryEmbedder
-import mrl_tui.core.artifacts as artifacts
-import mrl_tui.core.indexer as indexer
+import mrl_tui.core.cache.artifacts as artifacts
+import mrl_tui.core.cache.indexer as indexer
 import mrl_tui.core.library as library_module
 library_module.Embedder = lambda *a, **k: LibraryEmbedder(delay_s={delay})
 library_module.HNSW_MIN_CHUNKS = 50  # graphs are written (and killed) too

@@ -15,16 +15,16 @@ from typing import Any, NoReturn
 
 from mrl_tui import __version__
 from mrl_tui.core.errors import MrlError
-from mrl_tui.core.transform_kind import CHOICES as TRANSFORM_CHOICES
-from mrl_tui.core.transform_kind import NAIVE
+from mrl_tui.core.transforms.kind import CHOICES as TRANSFORM_CHOICES
+from mrl_tui.core.transforms.kind import NAIVE
 from mrl_tui.ui.literal import shown
 
 PRECISIONS = ("float32", "int8", "binary")
-"""Mirrors `mrl_tui.core.quantize.PRECISIONS`; not imported so `--help` stays instant."""
+"""Mirrors `mrl_tui.core.search.codes.PRECISIONS`; not imported so `--help` stays instant."""
 COMMANDS = ("index", "search", "info", "open", "bench", "watch", "train", "serve")
 RETRIEVALS = ("dense", "lexical", "hybrid")
 FUSIONS = ("rrf", "mix")
-"""Mirror `mrl_tui.core.hybrid` (not imported, for an instant `--help`)."""
+"""Mirror `mrl_tui.core.search.hybrid` (not imported, for an instant `--help`)."""
 TRAINED = "trained"
 """``--model trained``: the model `mrl-tui train` made for the folder (or BEIR set) given."""
 
@@ -283,7 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from mrl_tui.core.store import check_cache_root, default_cache_root
+    from mrl_tui.core.cache.store import check_cache_root, default_cache_root
 
     if args.command == "bench":
         return _cmd_bench(args)
@@ -359,7 +359,7 @@ SERVER_OPTIONS = ("model", "device", "trust_remote_code", "mrl", "embed_backend"
 
 
 def cache_root_text(cache_dir: Path | None) -> str:
-    """The cache root, absolute, as `mrl_tui.core.store.default_cache_root` finds it (mirrored:
+    """The cache root, absolute, as `core.cache.store.default_cache_root` finds it (mirrored:
     the store imports numpy)."""
     import os
 
@@ -396,7 +396,7 @@ def resolve_trained(args: argparse.Namespace, source: Path) -> None:
     if args.model != TRAINED:
         return
     from mrl_tui.core.errors import InputError
-    from mrl_tui.core.trained import trained_for
+    from mrl_tui.core.training.trained import trained_for
 
     model = trained_for(source, args.cache_dir)
     if model is None:
@@ -702,7 +702,7 @@ def _cmd_watch(library: Any, args: argparse.Namespace) -> int:
     """Index, then re-index on every change until Ctrl-C (exit 130, as any interrupt)."""
     import dataclasses
 
-    from mrl_tui.core.watch import FolderWatcher
+    from mrl_tui.core.cache.watch import FolderWatcher
 
     _ensure_indexed(library, wait=True)
     library.load()
@@ -732,7 +732,7 @@ def power_of_two_dims(full_dim: int) -> list[int]:
 
 
 def _cmd_info(library: Any, args: argparse.Namespace) -> int:
-    from mrl_tui.core.quantize import PRECISIONS, bytes_per_vector
+    from mrl_tui.core.search.codes import PRECISIONS, bytes_per_vector
 
     _load_with_progress(library)
     info = library.info()
@@ -804,9 +804,9 @@ def _human(n: int) -> str:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from mrl_tui.core import bench
-    from mrl_tui.core.beir import load_beir, read_folder_queries
     from mrl_tui.core.errors import InputError
+    from mrl_tui.core.evaluation import bench
+    from mrl_tui.core.evaluation.beir import load_beir, read_folder_queries
     from mrl_tui.core.library import check_folder
 
     if (args.path is None) == (args.beir is None):
@@ -820,7 +820,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     # Check the inputs before loading any model: a typo should fail in milliseconds.
     if args.beir is not None:
         data = load_beir(args.beir)
-        from mrl_tui.core.embed import Embedder
+        from mrl_tui.core.embedding.embed import Embedder
 
         with _status(f"loading {args.model or 'the bundled model'}"):
             embedder = Embedder(
@@ -893,7 +893,7 @@ def _bench_hybrid(report: dict[str, Any], eval_set: Any, dims: list[int], args: 
     """`report["hybrid"]`: keyword search, and its fusions at each dim (`--retrieval`)."""
     if args.retrieval == "dense":
         return
-    from mrl_tui.core.bench_hybrid import hybrid_report
+    from mrl_tui.core.evaluation.bench_hybrid import hybrid_report
 
     with _phase("keyword index and fusions at each dim"):
         fused = args.retrieval == "hybrid"
@@ -1055,7 +1055,7 @@ def _print_bench(report: dict[str, Any]) -> None:
         ),
         caption="funnel d:c = exact scan at d keeping c, …, then a full-dim rerank; "
         "scan = values read ÷ a full exact scan.\nrouted: each query's own dimension "
-        "(mrl_tui/core/router.py), calibrated on the corpus, no judgements.",
+        "(mrl_tui/core/search/router.py), calibrated on the corpus, no judgements.",
         box=box.SIMPLE_HEAD,
     )
     for name in ("search", f"nDCG@{k}", "of full", "R@100", "scan", "B/vec", "ms"):

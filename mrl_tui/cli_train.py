@@ -1,4 +1,4 @@
-"""`mrl-tui train`: the command's shell over `mrl_tui.core.train` (progress bar, Ctrl-C, output).
+"""`mrl-tui train`: the command's shell over `core.training.train` (progress bar, Ctrl-C, output).
 
 The first Ctrl-C asks training to stop after the current step and keep its best checkpoint so far
 (marked partial); a second one aborts at once, which keeps nothing new.
@@ -29,7 +29,7 @@ PHASES = {
 
 def cmd_train(args: argparse.Namespace) -> int:
     from mrl_tui.cli import resolve_trained
-    from mrl_tui.core.train import TrainSettings, parse_dims, train
+    from mrl_tui.core.training.train import TrainSettings, parse_dims, train
 
     if (args.path is None) == (args.beir is None):
         raise InputError("train needs either a folder or --beir DIR")

@@ -27,11 +27,11 @@ from mrl_tui.cli import (
     query_threads,
     search_payload,
 )
+from mrl_tui.core.cache.store import check_cache_root
+from mrl_tui.core.cache.watch import FolderWatcher
 from mrl_tui.core.errors import InputError, MrlError
 from mrl_tui.core.library import Library
 from mrl_tui.core.preflight import check_folder, check_has_entries
-from mrl_tui.core.store import check_cache_root
-from mrl_tui.core.watch import FolderWatcher
 
 REQUEST_TIMEOUT_S = 5.0
 READY_TIMEOUT_S = 10.0
@@ -43,7 +43,7 @@ def log(line: str) -> None:
 
 class Server:
     def __init__(self, args: Any) -> None:
-        from mrl_tui.core.embed import Embedder
+        from mrl_tui.core.embedding.embed import Embedder
 
         self.options = {name: getattr(args, name) for name in SERVER_OPTIONS}
         self.cache_root, self.transform = cache_root_text(args.cache_dir), args.transform

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mrl_tui.core.models import resolve_spec
+from mrl_tui.core.embedding.models import resolve_spec
 
 WORDS = (
     "bread",
@@ -59,7 +59,7 @@ class LibraryEmbedder:
 
     @property
     def info(self) -> object:  # what the app's title shows
-        from mrl_tui.core.embed import EmbedderInfo
+        from mrl_tui.core.embedding.embed import EmbedderInfo
 
         return EmbedderInfo(self.name, self.device, "float32", self.full_dim, 64, False)
 

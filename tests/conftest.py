@@ -25,7 +25,7 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
 
 @pytest.fixture(scope="session")
 def embedder():
-    from mrl_tui.core.embed import Embedder
+    from mrl_tui.core.embedding.embed import Embedder
 
     return Embedder(device="cpu")
 

@@ -16,11 +16,11 @@ from test_beir import write_beir
 from test_bench import DOCS, QRELS, QUERIES, run
 
 import mrl_tui.core.library as library_module
-from mrl_tui.core import bench
-from mrl_tui.core.adaptor import Adaptor, fit_adaptor
 from mrl_tui.core.errors import InputError
+from mrl_tui.core.evaluation import bench
 from mrl_tui.core.library import Library
-from mrl_tui.core.transform import fit_pca
+from mrl_tui.core.transforms.adaptor import Adaptor, fit_adaptor
+from mrl_tui.core.transforms.pca import fit_pca
 
 
 def clustered(n: int, dim: int, seed: int) -> np.ndarray:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from mrl_tui.core.beir import load_beir, read_folder_queries, read_qrels
 from mrl_tui.core.errors import InputError
+from mrl_tui.core.evaluation.beir import load_beir, read_folder_queries, read_qrels
 
 
 def write_beir(root: Path, docs: dict, queries: dict, qrels: str) -> Path:

@@ -12,9 +12,10 @@ from conftest import TOPICS, write_files
 from test_beir import write_beir
 
 from mrl_tui.cli import main
-from mrl_tui.core.bench import against_fixed, check_dims, parse_dims
 from mrl_tui.core.errors import InputError
-from mrl_tui.core.funnel import (
+from mrl_tui.core.evaluation.bench import against_fixed, check_dims, parse_dims
+from mrl_tui.core.evaluation.metrics import Scores, evaluate
+from mrl_tui.core.search.funnel import (
     AUTO_AGREEMENT,
     Funnel,
     auto_funnel,
@@ -23,8 +24,7 @@ from mrl_tui.core.funnel import (
     staged_search,
     values_read,
 )
-from mrl_tui.core.index import NestedIndex
-from mrl_tui.core.metrics import Scores, evaluate
+from mrl_tui.core.search.index import NestedIndex
 
 DOCS = {
     "bread": ("Sourdough", "Feed the starter with flour and water, then bake the loaf hot."),
@@ -185,7 +185,7 @@ def test_bench_on_a_tiny_beir_set(
     def no_embedding(*args: object, **kwargs: object) -> None:
         raise AssertionError("documents were embedded again")
 
-    monkeypatch.setattr("mrl_tui.core.embed.Embedder.embed_documents", no_embedding)
+    monkeypatch.setattr("mrl_tui.core.embedding.embed.Embedder.embed_documents", no_embedding)
     code, out, err = run(["bench", "--beir", str(tiny_beir), "--device", "cpu"], capsys)
     assert code == 0, err
     assert "routed (mean" in out

@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 from cache_helpers import LibraryEmbedder, write_corpus
 
+import mrl_tui.core.cache.store as store_module
 import mrl_tui.core.library as library_module
-import mrl_tui.core.store as store_module
 from mrl_tui import cli
-from mrl_tui.core.chunking import Chunk
+from mrl_tui.core.cache.indexer import IndexProgress
+from mrl_tui.core.cache.store import FileRecord, IndexStore
+from mrl_tui.core.corpus.chunking import Chunk
 from mrl_tui.core.errors import MrlError
-from mrl_tui.core.indexer import IndexProgress
 from mrl_tui.core.library import Library
-from mrl_tui.core.store import FileRecord, IndexStore
 
 SETTINGS: dict[str, object] = {"model": "m", "max_tokens": 64, "overlap_tokens": 8}
 
@@ -79,7 +79,7 @@ import sys
 sys.path.insert(0, {tests!r})
 from pathlib import Path
 from cache_helpers import LibraryEmbedder
-import mrl_tui.core.indexer as indexer
+import mrl_tui.core.cache.indexer as indexer
 from mrl_tui.core.library import Library
 
 indexer.COMMIT_EVERY_CHUNKS = 2

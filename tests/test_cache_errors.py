@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 from cache_helpers import LibraryEmbedder, write_corpus
 
-import mrl_tui.core.artifacts as artifacts
-import mrl_tui.core.indexer as indexer
+import mrl_tui.core.cache.artifacts as artifacts
+import mrl_tui.core.cache.indexer as indexer
 import mrl_tui.core.library as library_module
 from mrl_tui import cli
+from mrl_tui.core.cache.store import IndexStore
 from mrl_tui.core.library import Library
-from mrl_tui.core.store import IndexStore
 
 
 def _one_line(err: str) -> str:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from mrl_tui.core.chunking import Chunk, ChunkSettings, chunk_document
+from mrl_tui.core.corpus.chunking import Chunk, ChunkSettings, chunk_document
+from mrl_tui.core.corpus.readers import Document, page_marker, read_document
 from mrl_tui.core.errors import InputError
-from mrl_tui.core.readers import Document, page_marker, read_document
 
 
 def words(text: str) -> int:

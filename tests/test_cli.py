@@ -175,7 +175,7 @@ def test_route_auto_with_precision_is_a_one_line_error(
 
 def test_cli_precisions_mirror_the_core() -> None:
     from mrl_tui.cli import PRECISIONS
-    from mrl_tui.core.quantize import PRECISIONS as CORE
+    from mrl_tui.core.search.codes import PRECISIONS as CORE
 
     assert tuple(CORE) == PRECISIONS
 
@@ -183,7 +183,7 @@ def test_cli_precisions_mirror_the_core() -> None:
 @pytest.fixture
 def no_model(monkeypatch: pytest.MonkeyPatch) -> None:
     """Any attempt to load a model fails the test: these errors must come before it."""
-    from mrl_tui.core.embed import Embedder
+    from mrl_tui.core.embedding.embed import Embedder
 
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("the model was loaded before the input was checked")
@@ -227,7 +227,7 @@ def test_dim_above_an_unknown_models_dim_is_checked_after_loading(
     topic_folder: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A local model folder decides its own dim: checked once loaded, named as the flag."""
-    from mrl_tui.core.models import bundled_model_path
+    from mrl_tui.core.embedding.models import bundled_model_path
 
     model = bundled_model_path()
     assert model is not None

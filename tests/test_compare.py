@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from mrl_tui.core.compare import (
+from mrl_tui.core.search.compare import (
     agreement,
     dropped,
     ids_of,

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from mrl_tui.core.errors import CacheError, InputError
-from mrl_tui.core.hnsw import HnswGraph, graph_search
-from mrl_tui.core.index import NestedIndex
+from mrl_tui.core.search.hnsw import HnswGraph, graph_search
+from mrl_tui.core.search.index import NestedIndex
 
 
 def clustered(n: int, dim: int = 48, seed: int = 0) -> np.ndarray:

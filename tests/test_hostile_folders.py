@@ -18,11 +18,12 @@ from pathlib import Path
 import pytest
 from conftest import HashEmbedder, write_files
 
-from mrl_tui.core import indexer, readers
-from mrl_tui.core.chunking import ChunkSettings
-from mrl_tui.core.indexer import IndexReport, update_index
-from mrl_tui.core.readers import ReadError, UnreadableError, read_bytes
-from mrl_tui.core.store import IndexStore
+from mrl_tui.core.cache import indexer
+from mrl_tui.core.cache.indexer import IndexReport, update_index
+from mrl_tui.core.cache.store import IndexStore
+from mrl_tui.core.corpus import readers
+from mrl_tui.core.corpus.chunking import ChunkSettings
+from mrl_tui.core.corpus.readers import ReadError, UnreadableError, read_bytes
 
 SETTINGS = ChunkSettings(max_tokens=64, overlap_tokens=8)
 STORE_SETTINGS: dict[str, object] = {"model": "hash", "max_tokens": 64, "overlap_tokens": 8}

@@ -14,10 +14,10 @@ import pytest
 from cache_helpers import LibraryEmbedder
 from conftest import SAMPLES, write_files
 
-from mrl_tui.core import hybrid, lexical
-from mrl_tui.core.chunking import Chunk
+from mrl_tui.core.cache.store import DB_NAME, FileRecord, IndexStore
+from mrl_tui.core.corpus.chunking import Chunk
 from mrl_tui.core.library import Library
-from mrl_tui.core.store import DB_NAME, FileRecord, IndexStore
+from mrl_tui.core.search import hybrid, lexical
 
 FILES = {
     "src/rates.py": "def parse_rate(text):\n    return RateLimiter.fromConfig(text)\n",
@@ -98,7 +98,7 @@ class StoppableEmbedder(LibraryEmbedder):
 
 
 def test_a_cancelled_update_keeps_both_consistent(tmp_path: Path, monkeypatch) -> None:
-    from mrl_tui.core import indexer
+    from mrl_tui.core.cache import indexer
 
     monkeypatch.setattr(indexer, "COMMIT_EVERY_CHUNKS", 1)
     folder = write_files(tmp_path / "f", {f"n{i}.md": f"note number{i} text" for i in range(6)})

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mrl_tui.core import index as index_module
 from mrl_tui.core.errors import InputError
-from mrl_tui.core.index import STEP, Hits, NestedIndex, index_device
+from mrl_tui.core.search import index as index_module
+from mrl_tui.core.search.index import STEP, Hits, NestedIndex, index_device
 
 DIMS = [1, 7, 8, 13, 64, 65, 100, 384]
 

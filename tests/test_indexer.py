@@ -9,9 +9,9 @@ from pathlib import Path
 
 from conftest import TOPICS, HashEmbedder, write_files
 
-from mrl_tui.core.chunking import ChunkSettings
-from mrl_tui.core.indexer import IndexProgress, update_index
-from mrl_tui.core.store import IndexStore
+from mrl_tui.core.cache.indexer import IndexProgress, update_index
+from mrl_tui.core.cache.store import IndexStore
+from mrl_tui.core.corpus.chunking import ChunkSettings
 
 SETTINGS = ChunkSettings(max_tokens=64, overlap_tokens=8)
 STORE_SETTINGS: dict[str, object] = {"model": "hash", "max_tokens": 64, "overlap_tokens": 8}
@@ -76,7 +76,7 @@ def test_cancel_keeps_committed_work_and_the_next_run_finishes(tmp_path: Path) -
     files = {f"f{i:03d}.md": f"# Note {i}\n\n" + f"word{i} " * 40 for i in range(40)}
     root = write_files(tmp_path / "docs", files)
     store, emb = _store(tmp_path), HashEmbedder()
-    import mrl_tui.core.indexer as indexer
+    import mrl_tui.core.cache.indexer as indexer
 
     old = indexer.COMMIT_EVERY_CHUNKS
     indexer.COMMIT_EVERY_CHUNKS = 5
@@ -100,9 +100,9 @@ import sys, time
 sys.path.insert(0, {tests!r})
 from pathlib import Path
 from conftest import HashEmbedder
-import mrl_tui.core.indexer as indexer
-from mrl_tui.core.chunking import ChunkSettings
-from mrl_tui.core.store import IndexStore
+import mrl_tui.core.cache.indexer as indexer
+from mrl_tui.core.corpus.chunking import ChunkSettings
+from mrl_tui.core.cache.store import IndexStore
 
 class Slow(HashEmbedder):
     def embed_documents(self, texts, **kw):

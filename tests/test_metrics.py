@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from mrl_tui.core.metrics import dcg, evaluate, ndcg_at_k, paired_difference, recall_at_k
+from mrl_tui.core.evaluation.metrics import dcg, evaluate, ndcg_at_k, paired_difference, recall_at_k
 
 GRADES = {"a": 2.0, "b": 1.0, "c": 0.0, "d": 1.0}
 RANKING = ["c", "a", "x", "d"]  # c is judged non-relevant, x is unjudged, b is never retrieved

@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mrl_tui.core import embed as embed_module
-from mrl_tui.core.embed import Embedder, hub_reachable, layer_norm
+from mrl_tui.core.embedding import embed as embed_module
+from mrl_tui.core.embedding.embed import Embedder, hub_reachable, layer_norm
+from mrl_tui.core.embedding.models import KNOWN_MODELS, bundled_model_path, find_spec, resolve_spec
 from mrl_tui.core.errors import InputError
 from mrl_tui.core.library import Library
-from mrl_tui.core.models import KNOWN_MODELS, bundled_model_path, find_spec, resolve_spec
 
 TOKENIZER_FILES = (
     "tokenizer.json",

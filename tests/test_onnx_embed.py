@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mrl_tui.core import onnx_embed
+from mrl_tui.core.embedding import onnx_embed
 from mrl_tui.core.errors import InputError
 
 TEXTS = [
@@ -38,13 +38,13 @@ def onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def torch_embedder():
-    from mrl_tui.core.embed import Embedder
+    from mrl_tui.core.embedding.embed import Embedder
 
     return Embedder(device="cpu", backend="torch")
 
 
 def _onnx_embedder(backend: str, cache: Path):
-    from mrl_tui.core.embed import Embedder
+    from mrl_tui.core.embedding.embed import Embedder
 
     return Embedder(device="cpu", backend=backend, cache_root=cache)
 

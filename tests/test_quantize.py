@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from mrl_tui.core.errors import InputError
-from mrl_tui.core.index import NestedIndex
-from mrl_tui.core.quantize import (
+from mrl_tui.core.search.codes import (
     BinaryCodes,
     Int8Codes,
     bytes_per_vector,
@@ -16,6 +15,7 @@ from mrl_tui.core.quantize import (
     popcount_table,
     rescored_search,
 )
+from mrl_tui.core.search.index import NestedIndex
 
 
 def clustered(n: int, dim: int, clusters: int, seed: int) -> np.ndarray:

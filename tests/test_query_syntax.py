@@ -8,7 +8,7 @@ import numpy as np
 from conftest import HashEmbedder, write_files
 
 from mrl_tui.core.library import Library
-from mrl_tui.core.query_syntax import PathFilter, matching_rows, parse_query
+from mrl_tui.core.search.query_syntax import PathFilter, matching_rows, parse_query
 
 
 def test_parse_splits_path_terms_from_the_words() -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mrl_tui.core.readers import (
+from mrl_tui.core.corpus.readers import (
     PAGE_MARKER,
     ReadError,
     decode_text,

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from test_cli import run
 
-from mrl_tui.core.index import NestedIndex
-from mrl_tui.core.router import (
+from mrl_tui.core.search.index import NestedIndex
+from mrl_tui.core.search.router import (
     FEATURE_GROUPS,
     Route,
     Router,

@@ -33,7 +33,7 @@ sys.path.insert(0, sys.argv[1])
 import mrl_tui
 mrl_tui.__version__ = os.environ.get("STANDIN_VERSION", mrl_tui.__version__)
 from cache_helpers import LibraryEmbedder
-import mrl_tui.core.embed as embed
+import mrl_tui.core.embedding.embed as embed
 import mrl_tui.core.library as library
 
 class StandIn(LibraryEmbedder):

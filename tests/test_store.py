@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mrl_tui.core.chunking import Chunk
+from mrl_tui.core.cache.store import FileRecord, IndexStore, index_dir_for
+from mrl_tui.core.corpus.chunking import Chunk
 from mrl_tui.core.errors import CacheError
-from mrl_tui.core.store import FileRecord, IndexStore, index_dir_for
 
 SETTINGS: dict[str, object] = {"model": "m", "max_tokens": 64, "overlap_tokens": 8}
 

@@ -18,11 +18,11 @@ import pytest
 from conftest import SAMPLES, TOPICS, write_files
 
 from mrl_tui.cli import main
-from mrl_tui.core import train as train_module
+from mrl_tui.core.embedding.models import bundled_model_path, find_spec, resolve_spec
 from mrl_tui.core.errors import InputError
-from mrl_tui.core.models import bundled_model_path, find_spec, resolve_spec
-from mrl_tui.core.train import TrainSettings, train
-from mrl_tui.core.trained import PROVENANCE_FILE, models_root, trained_for, trained_models
+from mrl_tui.core.training import train as train_module
+from mrl_tui.core.training.train import TrainSettings, train
+from mrl_tui.core.training.trained import PROVENANCE_FILE, models_root, trained_for, trained_models
 
 FULL_DIMS = [32, 64, 128, 256, 384]
 FIXTURE_SETTINGS = TrainSettings(
@@ -132,8 +132,8 @@ def test_small_prefixes_agree_with_full_more_than_base_naive_prefixes(
     """On the held-out pseudo-queries (never trained on): measured 0.50 → 0.57 at 32 dims."""
     from sentence_transformers import SentenceTransformer
 
-    from mrl_tui.core.chunking import ChunkSettings
-    from mrl_tui.core.train_pairs import folder_passages, make_pairs
+    from mrl_tui.core.corpus.chunking import ChunkSettings
+    from mrl_tui.core.training.pairs import folder_passages, make_pairs
 
     passages = folder_passages(trained.folder, embedder.count_tokens, ChunkSettings(254))
     pairs = make_pairs(passages)

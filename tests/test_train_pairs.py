@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from conftest import write_files
 
-from mrl_tui.core.chunking import ChunkSettings
+from mrl_tui.core.corpus.chunking import ChunkSettings
 from mrl_tui.core.errors import InputError
-from mrl_tui.core.train_pairs import (
+from mrl_tui.core.training.pairs import (
     MIN_PASSAGES,
     Passage,
     beir_fingerprint,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mrl_tui.core.errors import InputError
-from mrl_tui.core.transform import IDENTITY, Transform, fit_pca
+from mrl_tui.core.transforms.pca import IDENTITY, Transform, fit_pca
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -10,7 +10,7 @@ import pytest
 
 from mrl_tui.cli import build_parser
 from mrl_tui.core.errors import InputError
-from mrl_tui.core.transform_kind import ADAPTOR, CHOICES, NAIVE, PCA, kind_for, resolve
+from mrl_tui.core.transforms.kind import ADAPTOR, CHOICES, NAIVE, PCA, kind_for, resolve
 
 
 def test_auto_keeps_a_native_mrl_model_as_it_is_and_rotates_the_rest() -> None:
@@ -50,5 +50,5 @@ def test_the_cli_accepts_the_core_choices(flag: str, ok: bool, capsys) -> None:
 
 def test_the_vocabulary_imports_nothing_heavy() -> None:
     """The CLI builds `--transform` from it at `--help` time."""
-    code = "import sys, mrl_tui.core.transform_kind\nassert 'numpy' not in sys.modules\n"
+    code = "import sys, mrl_tui.core.transforms.kind\nassert 'numpy' not in sys.modules\n"
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -19,9 +19,9 @@ import pytest
 from textual.widgets import Input
 from ui_helpers import QUERY, wait_for, write_corpus
 
-from mrl_tui.core.chunking import Chunk
-from mrl_tui.core.compare import ids_of, movement_label, movements, power_of_two_dims
+from mrl_tui.core.corpus.chunking import Chunk
 from mrl_tui.core.library import Hit, Library
+from mrl_tui.core.search.compare import ids_of, movement_label, movements, power_of_two_dims
 from mrl_tui.ui.app import MrlApp
 from mrl_tui.ui.screens.help import HelpScreen
 from mrl_tui.ui.screens.search import LIVE_DELAY, SearchScreen
@@ -236,7 +236,7 @@ class SlowEmbedder:
 async def test_cancel_indexing_keeps_work_and_reopens(
     embedder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import mrl_tui.core.indexer as indexer
+    import mrl_tui.core.cache.indexer as indexer
 
     monkeypatch.setattr(indexer, "COMMIT_EVERY_CHUNKS", 4)  # commit often, so a cancel keeps some
     files = {

@@ -7,8 +7,8 @@ from pathlib import Path
 from textual.widgets import Input, Static
 from ui_helpers import QUERY, wait_for, write_corpus
 
-from mrl_tui.core.compare import ids_of
 from mrl_tui.core.library import Library
+from mrl_tui.core.search.compare import ids_of
 from mrl_tui.ui.app import MrlApp
 from mrl_tui.ui.widgets.preview import Preview
 from mrl_tui.ui.widgets.ranking import RankingPane

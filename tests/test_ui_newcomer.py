@@ -17,7 +17,7 @@ from textual.widget import Widget
 from textual.widgets import Input
 from ui_helpers import wait_for, write_corpus
 
-from mrl_tui.core.chunking import Chunk
+from mrl_tui.core.corpus.chunking import Chunk
 from mrl_tui.core.library import Hit, Library
 from mrl_tui.ui.app import MrlApp
 from mrl_tui.ui.screens.about import AboutScreen

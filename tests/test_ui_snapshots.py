@@ -18,7 +18,7 @@ from conftest import SAMPLES
 from textual.widgets import Input
 from ui_helpers import wait_for
 
-from mrl_tui.core.indexer import IndexProgress
+from mrl_tui.core.cache.indexer import IndexProgress
 from mrl_tui.core.library import Library
 from mrl_tui.ui.app import MrlApp
 

@@ -12,9 +12,9 @@ from conftest import SAMPLES
 from textual.widgets import Input, Static
 from ui_helpers import QUERY, wait_for, write_corpus
 
-from mrl_tui.core.chunking import Chunk
-from mrl_tui.core.compare import ids_of
+from mrl_tui.core.corpus.chunking import Chunk
 from mrl_tui.core.library import Library
+from mrl_tui.core.search.compare import ids_of
 from mrl_tui.ui import editor
 from mrl_tui.ui.app import MrlApp
 from mrl_tui.ui.reference import default_reference

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from mrl_tui.core.corpus.walk import Skipped, walk_folder
 from mrl_tui.core.errors import InputError
-from mrl_tui.core.walk import Skipped, walk_folder
 
 
 def make(root: Path, files: dict[str, str | bytes]) -> Path:

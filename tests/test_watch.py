@@ -18,8 +18,8 @@ from cache_helpers import LibraryEmbedder, write_corpus
 from conftest import write_files
 
 from mrl_tui.core import library as library_module
+from mrl_tui.core.cache.watch import FolderWatcher, WatchUpdate
 from mrl_tui.core.library import Library
-from mrl_tui.core.watch import FolderWatcher, WatchUpdate
 
 WAIT_S = 15.0  # a loaded machine; each wait ends as soon as the update is in
 

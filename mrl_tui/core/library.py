@@ -18,24 +18,25 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from mrl_tui.core import artifacts, hybrid
-from mrl_tui.core.adaptor import Adaptor, fit_adaptor
-from mrl_tui.core.chunking import Chunk, ChunkSettings
-from mrl_tui.core.embed import Embedder, EmbedderInfo
+from mrl_tui.core.cache import artifacts
+from mrl_tui.core.cache.indexer import IndexProgress, IndexReport, update_index
+from mrl_tui.core.cache.store import IndexStore, check_cache_root, default_cache_root, index_dir_for
+from mrl_tui.core.cache.writer_lock import WAITING
+from mrl_tui.core.corpus.chunking import Chunk, ChunkSettings
+from mrl_tui.core.corpus.walk import DEFAULT_MAX_FILE_BYTES
+from mrl_tui.core.embedding.embed import Embedder, EmbedderInfo
 from mrl_tui.core.errors import CacheDamaged, CacheError, CacheUnwritable, Cancelled, InputError
-from mrl_tui.core.hnsw import ANCHOR_DIM, HNSW_MIN_CHUNKS, HnswGraph, graph_search
-from mrl_tui.core.index import Hits, NestedIndex, index_device
-from mrl_tui.core.indexer import IndexProgress, IndexReport, update_index
 from mrl_tui.core.preflight import check_folder, check_query
-from mrl_tui.core.quantize import DEFAULT_RESCORE, PRECISIONS, Codes, encode, rescored_search
-from mrl_tui.core.query_syntax import PathFilter, matching_rows
-from mrl_tui.core.router import Route, Router, TermStats, calibration_queries, scan_settings
-from mrl_tui.core.store import IndexStore, check_cache_root, default_cache_root, index_dir_for
-from mrl_tui.core.transform import IDENTITY, Transform, fit_pca
-from mrl_tui.core.transform_kind import ADAPTOR, CHOICES, NAIVE, PCA, TransformKind, check_choice
-from mrl_tui.core.transform_kind import resolve as resolve_kind
-from mrl_tui.core.walk import DEFAULT_MAX_FILE_BYTES
-from mrl_tui.core.writer_lock import WAITING
+from mrl_tui.core.search import hybrid
+from mrl_tui.core.search.codes import DEFAULT_RESCORE, PRECISIONS, Codes, encode, rescored_search
+from mrl_tui.core.search.hnsw import ANCHOR_DIM, HNSW_MIN_CHUNKS, HnswGraph, graph_search
+from mrl_tui.core.search.index import Hits, NestedIndex, index_device
+from mrl_tui.core.search.query_syntax import PathFilter, matching_rows
+from mrl_tui.core.search.router import Route, Router, TermStats, calibration_queries, scan_settings
+from mrl_tui.core.transforms.adaptor import Adaptor, fit_adaptor
+from mrl_tui.core.transforms.kind import ADAPTOR, CHOICES, NAIVE, PCA, TransformKind, check_choice
+from mrl_tui.core.transforms.kind import resolve as resolve_kind
+from mrl_tui.core.transforms.pca import IDENTITY, Transform, fit_pca
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ class Query:
     generation: int
     embed_ms: float
     paths: PathFilter | None = None
-    """The query's ``path:`` terms (`mrl_tui.core.query_syntax`): only matching files are ranked."""
+    """The query's ``path:`` terms (`core.search.query_syntax`): only matching files are ranked."""
     words: str = ""
     """What was embedded: `text` without its ``path:`` terms."""
 
@@ -72,7 +73,7 @@ class Hit:
 
 SEARCH_MODES = ("auto", "exact", "funnel")
 TRANSFORMS = CHOICES
-"""The user's transform choices (`mrl_tui.core.transform_kind`)."""
+"""The user's transform choices (`mrl_tui.core.transforms.kind`)."""
 FUNNEL_CANDIDATES = 200
 """Candidates the HNSW stage hands to the exact rerank (at least 20 per requested hit)."""
 REFIT_FRACTION = 0.10
@@ -624,7 +625,7 @@ class Library:
         mode: str = "auto",
     ) -> SearchResult:
         """Top-k by dense search at `dim` (`search`), by keywords (bm25 over the chunks' text,
-        heading and path), or both fused (`mrl_tui.core.hybrid`). Every hit says its rank in
+        heading and path), or both fused (`mrl_tui.core.search.hybrid`). Every hit says its rank in
         each list that was searched. The query's path filter holds in every mode."""
         if retrieval not in hybrid.RETRIEVALS:
             raise InputError(f"unknown retrieval {retrieval!r}; choose one of {hybrid.RETRIEVALS}")

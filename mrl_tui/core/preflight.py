@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from mrl_tui.core.embedding.models import DEFAULT_MODEL, find_spec
 from mrl_tui.core.errors import InputError
-from mrl_tui.core.models import DEFAULT_MODEL, find_spec
-from mrl_tui.core.query_syntax import ParsedQuery, parse_query
+from mrl_tui.core.search.query_syntax import ParsedQuery, parse_query
 
 
 def known_full_dim(model: str | None) -> tuple[str, int] | None:

@@ -29,7 +29,7 @@ from mrl_tui.ui.screens.search import SearchScreen
 from mrl_tui.ui.state import FolderView, Remembered
 
 if TYPE_CHECKING:
-    from mrl_tui.core.indexer import IndexProgress, IndexReport
+    from mrl_tui.core.cache.indexer import IndexProgress, IndexReport
     from mrl_tui.core.library import Library
 
 HERE = Path(__file__).parent
@@ -141,7 +141,7 @@ class MrlApp(App[int]):
         `auto_router=False` starts in manual mode (the slider's dim, not the router's), True in
         auto, None as the folder was left (auto the first time); `remember=False` neither reads
         nor writes what the app remembers between runs (`mrl_tui.ui.state`); `watch=False` does not
-        re-index on file changes (`mrl_tui.core.watch`)."""
+        re-index on file changes (`mrl_tui.core.cache.watch`)."""
         super().__init__()
         self.path = Path(path)
         self.model = model
@@ -288,7 +288,7 @@ class MrlApp(App[int]):
     @work(thread=True, group="watch")
     def _watch_folder(self, library: Library) -> None:
         """Re-index on file changes until the app ends, in this thread: the UI never waits."""
-        from mrl_tui.core.watch import FolderWatcher
+        from mrl_tui.core.cache.watch import FolderWatcher
 
         def failed(line: str) -> None:
             self._call(functools.partial(self.notify, line, severity="error", markup=False))

@@ -23,7 +23,7 @@ from mrl_tui.ui.widgets.preview import query_terms
 if TYPE_CHECKING:
     from textual.app import App
 
-    from mrl_tui.core.chunking import Chunk
+    from mrl_tui.core.corpus.chunking import Chunk
 
 GOTO_FLAG_EDITORS = frozenset({"code", "code-insiders", "codium", "cursor", "windsurf"})
 """VS Code and its forks: `code -g path:line`."""
@@ -69,7 +69,7 @@ def platform_opener() -> list[str] | None:
 def best_line(lines: list[str], first_line: int, query: str) -> int:
     """The line number (counting from `first_line`) of the line holding the most distinct query
     terms; the first one on a tie; `first_line` when no line has a term."""
-    from mrl_tui.core.lexical import query_terms as keyword_terms
+    from mrl_tui.core.search.lexical import query_terms as keyword_terms
 
     terms = set(query_terms(query))
     best, best_count = first_line, 0

@@ -8,7 +8,7 @@ always shows a trade-off: what a 64-d prefix would have found instead.
 
 from __future__ import annotations
 
-from mrl_tui.core.compare import power_of_two_dims
+from mrl_tui.core.search.compare import power_of_two_dims
 
 SMALL_REFERENCE = 64
 """The prefix compared against full, or the largest power of two below full for smaller models."""

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from mrl_tui.core.compare import (
+from mrl_tui.core.search.compare import (
     agreement,
     ids_of,
     kendall_tau,
@@ -22,7 +22,7 @@ from mrl_tui.core.compare import (
 
 if TYPE_CHECKING:
     from mrl_tui.core.library import Hit, Library, Query
-    from mrl_tui.core.router import Route
+    from mrl_tui.core.search.router import Route
 
 TOP_K = 10
 """Hits shown on each side."""

@@ -25,7 +25,7 @@ from textual.widgets import DataTable, Footer, Header, Input, Static
 from textual.worker import get_current_worker
 from textual_slider import Slider
 
-from mrl_tui.core.compare import (
+from mrl_tui.core.search.compare import (
     dropped,
     ids_of,
     kendall_tau,
@@ -34,8 +34,8 @@ from mrl_tui.core.compare import (
     power_of_two_dims,
     rank_trail,
 )
-from mrl_tui.core.query_syntax import parse_query
-from mrl_tui.core.transform_kind import KINDS, kind_for
+from mrl_tui.core.search.query_syntax import parse_query
+from mrl_tui.core.transforms.kind import KINDS, kind_for
 from mrl_tui.ui.editor import open_hit
 from mrl_tui.ui.literal import shown
 from mrl_tui.ui.reference import default_reference
@@ -63,7 +63,7 @@ from mrl_tui.ui.widgets.ranking import RankingPane, RankingTable
 
 if TYPE_CHECKING:
     from mrl_tui.core.library import Hit, Library
-    from mrl_tui.core.router import Route
+    from mrl_tui.core.search.router import Route
     from mrl_tui.ui.state import FolderView, Remembered
 
 DEFAULT_DIM = 64
@@ -661,7 +661,7 @@ class SearchScreen(Screen[None]):
         if self.library is None:
             return
         if self.library.graph is None:
-            from mrl_tui.core.hnsw import HNSW_MIN_CHUNKS
+            from mrl_tui.core.search.hnsw import HNSW_MIN_CHUNKS
 
             self.notify(
                 f"Funnel search needs an HNSW graph, built for indexes of {HNSW_MIN_CHUNKS:,}+ "

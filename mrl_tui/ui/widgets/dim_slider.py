@@ -8,7 +8,7 @@ from typing import ClassVar
 from textual.binding import Binding, BindingType
 from textual_slider import Slider
 
-from mrl_tui.core.compare import power_of_two_dims
+from mrl_tui.core.search.compare import power_of_two_dims
 
 STEP = 8
 STEP_HELP = f"slider: dimension −{STEP} / +{STEP}"

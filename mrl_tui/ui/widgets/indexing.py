@@ -12,7 +12,7 @@ from textual.widgets import ProgressBar, Static
 from mrl_tui.ui.literal import shown
 
 if TYPE_CHECKING:
-    from mrl_tui.core.indexer import IndexProgress
+    from mrl_tui.core.cache.indexer import IndexProgress
 
 
 def eta_text(seconds: float) -> str:

@@ -24,7 +24,7 @@ MARK_COLOR = (255, 200, 0)
 
 
 class Route(Protocol):
-    """What `mrl_tui.core.router.Route` carries (the UI never imports the core at module level)."""
+    """What `core.search.router.Route` carries (the UI never imports the core at module level)."""
 
     dim: int
     reasons: list[str]
@@ -125,7 +125,7 @@ REASONS: list[tuple[str, str]] = [
     (r"hard: straight to full", "several hard signs: straight to the full {full} dims"),
     (r"(?P<why>.+): exact full-dim scan", "{why}: every chunk scored at the full {full} dims"),
 ]
-"""The router's reasons (`mrl_tui.core.router`) in plain words; those about the query itself
+"""The router's reasons (`mrl_tui.core.search.router`) in plain words; those about the query itself
 are said by `query_words` instead."""
 QUERY_REASONS = re.compile(
     r"negation/qualifier |exact tokens |rare terms |long query |\d+ clauses$|\w+ keyword query$"
@@ -382,7 +382,7 @@ class StoragePanel(Vertical):
         text.append(
             f"index  {human_bytes(per_dim * s.chunks)} / {human_bytes(per_full * s.chunks)}\n"
         )
-        from mrl_tui.core.quantize import bytes_per_vector  # loaded by now: the index is open
+        from mrl_tui.core.search.codes import bytes_per_vector  # loaded by now: the index is open
 
         int8, binary = bytes_per_vector(s.dim, "int8"), bytes_per_vector(s.dim, "binary")
         text.append(f"int8 {human_bytes(int8)} · binary {human_bytes(binary)}\n", "dim")

@@ -25,7 +25,7 @@ STOPWORDS = frozenset(
 def query_terms(query: str) -> list[str]:
     """Words worth marking in the preview: no stop words, no single letters; an identifier
     gives its parts and its joined form too, as keyword search reads it (`core.lexical`)."""
-    from mrl_tui.core.lexical import query_terms as keyword_terms
+    from mrl_tui.core.search.lexical import query_terms as keyword_terms
 
     return sorted({w for w in keyword_terms(query) if len(w) > 1 and w not in STOPWORDS})
 
@@ -97,7 +97,7 @@ class Preview(VerticalScroll):
         content = Text(shown(chunk.text.strip()))
         terms = query_terms(query)
         if terms:
-            from mrl_tui.core.lexical import marked_spans
+            from mrl_tui.core.search.lexical import marked_spans
 
             for start, end in marked_spans(content.plain, terms):
                 content.stylize("bold reverse", start, end)

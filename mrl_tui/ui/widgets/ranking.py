@@ -16,7 +16,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 
-from mrl_tui.core.compare import movement_label
+from mrl_tui.core.search.compare import movement_label
 from mrl_tui.ui.literal import shown
 
 if TYPE_CHECKING:

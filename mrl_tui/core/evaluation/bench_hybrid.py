@@ -1,7 +1,7 @@
 """`mrl-tui bench`'s hybrid part: keyword search alone, and fused with dense search at each dim.
 
 The question MRL adds to hybrid search: how few dense dimensions does the fusion need to match
-dense search at full dimension? Both fusions of `mrl_tui.core.hybrid` are measured on the same
+dense search at full dimension? Both fusions of `core.search.hybrid` are measured on the same
 candidates, so the default can be chosen on figures (README.md, "Hybrid search").
 """
 
@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from mrl_tui.core import hybrid
-from mrl_tui.core.bench import RECALL_K, EvalSet, _depth, _documents
-from mrl_tui.core.lexical import MemoryIndex
-from mrl_tui.core.metrics import evaluate
+from mrl_tui.core.evaluation.bench import RECALL_K, EvalSet, _depth, _documents
+from mrl_tui.core.evaluation.metrics import evaluate
+from mrl_tui.core.search import hybrid
+from mrl_tui.core.search.lexical import MemoryIndex
 
 
 def hybrid_report(

@@ -27,19 +27,19 @@ from typing import Any
 
 import numpy as np
 
-from mrl_tui.core import artifacts
-from mrl_tui.core.adaptor import Adaptor, fit_adaptor
-from mrl_tui.core.adaptor import fit_settings as adaptor_settings
-from mrl_tui.core.beir import BeirSet, read_folder_queries
+from mrl_tui.core.cache import artifacts
+from mrl_tui.core.cache.store import default_cache_root
 from mrl_tui.core.errors import InputError
-from mrl_tui.core.funnel import auto_funnel, default_funnels, scan_fraction, staged_search
-from mrl_tui.core.index import NestedIndex, index_device
-from mrl_tui.core.metrics import Scores, evaluate, paired_difference
-from mrl_tui.core.quantize import DEFAULT_RESCORE, bytes_per_vector, encode, rescored_search
-from mrl_tui.core.router import Route, Router, TermStats, calibration_queries
-from mrl_tui.core.store import default_cache_root
-from mrl_tui.core.transform import IDENTITY, Transform, fit_pca
-from mrl_tui.core.transform_kind import ADAPTOR, KINDS, NAIVE, PCA, resolve
+from mrl_tui.core.evaluation.beir import BeirSet, read_folder_queries
+from mrl_tui.core.evaluation.metrics import Scores, evaluate, paired_difference
+from mrl_tui.core.search.codes import DEFAULT_RESCORE, bytes_per_vector, encode, rescored_search
+from mrl_tui.core.search.funnel import auto_funnel, default_funnels, scan_fraction, staged_search
+from mrl_tui.core.search.index import NestedIndex, index_device
+from mrl_tui.core.search.router import Route, Router, TermStats, calibration_queries
+from mrl_tui.core.transforms.adaptor import Adaptor, fit_adaptor
+from mrl_tui.core.transforms.adaptor import fit_settings as adaptor_settings
+from mrl_tui.core.transforms.kind import ADAPTOR, KINDS, NAIVE, PCA, resolve
+from mrl_tui.core.transforms.pca import IDENTITY, Transform, fit_pca
 
 DEFAULT_DIMS = (32, 64, 128, 256)
 RECALL_K = 100
@@ -535,7 +535,7 @@ def cached_adaptor(directory: Path, docs: np.ndarray, device: str = "cpu") -> Ad
 
 def folder_eval_set(library: Any, progress: Progress | None = None) -> EvalSet:
     """An indexed `Library` and its ``queries.tsv``: relevance is any chunk of the named file."""
-    from mrl_tui.core.beir import FOLDER_QUERIES
+    from mrl_tui.core.evaluation.beir import FOLDER_QUERIES
 
     pairs = read_folder_queries(library.root)
     library.load()

@@ -19,11 +19,11 @@ from typing import Protocol
 import numpy as np
 
 from mrl_tui import __version__
-from mrl_tui.core.chunking import Chunk, ChunkSettings, chunk_document
+from mrl_tui.core.cache.store import FileRecord, IndexStore
+from mrl_tui.core.corpus.chunking import Chunk, ChunkSettings, chunk_document
+from mrl_tui.core.corpus.readers import ReadError, UnreadableError, parse_document, read_bytes
+from mrl_tui.core.corpus.walk import DEFAULT_MAX_FILE_BYTES, Skipped, walk_folder
 from mrl_tui.core.errors import Cancelled
-from mrl_tui.core.readers import ReadError, UnreadableError, parse_document, read_bytes
-from mrl_tui.core.store import FileRecord, IndexStore
-from mrl_tui.core.walk import DEFAULT_MAX_FILE_BYTES, Skipped, walk_folder
 
 COMMIT_EVERY_CHUNKS = 256
 """Chunks embedded between commits: a cancel loses little, and batches stay full."""

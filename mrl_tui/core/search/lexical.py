@@ -7,7 +7,7 @@ the parts and the joined form the tokenizer would not make by itself. The query 
 same way, and every term is quoted: user text is never FTS5 syntax (``"``, ``*``, ``-``,
 ``NEAR``, ``:`` and ``AND`` are words or nothing, never an error).
 
-The table lives in the index's own database (`mrl_tui.core.store`), written in the same
+The table lives in the index's own database (`mrl_tui.core.cache.store`), written in the same
 transactions as the vectors; `MemoryIndex` is the same thing in memory, for benchmarks.
 """
 

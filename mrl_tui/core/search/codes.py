@@ -24,7 +24,7 @@ import math
 import numpy as np
 
 from mrl_tui.core.errors import InputError
-from mrl_tui.core.index import Hits, NestedIndex, _single_threaded_blas
+from mrl_tui.core.search.index import Hits, NestedIndex, _single_threaded_blas
 
 PRECISIONS = ("float32", "int8", "binary")
 

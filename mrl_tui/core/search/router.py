@@ -33,9 +33,9 @@ from typing import Any
 
 import numpy as np
 
-from mrl_tui.core import artifacts
-from mrl_tui.core.index import Hits, NestedIndex
-from mrl_tui.core.metrics import bootstrap_means
+from mrl_tui.core.cache import artifacts
+from mrl_tui.core.evaluation.metrics import bootstrap_means
+from mrl_tui.core.search.index import Hits, NestedIndex
 
 FORMAT_VERSION = 2
 """Saved routers of another version are calibrated again (the rules changed, not just the data)."""

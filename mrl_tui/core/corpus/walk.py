@@ -16,8 +16,7 @@ from pathlib import Path
 
 import pathspec
 
-from mrl_tui.core.errors import InputError
-from mrl_tui.core.readers import (
+from mrl_tui.core.corpus.readers import (
     DEFAULT_MAX_FILE_BYTES,
     ReadError,
     document_kind,
@@ -25,6 +24,7 @@ from mrl_tui.core.readers import (
     read_bytes,
     unreadable,
 )
+from mrl_tui.core.errors import InputError
 
 __all__ = ["DEFAULT_MAX_FILE_BYTES", "Skipped", "WalkResult", "printable", "walk_folder"]
 

@@ -28,12 +28,13 @@ from typing import Any
 import numpy as np
 
 from mrl_tui import __version__
-from mrl_tui.core.chunking import ChunkSettings
-from mrl_tui.core.embed import Embedder, resolve_model
+from mrl_tui.core.corpus.chunking import ChunkSettings
+from mrl_tui.core.corpus.walk import walk_folder
+from mrl_tui.core.embedding.embed import Embedder, resolve_model
+from mrl_tui.core.embedding.models import find_spec
 from mrl_tui.core.errors import InputError
 from mrl_tui.core.library import check_folder
-from mrl_tui.core.models import find_spec
-from mrl_tui.core.train_pairs import (
+from mrl_tui.core.training.pairs import (
     PairSet,
     beir_fingerprint,
     beir_passages,
@@ -41,7 +42,7 @@ from mrl_tui.core.train_pairs import (
     folder_passages,
     make_pairs,
 )
-from mrl_tui.core.trained import (
+from mrl_tui.core.training.trained import (
     FORMAT,
     current_model,
     models_root,
@@ -49,8 +50,7 @@ from mrl_tui.core.trained import (
     publish,
     training_key,
 )
-from mrl_tui.core.transform import fit_pca
-from mrl_tui.core.walk import walk_folder
+from mrl_tui.core.transforms.pca import fit_pca
 
 DEFAULT_DIMS = (32, 64, 128, 256)
 """Trained prefixes below full; the model's full dimension is always trained too."""

@@ -112,7 +112,7 @@ KNOWN_MODELS: tuple[ModelSpec, ...] = (
 def trained_spec(name: str) -> ModelSpec | None:
     """A folder `mrl-tui train` wrote: native MRL at the dims it was trained at. Prompts and
     loading rules come from its base model's entry; no layer norm (the loss truncates as is)."""
-    from mrl_tui.core.trained import read_provenance
+    from mrl_tui.core.training.trained import read_provenance
 
     folder = Path(name).expanduser()
     provenance = read_provenance(folder) if folder.is_dir() else None

@@ -16,20 +16,20 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mrl_tui.core.errors import Cancelled, InputError, ModelLoadError
-from mrl_tui.core.models import (
+from mrl_tui.core.embedding.models import (
     DEFAULT_MODEL,
     ModelSpec,
     bundled_model_path,
     find_spec,
     resolve_spec,
 )
-from mrl_tui.core.onnx_embed import check_backend
+from mrl_tui.core.embedding.onnx_embed import check_backend
+from mrl_tui.core.errors import Cancelled, InputError, ModelLoadError
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
-    from mrl_tui.core.onnx_embed import OnnxEncoder
+    from mrl_tui.core.embedding.onnx_embed import OnnxEncoder
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DEFAULT_BATCH_SIZE = 32
@@ -195,8 +195,8 @@ class Embedder:
         return model
 
     def _load_onnx(self, cache_root: Path | None) -> OnnxEncoder:
-        from mrl_tui.core.onnx_embed import OnnxEncoder, exported_model
-        from mrl_tui.core.store import default_cache_root
+        from mrl_tui.core.cache.store import default_cache_root
+        from mrl_tui.core.embedding.onnx_embed import OnnxEncoder, exported_model
 
         try:
             path = exported_model(

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mrl_tui.core.artifacts import digest as file_digest
-from mrl_tui.core.artifacts import fsync_dir
+from mrl_tui.core.cache.artifacts import digest as file_digest
+from mrl_tui.core.cache.artifacts import fsync_dir
 from mrl_tui.core.errors import InputError, ModelLoadError
 
 if TYPE_CHECKING:

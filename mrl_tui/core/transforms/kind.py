@@ -43,7 +43,7 @@ ADAPTOR = TransformKind("adaptor", "adaptor", "adaptor", "adaptor")
 KINDS = (NAIVE, PCA, ADAPTOR)
 CHOICES = (AUTO, *(kind.choice for kind in KINDS))
 """auto: native MRL models as they are, PCA for the rest; naive: truncate as is; pca: always;
-adaptor: PCA plus a rotation of its head fitted to the corpus (`mrl_tui.core.adaptor`)."""
+adaptor: PCA plus a rotation of its head fitted to the corpus (`core.transforms.adaptor`)."""
 
 
 def check_choice(choice: str) -> str:

@@ -3,16 +3,16 @@
 Layout of one index directory:
 - `index.db`: SQLite. `meta` (schema version, settings, generation), `files` (fingerprints),
   `chunks` (text, line range, heading trail and the full float32 vector as a BLOB) and
-  `chunks_fts` (the keyword index, `mrl_tui.core.lexical`; a trigger drops a chunk's row with the
+  `chunks_fts` (the keyword index, `core.search.lexical`; a trigger drops a chunk's row with the
   chunk). Every change is one transaction, so a process killed at any moment leaves the last
   committed state, vectors and keywords alike.
 - `vectors-<db id>-<generation>.npy`: a snapshot of all vectors (rows in chunk-id order) for fast
   loading, rebuilt from SQLite whenever the generation moved on.
 - other derived files (transforms, HNSW graphs, routers) named the same way. Each is written
   atomically and recorded in the `derived` table with its size, sha256 and shape, and is used only
-  when it matches (`mrl_tui.core.artifacts`). The random database id binds them to the database
+  when it matches (`core.cache.artifacts`). The random database id binds them to the database
   that made them: a lost or replaced `index.db` never serves an old snapshot.
-- `writer.lock`: held by the one process that indexes (`mrl_tui.core.writer_lock`).
+- `writer.lock`: held by the one process that indexes (`mrl_tui.core.cache.writer_lock`).
 Damage found in the database is a `CacheDamaged` (the library rebuilds from the folder); a full
 disk or a read-only folder is a `CacheUnwritable` (one line; what was committed stays). A cache on
 a read-only mount opens read-only and is searchable. Nothing here is ever unpickled or executed.
@@ -35,10 +35,11 @@ from pathlib import Path
 
 import numpy as np
 
-from mrl_tui.core import artifacts, lexical
-from mrl_tui.core.chunking import Chunk
+from mrl_tui.core.cache import artifacts
+from mrl_tui.core.cache.writer_lock import WriterLock
+from mrl_tui.core.corpus.chunking import Chunk
 from mrl_tui.core.errors import CacheDamaged, CacheError, CacheUnwritable, MrlError
-from mrl_tui.core.writer_lock import WriterLock
+from mrl_tui.core.search import lexical
 
 SCHEMA_VERSION = 1
 CACHE_ENV = "MRL_TUI_CACHE_DIR"

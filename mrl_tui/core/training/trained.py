@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mrl_tui.core.store import default_cache_root
+from mrl_tui.core.cache.store import default_cache_root
 
 PROVENANCE_FILE = "mrl_tui_training.json"
 FORMAT = 1

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mrl_tui.core.errors import InputError
-from mrl_tui.core.transform import fit_pca
+from mrl_tui.core.transforms.pca import fit_pca
 
 PREFIX_DIMS = (16, 32, 64, 128)
 """The largest of these below the full dim is the learned head; the losses and checks are taken

@@ -14,8 +14,8 @@ import string
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from mrl_tui.core.corpus.readers import PAGE_MARKER, Document
 from mrl_tui.core.errors import InputError
-from mrl_tui.core.readers import PAGE_MARKER, Document
 
 
 @dataclass(frozen=True)

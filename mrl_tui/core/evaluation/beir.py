@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mrl_tui.core.errors import InputError
-from mrl_tui.core.metrics import has_relevant
+from mrl_tui.core.evaluation.metrics import has_relevant
 
 QRELS = Path("qrels") / "test.tsv"
 FOLDER_QUERIES = "queries.tsv"

@@ -24,14 +24,14 @@ from pathlib import Path
 
 import numpy as np
 
-from mrl_tui.core.artifacts import digest as file_digest
-from mrl_tui.core.beir import read_corpus
-from mrl_tui.core.chunking import ChunkSettings, chunk_document
+from mrl_tui.core.cache.artifacts import digest as file_digest
+from mrl_tui.core.cache.indexer import embedding_text
+from mrl_tui.core.corpus.chunking import ChunkSettings, chunk_document
+from mrl_tui.core.corpus.readers import ReadError, read_bytes, read_document
+from mrl_tui.core.corpus.walk import DEFAULT_MAX_FILE_BYTES as MAX_FILE_BYTES
+from mrl_tui.core.corpus.walk import walk_folder
 from mrl_tui.core.errors import InputError
-from mrl_tui.core.indexer import embedding_text
-from mrl_tui.core.readers import ReadError, read_bytes, read_document
-from mrl_tui.core.walk import DEFAULT_MAX_FILE_BYTES as MAX_FILE_BYTES
-from mrl_tui.core.walk import walk_folder
+from mrl_tui.core.evaluation.beir import read_corpus
 
 MIN_PASSAGES = 16
 """Fewer distinct passages than this give too few in-batch negatives and validation queries."""

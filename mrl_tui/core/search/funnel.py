@@ -7,7 +7,7 @@ full-dimension scan (``N·full_dim``): `scan_fraction`.
 
 `auto_funnel` picks the cheapest funnel that agrees with exact search on pseudo-queries cut from the
 corpus itself, never on relevance judgements. An HNSW graph can replace the exact scan on large
-corpora: see `mrl_tui.core.hnsw.graph_search`.
+corpora: see `mrl_tui.core.search.hnsw.graph_search`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mrl_tui.core.index import NestedIndex
+from mrl_tui.core.search.index import NestedIndex
 
 FUNNEL_DIMS = (32, 48, 64)
 FUNNEL_CANDIDATES = (50, 100, 200)
@@ -58,7 +58,7 @@ def scan_fraction(funnel: Funnel, n: int, full_dim: int) -> float:
 def staged_search(index: NestedIndex, query: np.ndarray, funnel: Funnel, depth: int) -> np.ndarray:
     """Row ids, best first, ``min(depth, N)`` long.
 
-    The candidate stage is an exact scan; an approximate source (HNSW, `mrl_tui.core.hnsw`) would
+    The candidate stage is an exact scan; an approximate source (HNSW, `core.search.hnsw`) would
     replace this first `index.search`, and its term in `values_read`.
     """
     first_dim, first_kept = funnel.stages[0]

@@ -16,9 +16,9 @@ from pathlib import Path
 import hnswlib
 import numpy as np
 
-from mrl_tui.core import artifacts
+from mrl_tui.core.cache import artifacts
 from mrl_tui.core.errors import CacheError, InputError
-from mrl_tui.core.index import Hits, NestedIndex
+from mrl_tui.core.search.index import Hits, NestedIndex
 
 ANCHOR_DIM = 64
 """Graph dimension: cheap distances, and recall of the funnel stays high for d from 32 to full."""

@@ -1,0 +1,1 @@
+"""Files → documents → chunks: the folder walk, the safe readers, the chunker."""

@@ -1,0 +1,1 @@
+"""Chunks → vectors: the model registry, the sentence-transformers embedder, the ONNX backend."""

@@ -1,0 +1,1 @@
+"""Judged retrieval: BEIR readers, metrics, and `mrl-tui bench`."""

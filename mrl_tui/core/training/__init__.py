@@ -1,0 +1,4 @@
+"""`mrl-tui train`.
+
+Pairs cut from a corpus, MatryoshkaLoss fine-tuning, the registry of trained models.
+"""

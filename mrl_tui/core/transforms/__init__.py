@@ -1,0 +1,1 @@
+"""What prefixes are taken of: the transform vocabulary, PCA, the learned adaptor."""
