@@ -31,8 +31,10 @@ TRAINED = "trained native"
 
 def bench_set(folder: Path, args: argparse.Namespace) -> dict:
     from mrl_tui.core.embedding.embed import Embedder
-    from mrl_tui.core.evaluation import bench
     from mrl_tui.core.evaluation.beir import load_beir
+    from mrl_tui.core.evaluation.embeddings_cache import beir_cache_dir
+    from mrl_tui.core.evaluation.measure import run_compare
+    from mrl_tui.core.evaluation.sets import beir_eval_set, retransformed
     from mrl_tui.core.training.train import TrainSettings, train
 
     settings = TrainSettings(
@@ -56,14 +58,12 @@ def bench_set(folder: Path, args: argparse.Namespace) -> dict:
     data = load_beir(folder)  # the judgements, for the evaluation only
     started = time.perf_counter()
     base = Embedder(device=args.device, backend="torch")  # as the trained model runs
-    raw = bench.beir_eval_set(folder, data, base, None, args.cache_dir, transform="naive")
-    directory = bench.beir_cache_dir(folder, data.name, base.name, args.cache_dir)
-    sets = {
-        label: bench.retransformed(raw, name, False, directory) for name, label in COLUMNS.items()
-    }
+    raw = beir_eval_set(folder, data, base, None, args.cache_dir, transform="naive")
+    directory = beir_cache_dir(folder, data.name, base.name, args.cache_dir)
+    sets = {label: retransformed(raw, name, False, directory) for name, label in COLUMNS.items()}
     mine = Embedder(str(result.model_path), device=args.device)
-    sets[TRAINED] = bench.beir_eval_set(folder, data, mine, None, args.cache_dir, transform="auto")
-    report = bench.run_compare(sets, TRAINED, DIMS, k=10)
+    sets[TRAINED] = beir_eval_set(folder, data, mine, None, args.cache_dir, transform="auto")
+    report = run_compare(sets, TRAINED, DIMS, k=10).to_dict()
     compared = report["compare"]["rows"]
     rows = [{"dim": r["dim"], **{name: r[name] for name in sets}} for r in compared]
     base_full = rows[-1][COLUMNS["naive"]]["ndcg10"]

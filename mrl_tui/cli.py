@@ -9,22 +9,36 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from mrl_tui import __version__
-from mrl_tui.core.errors import MrlError
+from mrl_tui.core.choices import DEVICES, EMBED_BACKENDS, FUSIONS, PRECISIONS, RETRIEVALS
+from mrl_tui.core.errors import MrlError, spelled
 from mrl_tui.core.transforms.kind import CHOICES as TRANSFORM_CHOICES
-from mrl_tui.core.transforms.kind import NAIVE
 from mrl_tui.ui.literal import shown
 
-PRECISIONS = ("float32", "int8", "binary")
-"""Mirrors `mrl_tui.core.search.codes.PRECISIONS`; not imported so `--help` stays instant."""
+if TYPE_CHECKING:
+    from mrl_tui.core.evaluation.bench import BenchHooks
+    from mrl_tui.core.evaluation.report import BenchReport, CompareReport
+    from mrl_tui.core.library import Library
+
 COMMANDS = ("index", "search", "info", "open", "bench", "watch", "train", "serve")
-RETRIEVALS = ("dense", "lexical", "hybrid")
-FUSIONS = ("rrf", "mix")
-"""Mirror `mrl_tui.core.search.hybrid` (not imported, for an instant `--help`)."""
+FLAGS = {
+    "k": "--k",
+    "dim": "--dim",
+    "dims": "--dims",
+    "rescore": "--rescore",
+    "device": "--device",
+    "embed backend": "--embed-backend",
+    "cache folder": "--cache-dir",
+    "trust remote code": "--trust-remote-code",
+    "retrieval": "--retrieval",
+    "beir": "--beir",
+}
+"""The core names settings in words (`core.errors`); the CLI says its flags instead."""
 TRAINED = "trained"
 """``--model trained``: the model `mrl-tui train` made for the folder (or BEIR set) given."""
 
@@ -67,11 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="sentence-transformers model name or folder (default: bundled all-MiniLM-L6-v2); "
         "'trained': the model `mrl-tui train` made for this folder",
     )
-    common.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    common.add_argument("--device", default="auto", choices=DEVICES)
     common.add_argument(
         "--embed-backend",
         default="torch",
-        choices=["torch", "onnx", "onnx-int8"],
+        choices=EMBED_BACKENDS,
         help="onnx / onnx-int8 (CPU only, needs mrl-tui[onnx]): run the model on ONNX Runtime, "
         "fp32 or int8-quantised (faster; see README); each backend has its own index",
     )
@@ -271,7 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         served = _search_served(args) if args.command == "search" else None
         return _run(args) if served is None else served
     except MrlError as exc:
-        print(f"mrl-tui: {exc}", file=sys.stderr)
+        print(f"mrl-tui: {spelled(exc, FLAGS)}", file=sys.stderr)
         return 1
     except OSError as exc:  # the file system said no where nothing else catches it: one line
         where = f"{exc.filename}: " if exc.filename else ""
@@ -375,7 +389,6 @@ def cache_root_text(cache_dir: Path | None) -> str:
 def _check_before_loading(args: argparse.Namespace) -> None:
     """What can be told without the model, told in milliseconds (loading it takes seconds)."""
     from mrl_tui.core import preflight
-    from mrl_tui.core.errors import InputError
     from mrl_tui.core.preflight import check_folder
 
     folder = check_folder(args.path)
@@ -385,10 +398,7 @@ def _check_before_loading(args: argparse.Namespace) -> None:
         return
     preflight.check_query(args.query)
     if args.dim:
-        try:
-            preflight.check_dim_known(args.dim, args.model)
-        except InputError as exc:
-            raise InputError(f"--{exc}") from None
+        preflight.check_dim_known(args.dim, args.model)
 
 
 def resolve_trained(args: argparse.Namespace, source: Path) -> None:
@@ -408,7 +418,7 @@ def resolve_trained(args: argparse.Namespace, source: Path) -> None:
     args.model = str(model.path)
 
 
-def _open_library(args: argparse.Namespace) -> Any:
+def _open_library(args: argparse.Namespace) -> Library:
     from mrl_tui.core.library import Library
 
     with _status(f"loading {args.model or 'the bundled model'}"):
@@ -426,19 +436,19 @@ def _open_library(args: argparse.Namespace) -> Any:
     return library
 
 
-def _print_messages(library: Any) -> None:
+def _print_messages(library: Library) -> None:
     """Rebuilt caches, waits for another indexer, files that could not be saved: one line each."""
     for message in library.take_messages():
         print(f"mrl-tui: {message}", file=sys.stderr)
 
 
-def _status(text: str) -> Any:
+def _status(text: str) -> AbstractContextManager[object]:
     from rich.console import Console
 
     return Console(stderr=True).status(text)
 
 
-def _index_with_progress(library: Any, wait: bool = True) -> Any:
+def _index_with_progress(library: Library, wait: bool = True) -> Any:
     """Run `library.update()` under a rich progress bar on stderr (files, chunks, chunks/s, ETA).
 
     `wait=False`: when another process is indexing, use what it has committed (a search)."""
@@ -494,7 +504,7 @@ def _index_with_progress(library: Any, wait: bool = True) -> Any:
         return library.update(on_progress=show, wait=wait)
 
 
-def _load_with_progress(library: Any) -> None:
+def _load_with_progress(library: Library) -> None:
     """`library.load()`: the transform, then (20,000+ chunks) the HNSW graph, whose first build
     takes minutes on a CPU, under a bar on stderr; a loaded index costs nothing here."""
     from rich.console import Console
@@ -518,7 +528,7 @@ def _load_with_progress(library: Any) -> None:
         library.load(on_graph_progress=show)
 
 
-def _cmd_index(library: Any, args: argparse.Namespace) -> int:
+def _cmd_index(library: Library, args: argparse.Namespace) -> int:
     report = _index_with_progress(library)
     if report.chunks_total and not report.cancelled:
         _load_with_progress(library)  # the first search after `index` then starts at once
@@ -565,7 +575,7 @@ def nothing_indexed(root: Path, skipped: Sequence[Any]) -> str:
     return f"nothing to index in {root}: {len(skipped)} files skipped ({why})"
 
 
-def _ensure_indexed(library: Any, wait: bool = False) -> None:
+def _ensure_indexed(library: Library, wait: bool = False) -> None:
     report = _index_with_progress(library, wait=wait)
     if report.chunks_total == 0:
         from mrl_tui.core.errors import InputError
@@ -573,7 +583,7 @@ def _ensure_indexed(library: Any, wait: bool = False) -> None:
         raise InputError(nothing_indexed(library.root, report.skipped))
 
 
-def _cmd_search(library: Any, args: argparse.Namespace) -> int:
+def _cmd_search(library: Library, args: argparse.Namespace) -> int:
     _search_dim(library, args)  # bad flags fail before the folder is indexed
     _ensure_indexed(library)
     _load_with_progress(library)
@@ -600,7 +610,7 @@ SEARCH_FIELDS = ("query", "dim", "route", "k", "precision", "rescore", "retrieva
 """The `search` flags that shape the answer: what a client sends `mrl-tui serve`."""
 
 
-def _search_dim(library: Any, args: Any) -> int:
+def _search_dim(library: Library, args: Any) -> int:
     """The dim to search at (checked), and one line for flags that do not go together."""
     from mrl_tui.core.errors import InputError
 
@@ -615,7 +625,7 @@ def _search_dim(library: Any, args: Any) -> int:
     return dim
 
 
-def search_payload(library: Any, args: Any) -> dict[str, Any]:
+def search_payload(library: Library, args: Any) -> dict[str, Any]:
     """What `search --json` prints, of an indexed library; the server answers with the same."""
     dim = _search_dim(library, args)
     library.load()
@@ -698,7 +708,7 @@ def print_search(data: dict[str, Any], as_json: bool) -> None:
         console.print(f"route {summary}", style="dim", markup=False, highlight=False)
 
 
-def _cmd_watch(library: Any, args: argparse.Namespace) -> int:
+def _cmd_watch(library: Library, args: argparse.Namespace) -> int:
     """Index, then re-index on every change until Ctrl-C (exit 130, as any interrupt)."""
     import dataclasses
 
@@ -731,7 +741,7 @@ def power_of_two_dims(full_dim: int) -> list[int]:
     return [*dims, full_dim]
 
 
-def _cmd_info(library: Any, args: argparse.Namespace) -> int:
+def _cmd_info(library: Library, args: argparse.Namespace) -> int:
     from mrl_tui.core.search.codes import PRECISIONS, bytes_per_vector
 
     _load_with_progress(library)
@@ -804,10 +814,11 @@ def _human(n: int) -> str:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
+    """Checks the flags, then renders what `core.evaluation.bench.run` measured."""
     from mrl_tui.core.errors import InputError
     from mrl_tui.core.evaluation import bench
-    from mrl_tui.core.evaluation.beir import load_beir, read_folder_queries
-    from mrl_tui.core.library import check_folder
+    from mrl_tui.core.evaluation.report import CompareReport, to_json
+    from mrl_tui.core.evaluation.svg import plot_svg
 
     if (args.path is None) == (args.beir is None):
         raise InputError("bench needs either a folder holding queries.tsv or --beir DIR")
@@ -817,71 +828,28 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         raise InputError(f"--plot {args.plot}: the plot is written as SVG; name it *.svg")
     if args.compare and args.plot:
         raise InputError("--compare prints a table only (no --plot)")
-    # Check the inputs before loading any model: a typo should fail in milliseconds.
-    if args.beir is not None:
-        data = load_beir(args.beir)
-        from mrl_tui.core.embedding.embed import Embedder
-
-        with _status(f"loading {args.model or 'the bundled model'}"):
-            embedder = Embedder(
-                args.model,
-                device=args.device,
-                trust_remote_code=args.trust_remote_code,
-                mrl=args.mrl,
-                backend=args.embed_backend,
-                cache_root=args.cache_dir,
-            )
-        dims = bench.check_dims(dims or bench.DEFAULT_DIMS, embedder.full_dim, given=bool(dims))
-        names = bench.COMPARE_TRANSFORMS if args.compare else (args.transform,)
-        with _bench_progress() as progress:
-            sets = {
-                name: bench.beir_eval_set(
-                    args.beir, data, embedder, progress, args.cache_dir, transform=name
-                )
-                for name in names
-            }
-        if args.compare:
-            chosen = bench.resolve_transform(args.transform, embedder.spec.native_mrl)
-            with _phase(COMPARE_PHASE):
-                report = bench.run_compare(sets, chosen, dims, args.k)
-        else:
-            with _phase(BENCH_PHASE):
-                report = bench.run_bench(sets[args.transform], dims, args.k, args.precision)
-            _bench_hybrid(report, sets[args.transform], dims, args)
-    else:
-        read_folder_queries(check_folder(args.path))
-        chosen = args.transform
-        if args.compare:
-            args.transform = NAIVE.choice  # the model's own vectors; each is fitted on them
-        library = _open_library(args)
-        try:
-            dims = bench.check_dims(dims or bench.DEFAULT_DIMS, library.full_dim, given=bool(dims))
-            _ensure_indexed(library, wait=True)  # figures of a complete index
-            # After the queries, the pseudo-queries (funnel, router) are embedded unreported.
-            silent = {"embedding queries": "embedding pseudo-queries for the funnel and router"}
-            with _bench_progress(silent) as progress:
-                eval_set = bench.folder_eval_set(library, progress)
-            native = library.embedder.spec.native_mrl
-        finally:
-            _print_messages(library)
-            library.close()
-        if args.compare:
-            sets = {}
-            for name in bench.COMPARE_TRANSFORMS:
-                with _phase(f"fitting {name} on the index"):
-                    sets[name] = bench.retransformed(eval_set, name, native)
-            with _phase(COMPARE_PHASE):
-                chosen = bench.resolve_transform(chosen, native)
-                report = bench.run_compare(sets, chosen, dims, args.k)
-        else:
-            with _phase(BENCH_PHASE):
-                report = bench.run_bench(eval_set, dims, args.k, args.precision)
-            _bench_hybrid(report, eval_set, dims, args)
-    if args.plot:
-        args.plot.write_text(bench.plot_svg(report), encoding="utf-8")
+    request = bench.BenchRequest(
+        beir=args.beir,
+        folder=args.path,
+        dims=None if dims is None else tuple(dims),
+        k=args.k,
+        precision=args.precision,
+        transform=args.transform,
+        retrieval=args.retrieval,
+        compare=args.compare,
+        model=args.model,
+        device=args.device,
+        trust_remote_code=args.trust_remote_code,
+        mrl=args.mrl,
+        embed_backend=args.embed_backend,
+        cache_root=args.cache_dir,
+    )
+    report = bench.run(request, _bench_hooks(args))
+    if args.plot and not isinstance(report, CompareReport):
+        args.plot.write_text(plot_svg(report), encoding="utf-8")
     if args.json:
-        print(bench.to_json(report))
-    elif args.compare:
+        print(to_json(report))
+    elif isinstance(report, CompareReport):
         _print_compare(report)
     else:
         _print_bench(report)
@@ -889,99 +857,104 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bench_hybrid(report: dict[str, Any], eval_set: Any, dims: list[int], args: Any) -> None:
-    """`report["hybrid"]`: keyword search, and its fusions at each dim (`--retrieval`)."""
-    if args.retrieval == "dense":
-        return
-    from mrl_tui.core.evaluation.bench_hybrid import hybrid_report
+def _bench_hooks(args: argparse.Namespace) -> BenchHooks:
+    """Bench's long steps shown on stderr; a folder opened as the other commands open it."""
+    import contextlib
 
-    with _phase("keyword index and fusions at each dim"):
-        fused = args.retrieval == "hybrid"
-        report["hybrid"] = hybrid_report(eval_set, dims, args.k, with_fusion=fused)
+    from mrl_tui.core.evaluation.bench import BenchHooks
+
+    @contextlib.contextmanager
+    def library(transform: str) -> Iterator[Library]:
+        opened = _open_library(argparse.Namespace(**{**vars(args), "transform": transform}))
+        try:
+            yield opened
+        finally:
+            _print_messages(opened)
+            opened.close()
+
+    return BenchHooks(
+        status=_status,
+        phase=_phase,
+        embedding=_bench_progress,
+        library=library,
+        index=lambda opened: _ensure_indexed(opened, wait=True),
+    )
 
 
-def _print_hybrid(report: dict[str, Any]) -> None:
+def _print_hybrid(report: BenchReport) -> None:
     from rich import box
     from rich.console import Console
     from rich.table import Table
 
-    hybrid = report.get("hybrid")
+    hybrid, k = report.hybrid, report.k
     if not hybrid:
         return
-    key, k = f"ndcg{report['k']}", report["k"]
     console = Console()
-    lexical = hybrid["lexical"]
-    console.print(
-        f"keywords only (bm25): nDCG@{k} {lexical[key]:.4f}, R@100 {lexical['recall100']:.4f}"
-    )
-    if "rows" not in hybrid:
+    lexical = hybrid.lexical
+    console.print(f"keywords only (bm25): nDCG@{k} {lexical.ndcg:.4f}, R@100 {lexical.recall:.4f}")
+    if hybrid.rows is None:
         return
     table = Table(
         caption=f"cells: nDCG@{k}/recall@100; hybrid = bm25 fused with dense at the dim "
-        f"(top {hybrid['candidates']} of each). rrf: reciprocal-rank fusion (default "
-        f"{hybrid['default']}); mix: min-max cosine + bm25/max, equal weights.",
+        f"(top {hybrid.candidates} of each). rrf: reciprocal-rank fusion (default "
+        f"{hybrid.default}); mix: min-max cosine + bm25/max, equal weights.",
         box=box.SIMPLE_HEAD,
     )
     for name in ("dim", "dense", "hybrid rrf", "hybrid mix"):
         table.add_column(name, justify="right", no_wrap=True)
-    for row in hybrid["rows"]:
-        cells = [f"{row[c][key]:.4f}/{row[c]['recall100']:.3f}" for c in ("dense", "rrf", "mix")]
-        table.add_row(str(row["dim"]), *cells)
+    for row in hybrid.rows:
+        cells = [row.dense, row.fused["rrf"], row.fused["mix"]]
+        table.add_row(str(row.dim), *(f"{c.ndcg:.4f}/{c.recall:.3f}" for c in cells))
     console.print(table)
-    for name, dim in hybrid["reaches_full"].items():
-        best = hybrid["best"][name]
+    best = hybrid.best()
+    for name, dim in hybrid.reaches_full().items():
+        best_dim, best_ndcg = best[name]
         console.print(
             f"hybrid {name}: "
             + (
-                f"reaches dense full-dim nDCG@{k} ({hybrid['dense_full']:.4f}) at {dim}d"
+                f"reaches dense full-dim nDCG@{k} ({hybrid.dense_full:.4f}) at {dim}d"
                 if dim is not None
-                else f"best {best[key]:.4f} at {best['dim']}d, below dense full-dim "
-                f"{hybrid['dense_full']:.4f}"
+                else f"best {best_ndcg:.4f} at {best_dim}d, below dense full-dim "
+                f"{hybrid.dense_full:.4f}"
             ),
             markup=False,
             highlight=False,
         )
 
 
-def _print_compare(report: dict[str, Any]) -> None:
+def _print_compare(report: CompareReport) -> None:
     from rich import box
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
-    compare, k = report["compare"], report["k"]
-    cached = set(compare.get("fit_cached", []))
+    k, cached = report.k, set(report.fit_cached)
     fits = ", ".join(
         f"{name} cached" if name in cached else f"{name} {s:.1f} s"
-        for name, s in compare["fit_seconds"].items()
+        for name, s in report.fit_seconds.items()
     )
     table = Table(
         title=Text(
-            f"{shown(report['dataset'])}: {report['docs']} docs, {report['queries']} judged "
-            f"queries, {report['model'].split('/')[-1]}"
+            f"{shown(report.dataset)}: {report.docs} docs, {report.queries} judged "
+            f"queries, {report.model.split('/')[-1]}"
         ),
         caption=f"cells: nDCG@{k}/recall@100. int8 and binary scan codes of the "
-        f"{compare['chosen']} vectors, then rescore exactly. Fit: {fits}.",
+        f"{report.chosen} vectors, then rescore exactly. Fit: {fits}.",
         box=box.SIMPLE_HEAD,
         padding=(0, 1),
         pad_edge=False,
         collapse_padding=True,
     )
     table.add_column("dim", justify="right", no_wrap=True)
-    for name in compare["columns"]:
+    for name in report.columns:
         table.add_column(name, justify="right", no_wrap=True)
-    key = f"ndcg{k}"
-    for row in compare["rows"]:
-        cells = [f"{row[c][key]:.4f}/{row[c]['recall100']:.3f}" for c in compare["columns"]]
-        table.add_row(str(row["dim"]), *cells)
+    for row in report.rows:
+        cells = [row.cells[c] for c in report.columns]
+        table.add_row(str(row.dim), *(f"{c.ndcg:.4f}/{c.recall:.3f}" for c in cells))
     Console().print(table)
 
 
-BENCH_PHASE = "scoring each dim and funnel, calibrating the router"
-COMPARE_PHASE = "scoring each transform and precision"
-
-
-def _phase(text: str) -> Any:
+def _phase(text: str) -> AbstractContextManager[None]:
     """A context manager for a long step that reports no progress: a spinner on stderr while it
     runs, then one line saying how long it took."""
     import contextlib
@@ -990,7 +963,7 @@ def _phase(text: str) -> Any:
     from rich.console import Console
 
     @contextlib.contextmanager
-    def phase() -> Any:
+    def phase() -> Iterator[None]:
         console = Console(stderr=True)
         started = time.perf_counter()
         with console.status(f"{text}…"):
@@ -1000,7 +973,9 @@ def _phase(text: str) -> Any:
     return phase()
 
 
-def _bench_progress(silent: dict[str, str] | None = None) -> Any:
+def _bench_progress(
+    silent: dict[str, str] | None = None,
+) -> AbstractContextManager[Callable[[str, int, int], None]]:
     """A context manager yielding progress(what, done, total): one rich bar per stage, on stderr.
     `silent`: stages followed by one that reports nothing: once the first is done, a bar without
     a total says the second is under way."""
@@ -1016,7 +991,7 @@ def _bench_progress(silent: dict[str, str] | None = None) -> Any:
     )
 
     @contextlib.contextmanager
-    def bars() -> Any:
+    def bars() -> Iterator[Callable[[str, int, int], None]]:
         columns = (
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -1039,19 +1014,18 @@ def _bench_progress(silent: dict[str, str] | None = None) -> Any:
     return bars()
 
 
-def _print_bench(report: dict[str, Any]) -> None:
+def _print_bench(report: BenchReport) -> None:
     from rich import box
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
-    k, full_dim = report["k"], report["full_dim"]
-    ndcg_key = f"ndcg{k}"
-    full = report["full"][ndcg_key]
+    k, full_dim = report.k, report.full_dim
+    full = report.full.ndcg
     table = Table(
         title=Text(
-            f"{shown(report['dataset'])}: {report['docs']} docs, {report['queries']} judged "
-            f"queries, {report['model'].split('/')[-1]} ({report['transform']})"
+            f"{shown(report.dataset)}: {report.docs} docs, {report.queries} judged "
+            f"queries, {report.model.split('/')[-1]} ({report.transform})"
         ),
         caption="funnel d:c = exact scan at d keeping c, …, then a full-dim rerank; "
         "scan = values read ÷ a full exact scan.\nrouted: each query's own dimension "
@@ -1064,49 +1038,49 @@ def _print_bench(report: dict[str, Any]) -> None:
     def share(value: float) -> str:
         return f"{100 * value / full:.1f}%" if full else "-"
 
-    for row in report["fixed"]:
+    for row in report.fixed:
         table.add_row(
-            f"full {full_dim}d" if row["dim"] == full_dim else f"exact {row['dim']}d",
-            f"{row[ndcg_key]:.4f}",
-            share(row[ndcg_key]),
-            f"{row['recall100']:.4f}",
-            f"{100 * row['dim'] / full_dim:.1f}%",
-            str(row["bytes_per_vector"]),
-            f"{row['search_ms']:.2f}",
+            f"full {full_dim}d" if row.dim == full_dim else f"exact {row.dim}d",
+            f"{row.cell.ndcg:.4f}",
+            share(row.cell.ndcg),
+            f"{row.cell.recall:.4f}",
+            f"{100 * row.dim / full_dim:.1f}%",
+            str(row.bytes_per_vector),
+            f"{row.search_ms:.2f}",
         )
     table.add_section()
-    for row in report["funnel"]:
+    for funnel in report.funnel:
         table.add_row(
-            row["label"],
-            f"{row[ndcg_key]:.4f}",
-            share(row[ndcg_key]),
-            f"{row['recall100']:.4f}",
-            f"{100 * row['scan_fraction']:.1f}%",
+            funnel.label,
+            f"{funnel.cell.ndcg:.4f}",
+            share(funnel.cell.ndcg),
+            f"{funnel.cell.recall:.4f}",
+            f"{100 * funnel.scan_fraction:.1f}%",
             "",
             "",
         )
-    routed = report.get("routed")
+    routed = report.routed
     if routed:
         table.add_section()
         table.add_row(
-            f"routed (mean {routed['mean_dim']:.0f}d)",
-            f"{routed[ndcg_key]:.4f}",
-            share(routed[ndcg_key]),
-            f"{routed['recall100']:.4f}",
-            f"{100 * routed['scan_fraction']:.1f}%",
+            f"routed (mean {routed.mean_dim:.0f}d)",
+            f"{routed.cell.ndcg:.4f}",
+            share(routed.cell.ndcg),
+            f"{routed.cell.recall:.4f}",
+            f"{100 * routed.scan_fraction:.1f}%",
             "",
             "",
         )
     console = Console()
     console.print(table)
-    if routed and routed.get("against_fixed"):
+    if routed and routed.against_fixed:
         cells = [
-            f"{row['dim']}d {row['ndcg_diff']:+.4f} [{row['ci95'][0]:+.3f}, {row['ci95'][1]:+.3f}]"
-            for row in routed["against_fixed"]
+            f"{row.dim}d {row.ndcg_diff:+.4f} [{row.ci95[0]:+.3f}, {row.ci95[1]:+.3f}]"
+            for row in routed.against_fixed
         ]
         console.print(
-            f"routed − each fixed dim costing ≥ its {100 * routed['scan_fraction']:.1f}% scan, "
-            f"nDCG@{k} (95% paired-bootstrap interval over {report['queries']} queries): "
+            f"routed − each fixed dim costing ≥ its {100 * routed.scan_fraction:.1f}% scan, "
+            f"nDCG@{k} (95% paired-bootstrap interval over {report.queries} queries): "
             + " · ".join(cells),
             soft_wrap=False,
         )

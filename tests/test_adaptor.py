@@ -17,7 +17,7 @@ from test_bench import DOCS, QRELS, QUERIES, run
 
 import mrl_tui.core.library as library_module
 from mrl_tui.core.errors import InputError
-from mrl_tui.core.evaluation import bench
+from mrl_tui.core.evaluation import embeddings_cache, sets
 from mrl_tui.core.library import Library
 from mrl_tui.core.transforms.adaptor import Adaptor, fit_adaptor
 from mrl_tui.core.transforms.pca import fit_pca
@@ -168,20 +168,20 @@ def test_bench_keeps_the_fitted_adaptor_next_to_its_embeddings(
         fits.append(len(vectors))
         return fit_adaptor(vectors, steps=25, prefix_dims=(4, 8, 16), device=device)
 
-    monkeypatch.setattr(bench, "fit_adaptor", counted)
+    monkeypatch.setattr(embeddings_cache, "fit_adaptor", counted)
     docs = clustered(600, 48, seed=2)
-    first, label = bench.fit_transform("adaptor", docs, False, tmp_path)
+    first, label = sets.fit_transform("adaptor", docs, False, tmp_path)
     assert label == "adaptor" and fits == [600] and first.report is not None
     [saved] = tmp_path.glob("adaptor-*.npz")
-    again, _ = bench.fit_transform("adaptor", docs, False, tmp_path)
+    again, _ = sets.fit_transform("adaptor", docs, False, tmp_path)
     assert fits == [600] and again.report is None  # loaded, not trained
     np.testing.assert_array_equal(again.rotation, first.rotation)
     saved.write_bytes(b"not an npz")  # a damaged file is fitted again and replaced
-    bench.fit_transform("adaptor", docs, False, tmp_path)
+    sets.fit_transform("adaptor", docs, False, tmp_path)
     assert fits == [600, 600]
     with np.load(saved, allow_pickle=False) as arrays:
         np.testing.assert_array_equal(arrays["rotation"], first.rotation)
-    bench.fit_transform("adaptor", docs[:500], False, tmp_path)  # other vectors, another key
+    sets.fit_transform("adaptor", docs[:500], False, tmp_path)  # other vectors, another key
     assert fits == [600, 600, 500] and len(list(tmp_path.glob("adaptor-*.npz"))) == 2
 
 
@@ -249,7 +249,7 @@ def test_the_adaptor_fits_on_the_device_it_is_given_even_beside_a_gpu(
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # as under --device cpu on a GPU
     docs = clustered(600, 48, seed=2)
     assert fit_adaptor(docs, steps=5, prefix_dims=(4, 8, 16)).report.device == "cpu"
-    fitted, _ = bench.fit_transform("adaptor", docs, False, device="cpu")
+    fitted, _ = sets.fit_transform("adaptor", docs, False, device="cpu")
     assert fitted.report is not None and fitted.report.device == "cpu"
 
 

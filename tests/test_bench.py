@@ -13,7 +13,8 @@ from test_beir import write_beir
 
 from mrl_tui.cli import main
 from mrl_tui.core.errors import InputError
-from mrl_tui.core.evaluation.bench import against_fixed, check_dims, parse_dims
+from mrl_tui.core.evaluation.bench import check_dims, parse_dims
+from mrl_tui.core.evaluation.measure import against_fixed
 from mrl_tui.core.evaluation.metrics import Scores, evaluate
 from mrl_tui.core.search.funnel import (
     AUTO_AGREEMENT,
@@ -64,8 +65,9 @@ def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
 def test_parse_and_check_dims() -> None:
     assert parse_dims("64, 32,64") == [32, 64]
     for bad in ("", "32,x", "0", "-8"):
-        with pytest.raises(InputError, match="--dims"):
+        with pytest.raises(InputError, match=r"^dims: ") as raised:
             parse_dims(bad)
+        assert raised.value.settings == ("dims",)  # the CLI says --dims
     assert check_dims([32, 384], 384) == [32]  # full is always measured, not repeated
     with pytest.raises(InputError, match="above"):
         check_dims([512], 384)
@@ -252,7 +254,7 @@ def test_routed_is_compared_with_fixed_dims_of_equal_or_higher_cost() -> None:
         128: Scores(1.0, 1.0, 4, (1.0, 1.0, 1.0, 1.0)),
     }
     rows = against_fixed(routed, 0.3, fixed, 128)
-    assert [row["dim"] for row in rows] == [64, 128]
-    assert rows[0]["ndcg_diff"] == 0.0 and rows[0]["ci95"] == [0.0, 0.0]
-    assert rows[1]["ndcg_diff"] == -0.5 and rows[1]["ci95"][1] <= 0.0
-    assert rows[1]["scan_fraction"] == 1.0
+    assert [row.dim for row in rows] == [64, 128]
+    assert rows[0].ndcg_diff == 0.0 and rows[0].ci95 == (0.0, 0.0)
+    assert rows[1].ndcg_diff == -0.5 and rows[1].ci95[1] <= 0.0
+    assert rows[1].scan_fraction == 1.0

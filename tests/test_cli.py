@@ -173,11 +173,14 @@ def test_route_auto_with_precision_is_a_one_line_error(
     assert code == 1 and out == "" and "--precision" in err and len(err.strip().splitlines()) == 1
 
 
-def test_cli_precisions_mirror_the_core() -> None:
-    from mrl_tui.cli import PRECISIONS
-    from mrl_tui.core.search.codes import PRECISIONS as CORE
-
-    assert tuple(CORE) == PRECISIONS
+def test_help_imports_neither_numpy_nor_torch() -> None:
+    """The CLI takes its choices from `core.choices`, which must stay free of heavy imports."""
+    code = (
+        "import sys, mrl_tui.cli as cli; cli.build_parser().format_help(); "
+        "print(sorted({'numpy', 'torch'} & set(sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 @pytest.fixture

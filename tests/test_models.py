@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mrl_tui.cli import FLAGS
 from mrl_tui.core.embedding import embed as embed_module
 from mrl_tui.core.embedding.embed import Embedder, hub_reachable, layer_norm
 from mrl_tui.core.embedding.models import KNOWN_MODELS, bundled_model_path, find_spec, resolve_spec
-from mrl_tui.core.errors import InputError
+from mrl_tui.core.errors import InputError, spelled
 from mrl_tui.core.library import Library
 
 TOKENIZER_FILES = (
@@ -142,8 +143,10 @@ def test_nomic_needs_trust_remote_code_before_anything_loads(
 ) -> None:
     path = stand_in("nomic-embed-text-v1.5")
     monkeypatch.setattr(Embedder, "_load", lambda *a: pytest.fail("loaded without consent"))
-    with pytest.raises(InputError, match="pass --trust-remote-code to allow it"):
+    with pytest.raises(InputError, match="runs code from its repository") as raised:
         Embedder(str(path), device="cpu")
+    assert "--" not in str(raised.value)  # the user's words; the CLI spells its flag
+    assert "--trust-remote-code" in spelled(raised.value, FLAGS)
 
 
 def test_nomic_layer_norm_and_prefixes(stand_in: StandIn) -> None:

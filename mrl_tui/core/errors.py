@@ -1,8 +1,42 @@
-"""Errors the user caused or can fix. The CLI prints their message as one line; the TUI shows it."""
+"""Errors the user caused or can fix. The CLI prints their message as one line; the TUI shows it.
+
+Messages are in the user's words: a setting is named as a word ("k must be at least 1", "dims:
+'x' is not a positive whole number", "give a writable cache folder"), never as a CLI flag. Each
+error lists the settings its message names (`MrlError.settings`); a front end that spells them
+otherwise, the CLI with its flags, rewrites them with `spelled`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
 
 
 class MrlError(Exception):
-    """A problem worth one clear line to the user, never a traceback."""
+    """A problem worth one clear line to the user, never a traceback.
+
+    `settings`: the settings the message names, each written in it as its word ("k", "dims",
+    "device", "embed backend", "cache folder", ...)."""
+
+    def __init__(self, message: str = "", *, settings: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.settings = tuple(settings)
+
+
+def spelled(exc: BaseException, names: Mapping[str, str]) -> str:
+    """`exc`'s message with each setting it names (`MrlError.settings`) spelled as `names` says
+    (e.g. ``{"k": "--k"}``). A setting leads its message ("k must be at least 1") or comes in the
+    advice at its end ("give a writable cache folder"): the word, as a whole word, is replaced
+    there (a path in between may hold the same word)."""
+    text = str(exc)
+    for word in getattr(exc, "settings", ()):
+        if word not in names:
+            continue
+        found = list(re.finditer(rf"(?<![\w-]){re.escape(word)}(?![\w-])", text))
+        if found:
+            where = found[0] if found[0].start() == 0 else found[-1]
+            text = text[: where.start()] + names[word] + text[where.end() :]
+    return text
 
 
 class InputError(MrlError):

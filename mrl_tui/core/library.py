@@ -295,7 +295,10 @@ class Library:
         self.check_root_still_there()
         if self.store.read_only:
             if damage is not None:
-                raise CacheUnwritable(f"{damage}, and read-only: give a writable --cache-dir")
+                raise CacheUnwritable(
+                    f"{damage}, and read-only: give a writable cache folder",
+                    settings=("cache folder",),
+                )
             self._note(
                 f"the cache at {self.store.directory} is read-only: searching what it holds, "
                 "without looking for changes"
@@ -383,6 +386,11 @@ class Library:
         self._loaded_db = self.store.db_id
         self._loads += 1
 
+    def _shelf(self) -> artifacts.Shelf:
+        """Derived files of the index folder: recorded in its database, a rebuild told in the
+        messages, kept unless the cache is read-only."""
+        return artifacts.Shelf(self.store, self._note, keep=not self.store.read_only)
+
     def _load_graph(
         self, generation: int, on_progress: Callable[[int, int], None] | None
     ) -> HnswGraph | None:
@@ -393,16 +401,13 @@ class Library:
         # reads only a verified file: it crashes on an edited one.
         index = self.index
         path = self.store.derived_path(f"hnsw_{self.transform.name}", generation, ".bin")
-        return artifacts.load_or_build(
+        return self._shelf().get(
             path,
-            self.store,
             (index.n, ANCHOR_DIM),
             load=lambda p: HnswGraph.load(p, ANCHOR_DIM, index.n),
             build=lambda: HnswGraph.build(index.vectors(), ANCHOR_DIM, progress=on_progress),
             writer=lambda graph: graph.write,
             what="HNSW graph",
-            note=self._note,
-            keep=not self.store.read_only,
         )
 
     @property
@@ -459,16 +464,13 @@ class Library:
             fitted.apply(np.zeros(dim, np.float32))  # an InputError for another dimension
             return fitted
 
-        return artifacts.load_or_build(
+        return self._shelf().get(
             self.store.derived_path(f"transform_{name}", generation, ".npz"),
-            self.store,
             (dim,),
             load=lambda path: self._kept_fit(name, generation, checked(path), fresh=False),
             build=lambda: self._refit_or_reuse(name, generation, fit),
             writer=lambda fitted: artifacts.npz_writer(fitted.to_arrays()),
             what=f"{name} transform",
-            note=self._note,
-            keep=not self.store.read_only,
         )
 
     def _refit_or_reuse(self, name: str, generation: int, fit: Callable[[], T]) -> T:
@@ -557,7 +559,10 @@ class Library:
 
     def check_dim(self, dim: int) -> int:
         if not 1 <= dim <= self.full_dim:
-            raise InputError(f"dim must be between 1 and {self.full_dim} for {self.embedder.name}")
+            raise InputError(
+                f"dim must be between 1 and {self.full_dim} for {self.embedder.name}",
+                settings=("dim",),
+            )
         return dim
 
     @_repairing
@@ -581,7 +586,7 @@ class Library:
         `transform` (one of `TRANSFORMS`) searches the same stored vectors under another transform
         than the loaded one, to compare them at one dim: always exact and float32 (see `view`)."""
         if k < 1:
-            raise InputError("k must be at least 1")
+            raise InputError("k must be at least 1", settings=("k",))
         if mode not in SEARCH_MODES:
             raise InputError(f"unknown search mode {mode!r}; choose one of {SEARCH_MODES}")
         if precision not in PRECISIONS:
@@ -632,7 +637,7 @@ class Library:
         if fusion not in hybrid.FUSIONS:
             raise InputError(f"unknown fusion {fusion!r}; choose one of {hybrid.FUSIONS}")
         if k < 1:
-            raise InputError("k must be at least 1")
+            raise InputError("k must be at least 1", settings=("k",))
         self.check_dim(dim)
         self.load()
         if retrieval == "dense":
@@ -740,7 +745,7 @@ class Library:
     def search_routed(self, query: Query, k: int = 10) -> tuple[SearchResult, Route]:
         """Top-k at the dimension the `router` picks for this query (exact scan, then reranks)."""
         if k < 1:
-            raise InputError("k must be at least 1")
+            raise InputError("k must be at least 1", settings=("k",))
         router = self.router()
         assert self.index is not None
         vector = self._index_vector(query)
@@ -775,16 +780,13 @@ class Library:
             return self._router
         name, generation = f"router_{self.transform.name}", self._loaded_generation
         self._fit_ids = self._ids
-        self._router = artifacts.load_or_build(
+        self._router = self._shelf().get(
             self.store.derived_path(name, generation, ".json"),
-            self.store,
             (self.index.n, self.full_dim),
             load=lambda path: self._kept_fit(name, generation, Router.load(path), fresh=False),
             build=lambda: self._refit_or_reuse(name, generation, self._calibrate),
             writer=lambda router: artifacts.text_writer(router.to_json()),
             what="router",
-            note=self._note,
-            keep=not self.store.read_only,
         )
         return self._router
 

@@ -31,7 +31,9 @@ def check_dim_known(dim: int, model: str | None) -> None:
     known = known_full_dim(model)
     if known is not None and dim > known[1]:
         name, full = known
-        raise InputError(f"dim must be between 1 and {full} for {name}, not {dim}")
+        raise InputError(
+            f"dim must be between 1 and {full} for {name}, not {dim}", settings=("dim",)
+        )
 
 
 def check_query(text: str) -> ParsedQuery:

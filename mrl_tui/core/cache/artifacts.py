@@ -122,12 +122,12 @@ def atomic_write(path: Path, write: Writer) -> tuple[int, str]:
 def unwritable(path: Path, exc: OSError) -> CacheUnwritable:
     reason = exc.strerror or str(exc)
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        advice = "free some space on that disk, or give another --cache-dir"
+        advice = "free some space on that disk, or give another cache folder"
     elif exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-        advice = "give a writable --cache-dir"
+        advice = "give a writable cache folder"
     else:
-        advice = "check that disk, or give another --cache-dir"
-    return CacheUnwritable(f"cannot write {path} ({reason}): {advice}")
+        advice = "check that disk, or give another cache folder"
+    return CacheUnwritable(f"cannot write {path} ({reason}): {advice}", settings=("cache folder",))
 
 
 class _Sink:
@@ -230,6 +230,46 @@ def load_or_build(
         except CacheUnwritable as exc:
             note(f"{exc}; used from memory this time")
     return value
+
+
+@dataclass(frozen=True)
+class Shelf:
+    """Where one cache keeps its derived files, and its policy for them: the manifest that
+    vouches for them, who hears a rebuild, whether new files are kept. `get` is the one
+    load-or-build-and-save of the code base (the Library's index folder; the bench caches)."""
+
+    manifest: Manifest
+    note: Callable[[str], None]
+    keep: bool = True
+
+    @classmethod
+    def folder(cls, directory: Path, note: Callable[[str], None]) -> Shelf:
+        """A plain folder (made if missing) with ``manifest.json``: no database to record in."""
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        return cls(JsonManifest(Path(directory)), note)
+
+    def get(
+        self,
+        path: Path,
+        shape: tuple[int, ...],
+        *,
+        load: Callable[[Path], T],
+        build: Callable[[], T],
+        writer: Callable[[T], Writer],
+        what: str,
+    ) -> T:
+        """`load_or_build` under this shelf's manifest, note and keep policy."""
+        return load_or_build(
+            path,
+            self.manifest,
+            shape,
+            load=load,
+            build=build,
+            writer=writer,
+            what=what,
+            note=self.note,
+            keep=self.keep,
+        )
 
 
 def prune_temp(directory: Path, now: float | None = None) -> int:

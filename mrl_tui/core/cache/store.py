@@ -98,8 +98,9 @@ def check_cache_root(cache_root: Path) -> None:
         if path.exists():
             if not path.is_dir():
                 raise CacheUnwritable(
-                    f"cache folder {cache_root}: {path} is a file, not a folder; give a folder "
-                    "with --cache-dir (or in $MRL_TUI_CACHE_DIR)"
+                    f"cache folder {cache_root}: {path} is a file, not a folder; give another "
+                    "cache folder (or set $MRL_TUI_CACHE_DIR)",
+                    settings=("cache folder",),
                 )
             return
 
@@ -189,7 +190,8 @@ class IndexStore:
         if self.read_only and not (directory / DB_NAME).is_file():
             raise CacheUnwritable(
                 f"the cache folder {directory} is read-only and holds no index of this folder: "
-                "give a writable --cache-dir"
+                "give a writable cache folder",
+                settings=("cache folder",),
             )
         self._db = self._connect()
         try:
@@ -215,7 +217,10 @@ class IndexStore:
             return cls(directory, settings, dim), None
         except CacheError as exc:
             if not _writable(directory):
-                raise CacheUnwritable(f"{exc}, and read-only: give a writable --cache-dir") from exc
+                raise CacheUnwritable(
+                    f"{exc}, and read-only: give a writable cache folder",
+                    settings=("cache folder",),
+                ) from exc
             with WriterLock(directory / LOCK_NAME):
                 try:
                     return cls(directory, settings, dim), None
@@ -328,7 +333,8 @@ class IndexStore:
             )
         if code in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PERM, sqlite3.SQLITE_CANTOPEN):
             return CacheUnwritable(
-                f"cannot write the cache at {where} ({text}): give a writable --cache-dir"
+                f"cannot write the cache at {where} ({text}): give a writable cache folder",
+                settings=("cache folder",),
             )
         if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
             return MrlError(
@@ -415,7 +421,8 @@ class IndexStore:
         if not self.has_keywords:
             raise MrlError(
                 f"the cache at {self.directory} has no keyword index (read-only, and made by an "
-                "older mrl-tui): search it with --retrieval dense"
+                "older mrl-tui): search it with retrieval dense",
+                settings=("retrieval",),
             )
         with self._sql() as db:
             return lexical.search(db, words, limit)

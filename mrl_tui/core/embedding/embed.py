@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from mrl_tui.core.choices import DEVICES
 from mrl_tui.core.embedding.models import (
     DEFAULT_MODEL,
     ModelSpec,
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
 
     from mrl_tui.core.embedding.onnx_embed import OnnxEncoder
 
-DEVICES = ("auto", "cpu", "cuda", "mps")
 DEFAULT_BATCH_SIZE = 32
 TOKEN_BUDGET = {"cpu": 2048, "mps": 8192, "cuda": 16384}
 """Tokens per document batch. Batches are cut by token count, not by text count: measured on the
@@ -68,9 +68,13 @@ def choose_device(requested: str = "auto") -> str:
     if requested == "auto":
         return "cuda" if cuda else "mps" if mps else "cpu"
     if requested == "cuda" and not cuda:
-        raise InputError("--device cuda: no CUDA GPU is available to torch on this machine")
+        raise InputError(
+            "device cuda: no CUDA GPU is available to torch on this machine", settings=("device",)
+        )
     if requested == "mps" and not mps:
-        raise InputError("--device mps: Apple's MPS backend is not available on this machine")
+        raise InputError(
+            "device mps: Apple's MPS backend is not available on this machine", settings=("device",)
+        )
     return requested
 
 
@@ -129,7 +133,8 @@ class Embedder:
         if self.spec.needs_remote_code and not trust_remote_code:
             raise InputError(
                 f"{self.name} runs code from its repository (a custom model class); "
-                "pass --trust-remote-code to allow it"
+                "it runs only with trust remote code",
+                settings=("trust remote code",),
             )
         self.device = choose_device(device)
         check_backend(backend, self.device)

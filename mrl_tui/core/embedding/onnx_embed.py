@@ -21,12 +21,13 @@ import numpy as np
 
 from mrl_tui.core.cache.artifacts import digest as file_digest
 from mrl_tui.core.cache.artifacts import fsync_dir
+from mrl_tui.core.choices import EMBED_BACKENDS
 from mrl_tui.core.errors import InputError, ModelLoadError
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
-BACKENDS = ("torch", "onnx", "onnx-int8")
+BACKENDS = EMBED_BACKENDS
 """torch is the default everywhere. int8 is 1.4-2.5x faster on a 2-core CPU with nDCG@10 within
 0.003, but dynamic quantisation scales activations per batch, so a text's int8 vector depends on
 the texts batched with it (cosine 0.987-0.994 to its vector alone): not a default."""
@@ -51,10 +52,14 @@ def check_backend(backend: str, device: str) -> None:
     if backend == "torch":
         return
     if device != "cpu":
-        raise InputError(f"--embed-backend {backend} runs on the CPU only; add --device cpu")
+        raise InputError(
+            f"embed backend {backend} runs on the CPU only; use device cpu",
+            settings=("embed backend", "device"),
+        )
     if not onnx_available():
         raise InputError(
-            f"--embed-backend {backend} needs onnxruntime and onnx: pip install 'mrl-tui[onnx]'"
+            f"embed backend {backend} needs onnxruntime and onnx: pip install 'mrl-tui[onnx]'",
+            settings=("embed backend",),
         )
 
 

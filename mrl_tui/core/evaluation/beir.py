@@ -113,7 +113,8 @@ def read_folder_queries(folder: Path) -> list[tuple[str, str]]:
     if not path.is_file():
         raise InputError(
             f"{folder}: no {FOLDER_QUERIES} (tab-separated 'query<TAB>relevant_file'); "
-            "for a BEIR folder use --beir DIR"
+            "for a BEIR folder use beir DIR",
+            settings=("beir",),
         )
     pairs = []
     with path.open(encoding="utf-8", newline="") as fh:

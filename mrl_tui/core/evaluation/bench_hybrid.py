@@ -8,56 +8,48 @@ candidates, so the default can be chosen on figures (README.md, "Hybrid search")
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
-from mrl_tui.core.evaluation.bench import RECALL_K, EvalSet, _depth, _documents
+from mrl_tui.core.evaluation.measure import depth, documents
 from mrl_tui.core.evaluation.metrics import evaluate
+from mrl_tui.core.evaluation.report import RECALL_K, Cell, HybridReport, HybridRow
+from mrl_tui.core.evaluation.sets import EvalSet
 from mrl_tui.core.search import hybrid
 from mrl_tui.core.search.lexical import MemoryIndex
 
 
 def hybrid_report(
     es: EvalSet, dims: Sequence[int], k: int = 10, with_fusion: bool = True
-) -> dict[str, Any] | None:
-    """``{"lexical", "rows", "reaches_full", "best", ...}``, or None without query texts.
-
-    ``rows``: per dim (then full) nDCG@k / recall@100 of dense and of each fusion;
-    ``reaches_full[fusion]``: the smallest dim whose hybrid nDCG@k is at least dense at full
-    dim (None if none does); ``best[fusion]``: its best dim and nDCG@k."""
+) -> HybridReport | None:
+    """Keyword search alone and, `with_fusion`, per dim (then full) dense search and each fusion
+    (`HybridReport`); None without query texts."""
     if not es.query_texts or not es.row_texts:
         return None
     index, full_dim = es.index, es.index.full_dim
-    depth = min(_depth(es), max(hybrid.CANDIDATES, RECALL_K))
+    rows_wanted = min(depth(es), max(hybrid.CANDIDATES, RECALL_K))
     keywords = MemoryIndex(es.row_texts)
     lexical = {
         qid: keywords.search(text, hybrid.CANDIDATES)
         for qid, text in zip(es.query_ids, es.query_texts, strict=True)
     }
 
-    def scores(rankings: dict[str, list[int]]) -> dict[str, float]:
+    def scores(rankings: dict[str, list[int]]) -> Cell:
         docs = {
-            qid: _documents(np.asarray(rows), es.row_docs, RECALL_K)
+            qid: documents(np.asarray(rows), es.row_docs, RECALL_K)
             for qid, rows in rankings.items()
         }
-        measured = evaluate(docs, es.qrels, ndcg_k=k, recall_k=RECALL_K)
-        return {f"ndcg{k}": round(measured.ndcg, 4), "recall100": round(measured.recall, 4)}
+        return Cell.of(evaluate(docs, es.qrels, ndcg_k=k, recall_k=RECALL_K))
 
-    report: dict[str, Any] = {
-        "candidates": hybrid.CANDIDATES,
-        "default": hybrid.DEFAULT_FUSION,
-        "lexical": scores({q: [r for r, _ in found] for q, found in lexical.items()}),
-    }
+    lexical_cell = scores({q: [r for r, _ in found] for q, found in lexical.items()})
     if not with_fusion:
-        return report
+        return HybridReport(hybrid.CANDIDATES, hybrid.DEFAULT_FUSION, lexical_cell)
     rows = []
     for dim in [*dims, full_dim]:
-        row: dict[str, Any] = {"dim": dim}
         fused: dict[str, dict[str, list[int]]] = {name: {} for name in hybrid.FUSIONS}
         dense: dict[str, list[int]] = {}
         for qid, vector in zip(es.query_ids, es.query_vectors, strict=True):
-            dense[qid] = index.search(vector, dim, depth).ids.tolist()
+            dense[qid] = index.search(vector, dim, rows_wanted).ids.tolist()
             found = lexical[qid]
             for name in hybrid.FUSIONS:
                 ranked, _ = hybrid.fuse(
@@ -68,20 +60,6 @@ def hybrid_report(
                     lambda ids, v=vector, d=dim: index.score_ids(v, d, ids),
                 )
                 fused[name][qid] = ranked.tolist()
-        row["dense"] = scores(dense)
-        for name in hybrid.FUSIONS:
-            row[name] = scores(fused[name])
-        rows.append(row)
-    key = f"ndcg{k}"
-    target = rows[-1]["dense"][key]
-    report["rows"] = rows
-    report["dense_full"] = target
-    report["reaches_full"] = {
-        name: next((r["dim"] for r in rows if r[name][key] >= target), None)
-        for name in hybrid.FUSIONS
-    }
-    report["best"] = {
-        name: max(({"dim": r["dim"], key: r[name][key]} for r in rows), key=lambda b: b[key])
-        for name in hybrid.FUSIONS
-    }
-    return report
+        cells = {name: scores(fused[name]) for name in hybrid.FUSIONS}
+        rows.append(HybridRow(dim, scores(dense), cells))
+    return HybridReport(hybrid.CANDIDATES, hybrid.DEFAULT_FUSION, lexical_cell, tuple(rows))

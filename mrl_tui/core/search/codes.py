@@ -23,10 +23,9 @@ import math
 
 import numpy as np
 
+from mrl_tui.core.choices import PRECISIONS
 from mrl_tui.core.errors import InputError
 from mrl_tui.core.search.index import Hits, NestedIndex, _single_threaded_blas
-
-PRECISIONS = ("float32", "int8", "binary")
 
 DEFAULT_RESCORE = {"int8": 4, "binary": 20}
 """Candidates per requested hit. On the two BEIR sets and the notes corpus (MiniLM + PCA, dims
@@ -168,7 +167,7 @@ def rescored_search(
 ) -> Hits:
     """Exact top-k at ``dim`` among the ``rescore * k`` best rows by the codes."""
     if rescore < 1:
-        raise InputError("--rescore must be at least 1")
+        raise InputError("rescore must be at least 1", settings=("rescore",))
     count = min(index.n, rescore * k)
     ids = codes.candidates(query, dim, count)
     return index.rerank(query, dim, ids, k)

@@ -17,8 +17,9 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-RETRIEVALS = ("dense", "lexical", "hybrid")
-FUSIONS = ("rrf", "mix")
+from mrl_tui.core.choices import FUSIONS as FUSIONS  # the names users of this module know
+from mrl_tui.core.choices import RETRIEVALS as RETRIEVALS
+
 DEFAULT_FUSION = "rrf"
 CANDIDATES = 100
 """Rows taken from each list before fusing."""

@@ -118,10 +118,13 @@ def parse_dims(text: str) -> tuple[int, ...]:
     for part in text.split(","):
         part = part.strip()
         if not part.isdigit() or int(part) < 1:
-            raise InputError(f"--dims: {part!r} is not a positive whole number (e.g. 32,64,128)")
+            raise InputError(
+                f"dims: {part!r} is not a positive whole number (e.g. 32,64,128)",
+                settings=("dims",),
+            )
         dims.append(int(part))
     if any(b <= a for a, b in itertools.pairwise(dims)):
-        raise InputError(f"--dims must increase, e.g. 32,64,128,256 (got {text})")
+        raise InputError(f"dims must increase, e.g. 32,64,128,256 (got {text})", settings=("dims",))
     return tuple(dims)
 
 
@@ -129,7 +132,9 @@ def check_dims(dims: tuple[int, ...], full_dim: int, model: str) -> tuple[int, .
     """The dims to train: the given ones below full, then full itself."""
     too_big = [d for d in dims if d > full_dim]
     if too_big:
-        raise InputError(f"--dims: {too_big[0]} is above {model}'s {full_dim} dimensions")
+        raise InputError(
+            f"dims: {too_big[0]} is above {model}'s {full_dim} dimensions", settings=("dims",)
+        )
     return (*(d for d in dims if d < full_dim), full_dim)
 
 
@@ -159,6 +164,13 @@ def _checked_source(source: Path, beir: bool) -> Path:
     if not walked.files:
         raise InputError(f"{root}: nothing indexable found ({len(walked.skipped)} files skipped)")
     return root
+
+
+def base_model_id(model: str | None) -> str:
+    """The base model as a trained model's provenance names it: a folder by its resolved path,
+    else the model's name (the default: the bundled model's)."""
+    display, weights = resolve_model(model)
+    return weights if Path(display).expanduser().exists() else display
 
 
 def train(
@@ -191,7 +203,7 @@ def train(
     spec = find_spec(display)
     if spec is not None and spec.full_dim:
         check_dims(settings.dims, spec.full_dim, display)
-    base_id = weights if Path(display).expanduser().exists() else display  # a folder: its path
+    base_id = base_model_id(model)
     fingerprint = beir_fingerprint(root) if beir else folder_fingerprint(root)
     key = training_key(base_id, settings.dims, root, fingerprint)
     if not force:

@@ -1,0 +1,16 @@
+"""The values each setting takes, named once for the core and its front ends.
+
+Only the standard library is imported here (nothing at all), so the CLI's ``--help`` can use it
+without loading numpy or torch. The modules that act on a setting import its values from here.
+"""
+
+PRECISIONS = ("float32", "int8", "binary")
+"""What a prefix scan reads: float32 vectors, or int8 / binary codes rescored exactly."""
+RETRIEVALS = ("dense", "lexical", "hybrid")
+"""Embeddings, keywords (bm25), or both fused."""
+FUSIONS = ("rrf", "mix")
+"""How hybrid retrieval fuses: reciprocal ranks, or a calibrated score mix."""
+DEVICES = ("auto", "cpu", "cuda", "mps")
+"""Where the model runs (auto: the fastest available)."""
+EMBED_BACKENDS = ("torch", "onnx", "onnx-int8")
+"""What runs the model: torch, or ONNX Runtime in fp32 or int8 (CPU only)."""
