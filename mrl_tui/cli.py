@@ -211,8 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_bench.add_argument(
         "--compare",
         action="store_true",
-        help="one table: naive / pca / adaptor per dim, and int8 / binary at --transform "
-        "(BEIR sets only)",
+        help="one table: naive / pca / adaptor per dim, then (--beir, after `mrl-tui train "
+        "--beir DIR`) the trained model's own prefixes, and int8 / binary at --transform",
     )
     _add_train_parser(sub, common)
     return parser
@@ -439,7 +439,12 @@ def _open_library(args: argparse.Namespace) -> Library:
 def _print_messages(library: Library) -> None:
     """Rebuilt caches, waits for another indexer, files that could not be saved: one line each."""
     for message in library.take_messages():
-        print(f"mrl-tui: {message}", file=sys.stderr)
+        _say(message)
+
+
+def _say(message: str) -> None:
+    """A note from the core, its settings spelled as flags (see `core.errors.Message`)."""
+    print(f"mrl-tui: {spelled(message, FLAGS)}", file=sys.stderr)
 
 
 def _status(text: str) -> AbstractContextManager[object]:
@@ -878,6 +883,7 @@ def _bench_hooks(args: argparse.Namespace) -> BenchHooks:
         embedding=_bench_progress,
         library=library,
         index=lambda opened: _ensure_indexed(opened, wait=True),
+        note=_say,
     )
 
 

@@ -98,3 +98,29 @@ def test_no_core_error_message_names_a_cli_flag() -> None:
                 texts = _message_parts(node.value)
             offenders += [f"{path.name}:{node.lineno}: {t}" for t in texts if FLAG.search(t)]
     assert offenders == []
+
+
+def test_a_note_from_a_full_disk_names_the_cache_folder_in_words(tmp_path: Path) -> None:
+    """A derived file that cannot be saved is used from memory; the note says so, and the CLI
+    spells its advice as the flag."""
+    import errno
+
+    from mrl_tui.core.cache import artifacts
+
+    def full(_tmp: Path) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    notes: list[str] = []
+    shelf = artifacts.Shelf.folder(tmp_path / "bench", notes.append)
+    value = shelf.get(
+        tmp_path / "bench" / "x.npy",
+        (1,),
+        load=artifacts.load_npy,
+        build=lambda: np.zeros(1, np.float32),
+        writer=lambda _value: full,
+        what="cached embeddings",
+    )
+    assert value.tolist() == [0.0]
+    [note] = notes
+    assert note.endswith("or give another cache folder; used from memory this time")
+    assert spelled(note, FLAGS).endswith("give another --cache-dir; used from memory this time")

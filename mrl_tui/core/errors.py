@@ -23,7 +23,19 @@ class MrlError(Exception):
         self.settings = tuple(settings)
 
 
-def spelled(exc: BaseException, names: Mapping[str, str]) -> str:
+class Message(str):
+    """A line for the user that is no error (a note: "used from memory this time") but names
+    settings as an error does (`MrlError.settings`), so `spelled` can spell them too."""
+
+    settings: tuple[str, ...]
+
+    def __new__(cls, text: str, settings: Sequence[str] = ()) -> Message:
+        message = super().__new__(cls, text)
+        message.settings = tuple(settings)
+        return message
+
+
+def spelled(exc: BaseException | str, names: Mapping[str, str]) -> str:
     """`exc`'s message with each setting it names (`MrlError.settings`) spelled as `names` says
     (e.g. ``{"k": "--k"}``). A setting leads its message ("k must be at least 1") or comes in the
     advice at its end ("give a writable cache folder"): the word, as a whole word, is replaced

@@ -29,7 +29,7 @@ from typing import BinaryIO, Protocol, TypeVar
 
 import numpy as np
 
-from mrl_tui.core.errors import CacheError, CacheUnwritable, InputError
+from mrl_tui.core.errors import CacheError, CacheUnwritable, InputError, Message
 
 T = TypeVar("T")
 Writer = Callable[[Path], None]
@@ -228,7 +228,7 @@ def load_or_build(
         try:
             save(path, manifest, shape, writer(value))
         except CacheUnwritable as exc:
-            note(f"{exc}; used from memory this time")
+            note(Message(f"{exc}; used from memory this time", exc.settings))
     return value
 
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from mrl_tui.core.errors import InputError
+from mrl_tui.core.evaluation.embeddings_cache import warn
 from mrl_tui.core.evaluation.report import BenchReport, CompareReport, Report
 from mrl_tui.core.evaluation.sets import EvalSet, Progress
 from mrl_tui.core.transforms.kind import KINDS, NAIVE
@@ -133,6 +134,8 @@ class BenchHooks:
     """A folder opened under a transform choice (closed on exit); needed for `folder`."""
     index: Callable[[Library], None] | None = None
     """Index the open folder completely (default: `Library.update`, waiting for others)."""
+    note: Callable[[str], None] = warn
+    """One line about the bench cache: a damaged file rebuilt, one that could not be saved."""
 
 
 # -- running it ------------------------------------------------------------------------------
@@ -145,7 +148,8 @@ def run(request: BenchRequest, hooks: BenchHooks | None = None) -> Report:
         raise InputError("bench needs either a folder holding queries.tsv or a BEIR folder")
     if request.beir is not None:
         return _run_beir(request, request.beir, hooks)
-    return _run_folder(request, request.folder, hooks)  # type: ignore[arg-type]
+    assert request.folder is not None
+    return _run_folder(request, request.folder, hooks)
 
 
 def _dims(request: BenchRequest, full_dim: int) -> list[int]:
@@ -178,7 +182,7 @@ def _run_beir(request: BenchRequest, folder: Path, hooks: BenchHooks) -> Report:
     with hooks.embedding(None) as progress:
         sets = {
             name: beir_eval_set(
-                folder, data, embedder, progress, request.cache_root, transform=name
+                folder, data, embedder, progress, request.cache_root, name, hooks.note
             )
             for name in names
         }
@@ -208,7 +212,7 @@ def _trained_set(
     embedder = _embedder(request, str(model.path), hooks)
     with hooks.embedding(None) as progress:
         return beir_eval_set(
-            folder, data, embedder, progress, request.cache_root, transform=NAIVE.choice
+            folder, data, embedder, progress, request.cache_root, NAIVE.choice, hooks.note
         )
 
 

@@ -29,13 +29,21 @@ def beir_cache_dir(folder: Path, name: str, model: str, cache_root: Path | None 
     return (cache_root or default_cache_root()) / "bench" / f"{slug}-{digest[:16]}"
 
 
+Note = Callable[[str], None]
+"""Gets one line about the cache: a damaged file rebuilt, one that could not be saved."""
+
+
 def warn(message: str) -> None:
-    """Bench caches have no message list: their one line goes to stderr."""
+    """The default `Note`: bench caches have no message list, their one line goes to stderr."""
     print(f"mrl-tui: {message}", file=sys.stderr)
 
 
 def cached_embeddings(
-    directory: Path, kind: str, texts: Sequence[str], embed: Callable[[Sequence[str]], np.ndarray]
+    directory: Path,
+    kind: str,
+    texts: Sequence[str],
+    embed: Callable[[Sequence[str]], np.ndarray],
+    note: Note = warn,
 ) -> np.ndarray:
     """``embed(texts)``, saved as ``<kind>-<hash of the texts>.npy`` and loaded from it later."""
     digest = hashlib.sha256("\x00".join(texts).encode()).hexdigest()[:16]
@@ -47,7 +55,7 @@ def cached_embeddings(
             raise ValueError(f"{path.name}: {vectors.dtype} {vectors.shape}")
         return vectors
 
-    return artifacts.Shelf.folder(directory, warn).get(
+    return artifacts.Shelf.folder(directory, note).get(
         path,
         (len(texts),),
         load=load,
@@ -57,7 +65,9 @@ def cached_embeddings(
     )
 
 
-def cached_adaptor(directory: Path, docs: np.ndarray, device: str = "cpu") -> Adaptor:
+def cached_adaptor(
+    directory: Path, docs: np.ndarray, device: str = "cpu", note: Note = warn
+) -> Adaptor:
     """`fit_adaptor(docs)` on `device`, saved as ``adaptor-<hash of the vectors and the fit's
     settings>.npz`` and loaded from it later, so a second bench run does not train again."""
     vectors = np.ascontiguousarray(docs, dtype=np.float32)
@@ -72,7 +82,7 @@ def cached_adaptor(directory: Path, docs: np.ndarray, device: str = "cpu") -> Ad
             raise ValueError(f"{path.name}: an adaptor of dimension {adaptor.dim}")
         return adaptor
 
-    return artifacts.Shelf.folder(path.parent, warn).get(
+    return artifacts.Shelf.folder(path.parent, note).get(
         path,
         (vectors.shape[1],),
         load=load,

@@ -18,9 +18,11 @@ import numpy as np
 from mrl_tui.core.errors import InputError
 from mrl_tui.core.evaluation.beir import FOLDER_QUERIES, BeirSet, read_folder_queries
 from mrl_tui.core.evaluation.embeddings_cache import (
+    Note,
     beir_cache_dir,
     cached_adaptor,
     cached_embeddings,
+    warn,
 )
 from mrl_tui.core.search.index import NestedIndex, index_device
 from mrl_tui.core.search.router import calibration_queries
@@ -98,6 +100,7 @@ def beir_eval_set(
     progress: Progress | None = None,
     cache_root: Path | None = None,
     transform: str = "auto",
+    note: Note = warn,
 ) -> EvalSet:
     """Embed (or load from the cache) a BEIR set, under the transform the Library would use."""
     directory = beir_cache_dir(
@@ -115,13 +118,14 @@ def beir_eval_set(
 
         return embedder.embed_documents(texts, on_progress=step)
 
-    docs = cached_embeddings(directory, "docs", data.doc_texts, embed_docs)
+    docs = cached_embeddings(directory, "docs", data.doc_texts, embed_docs, note)
     query_ids = list(data.queries)
     queries = cached_embeddings(
         directory,
         "queries",
         [data.queries[q] for q in query_ids],
         _embed_queries(embedder, "embedding queries", progress),
+        note,
     )
     pseudo = _pseudo_queries(data.doc_texts)
     pseudo_vectors = cached_embeddings(
@@ -129,6 +133,7 @@ def beir_eval_set(
         "pseudo",
         [text for _, text in pseudo],
         _embed_queries(embedder, "embedding pseudo-queries", progress),
+        note,
     )
     route_pseudo = calibration_queries(data.doc_texts)
     route_vectors = cached_embeddings(
@@ -136,6 +141,7 @@ def beir_eval_set(
         "route",
         [text for _, text in route_pseudo],
         _embed_queries(embedder, "embedding router pseudo-queries", progress),
+        note,
     )
     raw = EvalSet(
         name=data.name,
@@ -154,7 +160,7 @@ def beir_eval_set(
         route_sources=[row for row, _ in route_pseudo],
         route_texts=[text for _, text in route_pseudo],
     )
-    return retransformed(raw, transform, embedder.spec.native_mrl, directory)
+    return retransformed(raw, transform, embedder.spec.native_mrl, directory, note)
 
 
 def resolve_transform(choice: str, native_mrl: bool) -> str:
@@ -168,6 +174,7 @@ def fit_transform(
     native_mrl: bool,
     cache_dir: Path | None = None,
     device: str = "cpu",
+    note: Note = warn,
 ) -> tuple[Transform | Adaptor, str]:
     """The transform `choice` resolves to, fitted on `docs`, and its label (as the Library's).
     An adaptor is fitted on `device`; with `cache_dir`, it is kept there (`cached_adaptor`)."""
@@ -178,7 +185,7 @@ def fit_transform(
         return fit_pca(docs), PCA.label
     if cache_dir is None:
         return fit_adaptor(docs, device=device), ADAPTOR.label
-    return cached_adaptor(cache_dir, docs, device), ADAPTOR.label
+    return cached_adaptor(cache_dir, docs, device, note), ADAPTOR.label
 
 
 def folder_eval_set(library: Library, progress: Progress | None = None) -> EvalSet:
@@ -227,7 +234,11 @@ def folder_eval_set(library: Library, progress: Progress | None = None) -> EvalS
 
 
 def retransformed(
-    es: EvalSet, choice: str, native_mrl: bool, cache_dir: Path | None = None
+    es: EvalSet,
+    choice: str,
+    native_mrl: bool,
+    cache_dir: Path | None = None,
+    note: Note = warn,
 ) -> EvalSet:
     """``es`` (its vectors as the model gave them: transform "naive") under the transform
     `choice`, fitted on its rows: a BEIR set's vectors or a folder's index, never embedded again.
@@ -235,7 +246,7 @@ def retransformed(
     (`fit_transform`)."""
     raw = es.index.vectors()
     started = time.perf_counter()
-    fitted, label = fit_transform(choice, raw, native_mrl, cache_dir, es.index.device)
+    fitted, label = fit_transform(choice, raw, native_mrl, cache_dir, es.index.device, note)
     fit_seconds = time.perf_counter() - started
 
     def apply(vectors: np.ndarray | None) -> np.ndarray | None:
