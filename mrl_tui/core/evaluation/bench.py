@@ -33,9 +33,17 @@ from mrl_tui.core.errors import InputError
 from mrl_tui.core.evaluation.beir import BeirSet, read_folder_queries
 from mrl_tui.core.evaluation.metrics import Scores, evaluate, paired_difference
 from mrl_tui.core.search.codes import DEFAULT_RESCORE, bytes_per_vector, encode, rescored_search
-from mrl_tui.core.search.funnel import auto_funnel, default_funnels, scan_fraction, staged_search
+from mrl_tui.core.search.funnel import (
+    Funnel,
+    auto_funnel,
+    default_funnels,
+    scan_fraction,
+    staged_search,
+)
 from mrl_tui.core.search.index import NestedIndex, index_device
-from mrl_tui.core.search.router import Route, Router, TermStats, calibration_queries
+from mrl_tui.core.search.pseudo import SHORT, WINDOWS, pseudo_queries
+from mrl_tui.core.search.query_features import TermStats
+from mrl_tui.core.search.router import Route, Router
 from mrl_tui.core.transforms.adaptor import Adaptor, fit_adaptor
 from mrl_tui.core.transforms.adaptor import fit_settings as adaptor_settings
 from mrl_tui.core.transforms.kind import ADAPTOR, KINDS, NAIVE, PCA, resolve
@@ -43,8 +51,6 @@ from mrl_tui.core.transforms.pca import IDENTITY, Transform, fit_pca
 
 DEFAULT_DIMS = (32, 64, 128, 256)
 RECALL_K = 100
-PSEUDO_QUERIES = 200
-PSEUDO_WORDS = 10
 TIMED_QUERIES = 50
 """Queries whose single search is timed for ``search_ms`` (the rankings come from a batch)."""
 COMPARE_TRANSFORMS = tuple(kind.choice for kind in KINDS)
@@ -100,7 +106,8 @@ class EvalSet:
     route_vectors: np.ndarray | None = None
     route_sources: list[int] = field(default_factory=list)
     route_texts: list[str] = field(default_factory=list)
-    """Short pseudo-queries (`router.calibration_queries`) the router calibrates on."""
+    """Short pseudo-queries (`pseudo.SHORT`) the router's stop rules are calibrated on; the auto
+    funnel (its ladder) is chosen on ``pseudo_vectors`` (`pseudo.WINDOWS`)."""
     codes: dict[str, Any] = field(default_factory=dict)
     """int8 / binary codes of the index, made on first use."""
     fit_seconds: float = 0.0
@@ -166,14 +173,17 @@ def against_fixed(
     return rows
 
 
-def _routed(es: EvalSet, k: int) -> tuple[dict[str, Any], Scores] | None:
-    """Every query through a `Router` calibrated on this corpus's pseudo-queries (no qrels)."""
+def _routed(es: EvalSet, k: int, funnel: Funnel) -> tuple[dict[str, Any], Scores] | None:
+    """Every query through a `Router` whose ladder is ``funnel`` (the auto funnel), its stop
+    rules calibrated on this corpus's pseudo-queries (no qrels)."""
     if not es.row_texts or es.route_vectors is None:
         return None
     index, depth = es.index, _depth(es)
     stats = TermStats.from_texts(es.row_texts)
     texts = es.route_texts or None
-    router = Router.calibrate(index, stats, es.route_vectors, es.route_sources, k, texts)
+    router = Router.calibrate(
+        index, stats, es.route_vectors, es.route_sources, k, texts, funnel=funnel
+    )
     routes: list[Route] = []
     rankings = {}
     for qid, text, vector in zip(es.query_ids, es.query_texts, es.query_vectors, strict=True):
@@ -286,7 +296,7 @@ def run_bench(
             }
         )
     routed = None
-    measured = _routed(es, k)
+    measured = _routed(es, k, auto)
     if measured is not None:
         routed, scores = measured
         routed["against_fixed"] = against_fixed(scores, routed["scan_fraction"], per_dim, full_dim)
@@ -342,21 +352,6 @@ def run_compare(
 
 
 # -- building the evaluation sets ------------------------------------------------------------
-
-
-def pseudo_queries(texts: Sequence[str], count: int = PSEUDO_QUERIES, seed: int = 0):
-    """(row, text) pairs: a window of `PSEUDO_WORDS` words at a random place in random rows."""
-    rng = np.random.default_rng(seed)
-    pairs: list[tuple[int, str]] = []
-    for row in rng.permutation(len(texts)).tolist():
-        words = texts[row].split()
-        if len(words) < 3:
-            continue
-        start = int(rng.integers(0, max(1, len(words) - PSEUDO_WORDS + 1)))
-        pairs.append((row, " ".join(words[start : start + PSEUDO_WORDS])))
-        if len(pairs) == count:
-            break
-    return pairs
 
 
 def beir_cache_dir(folder: Path, name: str, model: str, cache_root: Path | None = None) -> Path:
@@ -446,14 +441,14 @@ def beir_eval_set(
         [data.queries[q] for q in query_ids],
         _embed_queries(embedder, "embedding queries", progress),
     )
-    pseudo = pseudo_queries(data.doc_texts)
+    pseudo = pseudo_queries(data.doc_texts, WINDOWS)
     pseudo_vectors = cached_embeddings(
         directory,
         "pseudo",
         [text for _, text in pseudo],
         _embed_queries(embedder, "embedding pseudo-queries", progress),
     )
-    route_pseudo = calibration_queries(data.doc_texts)
+    route_pseudo = pseudo_queries(data.doc_texts, SHORT)
     route_vectors = cached_embeddings(
         directory,
         "route",
@@ -553,9 +548,9 @@ def folder_eval_set(library: Any, progress: Progress | None = None) -> EvalSet:
         if progress is not None:
             progress("embedding queries", i, len(pairs))
     texts = [c.text if doc else "" for c, doc in zip(chunks, row_docs, strict=True)]
-    pseudo = pseudo_queries(texts)
+    pseudo = pseudo_queries(texts, WINDOWS)
     pseudo_vectors = [library.query(text).vector for _, text in pseudo]
-    route_pseudo = calibration_queries(texts)
+    route_pseudo = pseudo_queries(texts, SHORT)
     route_vectors = [library.query(text).vector for _, text in route_pseudo]
     return EvalSet(
         name=library.root.name,

@@ -25,6 +25,7 @@ import numpy as np
 
 from mrl_tui.core.errors import InputError
 from mrl_tui.core.search.index import Hits, NestedIndex, _single_threaded_blas
+from mrl_tui.core.search.rerank import rerank_head
 
 PRECISIONS = ("float32", "int8", "binary")
 
@@ -170,8 +171,7 @@ def rescored_search(
     if rescore < 1:
         raise InputError("--rescore must be at least 1")
     count = min(index.n, rescore * k)
-    ids = codes.candidates(query, dim, count)
-    return index.rerank(query, dim, ids, k)
+    return rerank_head(index, query, dim, codes.candidates(query, dim, count), depth=k)
 
 
 def _smallest(values: np.ndarray, count: int) -> np.ndarray:
