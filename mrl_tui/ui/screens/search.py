@@ -133,8 +133,7 @@ class SearchScreen(Screen[None]):
             "f",
             "toggle_graph",
             "graph",
-            tooltip="reference side: HNSW graph search at full dim, its candidates reranked "
-            "exactly (large indexes with a graph)",
+            tooltip="reference side: HNSW graph search at full dim (large indexes with a graph)",
         ),
         Binding("o", "open_in_editor", "open", tooltip="open the selected hit in your editor"),
         Binding(
