@@ -4,10 +4,13 @@
         --beir ../shared/datasets/msmarco-trecdl-5k [--transform naive]
 
 Issue #13, target 5: routed search reads no more of a full scan than the auto funnel and keeps
->= 99.5 % of full nDCG@10. Embeddings come from `mrl-tui bench`'s cache (embedded on first use,
-minutes on a CPU); vectors under the transform bench uses ("auto": PCA for MiniLM). `scan` is
-values read / (N * full_dim), every stage counted, as in bench. Each "routed −" cell is the mean
-per-query nDCG@10 difference and its paired-bootstrap 95 % interval over the judged queries.
+>= 99.5 % of full nDCG@10. The router keeps the cheaper (on pseudo-queries) of the funnel's cascade
+and a doubling ladder (`Router.calibrate`); the line under each table says which and why.
+Embeddings come from `mrl-tui bench`'s cache (embedded on first use, minutes on a CPU); vectors
+under the transform bench uses ("auto": PCA for MiniLM). `scan` is values read / (N * full_dim),
+every stage counted, as in bench. Each "routed −" cell is the mean per-query nDCG@10 difference
+and its paired-bootstrap 95 % interval over the judged queries. Run it from the repository root
+with `PYTHONPATH=.` (or the package installed).
 """
 
 from __future__ import annotations
@@ -80,8 +83,10 @@ def run(folder: Path, device: str, transform: str) -> None:
         f"{100 * routed.ndcg / full_ndcg:7.1f}%"
     )
     stopped = [r for r in routes if r.dim < full]
+    costs = ", ".join(f"{k} {100 * v:.1f}%" for k, v in router.notes["pseudo_scan"].items())
     print(
-        f"ladder = {funnel.label} (pseudo-query agreement {agreement:.3f}); "
+        f"ladder: {router.notes['ladder']}, scan {router.notes['scan']} (on pseudo-queries "
+        f"{costs}; auto funnel {funnel.label}, agreement {agreement:.3f}); "
         f"{len(stopped)}/{len(routes)} queries stopped early; ends at "
         + ", ".join(f"{d}d ×{c}" for d, c in sorted(Counter(r.dim for r in routes).items()))
     )

@@ -1,4 +1,4 @@
-"""Per-query routing: the auto funnel's cascade, where each query may stop early and says why.
+"""Per-query routing: each query is searched at the prefix dimension it needs, and says why.
 
 A route has two parts:
 
@@ -7,18 +7,26 @@ A route has two parts:
    clauses) put it in feature groups. Calibration learns, per rung, which groups are risky there
    on this corpus: a query in a risky group may not stop at that rung. A query in three or more
    groups never stops early.
-2. *Confidence* decides how far it climbs. The ladder is the cascade of the corpus's auto funnel
-   (`mrl_tui.core.search.funnel.auto_funnel`, e.g. an exact scan at 12 dims keeping 1600 rows,
-   a rerank of those at 64, a rerank of the best 100 at full): one rung per rerank. The route
-   stops at the first rung whose top-k agrees with the ranking before it and whose
-   k-th/(k+1)-th score margin is not unusually thin; a query that does not stop is the funnel's
-   search, row for row. So a route never reads more than the auto funnel, and reads less
-   whenever it stops. On a corpus too small for the funnel to read at most half of one exact
-   scan (about 120 rows), every query is one exact full-dimension scan.
+2. *Confidence* decides how far it climbs a ladder: an exact scan at a small ``scan_dim`` keeps a
+   few hundred rows, and each rung reranks only candidates. The route stops at the first rung
+   whose top-k agrees with the ranking before it and whose k-th/(k+1)-th score margin is not
+   unusually thin (a rung calibration found unable to stop anything is skipped, but for the
+   first and the last). Calibration keeps the cheaper of two ladders on this corpus:
+
+   - the *funnel ladder*: the cascade of the auto funnel (`funnel.auto_funnel`, e.g. a scan at
+     12 dims keeping 1600 rows, a rerank of those at 64, of the best 100 at full), one rung per
+     rerank. A query that does not stop is the funnel's search, row for row, so this ladder never
+     reads more than the auto funnel, and less whenever a query stops.
+   - the *doubling ladder*: a scan chosen to keep the pseudo-queries' sources, then reranks at
+     ``2·scan_dim``, ``4·scan_dim``, …, full. Cheaper where the funnel needs a large scan (naive
+     truncation, very small corpora).
+
+   On a corpus too small for either to read less than one exact scan (about 120 rows at 384
+   dims), every query is one exact full-dimension scan.
 
 Every threshold comes from the corpus itself (`Router.calibrate`): short pseudo-queries cut out of
-the chunks (`mrl_tui.core.search.pseudo.pseudo_queries`) choose the funnel and are searched at
-every rung and compared with an exact full-dimension search, never with relevance judgements.
+the chunks (`mrl_tui.core.search.pseudo`) are searched at every rung and compared with an exact
+full-dimension search, never with relevance judgements; they also say which ladder reads less.
 """
 
 from __future__ import annotations
@@ -47,11 +55,20 @@ from mrl_tui.core.search.rerank import rerank_head
 
 FORMAT_VERSION = 3
 """Saved routers of another version are calibrated again (the rules changed, not just the data)."""
-CANDIDATES = 200
-"""Rows a hand-made router's later rungs rerank (a calibrated one takes its funnel's)."""
 MAX_SCAN_SHARE = 0.5
-"""A ladder must read at most this share of one exact full scan, or routing does not pay: the
-router then scans exactly at full dimension."""
+"""A funnel ladder must read at most this share of one exact full scan to be considered."""
+CANDIDATES = 200
+"""Rows every rung after the first of a doubling ladder reranks (the head of the ranking before
+it), at most."""
+CANDIDATE_SHARE = 16
+"""On smaller corpora the doubling ladder's rungs rerank N/16 rows (at least 3·k), so that
+climbing the whole ladder still reads a small share of one full scan."""
+SCAN_DIMS = (12, 16, 24, 32, 48, 64)
+SCAN_KEEP = (200, 400, 800, 1600)
+"""Scan settings of a doubling ladder: (dim, rows kept for the first rung); on smaller corpora
+also 2× and 4× the candidates, and never more than half the rows."""
+CANDIDATE_RECALL = 0.99
+"""A doubling ladder's scan must keep the source row of this share of the pseudo-queries."""
 QUALITY = 0.99
 """A rung may stop a query when pseudo-queries as stable keep this share of their full nDCG
 (with 95 % confidence: `keeps_quality`)."""
@@ -124,10 +141,35 @@ def risky_groups(
     return risky, unknown
 
 
-def routable(n: int, full_dim: int) -> bool:
-    """Whether some funnel `auto_funnel` may pick reads at most `MAX_SCAN_SHARE` of a full scan
-    on a corpus of ``n`` rows (below about 120 rows at 384 dims none does)."""
-    return any(scan_fraction(f, n, full_dim) <= MAX_SCAN_SHARE for f in auto_grid(full_dim, n)[:1])
+def routable(n: int, full_dim: int, k: int = 10) -> bool:
+    """Whether a ladder could read less than one exact scan on a corpus of ``n`` rows: a doubling
+    ladder, or a funnel that reads at most `MAX_SCAN_SHARE` (below about 120 rows at 384 dims,
+    neither)."""
+    cheapest = auto_grid(full_dim, n)[:1]
+    funnel = any(scan_fraction(f, n, full_dim) <= MAX_SCAN_SHARE for f in cheapest)
+    return funnel or bool(scan_settings(n, full_dim, k))
+
+
+def rerank_rows(n: int, k: int = 10) -> int:
+    """Rows each rung after the first of a doubling ladder reranks on a corpus of ``n`` rows."""
+    return min(CANDIDATES, max(3 * k, n // CANDIDATE_SHARE))
+
+
+def scan_settings(n: int, full_dim: int, k: int = 10) -> list[tuple[int, int]]:
+    """Every (scan dim, rows kept) a doubling ladder may start with on this corpus; none when it
+    is too small for the ladder to read less than one exact scan."""
+    candidates = rerank_rows(n, k)
+    keeps = {c for c in (*SCAN_KEEP, 2 * candidates, 4 * candidates) if candidates <= c <= n // 2}
+    return [(d, c) for d in SCAN_DIMS for c in sorted(keeps) if 2 * d < full_dim]
+
+
+def ladder(scan_dim: int, full_dim: int) -> list[int]:
+    """Rerank dims of a doubling ladder after a scan at ``scan_dim``: doubling, then full."""
+    rungs, dim = [], 2 * scan_dim
+    while dim < full_dim:
+        rungs.append(dim)
+        dim *= 2
+    return [*rungs, full_dim]
 
 
 def overlap(a: np.ndarray, b: np.ndarray, k: int) -> float:
@@ -162,6 +204,94 @@ class Rung:
     risky: tuple[str, ...] = ()
 
 
+def _doubling_scan(
+    index: NestedIndex,
+    pairs: list[tuple[np.ndarray, int]],
+    reference: np.ndarray,
+    settings: list[tuple[int, int]],
+) -> tuple[tuple[int, int], float]:
+    """The cheapest (scan dim, rows kept) whose rows hold the source of `CANDIDATE_RECALL` of the
+    pseudo-queries whose source the full-dim top-k holds (else the one that holds most), and that
+    share."""
+    n = index.n
+    settings = sorted(settings, key=lambda s: (n * s[0] + s[1] * 2 * s[0], s))
+    found = reference > 0
+    vectors = np.stack([q for q, _ in pairs])
+    deepest = max(c for _, c in settings)
+    scans = {d: [h.ids for h in index.search_many(vectors, d, deepest)] for d, _ in settings}
+    best, best_recall = settings[-1], -1.0
+    for d, c in settings:
+        kept = np.array([s in f[:c] for f, (_, s) in zip(scans[d], pairs, strict=True)])
+        recall = float(np.mean(kept[found])) if found.any() else 1.0
+        if recall > best_recall:
+            best, best_recall = (d, c), recall
+        if recall >= CANDIDATE_RECALL:
+            return (d, c), recall
+    return best, best_recall
+
+
+def _rungs(
+    index: NestedIndex,
+    pairs: list[tuple[np.ndarray, int]],
+    reference: np.ndarray,
+    has: dict[str, np.ndarray],
+    rankings: list[np.ndarray],
+    steps: list[tuple[int, int]],
+    k: int,
+) -> tuple[list[Rung], list[dict[str, Any]]]:
+    """Each rung's stop rule, for rungs (dim, rows reranked) after a scan whose rankings of the
+    pseudo-queries are ``rankings``.
+
+    A rung's stability threshold is the lowest of `STABILITY_STEPS` at which the pseudo-queries
+    that stable keep `QUALITY` of their full-dim nDCG; its margin threshold is the
+    `MARGIN_QUANTILE` of their margins. A feature group is risky at a rung when the stable
+    pseudo-queries showing it (at least `MIN_GROUP` of them) keep less than `QUALITY`; a group too
+    few of them show is assumed risky at the lowest rung that can stop. A rung that can stop
+    nothing is skipped by `Router.search` (unless first or last), so the next rung is compared
+    with the ranking before it.
+    """
+    full = index.full_dim
+    rungs: list[Rung] = []
+    notes: list[dict[str, Any]] = []
+    for step, (dim, kept) in enumerate(steps):
+        ranked = [
+            rerank_head(index, q, dim, r, kept) for (q, _), r in zip(pairs, rankings, strict=True)
+        ]
+        stable = np.array([overlap(r, h.ids, k) for r, h in zip(rankings, ranked, strict=True)])
+        gains = np.array([_gain(h.ids, s, k) for h, (_, s) in zip(ranked, pairs, strict=True)])
+        gaps = np.array([margin(h.scores[:kept], k) for h in ranked])
+        threshold = None
+        for level in STABILITY_STEPS if dim < full else ():
+            chosen = stable >= level - 1e-9
+            if chosen.mean() < MIN_SUPPORT:
+                break
+            if keeps_quality(gains[chosen], reference[chosen]):
+                threshold = level
+                break
+        finite = gaps[np.isfinite(gaps)]
+        gap = float(np.quantile(finite, MARGIN_QUANTILE)) if len(finite) else 0.0
+        risky: list[str] = []
+        if threshold is not None:
+            risky, unknown = risky_groups(stable >= threshold - 1e-9, gains, reference, has)
+            if not any(r.stability is not None for r in rungs):  # the lowest that can stop
+                risky += unknown
+        rungs.append(Rung(dim, threshold, gap, tuple(risky)))
+        notes.append(
+            {
+                "dim": dim,
+                "rows": kept,
+                "stability": threshold,
+                "margin": round(gap, 5),
+                "ndcg": round(float(gains.mean()), 4),
+                "risky": risky,
+                "groups": {g: int(has[g].sum()) for g in FEATURE_GROUPS},
+            }
+        )
+        if step == 0 or threshold is not None or dim == full:
+            rankings = [h.ids for h in ranked]  # the next rung compares with this one
+    return rungs, notes
+
+
 @dataclass
 class Router:
     """Routes queries over one index; make it with `calibrate` (or `load` a saved one)."""
@@ -193,8 +323,9 @@ class Router:
         The scan keeps `scan_keep` rows, which the first rung reranks; later rungs rerank the head
         (`candidates` rows) of the ranking before them and leave its tail in place. A query stops
         at the first rung where it is confident and shows none of the rung's risky feature groups;
-        a hard query climbs every rung. A query that climbs every rung of a calibrated router is
-        its funnel's search (`funnel.staged_search`): the same rows, the same values read.
+        a hard query skips every rung but the first (which narrows the candidates) and the last. On
+        a funnel ladder a query that does not stop is its funnel's search
+        (`funnel.staged_search`): the same rows, the same values read.
         """
         depth = depth or self.k
         features, groups, hard, reasons = self.plan(text)
@@ -213,8 +344,18 @@ class Router:
         scan = index.search(vector, self.scan_dim, max(scan_keep, depth))
         stages = [(self.scan_dim, index.n)]
         ranking, scores, prev_dim = scan.ids, scan.scores, self.scan_dim
+        last = len(self.rungs) - 1
+        # A rung that can stop no query is skipped (its rerank would only cost), except the
+        # first, which narrows the scan's rows to the candidates, and full dimension. A funnel
+        # ladder has no other rungs.
+        order = [
+            i for i in range(last + 1) if i in (0, last) or self.rungs[i].stability is not None
+        ]
+        if hard:
+            order = [0, last]
         held: list[str] = []  # feature groups that kept a confident top-k from stopping
-        for step, rung in enumerate(self.rungs):
+        for step, i in enumerate(dict.fromkeys(order)):
+            rung = self.rungs[i]
             kept = scan_keep if step == 0 else min(self.candidates, scan_keep)
             reranked = rerank_head(index, vector, rung.dim, ranking, kept, scores=scores)
             stages.append((rung.dim, kept))
@@ -267,21 +408,23 @@ class Router:
         pseudo_texts: Sequence[str] | None = None,
         funnel: Funnel | None = None,
     ) -> Router:
-        """The ladder of ``funnel`` (default: `auto_funnel` on these pseudo-queries) and each
-        rung's stop rule, from pseudo-queries (see the module doc).
+        """The cheaper of two ladders, each with its rungs' stop rules, from pseudo-queries.
 
-        ``funnel`` has at most two stages (as `auto_grid` makes): the scan keeps ``scan_keep``
-        rows, the first rung reranks them, the next (if any) reranks ``candidates``. A
-        pseudo-query's relevant row is the one it was cut from, and its quality at a dim is the
-        nDCG@k of that row. A rung's stability threshold is the lowest of `STABILITY_STEPS` at
-        which the pseudo-queries that stable keep `QUALITY` of their full-dim nDCG; its margin
-        threshold is the `MARGIN_QUANTILE` of their margins. A feature group is risky at a rung
-        when the stable pseudo-queries showing it (``pseudo_texts``; at least `MIN_GROUP` of them)
-        keep less than `QUALITY`; a group too few of them show is assumed risky at the lowest
-        rung that can stop.
+        - the *funnel ladder*: the cascade of ``funnel`` (the auto funnel; give the one chosen on
+          `pseudo.WINDOWS`, by default it is chosen on these pseudo-queries), at most two stages:
+          the scan keeps ``scan_keep`` rows, the first rung reranks them, the next (if any)
+          reranks ``candidates``. A query that does not stop is the funnel's search.
+        - the *doubling ladder*: the cheapest scan (dim, rows kept) whose rows still hold the
+          source of `CANDIDATE_RECALL` of the pseudo-queries whose source the full-dim top-k
+          holds, then reranks at doubling dims, then full.
+
+        Each rung's stop rule is calibrated the same way (`_rungs`); then every pseudo-query is
+        routed through each ladder, and the one that reads less on average is kept (the funnel
+        on a tie). A pseudo-query's relevant row is the one it was cut from, and its quality at
+        a dim is the nDCG@k of that row.
         """
         full, n = index.full_dim, index.n
-        if not routable(n, full):
+        if not routable(n, full, k):
             return cls.exact(stats, full, n, k, f"small index ({n} rows)")
         if len(pseudo_vectors) == 0:
             return cls.exact(stats, full, n, k, "no calibration queries")
@@ -289,68 +432,58 @@ class Router:
             funnel, _ = auto_funnel(index, pseudo_vectors, pseudo_sources, k)
         if len(funnel.stages) > 2:
             raise ValueError(f"a router ladder has at most two stages, not {funnel.label}")
-        if scan_fraction(funnel, n, full) > MAX_SCAN_SHARE:
-            return cls.exact(stats, full, n, k, f"small index ({n} rows)")
-        (scan_dim, scan_keep), later = funnel.stages[0], funnel.stages[1:]
-        scan_keep = min(scan_keep, n)
-        candidates = min(later[0][1], scan_keep) if later else scan_keep
-        steps = list(zip([d for d, _ in later] + [full], [scan_keep, candidates], strict=False))
-
+        texts = list(pseudo_texts or [""] * len(pseudo_vectors))
         pairs = list(zip(pseudo_vectors, pseudo_sources, strict=True))
         exact = index.search_many(pseudo_vectors, full, k)
         reference = np.array([_gain(h.ids, s, k) for h, (_, s) in zip(exact, pairs, strict=True)])
-        notes: dict[str, Any] = {
-            "pseudo_queries": len(pairs),
-            "funnel": funnel.label,
-            "scan": f"{scan_dim}d:{scan_keep}",
-            "full_ndcg": round(float(reference.mean()), 4),
-            "rungs": [],
-        }
-        groups = [
-            set(complexity(query_features(t, stats))[0])
-            for t in (pseudo_texts or [""] * len(pairs))
-        ]
+        groups = [set(complexity(query_features(t, stats))[0]) for t in texts]
         has = {g: np.array([g in mine for mine in groups]) for g in FEATURE_GROUPS}
-        rankings = [h.ids for h in index.search_many(pseudo_vectors, scan_dim, scan_keep)]
-        rungs: list[Rung] = []
-        for dim, kept in steps:
-            ranked = [
-                rerank_head(index, q, dim, r, kept)
-                for (q, _), r in zip(pairs, rankings, strict=True)
-            ]
-            stable = np.array([overlap(r, h.ids, k) for r, h in zip(rankings, ranked, strict=True)])
-            gains = np.array([_gain(h.ids, s, k) for h, (_, s) in zip(ranked, pairs, strict=True)])
-            gaps = np.array([margin(h.scores[:kept], k) for h in ranked])
-            threshold = None
-            for level in STABILITY_STEPS if dim < full else ():
-                chosen = stable >= level - 1e-9
-                if chosen.mean() < MIN_SUPPORT:
-                    break
-                if keeps_quality(gains[chosen], reference[chosen]):
-                    threshold = level
-                    break
-            finite = gaps[np.isfinite(gaps)]
-            gap = float(np.quantile(finite, MARGIN_QUANTILE)) if len(finite) else 0.0
-            risky: list[str] = []
-            if threshold is not None:
-                risky, unknown = risky_groups(stable >= threshold - 1e-9, gains, reference, has)
-                if not any(r.stability is not None for r in rungs):  # the lowest that can stop
-                    risky += unknown
-            rungs.append(Rung(dim, threshold, gap, tuple(risky)))
-            notes["rungs"].append(
-                {
-                    "dim": dim,
-                    "rows": kept,
-                    "stability": threshold,
-                    "margin": round(gap, 5),
-                    "ndcg": round(float(gains.mean()), 4),
-                    "risky": risky,
-                    "groups": {g: int(has[g].sum()) for g in FEATURE_GROUPS},
-                }
+        common = {"pseudo_queries": len(pairs), "full_ndcg": round(float(reference.mean()), 4)}
+
+        def build(name: str, scan: tuple[int, int], steps: list[tuple[int, int]], notes) -> Router:
+            scan_dim, scan_keep = scan
+            rankings = [h.ids for h in index.search_many(pseudo_vectors, scan_dim, scan_keep)]
+            rungs, rung_notes = _rungs(index, pairs, reference, has, rankings, steps, k)
+            notes = {"ladder": name, **common, **notes, "rungs": rung_notes}
+            notes["candidates"] = steps[-1][1]
+            return cls(stats, full, scan_dim, scan_keep, rungs, k, steps[-1][1], notes)
+
+        options = []
+        if scan_fraction(funnel, n, full) <= MAX_SCAN_SHARE:
+            (scan_dim, scan_keep), later = funnel.stages[0], funnel.stages[1:]
+            scan_keep = min(scan_keep, n)
+            rows = [scan_keep, min(later[0][1], scan_keep)] if later else [scan_keep]
+            dims = [d for d, _ in later] + [full]
+            notes = {"funnel": funnel.label, "scan": f"{scan_dim}d:{scan_keep}"}
+            options.append(
+                build("funnel", (scan_dim, scan_keep), list(zip(dims, rows, strict=True)), notes)
             )
-            rankings = [h.ids for h in ranked]  # the next rung reranks and compares with this one
-        notes["candidates"] = candidates
-        return cls(stats, full, scan_dim, scan_keep, rungs, k, candidates, notes)
+        settings = scan_settings(n, full, k)
+        if settings:
+            (scan_dim, scan_keep), recall = _doubling_scan(index, pairs, reference, settings)
+            dims = ladder(scan_dim, full)
+            rows = [scan_keep] + [rerank_rows(n, k)] * (len(dims) - 1)
+            notes = {"scan": f"{scan_dim}d:{scan_keep}", "scan_recall": round(recall, 4)}
+            options.append(
+                build("doubling", (scan_dim, scan_keep), list(zip(dims, rows, strict=True)), notes)
+            )
+        if not options:
+            return cls.exact(stats, full, n, k, f"small index ({n} rows)")
+        costs = {
+            router.notes["ladder"]: float(
+                np.mean(
+                    [
+                        router.search(index, t, q, k)[1].values_read
+                        for t, (q, _) in zip(texts, pairs, strict=True)
+                    ]
+                )
+            )
+            / (n * full)
+            for router in options
+        }
+        chosen = min(options, key=lambda router: costs[router.notes["ladder"]])
+        chosen.notes["pseudo_scan"] = {name: round(cost, 4) for name, cost in costs.items()}
+        return chosen
 
     # -- cache ---------------------------------------------------------------------------------
 
