@@ -440,7 +440,9 @@ class Router:
         has = {g: np.array([g in mine for mine in groups]) for g in FEATURE_GROUPS}
         common = {"pseudo_queries": len(pairs), "full_ndcg": round(float(reference.mean()), 4)}
 
-        def build(name: str, scan: tuple[int, int], steps: list[tuple[int, int]], notes) -> Router:
+        def build(
+            name: str, scan: tuple[int, int], steps: list[tuple[int, int]], notes: dict[str, Any]
+        ) -> Router:
             scan_dim, scan_keep = scan
             rankings = [h.ids for h in index.search_many(pseudo_vectors, scan_dim, scan_keep)]
             rungs, rung_notes = _rungs(index, pairs, reference, has, rankings, steps, k)
