@@ -22,10 +22,10 @@ QUERIES = ("bread oven flour", "planet moon volcano", "river bridge harbour")
 
 
 def _use_graphs(mp: pytest.MonkeyPatch) -> None:
-    """A small corpus gets an HNSW graph too, and the funnel asks it for candidates (100 of
+    """A small corpus gets an HNSW graph too, and graph search asks it for candidates (100 of
     the 160 rows at k=5), so a damaged graph would reach hnswlib's search."""
     mp.setattr(library_module, "HNSW_MIN_CHUNKS", 2)
-    mp.setattr(library_module, "FUNNEL_CANDIDATES", 0)
+    mp.setattr(library_module, "GRAPH_CANDIDATES", 0)
 
 
 @pytest.fixture(autouse=True)
@@ -41,18 +41,18 @@ Hit = tuple[str, int, str, float]
 
 
 def _hits(library: Library) -> dict[str, list[Hit]]:
-    """Top hits of every query: exact at a prefix dim and at full dim, the HNSW funnel at full
+    """Top hits of every query: exact at a prefix dim and at full dim, HNSW graph search at full
     dim and routed."""
-    out: dict[str, list[Hit]] = {"exact": [], "funnel": [], "routed": []}
+    out: dict[str, list[Hit]] = {"exact": [], "graph": [], "routed": []}
     for text in QUERIES:
         query = library.query(text)
         results = {
             "exact": [library.search(query, 16, 5), library.search(query, 96, 5, mode="exact")],
-            "funnel": [library.search(query, 96, 5)],
+            "graph": [library.search(query, 96, 5)],
             "routed": [library.search_routed(query, 5)[0]],
         }
         for kind, found in results.items():
-            assert kind != "funnel" or found[0].mode == "funnel"
+            assert kind != "graph" or found[0].mode == "graph"
             for result in found:
                 out[kind] += [
                     (h.chunk.path, h.chunk.start_line, h.chunk.text, h.score) for h in result.hits
@@ -66,7 +66,7 @@ def _same_hits(a: dict[str, list[Hit]], b: dict[str, list[Hit]], kinds: Iterable
         np.testing.assert_allclose([h[3] for h in a[kind]], [h[3] for h in b[kind]], atol=1e-5)
 
 
-ALL = ("exact", "funnel", "routed")
+ALL = ("exact", "graph", "routed")
 EXACT = ("exact",)
 """Re-embedding a few files appends their rows, so the graph and the router's pseudo-queries are
 made in another row order than a clean run's: approximate and routed hits may then differ."""
@@ -314,7 +314,7 @@ def test_cli_says_one_line_and_succeeds(
     assert len(lines) == 1 and lines[0].startswith("mrl-tui: ") and "Traceback" not in err
     assert DAMAGE[case][1] in lines[0]
     paths = [r["path"] for r in json.loads(out)["results"]]
-    assert paths == [h[0] for h in clean_hits["funnel"][5:10]]  # QUERIES[1], full dim
+    assert paths == [h[0] for h in clean_hits["graph"][5:10]]  # QUERIES[1], full dim
 
 
 def test_a_lost_database_never_serves_old_vectors(tmp_path: Path) -> None:

@@ -34,11 +34,11 @@ def test_one_embedding_per_query_and_any_dim(topic_folder: Path, tmp_path: Path,
     with pytest.raises(InputError):
         library.search(query, 385, 3)
     with pytest.raises(InputError):
-        library.search(query, 64, 3, mode="funnel")  # small corpus: no graph
+        library.search(query, 64, 3, mode="graph")  # small corpus: no graph
     library.close()
 
 
-def test_large_corpora_get_an_hnsw_funnel_that_is_cached(
+def test_large_corpora_get_an_hnsw_graph_that_is_cached(
     topic_folder: Path, tmp_path: Path, embedder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(library_module, "HNSW_MIN_CHUNKS", 2)
@@ -49,11 +49,13 @@ def test_large_corpora_get_an_hnsw_funnel_that_is_cached(
     graph_files = list(library.store.directory.glob("hnsw_*.bin"))
     assert len(graph_files) == 1
     query = library.query("budget and savings")
-    funnel = library.search(query, 384, 3)
+    graph = library.search(query, 384, 3)
     exact = library.search(query, 384, 3, mode="exact")
-    assert funnel.mode == "funnel"
-    # every row is a candidate in a corpus this small, so the funnel equals exact search
-    assert [h.id for h in funnel.hits] == [h.id for h in exact.hits]
+    assert graph.mode == "graph"
+    # every row is a candidate in a corpus this small, so graph search equals exact search
+    assert [h.id for h in graph.hits] == [h.id for h in exact.hits]
+    old = library.search(query, 384, 3, mode="funnel")  # the older name of the mode
+    assert old.mode == "graph" and [h.id for h in old.hits] == [h.id for h in graph.hits]
     assert library.search(query, 32, 3).mode == "exact"  # at or below the graph's dim
     library.close()
 

@@ -9,21 +9,24 @@ import numpy as np
 import pytest
 from test_cli import run
 
+from mrl_tui.core.search.funnel import Funnel, auto_funnel, staged_search, values_read
 from mrl_tui.core.search.index import NestedIndex
-from mrl_tui.core.search.router import (
+from mrl_tui.core.search.pseudo import SHORT, WINDOWS, pseudo_queries
+from mrl_tui.core.search.query_features import (
     FEATURE_GROUPS,
+    TermStats,
+    query_features,
+    tokenize,
+)
+from mrl_tui.core.search.rerank import rerank_head
+from mrl_tui.core.search.router import (
     Route,
     Router,
     Rung,
-    TermStats,
-    calibration_queries,
     keeps_quality,
     ladder,
-    query_features,
-    rerank_rows,
     risky_groups,
-    scan_settings,
-    tokenize,
+    routable,
 )
 
 CORPUS = [
@@ -126,7 +129,7 @@ def test_risky_feature_groups_climb_higher_and_hard_queries_go_to_full() -> None
     assert "negation queries need more than 16 here" in route.reasons
     assert r.search(stable, "cat pond 2024", q)[1].dim == 16  # exact tokens: not risky here
     route = r.search(stable, "only zebra_count not in 2024, unless quagga", q)[1]
-    assert route.dim == 32 and "hard: straight to full" in route.reasons
+    assert route.dim == 32 and "hard: no early stop" in route.reasons
     assert [d for d, _ in route.stages] == [8, 16, 32]  # the first rung still narrows
     # A group risky at every rung that can stop keeps the query from stopping before full.
     r = router([Rung(16, 0.8, 0.0, ("negation",)), Rung(32, None, 0.0)])
@@ -162,33 +165,102 @@ def test_a_group_is_risky_when_its_stable_pseudo_queries_lose_quality() -> None:
     assert "rare" not in risky and set(unknown) == {"negation", "long", "clauses"}
 
 
-def test_routes_are_deterministic_and_explained() -> None:
+def corpus_600() -> tuple[np.ndarray, NestedIndex, list[str]]:
     rng = np.random.default_rng(1)
     x = (rng.standard_normal((600, 64)) * np.linspace(3, 0.2, 64)).astype(np.float32)
-    index = NestedIndex(x)
     texts = [" ".join(f"w{(i * 7 + j) % 97}" for j in range(12)) for i in range(600)]
-    pseudo = calibration_queries(texts, count=60)
+    return x, NestedIndex(x), texts
+
+
+def noisy(x: np.ndarray, rows: list[int], seed: int = 2) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return x[rows] + 0.3 * rng.standard_normal((len(rows), x.shape[1])).astype(np.float32)
+
+
+def test_routes_are_deterministic_and_explained() -> None:
+    x, index, texts = corpus_600()
+    pseudo = pseudo_queries(texts, SHORT, count=60)
     assert all(2 <= len(t.split()) <= 6 for _, t in pseudo)
     rows = [row for row, _ in pseudo]
-    vectors = x[rows] + 0.3 * rng.standard_normal((len(rows), 64)).astype(np.float32)
-    r = Router.calibrate(index, TermStats.from_texts(texts), vectors, rows)
-    assert r.rungs[-1].dim == 64 and [g.dim for g in r.rungs] == ladder(r.scan_dim, 64)
+    r = Router.calibrate(index, TermStats.from_texts(texts), noisy(x, rows), rows)
+    # Here the doubling ladder reads less on the pseudo-queries than the auto funnel's cascade.
+    costs = r.notes["pseudo_scan"]
+    assert r.notes["ladder"] == "doubling" and costs["doubling"] < costs["funnel"]
+    assert [g.dim for g in r.rungs] == ladder(r.scan_dim, 64)
+    funnel, _ = auto_funnel(index, noisy(x, rows), rows, 10)
     for i, text in enumerate(["w3 w10", "w5 without w6", "only w1_x in 2024, not w2"]):
         q = x[i * 50] + 0.3
         a_hits, a = r.search(index, text, q, depth=20)
         b_hits, b = r.search(index, text, q, depth=20)
         assert a == b and np.array_equal(a_hits.ids, b_hits.ids)
         assert a.reasons and a.summary.startswith(f"{a.dim}-d: ")
-        assert r.scan_dim < a.dim <= 64 and a.values_read < 600 * 64 * 2
+        assert r.scan_dim < a.dim <= 64 and a.values_read <= values_read(funnel, 600, 64)
         assert len(a_hits) == 20
         assert set(a.to_dict()) >= {"dim", "reasons", "features"}
 
 
-def test_rungs_rerank_fewer_rows_on_smaller_corpora() -> None:
-    assert rerank_rows(5000) == 200 and rerank_rows(552) == 34 and rerank_rows(100) == 30
-    settings = scan_settings(552, 384)
-    assert settings and all(34 <= kept <= 276 and 2 * d < 384 for d, kept in settings)
-    assert scan_settings(100, 384) == []  # a ladder could not read less than one scan
+def test_a_route_is_the_funnel_unless_it_stops_early_and_then_reads_less() -> None:
+    x, index, texts = corpus_600()
+    funnel = Funnel(((8, 200), (32, 40)))
+    stats = TermStats.from_texts(texts)
+    never = Router(stats, 64, 8, 200, [Rung(32, None, 0.0), Rung(64, None, 0.0)], 10, 40)
+    always = Router(stats, 64, 8, 200, [Rung(32, 0.0, 0.0), Rung(64, None, 0.0)], 10, 40)
+    for q in noisy(x, [5, 123, 444], seed=3):
+        found, route = never.search(index, "w1 w2", q, depth=30)
+        assert np.array_equal(found.ids, staged_search(index, q, funnel, 30))
+        assert route.values_read == values_read(funnel, 600, 64) and route.dim == 64
+        assert route.stages == [(8, 600), (32, 200), (64, 40)]
+        found, route = always.search(index, "w1 w2", q, depth=30)
+        assert route.dim == 32 and route.values_read == 600 * 8 + 200 * 32
+        assert "top-10 stable between 8 and 32 (" in route.summary
+        at_32 = rerank_head(index, q, 32, index.search(q, 8, 200).ids)
+        assert np.array_equal(found.ids, at_32.ids[:30])
+        assert np.allclose(found.scores, at_32.scores[:30])
+
+
+def test_calibration_keeps_the_funnel_ladder_where_it_reads_less() -> None:
+    x, index, texts = corpus_600()
+    pseudo = pseudo_queries(texts, SHORT, count=60)
+    rows = [row for row, _ in pseudo]
+    funnel = Funnel(((8, 100), (32, 30)))
+    r = Router.calibrate(index, TermStats.from_texts(texts), noisy(x, rows), rows, funnel=funnel)
+    costs = r.notes["pseudo_scan"]
+    assert r.notes["ladder"] == "funnel" and costs["funnel"] <= costs["doubling"]
+    assert (r.scan_dim, r.scan_keep, r.candidates) == (8, 100, 30)
+    assert [g.dim for g in r.rungs] == [32, 64]
+    for q in noisy(x, [7, 300, 512], seed=4):
+        found, route = r.search(index, "w1 w2", q, depth=20)
+        assert route.values_read <= values_read(funnel, 600, 64)
+        if route.dim == 64:  # it did not stop: the funnel's own ranking
+            assert np.array_equal(found.ids, staged_search(index, q, funnel, 20))
+
+
+def test_routing_pays_only_where_the_funnel_reads_at_most_half_a_scan() -> None:
+    assert routable(5000, 384) and routable(552, 384) and routable(120, 384)
+    assert not routable(100, 384) and not routable(80, 64)
+    x, index, texts = corpus_600()
+    with pytest.raises(ValueError, match="at most two stages"):
+        Router.calibrate(
+            index,
+            TermStats.from_texts(texts),
+            x[:5],
+            [0, 1, 2, 3, 4],
+            funnel=Funnel(((8, 300), (16, 100), (32, 50))),
+        )
+
+
+def test_the_two_pseudo_query_cuts() -> None:
+    texts = [" ".join(f"r{i}w{j}" for j in range(5 + i % 20)) for i in range(300)] + ["a b"]
+    windows = pseudo_queries(texts, WINDOWS, count=50)
+    assert len(windows) == 50 and windows == pseudo_queries(texts, WINDOWS, count=50)
+    for row, text in windows:
+        words = texts[row].split()
+        assert len(text.split()) == min(10, len(words)) and text in texts[row]
+    short = pseudo_queries(texts, SHORT, count=50)
+    assert all(2 <= len(t.split()) <= 6 and t in texts[row] for row, t in short)
+    heads = [t for row, t in short[::2]]  # every other one is a chunk's first words
+    assert all(texts[row].startswith(t) for (row, _), t in zip(short[::2], heads, strict=True))
+    assert 300 not in {row for row, _ in short}  # "a b" is too short to cut from
 
 
 def test_a_small_index_is_one_exact_full_scan() -> None:
@@ -196,7 +268,7 @@ def test_a_small_index_is_one_exact_full_scan() -> None:
     x = rng.standard_normal((80, 64)).astype(np.float32)
     index = NestedIndex(x)
     texts = [f"row {i} about w{i % 7}" for i in range(80)]
-    pseudo = calibration_queries(texts, count=20)
+    pseudo = pseudo_queries(texts, count=20)
     vectors = x[[row for row, _ in pseudo]]
     r = Router.calibrate(index, TermStats.from_texts(texts), vectors, [row for row, _ in pseudo])
     assert r.rungs == []

@@ -296,7 +296,7 @@ async def test_latency_profile_and_storage_follow_the_query(library: Library) ->
         assert screen.latency_profile is profile
 
 
-async def test_funnel_reference_without_graph_says_why(library: Library) -> None:
+async def test_graph_reference_without_graph_says_why(library: Library) -> None:
     assert library.graph is None
     app = make_app(library)
     async with app.run_test(size=(100, 32)) as pilot:
@@ -307,7 +307,7 @@ async def test_funnel_reference_without_graph_says_why(library: Library) -> None
         assert any("HNSW graph" in n.message for n in app._notifications)
 
 
-async def test_funnel_reference_with_graph(
+async def test_graph_reference_with_graph(
     corpus: Path, embedder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import mrl_tui.core.library as library_module
@@ -321,12 +321,12 @@ async def test_funnel_reference_with_graph(
     async with app.run_test(size=(100, 32)) as pilot:
         screen = await search(pilot)
         await pilot.press("f")
-        await wait_for(pilot, lambda: screen.comparison.ref_mode == "funnel")  # type: ignore[union-attr]
+        await wait_for(pilot, lambda: screen.comparison.ref_mode == "graph")  # type: ignore[union-attr]
         pane = screen.query_one("#right", RankingPane)
-        assert pane.border_title == f"reference: funnel @{lib.full_dim}"
+        assert pane.border_title == f"reference: graph @{lib.full_dim}"
         assert screen.state is not None
-        funnel = lib.search(screen.state.query, lib.full_dim, TOP_K, mode="funnel")
-        assert table_rows(pane)[0] == ids_of(funnel.hits)
+        graph = lib.search(screen.state.query, lib.full_dim, TOP_K, mode="graph")
+        assert graph.mode == "graph" and table_rows(pane)[0] == ids_of(graph.hits)
         await pilot.press("r")  # back to exact at the same dim
         await wait_for(pilot, lambda: screen.comparison.ref_mode == "exact")  # type: ignore[union-attr]
         assert screen.ref_dim == lib.full_dim

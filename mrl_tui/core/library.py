@@ -29,10 +29,13 @@ from mrl_tui.core.errors import CacheDamaged, CacheError, CacheUnwritable, Cance
 from mrl_tui.core.preflight import check_folder, check_query
 from mrl_tui.core.search import hybrid
 from mrl_tui.core.search.codes import DEFAULT_RESCORE, PRECISIONS, Codes, encode, rescored_search
+from mrl_tui.core.search.funnel import auto_funnel
 from mrl_tui.core.search.hnsw import ANCHOR_DIM, HNSW_MIN_CHUNKS, HnswGraph, graph_search
 from mrl_tui.core.search.index import Hits, NestedIndex, index_device
+from mrl_tui.core.search.pseudo import SHORT, WINDOWS, pseudo_queries
+from mrl_tui.core.search.query_features import TermStats
 from mrl_tui.core.search.query_syntax import PathFilter, matching_rows
-from mrl_tui.core.search.router import Route, Router, TermStats, calibration_queries, scan_settings
+from mrl_tui.core.search.router import Route, Router, routable
 from mrl_tui.core.transforms.adaptor import Adaptor, fit_adaptor
 from mrl_tui.core.transforms.kind import ADAPTOR, CHOICES, NAIVE, PCA, TransformKind, check_choice
 from mrl_tui.core.transforms.kind import resolve as resolve_kind
@@ -71,11 +74,14 @@ class Hit:
     """Its rank in the keyword (bm25) list; None where no term matched or not searched."""
 
 
-SEARCH_MODES = ("auto", "exact", "funnel")
+SEARCH_MODES = ("auto", "exact", "graph")
+MODE_ALIASES = {"funnel": "graph"}
+"""Older spellings of a search mode: "funnel" was the HNSW graph search before the word came to
+mean only the exact cascade (`mrl_tui.core.search.funnel`)."""
 TRANSFORMS = CHOICES
 """The user's transform choices (`mrl_tui.core.transforms.kind`)."""
-FUNNEL_CANDIDATES = 200
-"""Candidates the HNSW stage hands to the exact rerank (at least 20 per requested hit)."""
+GRAPH_CANDIDATES = 200
+"""Candidates the HNSW graph hands to the exact rerank (at least 20 per requested hit)."""
 REFIT_FRACTION = 0.10
 """A fitted transform (PCA, adaptor) or router made for an earlier generation is kept, and new
 vectors are projected with it, until more than this share of the rows it was fitted on has
@@ -104,7 +110,7 @@ class SearchResult:
     dim: int
     hits: list[Hit]
     search_ms: float
-    mode: str  # "exact", "funnel", "rescored" (codes, then exact) or "routed": what ran
+    mode: str  # "exact", "graph" (HNSW, then exact), "rescored" (codes, then exact), "routed"
     precision: str = "float32"
     retrieval: str = "dense"  # or "lexical", "hybrid" (`retrieve`)
 
@@ -366,7 +372,8 @@ class Library:
         """Build the transform and the in-memory index for the cache's current generation.
 
         Above `HNSW_MIN_CHUNKS` chunks an HNSW graph at `ANCHOR_DIM` is loaded or built too (its
-        build reports `on_graph_progress(done, total)`), and searches above that dim use a funnel.
+        build reports `on_graph_progress(done, total)`), and searches above that dim use it
+        (graph search).
         """
         loaded = (self.store.db_id, self.store.generation)
         if loaded == (self._loaded_db, self._loaded_generation):
@@ -587,6 +594,7 @@ class Library:
         than the loaded one, to compare them at one dim: always exact and float32 (see `view`)."""
         if k < 1:
             raise InputError("k must be at least 1", settings=("k",))
+        mode = MODE_ALIASES.get(mode, mode)
         if mode not in SEARCH_MODES:
             raise InputError(f"unknown search mode {mode!r}; choose one of {SEARCH_MODES}")
         if precision not in PRECISIONS:
@@ -600,22 +608,22 @@ class Library:
             return self._view_search(query, dim, k, transform, mode, precision)
         if precision != "float32":
             return self._rescored_search(query, dim, k, precision, rescore)
-        if mode == "funnel" and self.graph is None:
-            raise InputError("funnel search needs an HNSW graph: this index is small, use exact")
-        use_funnel = self.graph is not None and (
-            mode == "funnel" or (mode == "auto" and dim > self.graph.dim)
+        if mode == "graph" and self.graph is None:
+            raise InputError("graph search needs an HNSW graph: this index is small, use exact")
+        use_graph = self.graph is not None and (
+            mode == "graph" or (mode == "auto" and dim > self.graph.dim)
         )
         vector = self._index_vector(query)
         started = time.perf_counter()
-        if use_funnel:
+        if use_graph:
             assert self.graph is not None
-            candidates = max(FUNNEL_CANDIDATES, 20 * k)
+            candidates = max(GRAPH_CANDIDATES, 20 * k)
             found = graph_search(self.index, self.graph, vector, dim, k, candidates)
         else:
             found = self.index.search(vector, dim, k)
         elapsed = (time.perf_counter() - started) * 1000
         return SearchResult(
-            query, dim, self._hits(found), elapsed, "funnel" if use_funnel else "exact"
+            query, dim, self._hits(found), elapsed, "graph" if use_graph else "exact"
         )
 
     @_repairing
@@ -731,7 +739,7 @@ class Library:
     def _view_search(
         self, query: Query, dim: int, k: int, transform: str, mode: str, precision: str
     ) -> SearchResult:
-        if mode == "funnel" or precision != "float32":
+        if mode == "graph" or precision != "float32":
             raise InputError("another transform is searched exact and in float32 only")
         chosen, index = self.view(transform)
         vector = chosen.apply(query.raw)
@@ -791,17 +799,27 @@ class Library:
         return self._router
 
     def _calibrate(self) -> Router:
+        """The router's ladder is the auto funnel, chosen on ten-word windows of the chunks; its
+        stop rules are judged on short pseudo-queries (`pseudo`): both embedded in one batch."""
         assert self.index is not None
         texts = [c.text for c in self._chunks(self._ids)]
-        routable = scan_settings(self.index.n, self.full_dim)
-        pseudo = calibration_queries(texts) if routable else []
-        vectors = self.transform.apply(self.embedder.embed_queries([text for _, text in pseudo]))
+        short, windows = [], []
+        if routable(self.index.n, self.full_dim):
+            short, windows = pseudo_queries(texts, SHORT), pseudo_queries(texts, WINDOWS)
+        embedded = self.transform.apply(
+            self.embedder.embed_queries([text for _, text in short + windows])
+        )
+        vectors, window_vectors = embedded[: len(short)], embedded[len(short) :]
+        funnel = None
+        if windows:
+            funnel, _ = auto_funnel(self.index, window_vectors, [row for row, _ in windows], 10)
         return Router.calibrate(
             self.index,
             TermStats.from_texts(texts),
             vectors,
-            [row for row, _ in pseudo],
-            pseudo_texts=[text for _, text in pseudo],
+            [row for row, _ in short],
+            pseudo_texts=[text for _, text in short],
+            funnel=funnel,
         )
 
     def _rescored_search(

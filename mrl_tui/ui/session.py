@@ -53,7 +53,7 @@ class QueryState:
 class Comparison:
     dim: int
     ref_dim: int
-    ref_mode: str  # "exact" or "funnel"
+    ref_mode: str  # "exact" or "graph"
     ref_transform: str | None  # None: the loaded transform; else another one, at `dim` itself
     left: list[Hit]
     right: list[Hit]
@@ -86,7 +86,7 @@ def compare_at(
     retrieval: str = "dense",
 ) -> Comparison:
     """The two sides: `dim` as the app searches it ("auto"), the reference at `ref_dim` with
-    `ref_mode` ("exact", or "funnel" where the index has a graph), or, with `ref_transform`, at
+    `ref_mode` ("exact", or "graph" where the index has an HNSW graph), or, with `ref_transform`, at
     `dim` itself under that transform (exact). Never re-embeds the query.
 
     A fixed reference does not move with the slider: when `previous` ranked the same query

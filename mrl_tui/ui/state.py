@@ -97,7 +97,8 @@ class FolderView:
             value = data.get(name)
             if isinstance(value, kinds) and (kinds is bool or not isinstance(value, bool)):
                 setattr(view, name, value)
-        if view.ref_mode not in ("exact", "funnel"):
+        view.ref_mode = {"funnel": "graph"}.get(view.ref_mode, view.ref_mode)  # older files
+        if view.ref_mode not in ("exact", "graph"):
             view.ref_mode = "exact"
         return view
 

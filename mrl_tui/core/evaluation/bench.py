@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from mrl_tui.core.errors import InputError
 from mrl_tui.core.evaluation.embeddings_cache import warn
 from mrl_tui.core.evaluation.report import BenchReport, CompareReport, Report
@@ -30,8 +28,6 @@ if TYPE_CHECKING:
     from mrl_tui.core.library import Library
 
 DEFAULT_DIMS = (32, 64, 128, 256)
-PSEUDO_QUERIES = 200
-PSEUDO_WORDS = 10
 COMPARE_TRANSFORMS = tuple(kind.choice for kind in KINDS)
 """`--compare`'s transform columns: every transform kind, "naive", "pca", "adaptor"."""
 TRAINED_COLUMN = "trained (native)"
@@ -65,21 +61,6 @@ def check_dims(dims: Sequence[int], full_dim: int, *, given: bool = True) -> lis
             f"dims: {too_big[0]} is above the model's {full_dim} dimensions", settings=("dims",)
         )
     return [d for d in dims if d < full_dim]
-
-
-def pseudo_queries(texts: Sequence[str], count: int = PSEUDO_QUERIES, seed: int = 0):
-    """(row, text) pairs: a window of `PSEUDO_WORDS` words at a random place in random rows."""
-    rng = np.random.default_rng(seed)
-    pairs: list[tuple[int, str]] = []
-    for row in rng.permutation(len(texts)).tolist():
-        words = texts[row].split()
-        if len(words) < 3:
-            continue
-        start = int(rng.integers(0, max(1, len(words) - PSEUDO_WORDS + 1)))
-        pairs.append((row, " ".join(words[start : start + PSEUDO_WORDS])))
-        if len(pairs) == count:
-            break
-    return pairs
 
 
 # -- the request and how it is shown ---------------------------------------------------------

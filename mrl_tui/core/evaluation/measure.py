@@ -33,9 +33,16 @@ from mrl_tui.core.evaluation.report import (
 )
 from mrl_tui.core.evaluation.sets import EvalSet
 from mrl_tui.core.search.codes import DEFAULT_RESCORE, bytes_per_vector, encode, rescored_search
-from mrl_tui.core.search.funnel import auto_funnel, default_funnels, scan_fraction, staged_search
+from mrl_tui.core.search.funnel import (
+    Funnel,
+    auto_funnel,
+    default_funnels,
+    scan_fraction,
+    staged_search,
+)
 from mrl_tui.core.search.index import NestedIndex
-from mrl_tui.core.search.router import Route, Router, TermStats
+from mrl_tui.core.search.query_features import TermStats
+from mrl_tui.core.search.router import Route, Router
 
 TIMED_QUERIES = 50
 """Queries whose single search is timed for ``search_ms`` (the rankings come from a batch)."""
@@ -94,14 +101,17 @@ def against_fixed(
     return rows
 
 
-def _routed(es: EvalSet, k: int, fixed: dict[int, Scores]) -> RoutedReport | None:
-    """Every query through a `Router` calibrated on this corpus's pseudo-queries (no qrels)."""
+def _routed(es: EvalSet, k: int, fixed: dict[int, Scores], funnel: Funnel) -> RoutedReport | None:
+    """Every query through a `Router` whose ladder is ``funnel`` (the auto funnel), its stop
+    rules calibrated on this corpus's pseudo-queries (no qrels)."""
     if not es.row_texts or es.route_vectors is None:
         return None
     index, rows = es.index, depth(es)
     stats = TermStats.from_texts(es.row_texts)
     texts = es.route_texts or None
-    router = Router.calibrate(index, stats, es.route_vectors, es.route_sources, k, texts)
+    router = Router.calibrate(
+        index, stats, es.route_vectors, es.route_sources, k, texts, funnel=funnel
+    )
     routes: list[Route] = []
     rankings = {}
     for qid, text, vector in zip(es.query_ids, es.query_texts, es.query_vectors, strict=True):
@@ -219,7 +229,7 @@ def run_bench(
         full=full,
         fixed=tuple(fixed),
         funnel=tuple(funnel_rows),
-        routed=_routed(es, k, per_dim),
+        routed=_routed(es, k, per_dim, auto),
     )
 
 

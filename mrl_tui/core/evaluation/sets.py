@@ -25,7 +25,7 @@ from mrl_tui.core.evaluation.embeddings_cache import (
     warn,
 )
 from mrl_tui.core.search.index import NestedIndex, index_device
-from mrl_tui.core.search.router import calibration_queries
+from mrl_tui.core.search.pseudo import SHORT, WINDOWS, pseudo_queries
 from mrl_tui.core.transforms.adaptor import Adaptor, fit_adaptor
 from mrl_tui.core.transforms.kind import ADAPTOR, NAIVE, PCA, resolve
 from mrl_tui.core.transforms.pca import IDENTITY, Transform, fit_pca
@@ -36,13 +36,6 @@ if TYPE_CHECKING:
 
 Progress = Callable[[str, int, int], None]
 """progress(what, done, total) while embedding."""
-
-
-def _pseudo_queries(texts: Sequence[str]) -> list[tuple[int, str]]:
-    """`bench.pseudo_queries` (it stays there for now; imported late: bench imports this)."""
-    from mrl_tui.core.evaluation.bench import pseudo_queries
-
-    return pseudo_queries(texts)
 
 
 @dataclass
@@ -69,7 +62,8 @@ class EvalSet:
     route_vectors: np.ndarray | None = None
     route_sources: list[int] = field(default_factory=list)
     route_texts: list[str] = field(default_factory=list)
-    """Short pseudo-queries (`router.calibration_queries`) the router calibrates on."""
+    """Short pseudo-queries (`pseudo.SHORT`) the router's stop rules are calibrated on; the auto
+    funnel (its ladder) is chosen on ``pseudo_vectors`` (`pseudo.WINDOWS`)."""
     codes: dict[str, Any] = field(default_factory=dict)
     """int8 / binary codes of the index, made on first use."""
     fit_seconds: float = 0.0
@@ -127,7 +121,7 @@ def beir_eval_set(
         _embed_queries(embedder, "embedding queries", progress),
         note,
     )
-    pseudo = _pseudo_queries(data.doc_texts)
+    pseudo = pseudo_queries(data.doc_texts, WINDOWS)
     pseudo_vectors = cached_embeddings(
         directory,
         "pseudo",
@@ -135,7 +129,7 @@ def beir_eval_set(
         _embed_queries(embedder, "embedding pseudo-queries", progress),
         note,
     )
-    route_pseudo = calibration_queries(data.doc_texts)
+    route_pseudo = pseudo_queries(data.doc_texts, SHORT)
     route_vectors = cached_embeddings(
         directory,
         "route",
@@ -206,9 +200,9 @@ def folder_eval_set(library: Library, progress: Progress | None = None) -> EvalS
         if progress is not None:
             progress("embedding queries", i, len(pairs))
     texts = [c.text if doc else "" for c, doc in zip(chunks, row_docs, strict=True)]
-    pseudo = _pseudo_queries(texts)
+    pseudo = pseudo_queries(texts, WINDOWS)
     pseudo_vectors = [library.query(text).vector for _, text in pseudo]
-    route_pseudo = calibration_queries(texts)
+    route_pseudo = pseudo_queries(texts, SHORT)
     route_vectors = [library.query(text).vector for _, text in route_pseudo]
     return EvalSet(
         name=library.root.name,

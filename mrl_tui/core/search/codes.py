@@ -26,6 +26,7 @@ import numpy as np
 from mrl_tui.core.choices import PRECISIONS
 from mrl_tui.core.errors import InputError
 from mrl_tui.core.search.index import Hits, NestedIndex, _single_threaded_blas
+from mrl_tui.core.search.rerank import rerank_head
 
 DEFAULT_RESCORE = {"int8": 4, "binary": 20}
 """Candidates per requested hit. On the two BEIR sets and the notes corpus (MiniLM + PCA, dims
@@ -169,8 +170,7 @@ def rescored_search(
     if rescore < 1:
         raise InputError("rescore must be at least 1", settings=("rescore",))
     count = min(index.n, rescore * k)
-    ids = codes.candidates(query, dim, count)
-    return index.rerank(query, dim, ids, k)
+    return rerank_head(index, query, dim, codes.candidates(query, dim, count), depth=k)
 
 
 def _smallest(values: np.ndarray, count: int) -> np.ndarray:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mrl_tui.core.search.index import NestedIndex
+from mrl_tui.core.search.rerank import rerank_head
 
 FUNNEL_DIMS = (32, 48, 64)
 FUNNEL_CANDIDATES = (50, 100, 200)
@@ -77,8 +78,7 @@ def rerank_stages(
     """
     dims = [d for d, _ in funnel.stages[1:]] + [index.full_dim]
     for (_, kept), dim in zip(funnel.stages, dims, strict=True):
-        head = ranking[:kept]
-        ranking = np.concatenate([index.rerank(query, dim, head, len(head)).ids, ranking[kept:]])
+        ranking = rerank_head(index, query, dim, ranking, kept).ids
     return ranking
 
 

@@ -3,7 +3,8 @@
 Building a graph per prefix dimension would cost one build per slider position. Instead one graph
 indexes the normalised ``ANCHOR_DIM``-prefix of the (transformed) vectors; a search at any ``d``
 asks it for a few hundred candidates and reranks them exactly at ``d`` with the ``NestedIndex``
-("funnel search"). For small corpora the exact scan is fast enough and needs no graph.
+("graph search"; a "funnel" is the exact cascade of `funnel.py`). For small corpora the exact
+scan is fast enough and needs no graph.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ import numpy as np
 from mrl_tui.core.cache import artifacts
 from mrl_tui.core.errors import CacheError, InputError
 from mrl_tui.core.search.index import Hits, NestedIndex
+from mrl_tui.core.search.rerank import rerank_head
 
 ANCHOR_DIM = 64
-"""Graph dimension: cheap distances, and recall of the funnel stays high for d from 32 to full."""
+"""Graph dimension: cheap distances, and recall of graph search stays high for d from 32 to full."""
 
 HNSW_MIN_CHUNKS = 20_000
 """Below this many chunks the exact scan takes a few milliseconds; no graph is built."""
@@ -135,4 +137,4 @@ def graph_search(
         ids = np.arange(index.n, dtype=np.int64)
     else:
         ids = graph.candidates(query, wanted, ef=max(DEFAULT_EF, wanted))
-    return index.rerank(query, dim, ids, k)
+    return rerank_head(index, query, dim, ids, depth=k)

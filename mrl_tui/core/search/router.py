@@ -2,30 +2,37 @@
 
 A route has two parts:
 
-1. *Features* of the query text (`QueryFeatures`: length, content words, how rare its terms are in
-   this corpus, numbers, names, code identifiers, negations and qualifiers, clauses) put it in
-   feature groups (`FEATURE_GROUPS`). Calibration learns, per rung, which groups are risky there
+1. *Features* of the query text (`mrl_tui.core.search.query_features`: length, content words, how
+   rare its terms are in this corpus, numbers, names, code identifiers, negations and qualifiers,
+   clauses) put it in feature groups. Calibration learns, per rung, which groups are risky there
    on this corpus: a query in a risky group may not stop at that rung. A query in three or more
-   groups goes straight to full dimension.
-2. *Confidence* decides how far it climbs. One exact scan at a small ``scan_dim`` keeps
-   a few hundred rows; each rung of the ladder (``2·scan_dim``, ``4·scan_dim``, …, full) reranks
-   only those candidates. The route stops at the first rung whose top-k agrees with the ranking
-   before it and whose k-th/(k+1)-th score margin is not unusually thin (a rung calibration found
-   unable to stop anything is skipped, but for the first). Escalating is a rerank of a
-   few hundred rows, not a second scan over the corpus. On a corpus too small for that to read
-   less than one exact scan (about 120 rows), every query is one exact full-dimension scan.
+   groups never stops early.
+2. *Confidence* decides how far it climbs a ladder: an exact scan at a small ``scan_dim`` keeps a
+   few hundred rows, and each rung reranks only candidates. The route stops at the first rung
+   whose top-k agrees with the ranking before it and whose k-th/(k+1)-th score margin is not
+   unusually thin (a rung calibration found unable to stop anything is skipped, but for the
+   first and the last). Calibration keeps the cheaper of two ladders on this corpus:
+
+   - the *funnel ladder*: the cascade of the auto funnel (`funnel.auto_funnel`, e.g. a scan at
+     12 dims keeping 1600 rows, a rerank of those at 64, of the best 100 at full), one rung per
+     rerank. A query that does not stop is the funnel's search, row for row, so this ladder never
+     reads more than the auto funnel, and less whenever a query stops.
+   - the *doubling ladder*: a scan chosen to keep the pseudo-queries' sources, then reranks at
+     ``2·scan_dim``, ``4·scan_dim``, …, full. Cheaper where the funnel needs a large scan (naive
+     truncation, very small corpora).
+
+   On a corpus too small for either to read less than one exact scan (about 120 rows at 384
+   dims), every query is one exact full-dimension scan.
 
 Every threshold comes from the corpus itself (`Router.calibrate`): short pseudo-queries cut out of
-the chunks (their first words, like a title or heading, or a window of a few words) are searched
-at every rung and compared with an exact full-dimension search, never with relevance judgements.
+the chunks (`mrl_tui.core.search.pseudo`) are searched at every rung and compared with an exact
+full-dimension search, never with relevance judgements; they also say which ladder reads less.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import re
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,21 +42,33 @@ import numpy as np
 
 from mrl_tui.core.cache import artifacts
 from mrl_tui.core.evaluation.metrics import bootstrap_means
+from mrl_tui.core.search.funnel import Funnel, auto_funnel, auto_grid, scan_fraction
 from mrl_tui.core.search.index import Hits, NestedIndex
+from mrl_tui.core.search.query_features import (
+    FEATURE_GROUPS,
+    QueryFeatures,
+    TermStats,
+    complexity,
+    query_features,
+)
+from mrl_tui.core.search.rerank import rerank_head
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 """Saved routers of another version are calibrated again (the rules changed, not just the data)."""
+MAX_SCAN_SHARE = 0.5
+"""A funnel ladder must read at most this share of one exact full scan to be considered."""
 CANDIDATES = 200
-"""Rows every rung after the first reranks (the head of the ranking before it), at most."""
+"""Rows every rung after the first of a doubling ladder reranks (the head of the ranking before
+it), at most."""
 CANDIDATE_SHARE = 16
-"""On smaller corpora the rungs rerank N/16 rows (at least 3·k), so that climbing the whole
-ladder still reads a small share of one full scan."""
+"""On smaller corpora the doubling ladder's rungs rerank N/16 rows (at least 3·k), so that
+climbing the whole ladder still reads a small share of one full scan."""
 SCAN_DIMS = (12, 16, 24, 32, 48, 64)
 SCAN_KEEP = (200, 400, 800, 1600)
-"""Scan settings calibration may choose from: (dim, rows kept for the first rung); on smaller
-corpora also 2× and 4× the candidates, and never more than half the rows."""
+"""Scan settings of a doubling ladder: (dim, rows kept for the first rung); on smaller corpora
+also 2× and 4× the candidates, and never more than half the rows."""
 CANDIDATE_RECALL = 0.99
-"""The scan must keep the source row of this share of the pseudo-queries (see `calibrate`)."""
+"""A doubling ladder's scan must keep the source row of this share of the pseudo-queries."""
 QUALITY = 0.99
 """A rung may stop a query when pseudo-queries as stable keep this share of their full nDCG
 (with 95 % confidence: `keeps_quality`)."""
@@ -61,163 +80,8 @@ MIN_SUPPORT = 0.1
 """A stability threshold must be met by at least this share of pseudo-queries to be chosen."""
 MIN_GROUP = 10
 """Stable pseudo-queries of a feature group needed to judge whether the group is risky."""
-CALIBRATION_QUERIES = 200
 HARD_GROUPS = 3
-"""Feature groups from which a query goes straight to full dimension."""
-RARE_SHARE = 0.002
-"""A term in fewer than this share of chunks (or none) is rare."""
-LONG_QUERY = 8
-"""Content words from which a query counts as long."""
-
-_WORD = re.compile(r"[a-z0-9]+")
-_RAW_WORD = re.compile(r"[A-Za-z0-9_.']+")
-_NUMBER = re.compile(r"^\d+(?:[.,]\d+)*$")
-_IDENTIFIER = re.compile(
-    r"^(?:[A-Za-z]\w*_\w+"  # snake_case
-    r"|[a-z]+[A-Z]\w*"  # camelCase
-    r"|[A-Z][a-z0-9]+[A-Z]\w*"  # PascalCase with an inner capital
-    r"|[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+)$"  # dotted.name
-)
-
-
-def _words(text: str) -> frozenset[str]:
-    return frozenset(text.split())
-
-
-STOPWORDS = _words(
-    """a about above after again all am an and any are as at be because been before being below
-    between both but by can could did do does doing down during each few for from further had has
-    have having he her here hers herself him himself his how i if in into is it its itself just me
-    more most my myself of off on once or other our ours ourselves out over own same she should so
-    some such than that the their theirs them themselves then there these they this those through
-    to too under until up very was we were what when where which while who whom why will with
-    would you your yours yourself yourselves s t"""
-)
-NEGATIONS = _words(
-    "not no never without except excluding exclude nor neither none unlike cannot non"
-)
-QUALIFIERS = _words("only exactly unless versus vs instead rather besides but")
-SUBORDINATORS = _words(
-    "because while whereas although though unless which whose if when where whether"
-)
-
-
-def tokenize(text: str) -> list[str]:
-    """Lowercase words and numbers: the tokens of the document-frequency table."""
-    return _WORD.findall(text.lower())
-
-
-@dataclass(frozen=True)
-class TermStats:
-    """Document frequency of every token over the corpus's chunks."""
-
-    docs: int
-    df: dict[str, int]
-
-    @classmethod
-    def from_texts(cls, texts: Sequence[str]) -> TermStats:
-        df: Counter[str] = Counter()
-        for text in texts:
-            df.update(set(tokenize(text)))
-        return cls(len(texts), dict(df))
-
-    def idf(self, term: str) -> float:
-        """BM25's smoothed IDF; an unseen term gets the highest value."""
-        df = self.df.get(term, 0)
-        return math.log(1 + (self.docs - df + 0.5) / (df + 0.5))
-
-    def is_rare(self, term: str) -> bool:
-        return self.df.get(term, 0) < max(1.0, RARE_SHARE * self.docs)
-
-
-@dataclass(frozen=True)
-class QueryFeatures:
-    tokens: int
-    content_words: int
-    mean_idf: float
-    max_idf: float
-    rare_terms: list[str]
-    numbers: list[str]
-    names: list[str]
-    identifiers: list[str]
-    negations: list[str]
-    qualifiers: list[str]
-    clauses: int
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["mean_idf"] = round(self.mean_idf, 3)
-        data["max_idf"] = round(self.max_idf, 3)
-        return data
-
-
-def query_features(text: str, stats: TermStats) -> QueryFeatures:
-    tokens = tokenize(text)
-    content = [t for t in tokens if t not in STOPWORDS]
-    idfs = [stats.idf(t) for t in content]
-    raw = [w.strip(".'") for w in _RAW_WORD.findall(text)]
-    raw = [w for w in raw if w]
-    # A capital at the very start says nothing unless the next word has one too ("Hugh Downs").
-    names = [
-        w
-        for i, w in enumerate(raw)
-        if w[0].isupper()
-        and w.lower() not in STOPWORDS
-        and not _IDENTIFIER.match(w)
-        and (i > 0 or (len(raw) > 1 and raw[1][0].isupper()))
-    ]
-    lowered = text.lower()
-    cue_words = NEGATIONS | QUALIFIERS
-    negations = [t for t in tokens if t in NEGATIONS]
-    negations += ["n't"] * lowered.count("n't")
-    clauses = (
-        1 + len(re.findall(r"[,;:]\s", text + " ")) + sum(t in SUBORDINATORS for t in tokens[1:])
-    )
-    return QueryFeatures(
-        tokens=len(tokens),
-        content_words=len(content),
-        mean_idf=float(np.mean(idfs)) if idfs else 0.0,
-        max_idf=max(idfs, default=0.0),
-        rare_terms=sorted(
-            {t for t in content if stats.is_rare(t) and not t.isdigit() and t not in cue_words}
-        ),
-        numbers=[w for w in raw if _NUMBER.match(w)],
-        names=names,
-        identifiers=[w for w in raw if _IDENTIFIER.match(w)],
-        negations=negations,
-        qualifiers=[t for t in tokens if t in QUALIFIERS],
-        clauses=clauses,
-    )
-
-
-FEATURE_GROUPS = ("negation", "exact", "rare", "long", "clauses")
-"""The kinds of complexity a query can show; calibration learns which of them need more dims."""
-
-
-def complexity(features: QueryFeatures) -> tuple[list[str], list[str]]:
-    """The query's feature groups (of `FEATURE_GROUPS`) and a reason for each (or one reason why
-    there are none)."""
-    groups, reasons = [], []
-    if features.negations or features.qualifiers:
-        groups.append("negation")
-        reasons.append(f"negation/qualifier {', '.join(features.negations + features.qualifiers)}")
-    exact = features.identifiers + features.numbers
-    if exact:
-        groups.append("exact")
-        reasons.append(f"exact tokens {', '.join(exact[:3])}")
-    if features.rare_terms:
-        groups.append("rare")
-        reasons.append(f"rare terms {', '.join(features.rare_terms[:3])}")
-    if features.content_words >= LONG_QUERY:
-        groups.append("long")
-        reasons.append(f"long query ({features.content_words} content words)")
-    if features.clauses >= 2:
-        groups.append("clauses")
-        reasons.append(f"{features.clauses} clauses")
-    if not reasons:
-        size = "short" if features.content_words <= 3 else "plain"
-        reasons.append(f"{size} keyword query")
-    return groups, reasons
+"""Feature groups from which a query never stops early."""
 
 
 @dataclass
@@ -277,21 +141,30 @@ def risky_groups(
     return risky, unknown
 
 
+def routable(n: int, full_dim: int, k: int = 10) -> bool:
+    """Whether a ladder could read less than one exact scan on a corpus of ``n`` rows: a doubling
+    ladder, or a funnel that reads at most `MAX_SCAN_SHARE` (below about 120 rows at 384 dims,
+    neither)."""
+    cheapest = auto_grid(full_dim, n)[:1]
+    funnel = any(scan_fraction(f, n, full_dim) <= MAX_SCAN_SHARE for f in cheapest)
+    return funnel or bool(scan_settings(n, full_dim, k))
+
+
 def rerank_rows(n: int, k: int = 10) -> int:
-    """Rows each rung after the first reranks on a corpus of ``n`` rows."""
+    """Rows each rung after the first of a doubling ladder reranks on a corpus of ``n`` rows."""
     return min(CANDIDATES, max(3 * k, n // CANDIDATE_SHARE))
 
 
 def scan_settings(n: int, full_dim: int, k: int = 10) -> list[tuple[int, int]]:
-    """Every (scan dim, rows kept) calibration may choose on this corpus; none when it is too
-    small for a ladder to read less than one exact scan (then the router searches exactly)."""
+    """Every (scan dim, rows kept) a doubling ladder may start with on this corpus; none when it
+    is too small for the ladder to read less than one exact scan."""
     candidates = rerank_rows(n, k)
     keeps = {c for c in (*SCAN_KEEP, 2 * candidates, 4 * candidates) if candidates <= c <= n // 2}
     return [(d, c) for d in SCAN_DIMS for c in sorted(keeps) if 2 * d < full_dim]
 
 
 def ladder(scan_dim: int, full_dim: int) -> list[int]:
-    """Rerank dims after a scan at ``scan_dim``: doubling, then full."""
+    """Rerank dims of a doubling ladder after a scan at ``scan_dim``: doubling, then full."""
     rungs, dim = [], 2 * scan_dim
     while dim < full_dim:
         rungs.append(dim)
@@ -331,6 +204,94 @@ class Rung:
     risky: tuple[str, ...] = ()
 
 
+def _doubling_scan(
+    index: NestedIndex,
+    pairs: list[tuple[np.ndarray, int]],
+    reference: np.ndarray,
+    settings: list[tuple[int, int]],
+) -> tuple[tuple[int, int], float]:
+    """The cheapest (scan dim, rows kept) whose rows hold the source of `CANDIDATE_RECALL` of the
+    pseudo-queries whose source the full-dim top-k holds (else the one that holds most), and that
+    share."""
+    n = index.n
+    settings = sorted(settings, key=lambda s: (n * s[0] + s[1] * 2 * s[0], s))
+    found = reference > 0
+    vectors = np.stack([q for q, _ in pairs])
+    deepest = max(c for _, c in settings)
+    scans = {d: [h.ids for h in index.search_many(vectors, d, deepest)] for d, _ in settings}
+    best, best_recall = settings[-1], -1.0
+    for d, c in settings:
+        kept = np.array([s in f[:c] for f, (_, s) in zip(scans[d], pairs, strict=True)])
+        recall = float(np.mean(kept[found])) if found.any() else 1.0
+        if recall > best_recall:
+            best, best_recall = (d, c), recall
+        if recall >= CANDIDATE_RECALL:
+            return (d, c), recall
+    return best, best_recall
+
+
+def _rungs(
+    index: NestedIndex,
+    pairs: list[tuple[np.ndarray, int]],
+    reference: np.ndarray,
+    has: dict[str, np.ndarray],
+    rankings: list[np.ndarray],
+    steps: list[tuple[int, int]],
+    k: int,
+) -> tuple[list[Rung], list[dict[str, Any]]]:
+    """Each rung's stop rule, for rungs (dim, rows reranked) after a scan whose rankings of the
+    pseudo-queries are ``rankings``.
+
+    A rung's stability threshold is the lowest of `STABILITY_STEPS` at which the pseudo-queries
+    that stable keep `QUALITY` of their full-dim nDCG; its margin threshold is the
+    `MARGIN_QUANTILE` of their margins. A feature group is risky at a rung when the stable
+    pseudo-queries showing it (at least `MIN_GROUP` of them) keep less than `QUALITY`; a group too
+    few of them show is assumed risky at the lowest rung that can stop. A rung that can stop
+    nothing is skipped by `Router.search` (unless first or last), so the next rung is compared
+    with the ranking before it.
+    """
+    full = index.full_dim
+    rungs: list[Rung] = []
+    notes: list[dict[str, Any]] = []
+    for step, (dim, kept) in enumerate(steps):
+        ranked = [
+            rerank_head(index, q, dim, r, kept) for (q, _), r in zip(pairs, rankings, strict=True)
+        ]
+        stable = np.array([overlap(r, h.ids, k) for r, h in zip(rankings, ranked, strict=True)])
+        gains = np.array([_gain(h.ids, s, k) for h, (_, s) in zip(ranked, pairs, strict=True)])
+        gaps = np.array([margin(h.scores[:kept], k) for h in ranked])
+        threshold = None
+        for level in STABILITY_STEPS if dim < full else ():
+            chosen = stable >= level - 1e-9
+            if chosen.mean() < MIN_SUPPORT:
+                break
+            if keeps_quality(gains[chosen], reference[chosen]):
+                threshold = level
+                break
+        finite = gaps[np.isfinite(gaps)]
+        gap = float(np.quantile(finite, MARGIN_QUANTILE)) if len(finite) else 0.0
+        risky: list[str] = []
+        if threshold is not None:
+            risky, unknown = risky_groups(stable >= threshold - 1e-9, gains, reference, has)
+            if not any(r.stability is not None for r in rungs):  # the lowest that can stop
+                risky += unknown
+        rungs.append(Rung(dim, threshold, gap, tuple(risky)))
+        notes.append(
+            {
+                "dim": dim,
+                "rows": kept,
+                "stability": threshold,
+                "margin": round(gap, 5),
+                "ndcg": round(float(gains.mean()), 4),
+                "risky": risky,
+                "groups": {g: int(has[g].sum()) for g in FEATURE_GROUPS},
+            }
+        )
+        if step == 0 or threshold is not None or dim == full:
+            rankings = [h.ids for h in ranked]  # the next rung compares with this one
+    return rungs, notes
+
+
 @dataclass
 class Router:
     """Routes queries over one index; make it with `calibrate` (or `load` a saved one)."""
@@ -347,11 +308,11 @@ class Router:
     # -- routing -------------------------------------------------------------------------------
 
     def plan(self, text: str) -> tuple[QueryFeatures, list[str], bool, list[str]]:
-        """Features, feature groups, whether the query is hard (straight to full) and why."""
+        """Features, feature groups, whether the query is hard (no early stop) and why."""
         features = query_features(text, self.stats)
         groups, reasons = complexity(features)
         if len(groups) >= HARD_GROUPS:
-            return features, groups, True, [*reasons, "hard: straight to full"]
+            return features, groups, True, [*reasons, "hard: no early stop"]
         return features, groups, False, reasons
 
     def search(
@@ -362,7 +323,9 @@ class Router:
         The scan keeps `scan_keep` rows, which the first rung reranks; later rungs rerank the head
         (`candidates` rows) of the ranking before them and leave its tail in place. A query stops
         at the first rung where it is confident and shows none of the rung's risky feature groups;
-        a hard query skips every rung but the first (which narrows the candidates) and the last.
+        a hard query skips every rung but the first (which narrows the candidates) and the last. On
+        a funnel ladder a query that does not stop is its funnel's search
+        (`funnel.staged_search`): the same rows, the same values read.
         """
         depth = depth or self.k
         features, groups, hard, reasons = self.plan(text)
@@ -383,7 +346,8 @@ class Router:
         ranking, scores, prev_dim = scan.ids, scan.scores, self.scan_dim
         last = len(self.rungs) - 1
         # A rung that can stop no query is skipped (its rerank would only cost), except the
-        # first, which narrows the scan's rows to the candidates, and full dimension.
+        # first, which narrows the scan's rows to the candidates, and full dimension. A funnel
+        # ladder has no other rungs.
         order = [
             i for i in range(last + 1) if i in (0, last) or self.rungs[i].stability is not None
         ]
@@ -393,19 +357,18 @@ class Router:
         for step, i in enumerate(dict.fromkeys(order)):
             rung = self.rungs[i]
             kept = scan_keep if step == 0 else min(self.candidates, scan_keep)
-            hits = index.rerank(vector, rung.dim, ranking[:kept], kept)
+            reranked = rerank_head(index, vector, rung.dim, ranking, kept, scores=scores)
             stages.append((rung.dim, kept))
-            stable = overlap(ranking, hits.ids, self.k)
-            gap = margin(hits.scores, self.k)
-            ranking = np.concatenate([hits.ids, ranking[kept:]])
-            scores = np.concatenate([hits.scores, scores[kept:]])
+            stable = overlap(ranking, reranked.ids, self.k)
+            gap = margin(reranked.scores[:kept], self.k)
+            ranking, scores = reranked.ids, reranked.scores
             if rung.dim == self.full_dim:
                 if not hard:
                     why = "not trusted" if held else "unstable"
                     reasons.append(f"top-{self.k} {why} up to {prev_dim}: full")
                 break
             confident = rung.stability is not None and stable >= rung.stability - 1e-9
-            if confident and gap >= rung.margin:
+            if not hard and confident and gap >= rung.margin:
                 risky = [g for g in groups if g in rung.risky and g not in held]
                 if not any(g in rung.risky for g in groups):
                     shared = round(stable * min(self.k, kept))
@@ -443,99 +406,86 @@ class Router:
         pseudo_sources: Sequence[int],
         k: int = 10,
         pseudo_texts: Sequence[str] | None = None,
+        funnel: Funnel | None = None,
     ) -> Router:
-        """Choose the scan and each rung's stop rule from pseudo-queries (see the module doc).
+        """The cheaper of two ladders, each with its rungs' stop rules, from pseudo-queries.
 
-        A pseudo-query's relevant row is the one it was cut from, and its quality at a dim is the
-        nDCG@k of that row. The scan is the cheapest (dim, rows kept) whose rows still hold the
-        source of `CANDIDATE_RECALL` of the pseudo-queries whose source the full-dim top-k holds.
-        A rung's stability threshold is the lowest of `STABILITY_STEPS` at which the pseudo-queries
-        that stable keep `QUALITY` of their full-dim nDCG; its margin threshold is the
-        `MARGIN_QUANTILE` of their margins. A feature group is risky at a rung when the stable
-        pseudo-queries showing it (``pseudo_texts``; at least `MIN_GROUP` of them) keep less than
-        `QUALITY`; a group too few of them show is assumed risky at the lowest rung that can stop.
+        - the *funnel ladder*: the cascade of ``funnel`` (the auto funnel; give the one chosen on
+          `pseudo.WINDOWS`, by default it is chosen on these pseudo-queries), at most two stages:
+          the scan keeps ``scan_keep`` rows, the first rung reranks them, the next (if any)
+          reranks ``candidates``. A query that does not stop is the funnel's search.
+        - the *doubling ladder*: the cheapest scan (dim, rows kept) whose rows still hold the
+          source of `CANDIDATE_RECALL` of the pseudo-queries whose source the full-dim top-k
+          holds, then reranks at doubling dims, then full.
+
+        Each rung's stop rule is calibrated the same way (`_rungs`); then every pseudo-query is
+        routed through each ladder, and the one that reads less on average is kept (the funnel
+        on a tie). A pseudo-query's relevant row is the one it was cut from, and its quality at
+        a dim is the nDCG@k of that row.
         """
         full, n = index.full_dim, index.n
-        candidates = rerank_rows(n, k)
-        settings = scan_settings(n, full, k)
-        if not settings:
+        if not routable(n, full, k):
             return cls.exact(stats, full, n, k, f"small index ({n} rows)")
         if len(pseudo_vectors) == 0:
             return cls.exact(stats, full, n, k, "no calibration queries")
-        settings.sort(key=lambda s: (n * s[0] + s[1] * 2 * s[0], s))
-
+        if funnel is None:
+            funnel, _ = auto_funnel(index, pseudo_vectors, pseudo_sources, k)
+        if len(funnel.stages) > 2:
+            raise ValueError(f"a router ladder has at most two stages, not {funnel.label}")
+        texts = list(pseudo_texts or [""] * len(pseudo_vectors))
         pairs = list(zip(pseudo_vectors, pseudo_sources, strict=True))
         exact = index.search_many(pseudo_vectors, full, k)
         reference = np.array([_gain(h.ids, s, k) for h, (_, s) in zip(exact, pairs, strict=True)])
-        found = reference > 0
-        deepest = max(c for _, c in settings)
-        scans = {
-            d: [h.ids for h in index.search_many(pseudo_vectors, d, deepest)] for d, _ in settings
-        }
-        best, best_recall = settings[-1], -1.0
-        for d, c in settings:
-            kept = [s in f[:c] for f, (_, s) in zip(scans[d], pairs, strict=True)]
-            recall = float(np.mean(np.array(kept)[found])) if found.any() else 1.0
-            if recall > best_recall:
-                best, best_recall = (d, c), recall
-            if recall >= CANDIDATE_RECALL:
-                best, best_recall = (d, c), recall
-                break
-        scan_dim, scan_keep = best
-        notes: dict[str, Any] = {
-            "pseudo_queries": len(pairs),
-            "scan": f"{scan_dim}d:{scan_keep}",
-            "scan_recall": round(best_recall, 4),
-            "full_ndcg": round(float(reference.mean()), 4),
-            "rungs": [],
-        }
-        rungs = []
-        groups = [
-            set(complexity(query_features(t, stats))[0])
-            for t in (pseudo_texts or [""] * len(pairs))
-        ]
+        groups = [set(complexity(query_features(t, stats))[0]) for t in texts]
         has = {g: np.array([g in mine for mine in groups]) for g in FEATURE_GROUPS}
-        rankings = [f[:scan_keep] for f in scans[scan_dim]]
-        for step, dim in enumerate(ladder(scan_dim, full)):
-            kept = scan_keep if step == 0 else candidates
-            ranked = [
-                index.rerank(q, dim, r[:kept], kept)
-                for (q, _), r in zip(pairs, rankings, strict=True)
-            ]
-            stable = np.array([overlap(r, h.ids, k) for r, h in zip(rankings, ranked, strict=True)])
-            gains = np.array([_gain(h.ids, s, k) for h, (_, s) in zip(ranked, pairs, strict=True)])
-            gaps = np.array([margin(h.scores, k) for h in ranked])
-            threshold = None
-            for level in STABILITY_STEPS:
-                chosen = stable >= level - 1e-9
-                if chosen.mean() < MIN_SUPPORT:
-                    break
-                if keeps_quality(gains[chosen], reference[chosen]):
-                    threshold = level
-                    break
-            finite = gaps[np.isfinite(gaps)]
-            gap = float(np.quantile(finite, MARGIN_QUANTILE)) if len(finite) else 0.0
-            risky: list[str] = []
-            if threshold is not None and dim < full:
-                risky, unknown = risky_groups(stable >= threshold - 1e-9, gains, reference, has)
-                if not any(r.stability is not None for r in rungs):  # the lowest that can stop
-                    risky += unknown
-            rungs.append(Rung(dim, threshold, gap, tuple(risky)))
-            notes["rungs"].append(
-                {
-                    "dim": dim,
-                    "rows": kept,
-                    "stability": threshold,
-                    "margin": round(gap, 5),
-                    "ndcg": round(float(gains.mean()), 4),
-                    "risky": risky,
-                    "groups": {g: int(has[g].sum()) for g in FEATURE_GROUPS},
-                }
+        common = {"pseudo_queries": len(pairs), "full_ndcg": round(float(reference.mean()), 4)}
+
+        def build(
+            name: str, scan: tuple[int, int], steps: list[tuple[int, int]], notes: dict[str, Any]
+        ) -> Router:
+            scan_dim, scan_keep = scan
+            rankings = [h.ids for h in index.search_many(pseudo_vectors, scan_dim, scan_keep)]
+            rungs, rung_notes = _rungs(index, pairs, reference, has, rankings, steps, k)
+            notes = {"ladder": name, **common, **notes, "rungs": rung_notes}
+            notes["candidates"] = steps[-1][1]
+            return cls(stats, full, scan_dim, scan_keep, rungs, k, steps[-1][1], notes)
+
+        options = []
+        if scan_fraction(funnel, n, full) <= MAX_SCAN_SHARE:
+            (scan_dim, scan_keep), later = funnel.stages[0], funnel.stages[1:]
+            scan_keep = min(scan_keep, n)
+            rows = [scan_keep, min(later[0][1], scan_keep)] if later else [scan_keep]
+            dims = [d for d, _ in later] + [full]
+            notes = {"funnel": funnel.label, "scan": f"{scan_dim}d:{scan_keep}"}
+            options.append(
+                build("funnel", (scan_dim, scan_keep), list(zip(dims, rows, strict=True)), notes)
             )
-            if step == 0 or threshold is not None or dim == full:
-                rankings = [h.ids for h in ranked]  # the next rung compares with this one
-        notes["candidates"] = candidates
-        return cls(stats, full, scan_dim, scan_keep, rungs, k, candidates, notes)
+        settings = scan_settings(n, full, k)
+        if settings:
+            (scan_dim, scan_keep), recall = _doubling_scan(index, pairs, reference, settings)
+            dims = ladder(scan_dim, full)
+            rows = [scan_keep] + [rerank_rows(n, k)] * (len(dims) - 1)
+            notes = {"scan": f"{scan_dim}d:{scan_keep}", "scan_recall": round(recall, 4)}
+            options.append(
+                build("doubling", (scan_dim, scan_keep), list(zip(dims, rows, strict=True)), notes)
+            )
+        if not options:
+            return cls.exact(stats, full, n, k, f"small index ({n} rows)")
+        costs = {
+            router.notes["ladder"]: float(
+                np.mean(
+                    [
+                        router.search(index, t, q, k)[1].values_read
+                        for t, (q, _) in zip(texts, pairs, strict=True)
+                    ]
+                )
+            )
+            / (n * full)
+            for router in options
+        }
+        chosen = min(options, key=lambda router: costs[router.notes["ladder"]])
+        chosen.notes["pseudo_scan"] = {name: round(cost, 4) for name, cost in costs.items()}
+        return chosen
 
     # -- cache ---------------------------------------------------------------------------------
 
@@ -580,22 +530,3 @@ class Router:
             )
         except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"{path}: not a saved router ({exc})") from None
-
-
-def calibration_queries(
-    texts: Sequence[str], count: int = CALIBRATION_QUERIES, seed: int = 0
-) -> list[tuple[int, str]]:
-    """(row, text) pairs cut from random chunks: half are a chunk's first 2–6 words (a title or
-    heading in most corpora), half a window of 2–6 words from anywhere in it."""
-    rng = np.random.default_rng(seed)
-    pairs: list[tuple[int, str]] = []
-    for row in rng.permutation(len(texts)).tolist():
-        words = texts[row].split()
-        if len(words) < 4:
-            continue
-        size = int(rng.integers(2, 7))
-        start = 0 if len(pairs) % 2 == 0 else int(rng.integers(0, max(1, len(words) - size)))
-        pairs.append((row, " ".join(words[start : start + size])))
-        if len(pairs) == count:
-            break
-    return pairs

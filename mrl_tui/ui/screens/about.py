@@ -31,8 +31,8 @@ TERMS: list[tuple[str, str]] = [
     (
         "the two tables",
         "Left: the top hits searched at the chosen dim. Right: the reference they are "
-        "compared with (the full dim, or another dim with r, another transform with t, a "
-        "funnel with f).",
+        "compared with (the full dim, or another dim with r, another transform with t, HNSW "
+        "graph search with f).",
     ),
     (
         "Δ",
@@ -53,9 +53,10 @@ TERMS: list[tuple[str, str]] = [
     (
         "routing",
         "In auto mode (a) the router picks a dim per query: it scores every chunk at a small "
-        "dim, scores the best ones again at larger dims, and stops once the top 10 stops "
-        "changing. Queries with rare words, exact tokens (numbers, code) or negations need "
-        "more dims, and several of those go straight to full.",
+        "dim, scores the best ones again at larger dims (the stages of the auto funnel), and "
+        "stops early once the top 10 stops changing, where that is safe in this folder. "
+        "Queries with rare words, exact tokens (numbers, code) or negations may need more "
+        "dims, and several of those never stop early.",
     ),
     (
         "scan",

@@ -131,9 +131,9 @@ class SearchScreen(Screen[None]):
         ),
         Binding(
             "f",
-            "toggle_funnel",
-            "funnel",
-            tooltip="reference side: funnel search at full dim (large indexes with an HNSW graph)",
+            "toggle_graph",
+            "graph",
+            tooltip="reference side: HNSW graph search at full dim (large indexes with a graph)",
         ),
         Binding("o", "open_in_editor", "open", tooltip="open the selected hit in your editor"),
         Binding(
@@ -174,7 +174,7 @@ class SearchScreen(Screen[None]):
         self.comparison: Comparison | None = None
         self.dim = DEFAULT_DIM
         self.ref_dim: int | None = None  # None until the model's full dim is known
-        self.ref_mode = "exact"  # or "funnel": HNSW candidates reranked (large indexes only)
+        self.ref_mode = "exact"  # or "graph": HNSW candidates reranked (large indexes only)
         self.ref_transform: str | None = None  # another transform at the chosen dim (`t`)
         self.ref_auto = True  # the reference follows `default_reference` until `r` or `f`
         self.ref_reason = ""  # why the default reference is not full, shown under the tables
@@ -204,7 +204,7 @@ class SearchScreen(Screen[None]):
             "copy_location",
             "cycle_reference",
             "cycle_transform",
-            "toggle_funnel",
+            "toggle_graph",
             "more_results",
             "fewer_results",
         ):
@@ -610,8 +610,8 @@ class SearchScreen(Screen[None]):
     def _reference_name(comparison: Comparison) -> str:
         if comparison.ref_transform is not None:
             return f"{kind_for(comparison.ref_transform).short} @{comparison.ref_dim}"
-        if comparison.ref_mode == "funnel":
-            return f"funnel @{comparison.ref_dim}"
+        if comparison.ref_mode == "graph":
+            return f"graph @{comparison.ref_dim}"
         return f"dim {comparison.ref_dim}"
 
     def _update_dim_labels(self) -> None:
@@ -648,7 +648,7 @@ class SearchScreen(Screen[None]):
         self.ref_auto = False  # the user's reference from now on
         if self.ref_transform is not None:
             self.ref_transform = None  # back to the loaded transform at the same reference dim
-        elif self.ref_mode == "funnel":
+        elif self.ref_mode == "graph":
             self.ref_mode = "exact"  # back to exact at the same dim
         else:
             bigger = [d for d in stops if d > self.ref_dim]
@@ -656,24 +656,24 @@ class SearchScreen(Screen[None]):
         self._update_dim_labels()
         self.refresh_comparison()
 
-    def action_toggle_funnel(self) -> None:
-        """Reference: funnel search at full dim (HNSW candidates reranked), or back to exact."""
+    def action_toggle_graph(self) -> None:
+        """Reference: graph search at full dim (HNSW candidates reranked), or back to exact."""
         if self.library is None:
             return
         if self.library.graph is None:
             from mrl_tui.core.search.hnsw import HNSW_MIN_CHUNKS
 
             self.notify(
-                f"Funnel search needs an HNSW graph, built for indexes of {HNSW_MIN_CHUNKS:,}+ "
+                f"Graph search needs an HNSW graph, built for indexes of {HNSW_MIN_CHUNKS:,}+ "
                 f"chunks; this one has {self.library.chunk_count:,}, so every search is exact.",
                 severity="warning",
             )
             return
         self.ref_auto = False
-        if self.ref_mode == "funnel" and self.ref_transform is None:
+        if self.ref_mode == "graph" and self.ref_transform is None:
             self.ref_mode = "exact"
         else:
-            self.ref_mode, self.ref_dim = "funnel", self.library.full_dim
+            self.ref_mode, self.ref_dim = "graph", self.library.full_dim
         self.ref_transform = None
         self._update_dim_labels()
         self.refresh_comparison()

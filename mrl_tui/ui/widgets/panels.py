@@ -122,7 +122,7 @@ REASONS: list[tuple[str, str]] = [
         r"(?P<g>.+) queries need more than (?P<d>\d+) here",
         "in this folder, {g} queries need more than {d} dims",
     ),
-    (r"hard: straight to full", "several hard signs: straight to the full {full} dims"),
+    (r"hard: no early stop", "several hard signs: no early stop, on to the full {full} dims"),
     (r"(?P<why>.+): exact full-dim scan", "{why}: every chunk scored at the full {full} dims"),
 ]
 """The router's reasons (`mrl_tui.core.search.router`) in plain words; those about the query itself
