@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pytest
+from fakes import HashEmbedder  # the one stand-in; tests import it from here or fakes
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "sample_corpora"
@@ -43,43 +41,6 @@ def notes_library(embedder, tmp_path_factory: pytest.TempPathFactory):
     library.load()
     yield library
     library.close()
-
-
-class HashEmbedder:
-    """A fast stand-in for unit tests of bookkeeping: deterministic vectors from the text's hash.
-
-    It records every text it embeds, which is what the incremental-indexing tests check.
-    """
-
-    name = "hash-embedder"
-    full_dim = 32
-    max_chunk_tokens = 64
-
-    def __init__(self) -> None:
-        self.embedded: list[str] = []
-
-    def count_tokens(self, text: str) -> int:
-        return len(text.split())
-
-    def embed_documents(
-        self,
-        texts: list[str],
-        *,
-        on_progress: Callable[[int], None] | None = None,
-        should_stop: Callable[[], bool] | None = None,
-    ) -> np.ndarray:
-        out = np.zeros((len(texts), self.full_dim), dtype=np.float32)
-        for i, text in enumerate(texts):
-            if should_stop is not None and should_stop():
-                from mrl_tui.core.errors import Cancelled
-
-                raise Cancelled("stopped")
-            seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
-            out[i] = np.random.default_rng(seed).standard_normal(self.full_dim)
-            self.embedded.append(text)
-            if on_progress is not None:
-                on_progress(1)
-        return out
 
 
 @pytest.fixture

@@ -11,7 +11,8 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from conftest import SAMPLES, HashEmbedder
+from conftest import SAMPLES
+from fakes import HashEmbedder
 from test_beir import write_beir
 from test_bench import DOCS, QRELS, QUERIES, run
 
