@@ -28,6 +28,28 @@ def embedder():
     return Embedder(device="cpu")
 
 
+@pytest.fixture(autouse=True)
+def _one_model_per_session(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):
+    """`Library.open` (how the CLI and the app get their library) is handed the session's model
+    when it asks for the bundled one on the CPU, instead of loading it again for each command;
+    any other model, device, backend or `--mrl` loads for real. A test's own stand-in wins."""
+    import mrl_tui.core.library as library_module
+
+    real = library_module.Embedder
+
+    def shared(model: str | None = None, **kwargs: object) -> object:
+        device = kwargs.get("device", "auto")
+        plain = kwargs.get("backend", "torch") == "torch" and not kwargs.get("mrl")
+        if model is None and plain and device in ("cpu", "auto"):
+            from mrl_tui.core.embedding.embed import choose_device
+
+            if choose_device(str(device)) == "cpu":
+                return request.getfixturevalue("embedder")
+        return real(model, **kwargs)
+
+    monkeypatch.setattr(library_module, "Embedder", shared)
+
+
 @pytest.fixture(scope="session")
 def notes_library(embedder, tmp_path_factory: pytest.TempPathFactory):
     """The notes sample indexed once per session with the real model (about 40 s on 2 cores).
