@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fakes import HashEmbedder  # the one stand-in; tests import it from here or fakes
 
@@ -57,12 +59,44 @@ def notes_library(embedder, tmp_path_factory: pytest.TempPathFactory):
     Tests share it read-only: they search it, they do not index it again or close it."""
     from mrl_tui.core.library import Library
 
-    library = Library(SAMPLES / "notes", embedder, cache_root=tmp_path_factory.mktemp("notes"))
+    remembering = Remembering(embedder)
+    library = Library(SAMPLES / "notes", remembering, cache_root=tmp_path_factory.mktemp("notes"))
     report = library.update()
     assert report.chunks_total > 100 and not report.cancelled
     library.load()
     yield library
     library.close()
+
+
+class Remembering:
+    """The session's model, keeping each document text's vector: `notes_library.embedder`. A test
+    that indexes a copy of some notes topics with it gets the vectors the model gave the session
+    (about 5 s of embedding saved each) instead of embedding the same texts again."""
+
+    def __init__(self, inner: object) -> None:
+        self._inner = inner
+        self._known: dict[str, np.ndarray] = {}
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+    def embed_documents(
+        self,
+        texts: list[str],
+        *,
+        on_progress: Callable[[int], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> np.ndarray:
+        missing = [t for t in dict.fromkeys(texts) if t not in self._known]
+        if missing:
+            found = self._inner.embed_documents(missing, should_stop=should_stop)  # type: ignore[attr-defined]
+            self._known.update(zip(missing, found, strict=True))
+        if on_progress is not None:
+            on_progress(len(texts))
+        out = np.zeros((len(texts), self._inner.full_dim), dtype=np.float32)  # type: ignore[attr-defined]
+        for i, text in enumerate(texts):
+            out[i] = self._known[text]
+        return out
 
 
 @pytest.fixture
