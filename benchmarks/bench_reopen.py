@@ -6,9 +6,9 @@ fresh process, and prints wall times and that process's peak RSS: twice with the
 the page cache, once after dropping them (`posix_fadvise`, these files only), as a folder not read
 for a while would be.
 
-The embedder is a hash stand-in (deterministic vectors from each text's sha256, 32 dims, the
-same as the tests' `hash_embedder`), so the model is not the cost: the figures are the walk,
-the fingerprint check and the cache, which is what a re-open pays with any model (the real
+The embedder is the tests' hash stand-in (`tests/fakes.py`: deterministic vectors from each
+text's sha256, 32 dims), so the model is not the cost: the figures are the walk, the fingerprint
+check and the cache, which is what a re-open pays with any model (the real
 model's load, ~8 s, comes on top in the CLI).
 
     python benchmarks/bench_reopen.py                   # 100k files
@@ -18,7 +18,6 @@ model's load, ~8 s, comes on top in the CLI).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import resource
@@ -26,45 +25,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
-from types import SimpleNamespace
-
-import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+from fakes import HashEmbedder  # noqa: E402  (the tests' stand-in; imports no mrl_tui)
+
 GITIGNORE = (
     "node_modules/\n*.log\nbuild/\ndist/\n__pycache__/\n*.pyc\n.venv/\n*.tmp\ncoverage/\n"
     "target/\n*.swp\n/secrets.md\n"
 )
-
-
-class HashEmbedder:
-    """Deterministic vectors from the text's hash; whitespace words as tokens."""
-
-    name = "hash-embedder"
-    full_dim = 32
-    max_chunk_tokens = 64
-    device = "cpu"
-    spec = SimpleNamespace(native_mrl=False)  # like the bundled model: a PCA is fitted
-
-    def count_tokens(self, text: str) -> int:
-        return len(text.split())
-
-    def embed_documents(
-        self,
-        texts: list[str],
-        *,
-        on_progress: Callable[[int], None] | None = None,
-        should_stop: Callable[[], bool] | None = None,
-    ) -> np.ndarray:
-        out = np.empty((len(texts), self.full_dim), dtype=np.float32)
-        for i, text in enumerate(texts):
-            seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
-            out[i] = np.random.default_rng(seed).standard_normal(self.full_dim)
-        if on_progress is not None:
-            on_progress(len(texts))
-        return out
 
 
 def build_folder(root: Path, files: int) -> None:
@@ -107,7 +77,7 @@ def child(root: Path, cache: Path) -> None:
 
     imported = time.perf_counter()
     rss_imported = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    library = Library(root, HashEmbedder(), cache_root=cache)  # type: ignore[arg-type]
+    library = Library(root, HashEmbedder(record=False), cache_root=cache)  # type: ignore[arg-type]
     generation = library.store.generation
     opened = time.perf_counter()
     report = library.update()

@@ -30,16 +30,16 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
-from cache_helpers import WORDS, write_corpus  # noqa: E402
+from fakes import WORDS, write_corpus  # noqa: E402
 
 DRIVER = """
 import os, sys
 sys.path[:0] = [{repo!r}, {tests!r}]
-from cache_helpers import LibraryEmbedder
+from fakes import LIBRARY_DIM, HashEmbedder
 import mrl_tui.core.cache.artifacts as artifacts
 import mrl_tui.core.cache.indexer as indexer
 import mrl_tui.core.library as library_module
-library_module.Embedder = lambda *a, **k: LibraryEmbedder(delay_s={delay})
+library_module.Embedder = lambda *a, **k: HashEmbedder(LIBRARY_DIM, delay_s={delay})
 library_module.HNSW_MIN_CHUNKS = 50  # graphs are written (and killed) too
 indexer.COMMIT_EVERY_CHUNKS = 8
 if os.environ.get("PRUNE_NOW"):

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+from fakes import HashEmbedder  # the one stand-in; tests import it from here or fakes
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "sample_corpora"
@@ -30,6 +30,28 @@ def embedder():
     return Embedder(device="cpu")
 
 
+@pytest.fixture(autouse=True)
+def _one_model_per_session(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):
+    """`Library.open` (how the CLI and the app get their library) is handed the session's model
+    when it asks for the bundled one on the CPU, instead of loading it again for each command;
+    any other model, device, backend or `--mrl` loads for real. A test's own stand-in wins."""
+    import mrl_tui.core.library as library_module
+
+    real = library_module.Embedder
+
+    def shared(model: str | None = None, **kwargs: object) -> object:
+        device = kwargs.get("device", "auto")
+        plain = kwargs.get("backend", "torch") == "torch" and not kwargs.get("mrl")
+        if model is None and plain and device in ("cpu", "auto"):
+            from mrl_tui.core.embedding.embed import choose_device
+
+            if choose_device(str(device)) == "cpu":
+                return request.getfixturevalue("embedder")
+        return real(model, **kwargs)
+
+    monkeypatch.setattr(library_module, "Embedder", shared)
+
+
 @pytest.fixture(scope="session")
 def notes_library(embedder, tmp_path_factory: pytest.TempPathFactory):
     """The notes sample indexed once per session with the real model (about 40 s on 2 cores).
@@ -37,7 +59,8 @@ def notes_library(embedder, tmp_path_factory: pytest.TempPathFactory):
     Tests share it read-only: they search it, they do not index it again or close it."""
     from mrl_tui.core.library import Library
 
-    library = Library(SAMPLES / "notes", embedder, cache_root=tmp_path_factory.mktemp("notes"))
+    remembering = Remembering(embedder)
+    library = Library(SAMPLES / "notes", remembering, cache_root=tmp_path_factory.mktemp("notes"))
     report = library.update()
     assert report.chunks_total > 100 and not report.cancelled
     library.load()
@@ -45,21 +68,17 @@ def notes_library(embedder, tmp_path_factory: pytest.TempPathFactory):
     library.close()
 
 
-class HashEmbedder:
-    """A fast stand-in for unit tests of bookkeeping: deterministic vectors from the text's hash.
+class Remembering:
+    """The session's model, keeping each document text's vector: `notes_library.embedder`. A test
+    that indexes a copy of some notes topics with it gets the vectors the model gave the session
+    (about 5 s of embedding saved each) instead of embedding the same texts again."""
 
-    It records every text it embeds, which is what the incremental-indexing tests check.
-    """
+    def __init__(self, inner: object) -> None:
+        self._inner = inner
+        self._known: dict[str, np.ndarray] = {}
 
-    name = "hash-embedder"
-    full_dim = 32
-    max_chunk_tokens = 64
-
-    def __init__(self) -> None:
-        self.embedded: list[str] = []
-
-    def count_tokens(self, text: str) -> int:
-        return len(text.split())
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
 
     def embed_documents(
         self,
@@ -68,17 +87,15 @@ class HashEmbedder:
         on_progress: Callable[[int], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> np.ndarray:
-        out = np.zeros((len(texts), self.full_dim), dtype=np.float32)
+        missing = [t for t in dict.fromkeys(texts) if t not in self._known]
+        if missing:
+            found = self._inner.embed_documents(missing, should_stop=should_stop)  # type: ignore[attr-defined]
+            self._known.update(zip(missing, found, strict=True))
+        if on_progress is not None:
+            on_progress(len(texts))
+        out = np.zeros((len(texts), self._inner.full_dim), dtype=np.float32)  # type: ignore[attr-defined]
         for i, text in enumerate(texts):
-            if should_stop is not None and should_stop():
-                from mrl_tui.core.errors import Cancelled
-
-                raise Cancelled("stopped")
-            seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
-            out[i] = np.random.default_rng(seed).standard_normal(self.full_dim)
-            self.embedded.append(text)
-            if on_progress is not None:
-                on_progress(1)
+            out[i] = self._known[text]
         return out
 
 

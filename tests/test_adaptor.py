@@ -11,7 +11,8 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from conftest import SAMPLES, HashEmbedder
+from conftest import SAMPLES
+from fakes import HashEmbedder
 from test_beir import write_beir
 from test_bench import DOCS, QRELS, QUERIES, run
 
@@ -189,8 +190,9 @@ NOTES_TOPICS = ("cooking", "cycling", "first-aid")
 
 
 def test_library_with_the_adaptor_finds_the_notes_and_fits_once(
-    tmp_path: Path, embedder, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, notes_library: Library, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    embedder = notes_library.embedder  # the model, with the notes' vectors already made
     corpus = tmp_path / "notes"
     for topic in NOTES_TOPICS:
         shutil.copytree(SAMPLES / "notes" / topic, corpus / topic)
@@ -200,8 +202,9 @@ def test_library_with_the_adaptor_finds_the_notes_and_fits_once(
     assert len(queries) >= 10
     cache = tmp_path / "cache"
 
-    def top5(library: Library, dim: int) -> list[list[int]]:
-        return [[h.id for h in library.search(library.query(q), dim, 5).hits] for q, _ in queries]
+    def top5(library: Library, dims: tuple[int, ...]) -> dict[int, list[list[int]]]:
+        embedded = [library.query(q) for q, _ in queries]  # once each, searched at every dim
+        return {d: [[h.id for h in library.search(q, d, 5).hits] for q in embedded] for d in dims}
 
     library = Library(corpus, embedder, cache_root=cache, transform="adaptor")
     library.update()
@@ -212,14 +215,13 @@ def test_library_with_the_adaptor_finds_the_notes_and_fits_once(
     _, raw = library.store.load_vectors()
     mapped = adaptor.apply(raw)
     np.testing.assert_allclose(mapped @ mapped[:5].T, raw @ raw[:5].T, atol=1e-4)
+    embedded = [(library.query(text), path) for text, path in queries]
     for dim in (16, 64, 384):
         found = 0
-        for text, path in queries:
-            found += path in {
-                hit.chunk.path for hit in library.search(library.query(text), dim, 5).hits
-            }
+        for query, path in embedded:
+            found += path in {hit.chunk.path for hit in library.search(query, dim, 5).hits}
         assert found >= len(queries) - 2, (dim, found)
-    hits = {dim: top5(library, dim) for dim in (64, 128, 384)}
+    hits = top5(library, (64, 128, 384))
     library.close()
     [saved] = cache.glob("*/transform_adaptor-*.npz")
 
@@ -231,11 +233,12 @@ def test_library_with_the_adaptor_finds_the_notes_and_fits_once(
     again.load()
     assert isinstance(again.transform, Adaptor) and again.transform.report is None
     np.testing.assert_array_equal(again.transform.rotation, adaptor.rotation)
-    assert {dim: top5(again, dim) for dim in (64, 128, 384)} == hits
+    assert top5(again, (64, 128, 384)) == hits
     # from the head (128 dims) up, the adaptor ranks exactly as PCA does
     pca = Library(corpus, embedder, cache_root=cache, transform="pca")
     pca.load()
-    assert top5(pca, 128) == hits[128] and top5(pca, 384) == hits[384]
+    by_pca = top5(pca, (128, 384))
+    assert by_pca[128] == hits[128] and by_pca[384] == hits[384]
     again.close()
     pca.close()
     assert saved.exists()

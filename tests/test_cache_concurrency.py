@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cache_helpers import LibraryEmbedder, write_corpus
+from fakes import LIBRARY_DIM, HashEmbedder, write_corpus
 
 import mrl_tui.core.cache.store as store_module
 import mrl_tui.core.library as library_module
@@ -78,12 +78,13 @@ WRITER = """
 import sys
 sys.path.insert(0, {tests!r})
 from pathlib import Path
-from cache_helpers import LibraryEmbedder
+from fakes import LIBRARY_DIM, HashEmbedder
 import mrl_tui.core.cache.indexer as indexer
 from mrl_tui.core.library import Library
 
 indexer.COMMIT_EVERY_CHUNKS = 2
-library = Library(Path({folder!r}), LibraryEmbedder(delay_s=0.25), cache_root=Path({cache!r}))
+slow = HashEmbedder(LIBRARY_DIM, delay_s=0.25)
+library = Library(Path({folder!r}), slow, cache_root=Path({cache!r}))
 told = False
 def progress(p):
     global told
@@ -107,7 +108,7 @@ def test_one_writer_at_a_time(
         assert writer.stdout.readline().strip() == "committed"
 
         # A search does not wait: it uses what is committed, and says so.
-        monkeypatch.setattr(library_module, "Embedder", lambda *a, **k: LibraryEmbedder())
+        monkeypatch.setattr(library_module, "Embedder", lambda *a, **k: HashEmbedder(LIBRARY_DIM))
         args = ["search", str(folder), "bread oven", "--cache-dir", str(cache), "--dim", "16"]
         assert cli.main(args) == 0
         out, err = capsys.readouterr()
@@ -115,7 +116,7 @@ def test_one_writer_at_a_time(
         assert "notes/" in out and "Traceback" not in err
 
         # An update waits for the writer, says so, then has nothing left to embed.
-        embedder = LibraryEmbedder()
+        embedder = HashEmbedder(LIBRARY_DIM)
         library = Library(folder, embedder, cache_root=cache)
         phases: list[IndexProgress] = []
         report = library.update(on_progress=phases.append)
@@ -136,7 +137,7 @@ async def test_the_app_shows_that_it_waits_for_another_indexer(tmp_path: Path) -
     from mrl_tui.ui.app import MrlApp
 
     folder = write_corpus(tmp_path / "folder", files=4)
-    library = Library(folder, LibraryEmbedder(), cache_root=tmp_path / "cache")
+    library = Library(folder, HashEmbedder(LIBRARY_DIM), cache_root=tmp_path / "cache")
     other = library.store.writer_lock()  # as another process would hold it
     assert other.try_acquire()
     app = MrlApp(folder, device="cpu", library=library)

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cache_helpers import LibraryEmbedder, write_corpus
+from fakes import LIBRARY_DIM, HashEmbedder, write_corpus
 
 import mrl_tui.core.cache.artifacts as artifacts
 import mrl_tui.core.cache.indexer as indexer
@@ -32,11 +32,11 @@ def _one_line(err: str) -> str:
 
 
 @pytest.fixture
-def fake_model(monkeypatch: pytest.MonkeyPatch) -> list[LibraryEmbedder]:
-    made: list[LibraryEmbedder] = []
+def fake_model(monkeypatch: pytest.MonkeyPatch) -> list[HashEmbedder]:
+    made: list[HashEmbedder] = []
 
-    def make(*args: object, **kwargs: object) -> LibraryEmbedder:
-        made.append(LibraryEmbedder())
+    def make(*args: object, **kwargs: object) -> HashEmbedder:
+        made.append(HashEmbedder(LIBRARY_DIM))
         return made[-1]
 
     monkeypatch.setattr(library_module, "Embedder", make)
@@ -47,7 +47,7 @@ def test_a_full_disk_while_indexing_keeps_what_was_committed(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
-    fake_model: list[LibraryEmbedder],
+    fake_model: list[HashEmbedder],
 ) -> None:
     """SQLite's own "database or disk is full", from a page limit on the database."""
     folder = write_corpus(tmp_path / "folder", files=30, paragraphs=3)
@@ -89,7 +89,7 @@ def test_no_space_for_a_derived_file_uses_it_from_memory(
         return write
 
     monkeypatch.setattr(artifacts, "npy_writer", full_disk)
-    library = Library(folder, LibraryEmbedder(), cache_root=tmp_path / "cache")
+    library = Library(folder, HashEmbedder(LIBRARY_DIM), cache_root=tmp_path / "cache")
     library.update()
     hits = library.search(library.query("bread oven"), 16, 3).hits
     [message] = library.take_messages()
@@ -100,14 +100,14 @@ def test_no_space_for_a_derived_file_uses_it_from_memory(
     assert not list(directory.glob("vectors-*")) and not list(directory.glob(".*.tmp"))
 
     monkeypatch.undo()  # space again: saved, quietly
-    library = Library(folder, LibraryEmbedder(), cache_root=tmp_path / "cache")
+    library = Library(folder, HashEmbedder(LIBRARY_DIM), cache_root=tmp_path / "cache")
     library.load()
     assert library.take_messages() == [] and list(directory.glob("vectors-*.npy"))
     library.close()
 
 
 def test_a_cache_dir_that_is_a_file_fails_before_the_model_loads(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], fake_model: list[LibraryEmbedder]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], fake_model: list[HashEmbedder]
 ) -> None:
     folder = write_corpus(tmp_path / "folder", files=1)
     blocker = tmp_path / "not-a-folder"
@@ -147,7 +147,7 @@ def _read_only(folder: Path) -> Iterator[Path]:
 
 
 def test_a_read_only_cache_is_searched_as_it_is(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], fake_model: list[LibraryEmbedder]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], fake_model: list[HashEmbedder]
 ) -> None:
     folder = write_corpus(tmp_path / "folder", files=4)
     other = write_corpus(tmp_path / "other", files=2, seed=3)

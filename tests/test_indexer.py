@@ -7,7 +7,8 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import TOPICS, HashEmbedder, write_files
+from conftest import TOPICS, write_files
+from fakes import HashEmbedder
 
 from mrl_tui.core.cache.indexer import IndexProgress, update_index
 from mrl_tui.core.cache.store import IndexStore
@@ -99,7 +100,7 @@ KILL_SCRIPT = """
 import sys, time
 sys.path.insert(0, {tests!r})
 from pathlib import Path
-from conftest import HashEmbedder
+from fakes import HashEmbedder
 import mrl_tui.core.cache.indexer as indexer
 from mrl_tui.core.corpus.chunking import ChunkSettings
 from mrl_tui.core.cache.store import IndexStore

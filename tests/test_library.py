@@ -22,12 +22,23 @@ def test_one_embedding_per_query_and_any_dim(topic_folder: Path, tmp_path: Path,
         calls += 1
         return original(text)
 
+    # What each dim must return: a brute-force cosine ranking over the first `dim` coordinates.
+    assert library.index is not None
+    vectors, row_ids = library.index.vectors(), library.row_chunk_ids
     embedder.embed_query = counting
     try:
         for dim in (1, 8, 13, 64, 200, 384):
             result = library.search(query, dim, 3)
             assert result.mode == "exact" and len(result.hits) == 3
-            assert result.hits[0].chunk.path == "bikes/chain.md" or dim < 16
+            prefix, q = vectors[:, :dim], query.vector[:dim]
+            cosine = prefix @ q / (np.linalg.norm(prefix, axis=1) * np.linalg.norm(q) + 1e-12)
+            expected = row_ids[np.argsort(-cosine, kind="stable")[:3]].tolist()
+            assert [h.id for h in result.hits] == expected, dim
+            assert [h.score for h in result.hits] == pytest.approx(
+                np.sort(cosine)[::-1][:3], abs=1e-4
+            )
+            if dim >= 64:  # enough of the embedding to rank the right note first
+                assert result.hits[0].chunk.path == "bikes/chain.md"
     finally:
         del embedder.embed_query
     assert calls == 0

@@ -93,23 +93,27 @@ def raw_encode(path: Path, texts: list[str]) -> np.ndarray:
 
 
 def test_rules_for_known_unknown_and_mrl_models() -> None:
+    """Each model gets the treatment its family needs, and the rule line names the facts a user
+    needs to see why (the model, MRL or not, what `--mrl` would change)."""
     spec, rule = resolve_spec("nomic-ai/nomic-embed-text-v1.5")
     assert spec.native_mrl and spec.layer_norm and spec.needs_remote_code
-    assert rule == (
-        "known model: nomic-ai/nomic-embed-text-v1.5 "
-        "(native MRL, dims 64…768; layer norm before truncation)"
-    )
-    spec, rule = resolve_spec("all-MiniLM-L6-v2")
-    assert not spec.native_mrl and rule.startswith("known model: sentence-transformers/all-MiniLM")
-    spec, rule = resolve_spec("/models/my-finetune")
-    assert not spec.native_mrl
-    assert rule == (
-        "unknown model: treated as non-MRL (PCA); pass --mrl if it was trained with Matryoshka loss"
-    )
-    spec, rule = resolve_spec("/models/my-finetune", mrl=True)
-    assert spec.native_mrl and rule == "--mrl given: treated as native MRL"
-    spec, rule = resolve_spec("all-MiniLM-L6-v2", mrl=True)
-    assert spec.native_mrl and rule.startswith("--mrl given: sentence-transformers/all-MiniLM")
+    assert spec.name in rule and "native MRL" in rule and "layer norm" in rule
+    assert f"{spec.mrl_dims[0]}" in rule and f"{spec.mrl_dims[-1]}" in rule
+    minilm, rule = resolve_spec("all-MiniLM-L6-v2")  # an alias finds the card
+    assert minilm is find_spec("sentence-transformers/all-MiniLM-L6-v2")
+    assert not minilm.native_mrl and minilm.name in rule and "PCA" in rule
+    for name in ("/models/my-finetune", "not-a-model-anyone-registered"):
+        unknown, rule = resolve_spec(name)
+        assert unknown.name == name and not unknown.native_mrl and unknown.full_dim is None
+        assert "PCA" in rule and "--mrl" in rule  # says how to opt out
+        flagged, rule = resolve_spec(name, mrl=True)
+        assert flagged.native_mrl and "--mrl" in rule and "PCA" not in rule
+    # --mrl overrides the registry for a known non-MRL model, and keeps the rest of its card
+    flagged, rule = resolve_spec("all-MiniLM-L6-v2", mrl=True)
+    assert flagged.native_mrl and flagged.full_dim == minilm.full_dim and minilm.name in rule
+    assert not minilm.native_mrl  # the registry's own entry is untouched
+    # --mrl on a model that is MRL anyway changes nothing
+    assert resolve_spec("nomic-ai/nomic-embed-text-v1.5", mrl=True)[0] == spec
     # a local folder named like a known model gets its rules
     assert find_spec("/data/models/embeddinggemma-300m/") is find_spec("google/embeddinggemma-300m")
 
@@ -120,19 +124,25 @@ def test_registry_entries_are_consistent() -> None:
         if spec.native_mrl:
             assert list(spec.mrl_dims) == sorted(set(spec.mrl_dims)), spec.name
             assert spec.mrl_dims[-1] == spec.full_dim, spec.name
+            assert resolve_spec(spec.name)[1].count(spec.name) == 1
         else:
             assert spec.mrl_dims == ()
+        for prompt in (spec.query_prompt, spec.document_prompt):
+            # a prompt is glued in front of the text: it must end where the text can begin
+            assert prompt is None or (prompt.strip() and prompt.rstrip().endswith(":")), spec.name
+        if spec.document_prompt is not None:  # asymmetric: queries are told apart too
+            assert spec.query_prompt not in (None, spec.document_prompt), spec.name
+        for alias in spec.aliases:
+            assert find_spec(alias) is spec
     gemma = find_spec("google/embeddinggemma-300m")
-    assert gemma is not None and not gemma.allow_fp16
-    assert gemma.query_prompt == "task: search result | query: "
-    assert gemma.document_prompt == "title: none | text: "
-    qwen = find_spec("Qwen/Qwen3-Embedding-0.6B")
-    assert qwen is not None and qwen.document_prompt is None
-    assert qwen.query_prompt is not None
-    assert qwen.query_prompt.startswith("Instruct: ") and qwen.query_prompt.endswith("\nQuery:")
-    for name in ("mixedbread-ai/mxbai-embed-large-v1", "Snowflake/snowflake-arctic-embed-m-v1.5"):
-        spec = find_spec(name)
-        assert spec is not None and spec.query_prompt and not spec.document_prompt
+    assert gemma is not None and not gemma.allow_fp16  # it overflows in float16
+    for name in (
+        "Qwen/Qwen3-Embedding-0.6B",
+        "mixedbread-ai/mxbai-embed-large-v1",
+        "Snowflake/snowflake-arctic-embed-m-v1.5",
+    ):
+        spec = find_spec(name)  # query-only prompts: documents are embedded as they are
+        assert spec is not None and spec.query_prompt and spec.document_prompt is None, name
 
 
 # -- quirks applied by the Embedder, on stand-ins ------------------------------------------------
@@ -189,9 +199,22 @@ def test_saved_prompts_win_and_a_default_prompt_is_not_added_twice(stand_in: Sta
 def test_registry_prompts_fill_in_when_the_model_saved_none(stand_in: StandIn) -> None:
     path = stand_in("embeddinggemma-300m")
     embedder = Embedder(str(path), device="cpu")
-    assert embedder.info.query_prompt == "task: search result | query: "
-    assert embedder.info.document_prompt == "title: none | text: "
+    card = find_spec("google/embeddinggemma-300m")
+    assert card is not None and card.query_prompt and card.document_prompt
+    assert embedder.info.query_prompt == card.query_prompt
+    assert embedder.info.document_prompt == card.document_prompt
     assert not embedder.spec.layer_norm
+    # and they are what the model is fed
+    np.testing.assert_allclose(
+        embedder.embed_query("red planet"),
+        raw_encode(path, [card.query_prompt + "red planet"])[0],
+        atol=1e-6,
+    )
+    np.testing.assert_allclose(
+        embedder.embed_documents(["Mars has two moons."])[0],
+        raw_encode(path, [card.document_prompt + "Mars has two moons."])[0],
+        atol=1e-6,
+    )
 
 
 def test_unknown_model_and_mrl_flag(stand_in: StandIn, tmp_path: Path, topic_folder: Path) -> None:

@@ -37,10 +37,10 @@ def onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def torch_embedder():
-    from mrl_tui.core.embedding.embed import Embedder
-
-    return Embedder(device="cpu", backend="torch")
+def torch_embedder(embedder):
+    """The session's model (torch, CPU): loading it again costs seconds and tests nothing more."""
+    assert embedder.backend == "torch"
+    return embedder
 
 
 def _onnx_embedder(backend: str, cache: Path):

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from conftest import HashEmbedder, write_files
+from conftest import write_files
+from fakes import HashEmbedder
 
 from mrl_tui.core.library import Library
 from mrl_tui.core.search.query_syntax import PathFilter, matching_rows, parse_query
@@ -30,20 +31,8 @@ def test_patterns_match_at_component_starts_or_as_globs() -> None:
     assert matching_rows(["a/x.md", "b/y.md", "a/z.md"], PathFilter(("a/",))) == [0, 2]
 
 
-class HashQueries(HashEmbedder):
-    """The hash stand-in, searchable: queries are hashed like documents."""
-
-    device = "cpu"
-
-    def embed_query(self, text: str) -> np.ndarray:
-        return self.embed_documents([text])[0]
-
-    def embed_queries(self, texts: list[str], on_progress: object = None) -> np.ndarray:
-        return self.embed_documents(texts)
-
-
 def test_filtered_search_is_the_true_top_k_of_the_matching_files(tmp_path: Path) -> None:
-    hash_embedder = HashQueries()
+    hash_embedder = HashEmbedder()
     files = {f"{group}/{i}.md": f"note {group} {i}" for group in ("a", "b") for i in range(30)}
     folder = write_files(tmp_path / "f", files)
     library = Library(folder, hash_embedder, cache_root=tmp_path / "cache", transform="naive")

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cache_helpers import write_corpus
+from fakes import write_corpus
 
 from mrl_tui import serve_client
 
@@ -32,15 +32,15 @@ from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 import mrl_tui
 mrl_tui.__version__ = os.environ.get("STANDIN_VERSION", mrl_tui.__version__)
-from cache_helpers import LibraryEmbedder
+from fakes import LIBRARY_DIM, HashEmbedder
 import mrl_tui.core.embedding.embed as embed
 import mrl_tui.core.library as library
 
-class StandIn(LibraryEmbedder):
+class StandIn(HashEmbedder):
     def __init__(self, *args, **kwargs):
         if os.environ.get("STANDIN_NO_MODEL"):
             raise SystemExit("the model was loaded")
-        super().__init__()
+        super().__init__(LIBRARY_DIM)
 
     def embed_query(self, text):
         marker = os.environ.get("STANDIN_SLOW_QUERY")

@@ -65,7 +65,16 @@ def test_fewer_rows_than_dimensions() -> None:
     # Five rows span five directions; the second-moment basis puts them first.
     y = fit_pca(x, center=False).apply(x)
     np.testing.assert_allclose(y[:, 5:], 0, atol=1e-4)
-    fit_pca(x[:1])  # even a single row gives a full basis
+    # Even a single row gives a full orthonormal basis, with that row's direction first.
+    one = fit_pca(x[:1], center=False)
+    assert one.matrix is not None and one.matrix.shape == (32, 32)
+    np.testing.assert_allclose(one.matrix.T @ one.matrix, np.eye(32), atol=1e-5)
+    y = one.apply(x[:1])
+    np.testing.assert_allclose(np.abs(y[0, 0]), np.linalg.norm(x[0]), rtol=1e-4)
+    np.testing.assert_allclose(y[0, 1:], 0, atol=1e-4)
+    centred = fit_pca(x[:1]).matrix  # nothing left after centring: still a rotation
+    assert centred is not None
+    np.testing.assert_allclose(centred.T @ centred, np.eye(32), atol=1e-5)
 
 
 def test_fit_is_deterministic_and_subsamples() -> None:

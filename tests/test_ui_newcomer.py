@@ -24,7 +24,6 @@ from mrl_tui.ui.screens.about import AboutScreen
 from mrl_tui.ui.screens.help import HelpScreen, key_name
 from mrl_tui.ui.screens.search import SearchScreen
 from mrl_tui.ui.screens.skipped import SkippedScreen
-from mrl_tui.ui.widgets.indexing import IndexingPanel
 from mrl_tui.ui.widgets.panels import (
     LatencyPanel,
     RouterPanel,
@@ -238,37 +237,6 @@ async def test_keys_the_indexing_panel_advertises_work_from_the_query_box(
         assert shown and all(len(b.binding.key) > 1 for b in shown)
         await pilot.press("escape")  # Esc, advertised while indexing, stops it
         await wait_for(pilot, lambda: not screen.indexing, timeout=60)
-
-
-async def test_ctrl_r_reindexes_behind_the_results(embedder, tmp_path: Path) -> None:
-    folder = write_corpus(tmp_path / "notes", many_notes(6))
-    slow = SlowEmbedder(embedder, delay=0.0)
-    library = Library(folder, slow, cache_root=tmp_path / "cache")
-    # watch=False: Ctrl+R, not the watched folder, is to index the new files
-    app = MrlApp(folder, device="cpu", library=library, auto_router=False, watch=False)
-    async with app.run_test(size=(100, 32)) as pilot:
-        screen = await run_query(pilot, "sourdough loaf")
-        rows = screen.query_one("#left", RankingPane).table.row_count
-        write_corpus(folder, {f"new{i:02d}.md": f"# New {i}\n\nRye loaf {i}." for i in range(30)})
-        slow.delay = 3.0  # the query embeds unslowed; each batch of chunks waits
-        await pilot.press("tab", "ctrl+r")
-        await wait_for(pilot, lambda: screen.indexing_panel.last_progress is not None)
-        await wait_for(pilot, lambda: screen.indexing_panel.last_progress.phase == "embedding")  # type: ignore[union-attr]
-        assert screen.indexing and screen.library is library
-        assert screen.query_one("#compare").display and screen.query_one(IndexingPanel).display
-        assert screen.query_one("#left", RankingPane).table.row_count == rows
-        assert "sourdough" in screen_text(app) or "note" in screen_text(app)
-        before = screen.state
-        await pilot.press("slash", *" rye")  # still searchable while the re-index runs
-        await wait_for(
-            pilot,
-            lambda: screen.state is not before and screen.comparison.query is screen.state.query,
-        )  # type: ignore[union-attr]
-        assert screen.indexing
-        slow.delay = 0.0
-        await wait_for(pilot, lambda: not screen.indexing, timeout=60)
-        assert not screen.query_one(IndexingPanel).display
-        assert app.report is not None and app.report.chunks_total == 36
 
 
 async def test_latency_figures_all_come_from_one_measurement(markup_library: Library) -> None:

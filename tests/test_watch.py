@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cache_helpers import LibraryEmbedder, write_corpus
 from conftest import write_files
+from fakes import LIBRARY_DIM, HashEmbedder, write_corpus
 
 from mrl_tui.core import library as library_module
 from mrl_tui.core.cache.watch import FolderWatcher, WatchUpdate
@@ -31,7 +31,7 @@ def _paths(lib: Library, words: str) -> set[str]:
 @pytest.fixture
 def watched(tmp_path: Path):
     folder = write_files(tmp_path / "folder", {"a.md": "# A\n\nalpha note about bread\n"})
-    lib = Library(folder, LibraryEmbedder(), cache_root=tmp_path / "cache")
+    lib = Library(folder, HashEmbedder(LIBRARY_DIM), cache_root=tmp_path / "cache")
     lib.update()
     lib.load()
     updates: queue.Queue[WatchUpdate] = queue.Queue()
@@ -82,7 +82,7 @@ def test_add_modify_delete_are_followed(watched) -> None:
 
 def test_hidden_and_cache_paths_are_not_relevant(tmp_path: Path) -> None:
     folder = write_files(tmp_path / "folder", {"a.md": "alpha\n"})
-    lib = Library(folder, LibraryEmbedder(), cache_root=folder / "cache")
+    lib = Library(folder, HashEmbedder(LIBRARY_DIM), cache_root=folder / "cache")
     watcher = FolderWatcher(lib, lambda _: None)
     root = lib.root
     assert watcher.relevant(str(root / "notes" / "b.md"))
@@ -92,7 +92,7 @@ def test_hidden_and_cache_paths_are_not_relevant(tmp_path: Path) -> None:
     assert not watcher.relevant(str(root / "notes" / ".b.md.swp"))
     assert not watcher.relevant(str(tmp_path / "elsewhere.md"))
     # a cache root that holds the folder: only the folder's own index is left out
-    inside = Library(folder, LibraryEmbedder(), cache_root=tmp_path)
+    inside = Library(folder, HashEmbedder(LIBRARY_DIM), cache_root=tmp_path)
     watcher = FolderWatcher(inside, lambda _: None)
     assert watcher.relevant(str(root / "a.md"))
     assert not watcher.relevant(str(inside.store.directory / "index.db"))
@@ -100,7 +100,7 @@ def test_hidden_and_cache_paths_are_not_relevant(tmp_path: Path) -> None:
 
 def test_a_small_change_keeps_the_fit_a_large_one_refits(tmp_path: Path) -> None:
     folder = write_corpus(tmp_path / "folder", files=30)
-    lib = Library(folder, LibraryEmbedder(), cache_root=tmp_path / "cache")
+    lib = Library(folder, HashEmbedder(LIBRARY_DIM), cache_root=tmp_path / "cache")
     lib.update()
     lib.load()
     first = lib.transform

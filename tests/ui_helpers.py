@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from textual.pilot import Pilot
 
@@ -41,3 +42,24 @@ async def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError("timed out waiting for the app")
         await pilot.pause(0.02)
+
+
+def screen_text(app: Any) -> str:
+    """The active screen as the terminal would show it, one line per row."""
+    return "\n".join(strip.text for strip in app.screen._compositor.render_strips())
+
+
+def shown_locations(app: Any, side: str = "#left") -> list[str]:
+    """The "where" cells (path:line) of one ranking pane, top row first, as shown."""
+    table = app.search_screen.query_one(side).table
+    column = table.get_column_index("where")
+    return [str(table.get_row_at(row)[column]) for row in range(table.row_count)]
+
+
+async def submit_query(pilot: Pilot[object], text: str) -> None:
+    """Put `text` in the query box (replacing what is there) and press Enter there (typing key by
+    key is covered once, in test_ui's cancel test: it costs a frame a key)."""
+    box = pilot.app.query_one("#query")
+    box.value = text
+    box.focus()
+    await pilot.press("enter")

@@ -1,5 +1,9 @@
-"""A fast embedder a `Library` accepts, and a small folder, for cache tests and the fault-injection
-script (which imports this file, so it is plain Python with no pytest in it)."""
+"""The one stand-in embedder of the tests, and small folders to index with it.
+
+Plain Python with no pytest in it: `benchmarks/fault_injection.py`, `benchmarks/bench_reopen.py`
+and the subprocess drivers of some tests import it too. It imports nothing of `mrl_tui` at import
+time (the reopen benchmark times the library's imports).
+"""
 
 from __future__ import annotations
 
@@ -7,10 +11,12 @@ import hashlib
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from mrl_tui.core.embedding.models import resolve_spec
+LIBRARY_DIM = 96
+"""The dim a `Library` test wants: above the HNSW anchor dim, so a graph can be built too."""
 
 WORDS = (
     "bread",
@@ -42,23 +48,44 @@ WORDS = (
 )
 
 
-class LibraryEmbedder:
-    """Deterministic vectors from the text's hash; not a native MRL model, so the library fits a
-    PCA (a derived file to damage). `delay_s` per batch makes indexing slow enough to interrupt.
-    96 dims: above the HNSW anchor dim, so a graph can be built too."""
+class HashEmbedder:
+    """Deterministic vectors from each text's sha256 (queries hashed like documents); whitespace
+    words as tokens. Not a native MRL model unless told, so a `Library` fits a PCA for it.
+
+    - `full_dim`: 32 by default (bookkeeping tests); `LIBRARY_DIM` for library tests.
+    - `delay_s` per batch makes indexing slow enough to interrupt.
+    - `embedded` records every document text, which the incremental-indexing tests check
+      (`record=False` for benchmarks of many files).
+    """
 
     name = "hash-embedder"
-    full_dim = 96
+    full_dim = 32
     max_chunk_tokens = 64
     device = "cpu"
-    spec = resolve_spec(name)[0]  # an unknown model: not native MRL
 
-    def __init__(self, delay_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        full_dim: int | None = None,
+        *,
+        delay_s: float = 0.0,
+        native_mrl: bool = False,
+        record: bool = True,
+    ) -> None:
+        if full_dim is not None:
+            self.full_dim = full_dim
         self.delay_s = delay_s
+        self.native_mrl = native_mrl
+        self.record = record
         self.embedded: list[str] = []
 
     @property
-    def info(self) -> object:  # what the app's title shows
+    def spec(self) -> Any:
+        from mrl_tui.core.embedding.models import ModelSpec
+
+        return ModelSpec(self.name, native_mrl=self.native_mrl)
+
+    @property
+    def info(self) -> Any:  # what the app's title shows
         from mrl_tui.core.embedding.embed import EmbedderInfo
 
         return EmbedderInfo(self.name, self.device, "float32", self.full_dim, 64, False)
@@ -66,7 +93,7 @@ class LibraryEmbedder:
     def count_tokens(self, text: str) -> int:
         return len(text.split())
 
-    def _vector(self, text: str) -> np.ndarray:
+    def vector(self, text: str) -> np.ndarray:
         seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
         return np.random.default_rng(seed).standard_normal(self.full_dim).astype(np.float32)
 
@@ -81,19 +108,24 @@ class LibraryEmbedder:
             time.sleep(self.delay_s)
         out = np.zeros((len(texts), self.full_dim), dtype=np.float32)
         for i, text in enumerate(texts):
-            out[i] = self._vector(text)
-            self.embedded.append(text)
-        if on_progress is not None:
-            on_progress(len(texts))
+            if should_stop is not None and should_stop():
+                from mrl_tui.core.errors import Cancelled
+
+                raise Cancelled("stopped")
+            out[i] = self.vector(text)
+            if self.record:
+                self.embedded.append(text)
+            if on_progress is not None:
+                on_progress(1)
         return out
 
     def embed_query(self, text: str) -> np.ndarray:
-        return self._vector(text)
+        return self.vector(text)
 
     def embed_queries(self, texts: list[str], on_progress: object = None) -> np.ndarray:
         out = np.zeros((len(texts), self.full_dim), dtype=np.float32)
         for i, text in enumerate(texts):
-            out[i] = self._vector(text)
+            out[i] = self.vector(text)
         return out
 
 
