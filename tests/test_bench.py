@@ -134,7 +134,8 @@ def _funnel_ranking(x: np.ndarray, q: np.ndarray, stages: list[dict[str, int]], 
 def test_bench_report_rows_are_the_rankings_they_name() -> None:
     """On a corpus where short prefixes and small funnels lose documents, each fixed and funnel row
     of the report holds the scores of that search written out by hand, and they differ from full."""
-    from mrl_tui.core.evaluation.bench import EvalSet, run_bench
+    from mrl_tui.core.evaluation.measure import run_bench
+    from mrl_tui.core.evaluation.sets import EvalSet
 
     rng = np.random.default_rng(7)
     n, full_dim = 1500, 96
@@ -160,7 +161,7 @@ def test_bench_report_rows_are_the_rankings_they_name() -> None:
         pseudo_vectors=pseudo,
         pseudo_sources=list(range(0, n, 30)),
     )
-    report = run_bench(es, [8, 32])
+    report = run_bench(es, [8, 32]).to_dict()
     assert report["routed"] is None  # no query texts: nothing to route
 
     def scores(rank: Callable[[np.ndarray], np.ndarray]) -> dict[str, float]:
