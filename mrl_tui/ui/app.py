@@ -385,7 +385,7 @@ class MrlApp(App[int]):
         import json
         import time
 
-        from mrl_tui.ui.session import comparison_record
+        from mrl_tui.core.search.side_by_side import comparison_record
 
         search = self.search_screen
         if search.state is None or search.comparison is None or self.library is None:
