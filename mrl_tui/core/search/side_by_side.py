@@ -229,22 +229,33 @@ def keyword_matches(query: Query, chunk: Chunk) -> list[str]:
     return [term for term in query_terms(words) if index.search(term, 1)]
 
 
-def _folded(word: str) -> str:
-    """Lowercase without diacritics, as FTS5's ``remove_diacritics`` compares."""
-    decomposed = unicodedata.normalize("NFKD", word.lower())
+def _unmarked(text: str) -> str:
+    """`text` without diacritics, as FTS5's ``remove_diacritics`` compares."""
+    decomposed = unicodedata.normalize("NFKD", text)
     return "".join(c for c in decomposed if not unicodedata.combining(c))
+
+
+def _folded(word: str) -> str:
+    return _unmarked(word).lower()
+
+
+def _folded_in_place(text: str) -> str:
+    """`text` without diacritics, character by character where that leaves one character
+    (``é`` → ``e``; ``ﬁ`` stays) and case kept (it splits ``camelCase``): the same length, so
+    spans found in it are spans of `text`."""
+    return "".join(f if len(f := _unmarked(c)) == 1 else c for c in text)
 
 
 def term_spans(text: str, terms: Iterable[str]) -> list[tuple[int, int]]:
     """(start, end) of each word or identifier of `text` one of whose forms is one of `terms`
-    (as `keyword_matches` gives them): ``rate`` marks ``parse_rate`` whole, but not
-    ``rates``, which keyword search did not match either."""
+    (as `keyword_matches` gives them), diacritics aside: ``rate`` marks ``parse_rate`` whole,
+    but not ``rates``, which keyword search did not match either."""
     from mrl_tui.core.search.lexical import identifier_forms, marked_spans
 
     wanted = {_folded(term) for term in terms}
-    candidates = marked_spans(text, wanted | set(terms))  # words that start with a term
+    folded = _folded_in_place(text)
     return [
         (start, end)
-        for start, end in candidates
-        if any(_folded(form) in wanted for form in identifier_forms(text[start:end]))
+        for start, end in marked_spans(folded, wanted)  # the words that start with a term
+        if any(form in wanted for form in identifier_forms(folded[start:end]))
     ]
