@@ -375,11 +375,12 @@ class MrlApp(App[int]):
     def action_help(self) -> None:
         from mrl_tui.ui.screens.help import HelpScreen
         from mrl_tui.ui.widgets.dim_slider import DimSlider
+        from mrl_tui.ui.widgets.query_input import QueryInput
         from mrl_tui.ui.widgets.ranking import RankingTable
 
         if not isinstance(self.screen, HelpScreen):
             owners = [self.BINDINGS, SearchScreen.BINDINGS, DimSlider.BINDINGS]
-            self.push_screen(HelpScreen([*owners, RankingTable.BINDINGS]))
+            self.push_screen(HelpScreen([*owners, QueryInput.BINDINGS, RankingTable.BINDINGS]))
 
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
@@ -404,6 +405,11 @@ class MrlApp(App[int]):
             "Retrieval dense/hybrid/lexical",
             "Left side: dense, keywords fused with dense at the dim, or keywords only (h)",
             search.action_cycle_retrieval,
+        )
+        yield SystemCommand(
+            "Reference dense/hybrid",
+            "Reference side: keywords fused with dense at its dim (full by default), or dense (H)",
+            search.action_toggle_reference_hybrid,
         )
         yield SystemCommand(
             "Live search on/off",

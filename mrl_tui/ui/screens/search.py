@@ -80,6 +80,7 @@ HYBRID_HELP = (
 )
 """One help row for both keys (the help screen joins bindings that share a tooltip)."""
 MORE_STEP, MAX_K = 10, 100
+MORE_HELP = f"ten more / fewer results per side ({TOP_K} to {MAX_K})"
 """`m` shows ten more hits on each side, up to `MAX_K`; `M` ten fewer, down to `TOP_K`."""
 
 
@@ -179,8 +180,8 @@ class SearchScreen(Screen[None]):
             tooltip=HYBRID_HELP,
         ),
         Binding("p", "toggle_panels", "panels", tooltip="show / hide the side panels"),
-        Binding("m", "more_results", "more", show=False, tooltip="ten more results per side"),
-        Binding("M", "fewer_results", "fewer", show=False, tooltip="ten fewer results per side"),
+        Binding("m", "more_results", "more", show=False, tooltip=MORE_HELP),
+        Binding("M", "fewer_results", "fewer", show=False, tooltip=MORE_HELP),
     ]
 
     class CancelIndexing(Message):
