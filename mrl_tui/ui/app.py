@@ -287,10 +287,10 @@ class MrlApp(App[int]):
             self._post(self.Notes(lines))
 
     def on_mrl_app_status(self, message: Status) -> None:
-        self.search_screen.indexing_panel.set_status(message.text)
+        self.search_screen.indexing_panel.status = message.text
 
     def on_mrl_app_progress(self, message: Progress) -> None:
-        self.search_screen.indexing_panel.show_progress(message.progress)
+        self.search_screen.indexing_panel.progress = message.progress
 
     def on_mrl_app_notes(self, message: Notes) -> None:
         for line in message.lines:
@@ -362,7 +362,7 @@ class MrlApp(App[int]):
 
     def on_search_screen_cancel_indexing(self, _: SearchScreen.CancelIndexing) -> None:
         self._stop.set()
-        self.search_screen.indexing_panel.set_status("stopping after the current batch…")
+        self.search_screen.indexing_panel.status = "stopping after the current batch…"
 
     def action_reindex(self) -> None:
         if self.search_screen.indexing:
