@@ -80,8 +80,8 @@ HYBRID_HELP = (
 )
 """One help row for both keys (the help screen joins bindings that share a tooltip)."""
 MORE_STEP, MAX_K = 10, 100
-MORE_HELP = f"ten more / fewer results per side ({TOP_K} to {MAX_K})"
 """`m` shows ten more hits on each side, up to `MAX_K`; `M` ten fewer, down to `TOP_K`."""
+MORE_HELP = f"ten more / fewer results per side ({TOP_K} to {MAX_K})"
 
 
 @dataclass(frozen=True)
@@ -222,6 +222,7 @@ class SearchScreen(Screen[None]):
     dim: var[int] = var(DEFAULT_DIM, init=False)
     """The chosen prefix dim: the slider's, or the router's in auto mode."""
     reference: var[Reference] = var(Reference(), init=False)
+    """What the right side shows (its dim follows `dim` while `auto`)."""
     retrieval: var[str] = var("dense", init=False)
     """The left side's (`h`): "dense", "hybrid" or "lexical"."""
     k: var[int] = var(TOP_K, init=False)
