@@ -54,6 +54,10 @@ class QueryState:
         tops = {dim: ids[:k] for dim, ids in self.rankings.items()}
         return agreement(tops, full_dim, k)
 
+    def agreement_with_full(self, hits: list[Hit], full_dim: int, k: int = TOP_K) -> float:
+        """overlap@k of these hits (a side shown, at any dim) with the full dim's top k."""
+        return overlap_at_k(ids_of(hits), self.rankings[full_dim][:k], k)
+
 
 @dataclass(frozen=True)
 class Comparison:

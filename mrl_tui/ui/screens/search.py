@@ -31,7 +31,7 @@ from textual.widgets import DataTable, Footer, Header, Input, Static
 from textual.worker import get_current_worker
 from textual_slider import Slider
 
-from mrl_tui.core.search.compare import ids_of, overlap_at_k, power_of_two_dims, rank_trail
+from mrl_tui.core.search.compare import ids_of, power_of_two_dims, rank_trail
 from mrl_tui.core.search.query_syntax import parse_query
 from mrl_tui.core.search.side_by_side import (
     TOP_K,
@@ -574,7 +574,7 @@ class SearchScreen(Screen[None]):
         self, state: QueryState, dim: int, reference: Reference, k: int, retrieval: str, seq: int
     ) -> None:
         library = self.library
-        if library is None:
+        if library is None or reference.dim is None:
             return
         measured = {**(self.latency_profile or {}), **self.latency_more}
         try:
@@ -670,8 +670,8 @@ class SearchScreen(Screen[None]):
         )
         assert self.library is not None
         self._show_latency(state.query.embed_ms, comparison.dim)
-        full_top = state.rankings[self.library.full_dim][:TOP_K]
-        self._update_storage(current=overlap_at_k(left_ids, full_top, TOP_K))
+        full = self.library.full_dim
+        self._update_storage(current=state.agreement_with_full(comparison.left, full))
         self._show_selected()
 
     # -- selection and preview -----------------------------------------------------------------
