@@ -22,11 +22,11 @@ from ui_helpers import QUERY, wait_for, write_corpus
 from mrl_tui.core.corpus.chunking import Chunk
 from mrl_tui.core.library import Hit, Library
 from mrl_tui.core.search.compare import ids_of, movement_label, movements, power_of_two_dims
+from mrl_tui.core.search.side_by_side import TOP_K
 from mrl_tui.ui.app import MrlApp
 from mrl_tui.ui.screens.help import HelpScreen
 from mrl_tui.ui.screens.search import LIVE_DELAY, SearchScreen
 from mrl_tui.ui.screens.skipped import SkippedScreen
-from mrl_tui.ui.session import TOP_K
 from mrl_tui.ui.widgets.dim_slider import DimSlider
 from mrl_tui.ui.widgets.panels import (
     CurvePlot,
@@ -503,7 +503,7 @@ async def test_export_comparison_writes_both_sides_outside_the_folder(
 
 def test_slider_moves_reuse_a_fixed_reference(library: Library) -> None:
     """Moving the slider searches the left side only; the full-dim reference is not re-run."""
-    from mrl_tui.ui.session import compare_at, embed_and_rank
+    from mrl_tui.core.search.side_by_side import compare_at, embed_and_rank
 
     state = embed_and_rank(library, QUERY)
     calls: list[int] = []

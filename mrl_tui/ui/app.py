@@ -10,17 +10,19 @@ import asyncio
 import concurrent.futures
 import contextlib
 import dataclasses
-import functools
 import os
 import sys
 import threading
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from textual import work
 from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
+from textual.message import Message
+from textual.notifications import SeverityLevel
 from textual.screen import Screen
 
 from mrl_tui.core.errors import MrlError
@@ -202,17 +204,52 @@ class MrlApp(App[int]):
         self.search_screen.indexing_started()
         self._open_and_index()
 
+    # What the workers report: posted from their threads, handled here on the UI thread, which
+    # hands it down to the screen.
+    @dataclass
+    class Status(Message):
+        text: str  # what the indexing is doing now
+
+    @dataclass
+    class Progress(Message):
+        progress: IndexProgress
+
+    @dataclass
+    class Notes(Message):
+        lines: list[str]  # the library's one-line messages
+        severity: SeverityLevel = "information"
+        timeout: float | None = 10  # None: the app's default
+
+    @dataclass
+    class ModelLoaded(Message):
+        library: Library
+
+    @dataclass
+    class Failed(Message):
+        text: str
+
+    @dataclass
+    class Indexed(Message):
+        library: Library
+        report: IndexReport
+
+    @dataclass
+    class FolderChanged(Message):
+        update: Any  # a `watch.WatchUpdate`
+
+    def _post(self, message: Message) -> None:
+        """Post from a worker thread; quietly dropped once the app's loop is gone."""
+        with contextlib.suppress(RuntimeError):
+            self.post_message(message)
+
     @work(thread=True, exclusive=True, group="library")
     def _open_and_index(self) -> None:
-        screen = self.search_screen
-        tell = self._call
-
         try:
             from mrl_tui.core.library import Library
 
             library = self.library
             if library is None:
-                tell(screen.indexing_panel.set_status, "loading the model…")
+                self._post(self.Status("loading the model…"))
                 library = Library.open(
                     self.path,
                     model=self.model,
@@ -224,36 +261,49 @@ class MrlApp(App[int]):
                     embed_backend=self.embed_backend,
                 )
                 self.library = library
-            tell(self._describe, library)
-            tell(screen.indexing_panel.set_status, "looking for changed files…")
+            self._post(self.ModelLoaded(library))
+            self._post(self.Status("looking for changed files…"))
 
             def progress(p: IndexProgress) -> None:
-                tell(screen.indexing_panel.show_progress, dataclasses.replace(p))
+                self._post(self.Progress(dataclasses.replace(p)))
 
             report = library.update(on_progress=progress, should_stop=self._stop.is_set)
-            tell(screen.indexing_panel.set_status, "loading the index…")
+            self._post(self.Status("loading the index…"))
             if report.chunks_total:
                 library.load()
         except MrlError as exc:
             self._tell_messages()
-            tell(self._failed, str(exc))
+            self._post(self.Failed(str(exc)))
             return
         except Exception as exc:  # the user gets one readable line, never a traceback
-            tell(self._failed, f"unexpected error: {type(exc).__name__}: {exc}")
+            self._post(self.Failed(f"unexpected error: {type(exc).__name__}: {exc}"))
             return
         self._tell_messages()
-        tell(self._indexed, library, report)
+        self._post(self.Indexed(library, report))
 
     def _tell_messages(self) -> None:
         """The library's one-line messages (a rebuilt cache, a wait, a file not saved)."""
-        if self.library is not None:
-            for message in self.library.take_messages():
-                self._call(functools.partial(self.notify, message, markup=False, timeout=10))
+        if self.library is not None and (lines := self.library.take_messages()):
+            self._post(self.Notes(lines))
 
-    def _call(self, callback: Callable[..., Any], *args: Any) -> None:
-        """Run `callback` on the UI thread; quietly skip it if the app is already gone."""
-        with contextlib.suppress(RuntimeError):
-            self.call_from_thread(callback, *args)
+    def on_mrl_app_status(self, message: Status) -> None:
+        self.search_screen.indexing_panel.status = message.text
+
+    def on_mrl_app_progress(self, message: Progress) -> None:
+        self.search_screen.indexing_panel.progress = message.progress
+
+    def on_mrl_app_notes(self, message: Notes) -> None:
+        for line in message.lines:
+            self.notify(line, severity=message.severity, markup=False, timeout=message.timeout)
+
+    def on_mrl_app_model_loaded(self, message: ModelLoaded) -> None:
+        self._describe(message.library)
+
+    def on_mrl_app_failed(self, message: Failed) -> None:
+        self._failed(message.text)
+
+    async def on_mrl_app_indexed(self, message: Indexed) -> None:
+        await self._indexed(message.library, message.report)
 
     def _describe(self, library: Library) -> None:
         info = library.embedder.info
@@ -291,10 +341,10 @@ class MrlApp(App[int]):
         from mrl_tui.core.cache.watch import FolderWatcher
 
         def failed(line: str) -> None:
-            self._call(functools.partial(self.notify, line, severity="error", markup=False))
+            self._post(self.Notes([line], "error", None))
 
         self.watcher = FolderWatcher(
-            library, lambda update: self._call(self._watched, update), on_error=failed
+            library, lambda update: self._post(self.FolderChanged(update)), on_error=failed
         )
         if self._stop.is_set():
             return
@@ -303,15 +353,16 @@ class MrlApp(App[int]):
         except Exception as exc:  # watching ends, with one line; the index stays searchable
             failed(f"watching the folder stopped: {type(exc).__name__}: {exc}")
 
-    def _watched(self, update: Any) -> None:
+    def on_mrl_app_folder_changed(self, message: FolderChanged) -> None:
         """Files changed and were re-indexed: say so, and search the shown query again."""
+        update = message.update
         self._tell_messages()
         fit = f" · {update.fit}" if update.fit else ""
         self.search_screen.refresh_query(f"Watching: {update.line}{fit}")
 
     def on_search_screen_cancel_indexing(self, _: SearchScreen.CancelIndexing) -> None:
         self._stop.set()
-        self.search_screen.indexing_panel.set_status("stopping after the current batch…")
+        self.search_screen.indexing_panel.status = "stopping after the current batch…"
 
     def action_reindex(self) -> None:
         if self.search_screen.indexing:
@@ -324,11 +375,12 @@ class MrlApp(App[int]):
     def action_help(self) -> None:
         from mrl_tui.ui.screens.help import HelpScreen
         from mrl_tui.ui.widgets.dim_slider import DimSlider
+        from mrl_tui.ui.widgets.query_input import QueryInput
         from mrl_tui.ui.widgets.ranking import RankingTable
 
         if not isinstance(self.screen, HelpScreen):
             owners = [self.BINDINGS, SearchScreen.BINDINGS, DimSlider.BINDINGS]
-            self.push_screen(HelpScreen([*owners, RankingTable.BINDINGS]))
+            self.push_screen(HelpScreen([*owners, QueryInput.BINDINGS, RankingTable.BINDINGS]))
 
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
@@ -353,6 +405,11 @@ class MrlApp(App[int]):
             "Retrieval dense/hybrid/lexical",
             "Left side: dense, keywords fused with dense at the dim, or keywords only (h)",
             search.action_cycle_retrieval,
+        )
+        yield SystemCommand(
+            "Reference dense/hybrid",
+            "Reference side: keywords fused with dense at its dim (full by default), or dense (H)",
+            search.action_toggle_reference_hybrid,
         )
         yield SystemCommand(
             "Live search on/off",
@@ -385,7 +442,7 @@ class MrlApp(App[int]):
         import json
         import time
 
-        from mrl_tui.ui.session import comparison_record
+        from mrl_tui.core.search.side_by_side import comparison_record
 
         search = self.search_screen
         if search.state is None or search.comparison is None or self.library is None:

@@ -7,6 +7,7 @@ benchmarks and the tests all agree on what "▲3" or "τ 0.71" means.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 NEW = "NEW"
@@ -86,6 +87,33 @@ def kendall_tau(a: Sequence[int], b: Sequence[int]) -> float | None:
         for j in range(i + 1, n):
             score += 1 if order_b[i] < order_b[j] else -1
     return score / (n * (n - 1) / 2)
+
+
+@dataclass(frozen=True)
+class RankingComparison:
+    """Two rankings of one query side by side (`compare_rankings`): everything the TUI marks and
+    the export writes, computed once."""
+
+    left_moves: list[int | None]  # per left hit, against the right (`movements`)
+    right_moves: list[int | None]  # per right hit, against the left
+    left_lost: list[int]  # ids the right has and the left does not, in the right's order
+    right_lost: list[int]  # ids the left has and the right does not, in the left's order
+    overlap: float  # overlap@k
+    tau: float | None  # Kendall's τ over the shared ids (None: fewer than 2 shared)
+    k: int
+
+
+def compare_rankings(left: Sequence[int], right: Sequence[int], k: int) -> RankingComparison:
+    """The whole comparison of two rankings: moves both ways, what each lost, overlap@k and τ."""
+    return RankingComparison(
+        movements(left, right),
+        movements(right, left),
+        dropped(left, right),
+        dropped(right, left),
+        overlap_at_k(left, right, k),
+        kendall_tau(left, right),
+        k,
+    )
 
 
 def rank_trail(rankings: Mapping[int, Sequence[int]], chunk_id: int) -> dict[int, int | None]:

@@ -30,9 +30,10 @@ TERMS: list[tuple[str, str]] = [
     ),
     (
         "the two tables",
-        "Left: the top hits searched at the chosen dim. Right: the reference they are "
-        "compared with (the full dim, or another dim with r, another transform with t, HNSW "
-        "graph search with f).",
+        "Left: the top hits searched at the chosen dim (or keywords fused with that search, "
+        "or keywords alone: h). Right: the reference they are compared with (the full dim, "
+        "or another dim with r, another transform with t, HNSW graph search with f, keywords "
+        "fused with it with H).",
     ),
     (
         "Δ",

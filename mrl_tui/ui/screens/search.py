@@ -4,12 +4,17 @@ The app hands this screen a library once it is ready (`library_ready`); until th
 type, and the query waits. A query is searched when the user pauses typing (`LIVE_DELAY`) or
 presses Enter. Slow work runs in thread workers; each result carries a sequence number and is
 dropped if a newer request was made meanwhile.
+
+The screen's state is held in `var`s whose watchers show it; the workers post messages back,
+which set that state. What is shown is computed in the core (`core.search.side_by_side`): the
+screen only renders it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
@@ -20,34 +25,28 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.keys import format_key
 from textual.message import Message
+from textual.reactive import var
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 from textual.worker import get_current_worker
 from textual_slider import Slider
 
-from mrl_tui.core.search.compare import (
-    dropped,
-    ids_of,
-    kendall_tau,
-    movements,
-    overlap_at_k,
-    power_of_two_dims,
-    rank_trail,
-)
+from mrl_tui.core.search.compare import ids_of, power_of_two_dims, rank_trail
 from mrl_tui.core.search.query_syntax import parse_query
-from mrl_tui.core.transforms.kind import KINDS, kind_for
-from mrl_tui.ui.editor import open_hit
-from mrl_tui.ui.literal import shown
-from mrl_tui.ui.reference import default_reference
-from mrl_tui.ui.session import (
+from mrl_tui.core.search.side_by_side import (
     TOP_K,
     TRAIL_K,
     Comparison,
     QueryState,
     compare_at,
     embed_and_rank,
+    keyword_matches,
     measure_latency,
 )
+from mrl_tui.core.transforms.kind import KINDS, kind_for
+from mrl_tui.ui.editor import open_hit
+from mrl_tui.ui.literal import shown
+from mrl_tui.ui.reference import default_reference
 from mrl_tui.ui.widgets.dim_slider import DimSlider
 from mrl_tui.ui.widgets.indexing import IndexingPanel
 from mrl_tui.ui.widgets.panels import (
@@ -75,8 +74,25 @@ FOCUS_HELP = "move between query, slider and tables"
 PLACEHOLDERS = {True: "search your folder… (as you type)", False: "search your folder… (Enter)"}
 RETRIEVAL_NAMES = {"dense": "at dim {dim}", "hybrid": "hybrid @{dim}", "lexical": "keywords only"}
 """Left-side retrievals in `h` order, as the pane title names them."""
+HYBRID_HELP = (
+    "h: left side dense → hybrid (keywords fused with dense at the dim) → keywords only; "
+    "H: reference side dense ↔ hybrid"
+)
+"""One help row for both keys (the help screen joins bindings that share a tooltip)."""
 MORE_STEP, MAX_K = 10, 100
 """`m` shows ten more hits on each side, up to `MAX_K`; `M` ten fewer, down to `TOP_K`."""
+MORE_HELP = f"ten more / fewer results per side ({TOP_K} to {MAX_K})"
+
+
+@dataclass(frozen=True)
+class Reference:
+    """What the right side shows (`r`, `t`, `f`, `H`)."""
+
+    dim: int | None = None  # None until the model's full dim is known
+    mode: str = "exact"  # or "graph": HNSW candidates reranked (large indexes only)
+    transform: str | None = None  # another transform at the chosen dim (`t`)
+    retrieval: str = "dense"  # or "hybrid": keywords fused with dense at `dim` (`H`)
+    auto: bool = True  # `dim` follows `default_reference` until `r` or `f`
 
 
 def typed_actions(bindings: list[BindingType]) -> frozenset[str]:
@@ -154,43 +170,111 @@ class SearchScreen(Screen[None]):
             "cycle_retrieval",
             "hybrid",
             show=False,
-            tooltip="left side: dense → hybrid (keywords fused with dense at the dim) → "
-            "keywords only, against dense on the right",
+            tooltip=HYBRID_HELP,
+        ),
+        Binding(
+            "H",
+            "toggle_reference_hybrid",
+            "ref hybrid",
+            show=False,
+            tooltip=HYBRID_HELP,
         ),
         Binding("p", "toggle_panels", "panels", tooltip="show / hide the side panels"),
-        Binding("m", "more_results", "more", show=False, tooltip="ten more results per side"),
-        Binding("M", "fewer_results", "fewer", show=False, tooltip="ten fewer results per side"),
+        Binding("m", "more_results", "more", show=False, tooltip=MORE_HELP),
+        Binding("M", "fewer_results", "fewer", show=False, tooltip=MORE_HELP),
     ]
 
     class CancelIndexing(Message):
         """Escape while indexing: the app owns the indexing worker."""
+
+    # What the workers report (messages up); each stays on this screen.
+    class Calibrating(Message, bubble=False):
+        """The router is being calibrated for this folder (once, seconds)."""
+
+    @dataclass
+    class QueryRanked(Message, bubble=False):
+        """A query is embedded and ranked (`_embed`); `profile`: search time by dim, if
+        measured."""
+
+        seq: int
+        state: QueryState
+        profile: dict[int, float] | None
+
+    @dataclass
+    class QueryFailed(Message, bubble=False):
+        seq: int
+        text: str
+
+    @dataclass
+    class Compared(Message, bubble=False):
+        """Both sides ranked (`_rescore`); `more`: search times of dims not measured before."""
+
+        seq: int
+        state: QueryState
+        comparison: Comparison
+        more: dict[int, float]
+
+    @dataclass
+    class CompareFailed(Message, bubble=False):
+        text: str
+
+    # The screen's state; the watchers below show it (attributes down).
+    dim: var[int] = var(DEFAULT_DIM, init=False)
+    """The chosen prefix dim: the slider's, or the router's in auto mode."""
+    reference: var[Reference] = var(Reference(), init=False)
+    """What the right side shows (its dim follows `dim` while `auto`)."""
+    retrieval: var[str] = var("dense", init=False)
+    """The left side's (`h`): "dense", "hybrid" or "lexical"."""
+    k: var[int] = var(TOP_K, init=False)
+    """Hits on each side (`m` / `M`)."""
+    state: var[QueryState | None] = var(None, init=False, always_update=True)
+    """The query shown, embedded and ranked (a new one replaces it)."""
+    comparison: var[Comparison | None] = var(None, init=False, always_update=True, bindings=True)
+    """The two sides shown: the result pair, compared (`core.search.side_by_side`)."""
+    auto_router: var[bool] = var(True, init=False)
+    """The router picks each query's dim; a slider move ends it."""
+    live_search: var[bool] = var(True, init=False)
+    """Search when typing pauses, not only on Enter."""
+    indexing: var[bool] = var(True, init=False, bindings=True)
+    ready: var[bool] = var(False, init=False)
+    """An index is loaded: the results area is shown (the indexing panel above it, if any)."""
+    panels: var[bool] = var(True, init=False)
+    """The side panels (latency, storage) are shown (`p`)."""
+    note: var[tuple[str, bool]] = var(("", False), init=False)
+    """The message line: (text, is it an error)."""
 
     def __init__(self, *, frozen_timings: bool = False, auto_router: bool = True) -> None:
         super().__init__()
         self.frozen_timings = frozen_timings
         self.library: Library | None = None
         self.pending_query: str | None = None
-        self.state: QueryState | None = None
-        self.comparison: Comparison | None = None
-        self.dim = DEFAULT_DIM
-        self.ref_dim: int | None = None  # None until the model's full dim is known
-        self.ref_mode = "exact"  # or "graph": HNSW candidates reranked (large indexes only)
-        self.ref_transform: str | None = None  # another transform at the chosen dim (`t`)
-        self.ref_auto = True  # the reference follows `default_reference` until `r` or `f`
         self.ref_reason = ""  # why the default reference is not full, shown under the tables
-        self.k = TOP_K  # hits on each side (`m` / `M`)
-        self.retrieval = "dense"  # the left side's (`h`): "dense", "hybrid", "lexical"
         self.latency_profile: dict[int, float] | None = None  # measured once per index load
         self.latency_more: dict[int, float] = {}  # other dims, measured the same way when shown
         self.full_dim: int | None = None  # the model's, once it is loaded
-        self.auto_router = auto_router  # the router picks each query's dim; a slider move ends it
-        self.live_search = True  # search when typing pauses, not only on Enter
-        self.indexing = True
+        self.set_reactive(SearchScreen.auto_router, auto_router)  # nothing to show it on yet
         self._searched: str | None = None  # the text of the last query run (not run again)
         self._query_seq = 0
         self._view_seq = 0
+        self._compare_pending = False
         self._selected: int | None = None  # chunk id
-        self._message_is_error = False
+
+    # The reference's parts, read by the tests and the remembered view.
+    @property
+    def ref_dim(self) -> int | None:
+        return self.reference.dim
+
+    @property
+    def ref_mode(self) -> str:
+        return self.reference.mode
+
+    @property
+    def ref_transform(self) -> str | None:
+        return self.reference.transform
+
+    @property
+    def ref_auto(self) -> bool:
+        return self.reference.auto
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Footer hints follow the state: Esc only while indexing; hit keys dim without hits;
@@ -205,6 +289,7 @@ class SearchScreen(Screen[None]):
             "cycle_reference",
             "cycle_transform",
             "toggle_graph",
+            "toggle_reference_hybrid",
             "more_results",
             "fewer_results",
         ):
@@ -244,19 +329,44 @@ class SearchScreen(Screen[None]):
         self.query_one("#message", Static).display = False
         remembered = self._remembered()
         if remembered is not None:
-            self.query_one("#side").display = remembered.panels
+            self.panels = remembered.panels
         self._show_router()
-        self._show_results_area(False)
+        self._show_results_area()
 
-    def _show_results_area(self, show: bool) -> None:
-        """The results, and the indexing panel while indexing: in full before there are
-        results, as a progress line above them while a re-index runs behind them."""
+    def watch_indexing(self) -> None:
+        self._show_results_area()
+
+    def watch_ready(self) -> None:
+        self._show_results_area()
+
+    def _show_results_area(self) -> None:
+        """The results once an index is `ready`, and the indexing panel while `indexing`: in
+        full before there are results, as a progress line above them while a re-index runs
+        behind them."""
         for selector in ("#compare", "#agreement", "#detail"):
-            self.query_one(selector).display = show
+            self.query_one(selector).display = self.ready
         panel = self.query_one("#indexing")
         panel.display = self.indexing
-        panel.set_class(show, "-behind")
+        panel.set_class(self.ready, "-behind")
         self.refresh_bindings()
+
+    def watch_panels(self, shown: bool) -> None:
+        self.query_one("#side").display = shown
+        remembered = self._remembered()
+        if remembered is not None:
+            remembered.panels = shown
+
+    def watch_note(self, note: tuple[str, bool]) -> None:
+        text, error = note
+        message = self.query_one("#message", Static)
+        message.update(Text(shown(text), style="bold red" if error else ""))
+        message.display = bool(text)
+
+    def watch_live_search(self, live: bool) -> None:
+        self.query_one("#query", Input).placeholder = PLACEHOLDERS[live]
+
+    def watch_auto_router(self) -> None:
+        self._show_router()
 
     # -- called by the app (attributes down) ---------------------------------------------------
 
@@ -265,10 +375,7 @@ class SearchScreen(Screen[None]):
         return self.query_one(IndexingPanel)
 
     def show_message(self, text: str, *, error: bool = False) -> None:
-        message = self.query_one("#message", Static)
-        message.update(Text(shown(text), style="bold red" if error else ""))
-        message.display = bool(text)
-        self._message_is_error = error
+        self.note = (text, error)
 
     def model_ready(self, full_dim: int) -> None:
         """The model is loaded (the index may still be building): its full dim is known."""
@@ -280,28 +387,28 @@ class SearchScreen(Screen[None]):
         self.indexing = False
         self.library = None
         self.query_one("#dim-label", Static).update(Text("dim: no index"))
-        self._show_results_area(False)
+        self.ready = False
         self.show_message(text, error=True)
 
     def indexing_started(self) -> None:
         """A library already shown stays searchable while the folder is indexed again."""
         self.indexing = True
-        self._show_results_area(self.library is not None)
         self.show_message("")
 
     async def library_ready(self, library: Library, note: str = "") -> None:
         """The index is loaded: set up the slider, then run whatever query is waiting."""
         self.library = library
-        self.indexing = False
         full = library.full_dim
-        self.dim = min(self.dim, full)
-        if self.ref_dim is None or self.ref_dim > full:
-            self.ref_dim = full
-        if library.graph is None:
-            self.ref_mode = "exact"
         self.latency_profile = None  # a new index: measured again with the next query
         self.latency_more = {}
         self.query_one(LatencyPanel).clear_profile()
+        self.dim = min(self.dim, full)
+        reference = self.reference
+        if reference.dim is None or reference.dim > full:
+            reference = dataclasses.replace(reference, dim=full)
+        if library.graph is None:
+            reference = dataclasses.replace(reference, mode="exact")
+        self.reference = reference
         if not self.query(DimSlider):
             await self.query_one("#dim-row").mount(
                 DimSlider(
@@ -315,7 +422,8 @@ class SearchScreen(Screen[None]):
         self._update_dim_labels()
         self._update_storage()
         self.show_message(note)
-        self._show_results_area(True)
+        self.indexing = False
+        self.ready = True
         waiting = self.pending_query or (self.state.query.text if self.state else None)
         self.pending_query = None
         if waiting:
@@ -378,60 +486,95 @@ class SearchScreen(Screen[None]):
                 return
             if route:
                 if not library.router_ready:
-                    self.app.call_from_thread(self.query_one(RouterPanel).show_calibrating)
+                    self.post_message(self.Calibrating())
                 state = dataclasses.replace(state, route=library.route(state.query))
             profile = None
             if measure and not worker.is_cancelled:
                 profile = measure_latency(library, state.query)
         except Exception as exc:  # shown as one line, never a traceback
-            self.app.call_from_thread(self._query_failed, seq, f"search failed: {exc}")
+            self.post_message(self.QueryFailed(seq, f"search failed: {exc}"))
             return
-        self.app.call_from_thread(self._query_done, seq, state, profile)
+        self.post_message(self.QueryRanked(seq, state, profile))
 
-    def _query_failed(self, seq: int, message: str) -> None:
-        if seq == self._query_seq:
+    def on_search_screen_calibrating(self, _: Calibrating) -> None:
+        self.query_one(RouterPanel).show_calibrating()
+
+    def on_search_screen_query_failed(self, message: QueryFailed) -> None:
+        if message.seq == self._query_seq:
             self._searched = None  # Enter, or a pause in typing, tries again
-            self.show_message(message, error=True)
+            self.show_message(message.text, error=True)
 
-    def _query_done(self, seq: int, state: QueryState, profile: dict[int, float] | None) -> None:
-        if profile is not None and self.library is not None:
-            self.show_latency_profile(profile)
-        if seq != self._query_seq:
+    def on_search_screen_query_ranked(self, message: QueryRanked) -> None:
+        if message.profile is not None and self.library is not None:
+            self.show_latency_profile(message.profile)
+        if message.seq != self._query_seq:
             return  # a newer query was submitted meanwhile
-        self.state = state
-        if self._message_is_error:
+        if self.note[1]:
             self.show_message("")  # an earlier search error; a note about indexing stays
+        self.state = message.state
+
+    def watch_state(self, state: QueryState | None) -> None:
+        """A new query: in auto mode its routed dim; then both sides are ranked."""
+        if state is None:
+            return
         if self.auto_router and state.route is not None:
             self._apply_route(state.route)
+        self._show_router()
         self._update_storage()
-        self.refresh_comparison()
+        self._compare_soon()
 
     def _apply_route(self, route: Route) -> None:
-        """Move the slider to the routed dim; the move is not the user's, so auto mode stays."""
+        """The routed dim; the move is not the user's, so auto mode stays (`watch_dim` moves the
+        slider without posting a change)."""
         self.dim = route.dim
-        slider = self.query_one(DimSlider)
-        with slider.prevent(Slider.Changed):
-            slider.value = route.dim
-        self._dim_changed()
+
+    def watch_dim(self, dim: int) -> None:
+        if self.query(DimSlider):
+            slider = self.query_one(DimSlider)
+            with slider.prevent(Slider.Changed):
+                slider.value = dim
+        self._update_dim_labels()
+        self._update_storage()
+        if self.latency_profile is not None:
+            self.query_one(LatencyPanel).mark(dim)
+        self._compare_soon()
+
+    def watch_reference(self) -> None:
+        self._compare_soon()
+
+    def watch_retrieval(self) -> None:
+        self._compare_soon()
+
+    def watch_k(self) -> None:
+        self._compare_soon()
+
+    def _compare_soon(self) -> None:
+        """Rank both sides again once the current message is handled: one search for all the
+        state it changed (a routed query sets the state and the dim)."""
+        if not self._compare_pending:
+            self._compare_pending = True
+            self.call_next(self.refresh_comparison)
 
     def refresh_comparison(self) -> None:
         """Re-score the stored query at the current dims (after a slider or reference change)."""
-        if self.state is None or self.library is None or self.ref_dim is None:
+        self._compare_pending = False
+        if self.state is None or self.library is None or self.reference.dim is None:
             return
-        if self.ref_auto and self.ref_mode == "exact":
-            self.ref_dim, self.ref_reason = default_reference(self.dim, self.library.full_dim)
-        else:
-            self.ref_reason = ""
+        reference = self.reference
+        self.ref_reason = ""
+        if reference.auto and reference.mode == "exact":
+            ref_dim, self.ref_reason = default_reference(self.dim, self.library.full_dim)
+            reference = dataclasses.replace(reference, dim=ref_dim)
+            self.set_reactive(SearchScreen.reference, reference)  # follows the dim: no new search
         self._view_seq += 1
-        reference = (self.ref_dim, self.ref_mode, self.ref_transform)
-        self._rescore(self.state, self.dim, reference, self._view_seq)
+        self._rescore(self.state, self.dim, reference, self.k, self.retrieval, self._view_seq)
 
     @work(thread=True, exclusive=True, group="rescore")
     def _rescore(
-        self, state: QueryState, dim: int, reference: tuple[int, str, str | None], seq: int
+        self, state: QueryState, dim: int, reference: Reference, k: int, retrieval: str, seq: int
     ) -> None:
         library = self.library
-        if library is None:
+        if library is None or reference.dim is None:
             return
         measured = {**(self.latency_profile or {}), **self.latency_more}
         try:
@@ -439,18 +582,24 @@ class SearchScreen(Screen[None]):
                 library,
                 state,
                 dim,
-                *reference,
+                reference.dim,
+                reference.mode,
+                reference.transform,
                 previous=self.comparison,
-                k=self.k,
-                retrieval=self.retrieval,
+                k=k,
+                retrieval=retrieval,
+                ref_retrieval=reference.retrieval,
             )
             more = {}
             if self.latency_profile is not None and not self.frozen_timings and dim not in measured:
                 more = measure_latency(library, state.query, dims=[dim])
         except Exception as exc:
-            self.app.call_from_thread(self.show_message, f"search failed: {exc}", error=True)
+            self.post_message(self.CompareFailed(f"search failed: {exc}"))
             return
-        self.app.call_from_thread(self._show_comparison, seq, state, comparison, more)
+        self.post_message(self.Compared(seq, state, comparison, more))
+
+    def on_search_screen_compare_failed(self, message: CompareFailed) -> None:
+        self.show_message(message.text, error=True)
 
     def _tell_library_messages(self) -> None:
         """A repair the search itself made (a damaged cache rebuilt, a file not saved) is said
@@ -458,36 +607,41 @@ class SearchScreen(Screen[None]):
         for message in [] if self.library is None else self.library.take_messages():
             self.notify(message, markup=False, timeout=10)
 
-    def _show_comparison(
-        self, seq: int, state: QueryState, comparison: Comparison, more: dict[int, float]
-    ) -> None:
-        self.latency_more.update(more)
+    def on_search_screen_compared(self, message: Compared) -> None:
+        self.latency_more.update(message.more)
         self._tell_library_messages()
-        if seq != self._view_seq or state is not self.state:
+        if message.seq != self._view_seq or message.state is not self.state:
             return  # stale: the slider moved on, or another query replaced this one
-        if self.comparison is None:
-            self.refresh_bindings()
-        new_query = self.comparison is None or self.comparison.query is not comparison.query
-        shown = {hit.id for hit in [*comparison.left, *comparison.right]}
-        if new_query and self._selected not in shown:
+        self.comparison = message.comparison
+
+    def watch_comparison(self, old: Comparison | None, comparison: Comparison | None) -> None:
+        """Show the result pair: both tables with their marks, what each side lost, and how
+        much they agree (all computed in the core: `Comparison.ranking`)."""
+        if comparison is None or self.state is None:
+            return
+        state = self.state
+        new_query = old is None or old.query is not comparison.query
+        on_screen = {hit.id for hit in [*comparison.left, *comparison.right]}
+        if new_query and self._selected not in on_screen:
             self._selected = None  # the selection was not found again: back to the top hit
-        self.comparison = comparison
+        ranking = comparison.ranking
         left_ids, right_ids = ids_of(comparison.left), ids_of(comparison.right)
-        by_id = {hit.id: hit for hit in comparison.right}
         ref_name = self._reference_name(comparison)
         left_name = f"at dim {comparison.dim}"
         if comparison.retrieval != "dense":
             left_name = RETRIEVAL_NAMES[comparison.retrieval].format(dim=comparison.dim)
-            ref_name = f"dense {ref_name}"
+            if comparison.ref_retrieval == "dense":
+                ref_name = f"dense {ref_name}"
         lost, new = f"dropped at {comparison.dim}", f"new at {comparison.dim}"
         if comparison.ref_transform is not None:  # the same dim on both sides: name transforms
             left_name += f" ({self._loaded_transform()})"
             lost, new = f"only {ref_name}", f"only {self._loaded_transform()}"
+        by_id = {hit.id: hit for hit in comparison.right}
         self.query_one("#left", RankingPane).show(
             left_name,
             comparison.left,
-            movements(left_ids, right_ids),
-            [by_id[i] for i in dropped(left_ids, right_ids)],
+            ranking.left_moves,
+            [by_id[i] for i in ranking.left_lost],
             absent="NEW",
             lost_label=lost,
             cursor=self._cursor_row(left_ids, new_query),
@@ -496,30 +650,28 @@ class SearchScreen(Screen[None]):
         self.query_one("#right", RankingPane).show(
             f"reference: {ref_name}",
             comparison.right,
-            movements(right_ids, left_ids),
-            [by_id[i] for i in dropped(right_ids, left_ids)],
+            ranking.right_moves,
+            [by_id[i] for i in ranking.right_lost],
             absent="out",
             lost_label=new,
             cursor=self._cursor_row(right_ids, new_query),
         )
-        overlap = overlap_at_k(left_ids, right_ids, comparison.k)
-        tau = kendall_tau(left_ids, right_ids)
-        tau_text = "n/a" if tau is None else f"{tau:+.2f}"
+        tau_text = "n/a" if ranking.tau is None else f"{ranking.tau:+.2f}"
         reason = self.ref_reason if comparison.ref_transform is None else ""
         left_side = f"dim {comparison.dim}" if comparison.retrieval == "dense" else left_name
         paths = state.query.paths
         self.query_one("#agreement", Static).update(
             Text.assemble(
                 (f"{reason}:  " if reason else f"{left_side} vs {ref_name}:  ", "bold"),
-                f"overlap@{comparison.k} {overlap:.2f}   ",
+                f"overlap@{ranking.k} {ranking.overlap:.2f}   ",
                 f"τ {tau_text}" if reason else f"Kendall τ {tau_text} (shared hits)",  # 80 columns
                 (f"   only {paths}" if paths else "", "italic"),
             )
         )
         assert self.library is not None
         self._show_latency(state.query.embed_ms, comparison.dim)
-        full_top = state.rankings[self.library.full_dim][:TOP_K]
-        self._update_storage(current=overlap_at_k(left_ids, full_top, TOP_K))
+        full = self.library.full_dim
+        self._update_storage(current=state.agreement_with_full(comparison.left, full))
         self._show_selected()
 
     # -- selection and preview -----------------------------------------------------------------
@@ -558,12 +710,18 @@ class SearchScreen(Screen[None]):
         return self.comparison.left[0] if self.comparison.left else None
 
     def _show_selected(self) -> None:
+        """The selected hit in the preview, with its rank trail; where a side ranked by keywords,
+        with the query terms FTS5 matched in it (`keyword_matches`)."""
         hit = self.selected_hit()
-        trail = None
+        trail = matched = None
         if hit is not None and self.state is not None:
             trail = rank_trail(self.state.rankings, hit.id)
+            if self.comparison is not None and self.comparison.keywords:
+                matched = keyword_matches(self.state.query, hit.chunk)
         query = self.state.query.text if self.state else ""
-        self.query_one(Preview).show_hit(hit, query, trail, depth=TRAIL_K, dim=self.dim, k=TOP_K)
+        self.query_one(Preview).show_hit(
+            hit, query, trail, depth=TRAIL_K, dim=self.dim, k=TOP_K, matched=matched
+        )
 
     # -- slider and reference ------------------------------------------------------------------
 
@@ -574,14 +732,6 @@ class SearchScreen(Screen[None]):
             self.auto_router = False
             self.notify("Dimension set by hand: router off (a turns it back on).")
         self.dim = event.value
-        self._dim_changed()
-        self.refresh_comparison()
-
-    def _dim_changed(self) -> None:
-        self._update_dim_labels()
-        self._update_storage()
-        if self.latency_profile is not None:
-            self.query_one(LatencyPanel).mark(self.dim)
 
     def show_latency_profile(self, profile: dict[int, float]) -> None:
         """Search time by dim for the loaded index (tests and screenshots pass a fixed one)."""
@@ -612,6 +762,8 @@ class SearchScreen(Screen[None]):
             return f"{kind_for(comparison.ref_transform).short} @{comparison.ref_dim}"
         if comparison.ref_mode == "graph":
             return f"graph @{comparison.ref_dim}"
+        if comparison.ref_retrieval != "dense":
+            return f"{comparison.ref_retrieval} @{comparison.ref_dim}"
         return f"dim {comparison.ref_dim}"
 
     def _update_dim_labels(self) -> None:
@@ -641,20 +793,20 @@ class SearchScreen(Screen[None]):
         )
 
     def action_cycle_reference(self) -> None:
-        """Full → 8 → 16 → … → full: the next power of two above the current reference."""
-        if self.library is None or self.ref_dim is None:
+        """Full → 8 → 16 → … → full: the next power of two above the current reference (a
+        hybrid reference stays hybrid)."""
+        reference = self.reference
+        if self.library is None or reference.dim is None:
             return
         stops = power_of_two_dims(self.library.full_dim)
-        self.ref_auto = False  # the user's reference from now on
-        if self.ref_transform is not None:
-            self.ref_transform = None  # back to the loaded transform at the same reference dim
-        elif self.ref_mode == "graph":
-            self.ref_mode = "exact"  # back to exact at the same dim
+        if reference.transform is not None:  # back to the loaded transform at the same dim
+            reference = dataclasses.replace(reference, transform=None)
+        elif reference.mode == "graph":  # back to exact at the same dim
+            reference = dataclasses.replace(reference, mode="exact")
         else:
-            bigger = [d for d in stops if d > self.ref_dim]
-            self.ref_dim = bigger[0] if bigger else stops[0]
-        self._update_dim_labels()
-        self.refresh_comparison()
+            bigger = [d for d in stops if d > reference.dim]
+            reference = dataclasses.replace(reference, dim=bigger[0] if bigger else stops[0])
+        self.reference = dataclasses.replace(reference, auto=False)  # the user's from now on
 
     def action_toggle_graph(self) -> None:
         """Reference: graph search at full dim (HNSW candidates reranked), or back to exact."""
@@ -669,14 +821,14 @@ class SearchScreen(Screen[None]):
                 severity="warning",
             )
             return
-        self.ref_auto = False
-        if self.ref_mode == "graph" and self.ref_transform is None:
-            self.ref_mode = "exact"
+        reference = self.reference
+        if reference.mode == "graph" and reference.transform is None:
+            reference = dataclasses.replace(reference, mode="exact")
         else:
-            self.ref_mode, self.ref_dim = "graph", self.library.full_dim
-        self.ref_transform = None
-        self._update_dim_labels()
-        self.refresh_comparison()
+            reference = dataclasses.replace(reference, mode="graph", dim=self.library.full_dim)
+        self.reference = dataclasses.replace(
+            reference, transform=None, retrieval="dense", auto=False
+        )
 
     def action_cycle_transform(self) -> None:
         """Reference: the chosen dim under each other transform in turn (naive truncation, PCA,
@@ -688,20 +840,36 @@ class SearchScreen(Screen[None]):
         loaded = self.library.transform.name
         others = [kind.choice for kind in KINDS if kind.fitted != loaded]
         cycle: list[str | None] = [None, *others]
-        self.ref_transform = cycle[(cycle.index(self.ref_transform) + 1) % len(cycle)]
-        if self.ref_transform == "adaptor" and not self.library.transform_ready("adaptor"):
+        transform = cycle[(cycle.index(self.reference.transform) + 1) % len(cycle)]
+        if transform == "adaptor" and not self.library.transform_ready("adaptor"):
             self.notify("Fitting the adaptor on this folder (a few seconds; kept afterwards)…")
-        self.refresh_comparison()
+        self.reference = dataclasses.replace(self.reference, transform=transform)
+
+    def action_toggle_reference_hybrid(self) -> None:
+        """Reference: hybrid (keywords fused with dense) at the reference's dim, full unless
+        `r` chose another; or back to dense. Against the left side's own retrieval (`h`)."""
+        reference = self.reference
+        if self.library is None or reference.dim is None:
+            return
+        hybrid = reference.retrieval == "dense" or reference.transform is not None
+        hybrid = hybrid or reference.mode == "graph"
+        self.reference = dataclasses.replace(
+            reference, retrieval="hybrid" if hybrid else "dense", mode="exact", transform=None
+        )
+        self.notify(
+            "Reference side: hybrid (keywords fused with dense at its dim)."
+            if hybrid
+            else "Reference side: dense."
+        )
 
     # -- other actions -------------------------------------------------------------------------
 
     def action_cycle_retrieval(self) -> None:
         """Left side: dense → hybrid → lexical → dense, at the slider's dim; the right side stays
-        dense at its reference, so the marks show what keywords move."""
+        at its reference, so the marks show what keywords move."""
         order = list(RETRIEVAL_NAMES)
         self.retrieval = order[(order.index(self.retrieval) + 1) % len(order)]
         self.notify(f"Left side: {RETRIEVAL_NAMES[self.retrieval].format(dim=self.dim)}.")
-        self.refresh_comparison()
 
     def refresh_query(self, note: str = "") -> None:
         """Search the shown query again (the index changed under it); `note` on the message
@@ -721,33 +889,26 @@ class SearchScreen(Screen[None]):
     def action_toggle_router(self) -> None:
         """Auto: the shown query goes to its routed dim (routed now if it was made in manual)."""
         self.auto_router = not self.auto_router
-        self._show_router()
         if not self.auto_router or self.state is None:
             return
         if self.state.route is None:
             self.run_query(self.state.query.text)
         else:
             self._apply_route(self.state.route)
-            self.refresh_comparison()
+            self._compare_soon()
 
     def action_toggle_live_search(self) -> None:
         """Search as the user types, or on Enter only; turned on, the text typed is searched."""
         self.live_search = not self.live_search
-        box = self.query_one("#query", Input)
-        box.placeholder = PLACEHOLDERS[self.live_search]
         if self.live_search:
             self.notify("Live search on: results follow as you type.")
-            self._search_after_pause(box.value.strip())
+            self._search_after_pause(self.query_one("#query", Input).value.strip())
         else:
             self.workers.cancel_group(self, "live")
             self.notify("Live search off: Enter searches.")
 
     def action_toggle_panels(self) -> None:
-        side = self.query_one("#side")
-        side.display = not side.display
-        remembered = self._remembered()
-        if remembered is not None:
-            remembered.panels = bool(side.display)
+        self.panels = not self.panels
 
     def action_more_results(self) -> None:
         """Ten more hits on each side (the tables scroll); `M` ten fewer."""
@@ -755,12 +916,10 @@ class SearchScreen(Screen[None]):
             self.notify(f"Showing {MAX_K} results a side already, the most there is room for.")
             return
         self.k = min(MAX_K, self.k + MORE_STEP)
-        self.refresh_comparison()
 
     def action_fewer_results(self) -> None:
         if self.k > TOP_K:
             self.k = max(TOP_K, self.k - MORE_STEP)
-            self.refresh_comparison()
 
     # -- remembered between runs (`mrl_tui.ui.state`) ------------------------------------------
 
@@ -779,13 +938,15 @@ class SearchScreen(Screen[None]):
     def restore_view(self, view: FolderView) -> None:
         """How this folder was last looked at; applied before the index is ready (which clamps
         the dims to the model's)."""
+        # Set without the watchers: nothing is composed yet to show it on.
         if view.dim is not None and view.dim >= 1:
-            self.dim = view.dim
+            self.set_reactive(SearchScreen.dim, view.dim)
         if view.auto_router is not None:
-            self.auto_router = view.auto_router
-        self.ref_auto = view.ref_auto
+            self.set_reactive(SearchScreen.auto_router, view.auto_router)
+        reference = dataclasses.replace(self.reference, auto=view.ref_auto)
         if not view.ref_auto and view.ref_dim is not None and view.ref_dim >= 1:
-            self.ref_dim, self.ref_mode = view.ref_dim, view.ref_mode
+            reference = dataclasses.replace(reference, dim=view.ref_dim, mode=view.ref_mode)
+        self.set_reactive(SearchScreen.reference, reference)
 
     def current_view(self) -> FolderView | None:
         """What `restore_view` takes back next time; None before the index was ever ready."""

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
+from textual.reactive import var
 from textual.widgets import ProgressBar, Static
 
 from mrl_tui.ui.literal import shown
@@ -36,12 +37,21 @@ def progress_lines(p: IndexProgress) -> Text:
 
 class IndexingPanel(Vertical):
     """Shown instead of the results until the index is ready; with the class ``-behind``, a
-    status and a bar above the results while the folder is indexed again (Ctrl+R)."""
+    status and a bar above the results while the folder is indexed again (Ctrl+R).
 
-    last_progress: IndexProgress | None = None
+    The app sets `status` and `progress`; the watchers show them."""
+
+    status: var[str] = var("starting…", init=False)
+    """What is happening now, in a few words."""
+    progress: var[IndexProgress | None] = var(None, init=False, always_update=True)
+    """The last progress snapshot (None before the first)."""
+
+    @property
+    def last_progress(self) -> IndexProgress | None:
+        return self.progress
 
     def compose(self) -> ComposeResult:
-        yield Static("starting…", id="indexing-status")
+        yield Static(self.status, id="indexing-status")
         yield ProgressBar(show_eta=False, id="indexing-bar")
         yield Static("", id="indexing-detail")
         yield Static(
@@ -53,20 +63,27 @@ class IndexingPanel(Vertical):
     def on_mount(self) -> None:
         self.border_title = "index"
 
-    def set_status(self, status: str) -> None:
+    def watch_status(self, status: str) -> None:
         self.query_one("#indexing-status", Static).update(Text(status))
 
-    def show_progress(self, p: IndexProgress) -> None:
-        self.last_progress = p
+    def watch_progress(self, p: IndexProgress | None) -> None:
+        if p is None:
+            return
         bar = self.query_one(ProgressBar)
         if p.phase == "embedding":
-            self.set_status("embedding chunks")
+            self.status = "embedding chunks"
             bar.update(total=p.chunks_total or None, progress=p.chunks_done)
         elif p.phase == "reading":
-            self.set_status("reading changed files")
+            self.status = "reading changed files"
             bar.update(total=p.files_total or None, progress=p.files_done)
         elif p.phase == "scanning":
-            self.set_status("looking for changed files")
+            self.status = "looking for changed files"
         elif p.phase == "waiting":  # another process holds this folder's writer lock
-            self.set_status(p.current)
+            self.status = p.current
         self.query_one("#indexing-detail", Static).update(progress_lines(p))
+
+    def set_status(self, status: str) -> None:
+        self.status = status
+
+    def show_progress(self, p: IndexProgress) -> None:
+        self.progress = p

@@ -1,4 +1,5 @@
-"""The selected hit in full: where it is, its heading trail, its text with query terms marked."""
+"""The selected hit in full: where it is, its heading trail, its text with query terms marked:
+the words keyword search matched where a side ranks by keywords, else the query's words."""
 
 from __future__ import annotations
 
@@ -74,9 +75,12 @@ class Preview(VerticalScroll):
         depth: int,
         dim: int,
         k: int,
+        matched: list[str] | None = None,
     ) -> None:
         """`trail`: the hit's rank by dim (down to `depth`); `dim` is the slider's, `k` the
-        number of hits the tables show."""
+        number of hits the tables show. `matched`: the query terms keyword search matched in
+        this hit (`side_by_side.keyword_matches`), marked exactly and named under the preview;
+        None (dense search only): every word starting with a query term is marked."""
         body = self.query_one("#preview-body", Static)
         if hit is None:
             body.update("Select a hit to see it here.")
@@ -87,6 +91,10 @@ class Preview(VerticalScroll):
         # Content, not a str: a border title given a str is read as markup.
         self.border_title = Content(shown(f"{chunk.path}:{chunk.start_line}-{chunk.end_line}"))
         self.border_subtitle = f"score {hit.score:.3f}"
+        if matched is not None:
+            words = [term for term in matched if len(term) > 1 and term not in STOPWORDS]
+            said = ", ".join(words) if words else "none"
+            self.border_subtitle = Content(shown(f"score {hit.score:.3f} · keywords: {said}"))
         text = Text()
         if trail:
             text.append_text(trail_text(trail, depth, dim, k))
@@ -95,12 +103,21 @@ class Preview(VerticalScroll):
             text.append(shown(chunk.heading), style="bold")
             text.append("\n")
         content = Text(shown(chunk.text.strip()))
-        terms = query_terms(query)
-        if terms:
-            from mrl_tui.core.search.lexical import marked_spans
-
-            for start, end in marked_spans(content.plain, terms):
-                content.stylize("bold reverse", start, end)
+        for start, end in self._marks(content.plain, query, matched):
+            content.stylize("bold reverse", start, end)
         text.append_text(content)
         body.update(text)
         self.scroll_home(animate=False)
+
+    @staticmethod
+    def _marks(text: str, query: str, matched: list[str] | None) -> list[tuple[int, int]]:
+        if matched is not None:
+            from mrl_tui.core.search.side_by_side import term_spans
+
+            return term_spans(text, [t for t in matched if len(t) > 1 and t not in STOPWORDS])
+        terms = query_terms(query)
+        if not terms:
+            return []
+        from mrl_tui.core.search.lexical import marked_spans
+
+        return marked_spans(text, terms)

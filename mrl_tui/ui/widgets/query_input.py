@@ -7,11 +7,13 @@ from typing import ClassVar
 from textual.binding import Binding, BindingType
 from textual.widgets import Input
 
+HISTORY_HELP = "query box: earlier / later queries"
+
 
 class QueryInput(Input):
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("up", "history(1)", "earlier query", show=False),
-        Binding("down", "history(-1)", "later query", show=False),
+    BINDINGS: ClassVar[list[BindingType]] = [  # the tooltip is the help screen's text
+        Binding("up", "history(1)", "earlier query", show=False, tooltip=HISTORY_HELP),
+        Binding("down", "history(-1)", "later query", show=False, tooltip=HISTORY_HELP),
     ]
 
     def __init__(self, *args: object, history: list[str] | None = None, **kwargs: object) -> None:

@@ -1,26 +1,32 @@
-"""What one query needs computed, done off the UI thread; plain data in, plain data out.
+"""One query side by side: ranked at every prefix dim, two rankings of it compared, its search
+time by dim. What the TUI shows and exports, computed here (off its UI thread) and only rendered
+there; plain data in, plain data out, no Textual.
 
 A query is embedded once (`QueryState`); every slider move only re-scores it (`compare_at`).
 """
 
 from __future__ import annotations
 
+import re
 import statistics
 import time
-from dataclasses import dataclass
+import unicodedata
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mrl_tui.core.search.compare import (
+    RankingComparison,
     agreement,
+    compare_rankings,
     ids_of,
-    kendall_tau,
     movement_label,
-    movements,
     overlap_at_k,
     power_of_two_dims,
 )
 
 if TYPE_CHECKING:
+    from mrl_tui.core.corpus.chunking import Chunk
     from mrl_tui.core.library import Hit, Library, Query
     from mrl_tui.core.search.router import Route
 
@@ -48,6 +54,10 @@ class QueryState:
         tops = {dim: ids[:k] for dim, ids in self.rankings.items()}
         return agreement(tops, full_dim, k)
 
+    def agreement_with_full(self, hits: list[Hit], full_dim: int, k: int = TOP_K) -> float:
+        """overlap@k of these hits (a side shown, at any dim) with the full dim's top k."""
+        return overlap_at_k(ids_of(hits), self.rankings[full_dim][:k], k)
+
 
 @dataclass(frozen=True)
 class Comparison:
@@ -60,7 +70,20 @@ class Comparison:
     left_ms: float
     query: Query | None = None  # what both sides ranked; lets the next move reuse the reference
     k: int = TOP_K  # hits on each side ("more results" raises it)
-    retrieval: str = "dense"  # the left side's: "dense", "hybrid" or "lexical"; the right: dense
+    retrieval: str = "dense"  # the left side's: "dense", "hybrid" or "lexical"
+    ref_retrieval: str = "dense"  # the right side's: "dense" or "hybrid" (at `ref_dim`)
+    ranking: RankingComparison = field(init=False)
+    """The two rankings compared (moves, what each lost, overlap@k, τ), once, where the pair is
+    made (off the UI thread)."""
+
+    def __post_init__(self) -> None:
+        ranking = compare_rankings(ids_of(self.left), ids_of(self.right), self.k)
+        object.__setattr__(self, "ranking", ranking)  # frozen: set once, here
+
+    @property
+    def keywords(self) -> bool:
+        """Whether either side ranked by keywords too (its hits then carry `lexical_rank`)."""
+        return self.retrieval != "dense" or self.ref_retrieval != "dense"
 
 
 def embed_and_rank(library: Library, text: str) -> QueryState:
@@ -84,6 +107,7 @@ def compare_at(
     previous: Comparison | None = None,
     k: int = TOP_K,
     retrieval: str = "dense",
+    ref_retrieval: str = "dense",
 ) -> Comparison:
     """The two sides: `dim` as the app searches it ("auto"), the reference at `ref_dim` with
     `ref_mode` ("exact", or "graph" where the index has an HNSW graph), or, with `ref_transform`, at
@@ -92,23 +116,27 @@ def compare_at(
     A fixed reference does not move with the slider: when `previous` ranked the same query
     against the same reference, its right side is reused instead of searched again. `k`: hits
     on each side. `retrieval` "hybrid" or "lexical": the left side is that at `dim`
-    (`Library.retrieve`), against dense search on the right."""
+    (`Library.retrieve`); `ref_retrieval` "hybrid": the right side is hybrid at `ref_dim`
+    (`ref_transform`, always dense, takes precedence)."""
     if retrieval == "dense":
         left = library.search(state.query, dim, k)
     else:
         left = library.retrieve(state.query, dim, k, retrieval)
     if ref_transform is not None:
-        ref_dim, ref_mode = dim, "exact"
+        ref_dim, ref_mode, ref_retrieval = dim, "exact", "dense"
     same_reference = (
         previous is not None
         and previous.query is state.query
         and ref_transform is None
         and previous.ref_transform is None
-        and (previous.ref_dim, previous.ref_mode, previous.k) == (ref_dim, ref_mode, k)
+        and (previous.ref_dim, previous.ref_mode, previous.k, previous.ref_retrieval)
+        == (ref_dim, ref_mode, k, ref_retrieval)
     )
     if same_reference:
         assert previous is not None
         right_hits = previous.right
+    elif ref_retrieval != "dense":
+        right_hits = library.retrieve(state.query, ref_dim, k, ref_retrieval, mode=ref_mode).hits
     else:
         ref = library.search(state.query, ref_dim, k, mode=ref_mode, transform=ref_transform)
         right_hits = ref.hits
@@ -123,6 +151,7 @@ def compare_at(
         state.query,
         k,
         retrieval,
+        ref_retrieval,
     )
 
 
@@ -151,8 +180,12 @@ def measure_latency(
 
 
 def comparison_record(state: QueryState, comparison: Comparison, full_dim: int) -> dict[str, Any]:
-    """The current comparison as plain JSON-ready data: both sides, movements and agreement."""
-    left, right = ids_of(comparison.left), ids_of(comparison.right)
+    """The current comparison as plain JSON-ready data: both sides, movements and agreement.
+    A side that is not dense search says its `retrieval`."""
+    ranking = comparison.ranking
+    overlap = ranking.overlap
+    if ranking.k != TOP_K:  # "more results" shown: the record's figure stays at 10
+        overlap = overlap_at_k(ids_of(comparison.left), ids_of(comparison.right), TOP_K)
 
     def side(hits: list[Hit], moves: list[int | None]) -> list[dict[str, Any]]:
         return [
@@ -167,17 +200,66 @@ def comparison_record(state: QueryState, comparison: Comparison, full_dim: int) 
             for hit, move in zip(hits, moves, strict=True)
         ]
 
-    reference = {"dim": comparison.ref_dim, "mode": comparison.ref_mode}
+    reference: dict[str, Any] = {"dim": comparison.ref_dim, "mode": comparison.ref_mode}
     if comparison.ref_transform is not None:
         reference = {"dim": comparison.dim, "transform": comparison.ref_transform}
-    return {
+    elif comparison.ref_retrieval != "dense":
+        reference["retrieval"] = comparison.ref_retrieval
+    record: dict[str, Any] = {
         "query": state.query.text,
         "full_dim": full_dim,
         "dim": comparison.dim,
         "reference": reference,
-        "left": side(comparison.left, movements(left, right)),
-        "right": side(comparison.right, movements(right, left)),
-        "overlap_at_10": overlap_at_k(left, right, TOP_K),
-        "kendall_tau": kendall_tau(left, right),
+        "left": side(comparison.left, ranking.left_moves),
+        "right": side(comparison.right, ranking.right_moves),
+        "overlap_at_10": overlap,
+        "kendall_tau": ranking.tau,
         "route": state.route.to_dict() if state.route is not None else None,
     }
+    if comparison.retrieval != "dense":
+        record["retrieval"] = comparison.retrieval
+    return record
+
+
+def keyword_matches(query: Query, chunk: Chunk) -> list[str]:
+    """The query's terms that keyword search (SQLite FTS5) matches in this chunk's path, heading
+    or text, in the query's order: why keywords ranked it. FTS5 itself is asked, over this chunk
+    alone (`lexical.MemoryIndex`), so its tokenizer decides, not a copy of it."""
+    from mrl_tui.core.search.lexical import MemoryIndex, query_terms
+
+    words = query.words if query.paths is not None else (query.words or query.text)
+    path = re.sub(r"[/\\]", " ", chunk.path)  # as `lexical.row_values` indexes a path
+    index = MemoryIndex([f"{path}\n{chunk.heading}\n{chunk.text}"])
+    return [term for term in query_terms(words) if index.search(term, 1)]
+
+
+def _unmarked(text: str) -> str:
+    """`text` without diacritics, as FTS5's ``remove_diacritics`` compares."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
+
+
+def _folded(word: str) -> str:
+    return _unmarked(word).lower()
+
+
+def _folded_in_place(text: str) -> str:
+    """`text` without diacritics, character by character where that leaves one character
+    (``é`` → ``e``; ``ﬁ`` stays) and case kept (it splits ``camelCase``): the same length, so
+    spans found in it are spans of `text`."""
+    return "".join(f if len(f := _unmarked(c)) == 1 else c for c in text)
+
+
+def term_spans(text: str, terms: Iterable[str]) -> list[tuple[int, int]]:
+    """(start, end) of each word or identifier of `text` one of whose forms is one of `terms`
+    (as `keyword_matches` gives them), diacritics aside: ``rate`` marks ``parse_rate`` whole,
+    but not ``rates``, which keyword search did not match either."""
+    from mrl_tui.core.search.lexical import identifier_forms, marked_spans
+
+    wanted = {_folded(term) for term in terms}
+    folded = _folded_in_place(text)
+    return [
+        (start, end)
+        for start, end in marked_spans(folded, wanted)  # the words that start with a term
+        if any(form in wanted for form in identifier_forms(folded[start:end]))
+    ]
