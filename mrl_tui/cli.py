@@ -60,6 +60,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port (0-65535)")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     common.add_argument(
@@ -148,6 +158,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="candidates per result for int8/binary (default 4 for int8, 20 for binary)",
     )
     p_search.add_argument("--json", action="store_true", help="print one JSON object")
+    p_search.add_argument(
+        "--no-server",
+        action="store_true",
+        help="search in this process even when `mrl-tui serve` runs (the cold path)",
+    )
     _retrieval_flags(p_search, "dense")
 
     p_watch = sub.add_parser(
@@ -164,6 +179,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep the model and folders loaded and watched; `search` then asks it (Unix socket)",
     )
     p_serve.add_argument("paths", type=Path, nargs="*", metavar="PATH", help="folders to load now")
+    p_serve.add_argument(
+        "--tcp",
+        type=_port,
+        metavar="PORT",
+        help="also listen on this loopback TCP port (0: any free one); each request must carry "
+        "the token the server writes to serve-tcp.json in the runtime dir (see README)",
+    )
+    p_serve.add_argument(
+        "--host", help="with --tcp: 127.0.0.1 (default), ::1 or localhost; nothing else"
+    )
 
     p_info = sub.add_parser(
         "info", parents=[common, prefixes], help="what is indexed, and what each dimension costs"
@@ -312,7 +337,7 @@ def _run(args: argparse.Namespace) -> int:
             embed_backend=args.embed_backend,
             exit_process=True,
         )
-    library = _open_library(args)
+    library = _open_library(args, lazy=args.command == "search" and keyword_only(args))
     try:
         if args.command == "index":
             return _cmd_index(library, args)
@@ -327,19 +352,25 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _search_served(args: argparse.Namespace) -> int | None:
-    """`search` answered by a running `mrl-tui serve` (exit status), or None: search here.
+    """`search` answered by a running `mrl-tui serve` (exit status), or None: search here
+    (`--no-server`, no server, or one that cannot answer this: it says why in one line).
 
     Imports nothing heavy: with a server, the whole command takes milliseconds."""
-    if args.model == TRAINED:
+    if args.no_server:
         return None
     from mrl_tui import serve_client
     from mrl_tui.core.preflight import check_folder
 
     _check_before_loading(args)
+    folder = check_folder(args.path)
+    resolve_trained(args, folder)  # `--model trained` → its folder (one line if none)
+    options = {name: getattr(args, name) for name in SERVER_OPTIONS}
+    if options["model"] and Path(options["model"]).expanduser().exists():  # its cwd is not ours
+        options["model"] = str(Path(options["model"]).expanduser().resolve())
     request = serve_client.envelope(
         "search",
-        path=str(check_folder(args.path)),
-        options={name: getattr(args, name) for name in SERVER_OPTIONS},
+        path=str(folder),
+        options=options,
         cache_root=cache_root_text(args.cache_dir),
         transform=args.transform,
         search={name: getattr(args, name) for name in SEARCH_FIELDS},
@@ -408,10 +439,12 @@ def resolve_trained(args: argparse.Namespace, source: Path) -> None:
     args.model = str(model.path)
 
 
-def _open_library(args: argparse.Namespace) -> Any:
+def _open_library(args: argparse.Namespace, lazy: bool = False) -> Any:
+    """`lazy`: the model loads only if something must be embedded (`Library.open`)."""
     from mrl_tui.core.library import Library
 
-    with _status(f"loading {args.model or 'the bundled model'}"):
+    what = "opening the index" if lazy else f"loading {args.model or 'the bundled model'}"
+    with _status(what):
         library = Library.open(
             args.path,
             model=args.model,
@@ -421,6 +454,7 @@ def _open_library(args: argparse.Namespace) -> Any:
             transform=getattr(args, "transform", "auto"),  # `bench` has no such flags (yet)
             mrl=getattr(args, "mrl", False),
             embed_backend=args.embed_backend,
+            lazy=lazy,
         )
     _print_messages(library)
     return library
@@ -576,10 +610,16 @@ def _ensure_indexed(library: Any, wait: bool = False) -> None:
 def _cmd_search(library: Any, args: argparse.Namespace) -> int:
     _search_dim(library, args)  # bad flags fail before the folder is indexed
     _ensure_indexed(library)
-    _load_with_progress(library)
+    if not keyword_only(args):
+        _load_with_progress(library)
     query_threads()
     print_search(search_payload(library, args), args.json)
     return 0
+
+
+def keyword_only(args: Any) -> bool:
+    """A search that needs no embedding: `--retrieval lexical`, not routed (routing embeds)."""
+    return args.retrieval == "lexical" and not (args.route == "auto" and not args.dim)
 
 
 QUERY_TORCH_THREADS = 1
@@ -618,8 +658,11 @@ def _search_dim(library: Any, args: Any) -> int:
 def search_payload(library: Any, args: Any) -> dict[str, Any]:
     """What `search --json` prints, of an indexed library; the server answers with the same."""
     dim = _search_dim(library, args)
-    library.load()
-    query = library.query(args.query)
+    if keyword_only(args):  # no model: the query is not embedded, the vectors not loaded
+        query = library.keyword_query(args.query)
+    else:
+        library.load()
+        query = library.query(args.query)
     route = None
     if args.route == "auto" and not args.dim:
         result, route = library.search_routed(query, args.k)

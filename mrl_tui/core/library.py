@@ -24,7 +24,8 @@ from mrl_tui.core.cache.store import IndexStore, check_cache_root, default_cache
 from mrl_tui.core.cache.writer_lock import WAITING
 from mrl_tui.core.corpus.chunking import Chunk, ChunkSettings
 from mrl_tui.core.corpus.walk import DEFAULT_MAX_FILE_BYTES
-from mrl_tui.core.embedding.embed import Embedder, EmbedderInfo
+from mrl_tui.core.embedding import facts
+from mrl_tui.core.embedding.embed import Embedder, EmbedderInfo, resolve_model
 from mrl_tui.core.errors import CacheDamaged, CacheError, CacheUnwritable, Cancelled, InputError
 from mrl_tui.core.preflight import check_folder, check_query
 from mrl_tui.core.search import hybrid
@@ -194,6 +195,7 @@ class Library:
         if backend != "torch":  # other vectors, so another index; torch's key is as before
             settings["embed_backend"] = backend
         directory = index_dir_for(cache_root or default_cache_root(), self.root, settings)
+        facts.record(cache_root or default_cache_root(), embedder)  # for `open(lazy=True)`
         started = time.perf_counter()
         self.store, message = IndexStore.open_or_rebuild(directory, settings, embedder.full_dim)
         self.messages: list[str] = [message] if message else []
@@ -220,6 +222,11 @@ class Library:
         self._fit_ids = np.zeros(0, dtype=np.int64)  # the rows a fit being made is for
         self.fit_notes: dict[str, str] = {}
         """Which fit is in use, by name ("pca", "router_pca"): fitted when, how much changed."""
+        self.background_refit = False
+        """Refit a stale transform or router in a thread (see `REFIT_FRACTION`), searching with
+        the current fit meanwhile: what a watched folder wants (`mrl-tui serve`, the app)."""
+        self._rows_key: tuple[str, int] | None = None
+        """(db id, generation) of `_ids` read for a keyword search before any `load`."""
         self._state_lock = threading.RLock()
 
     @classmethod
@@ -234,20 +241,35 @@ class Library:
         transform: str = "auto",
         mrl: bool = False,
         embed_backend: str = "torch",
+        lazy: bool = False,
     ) -> Library:
-        """Check the folder first (fast), then load the model (slow)."""
+        """Check the folder first (fast), then load the model (slow).
+
+        `lazy`: when an earlier run recorded this model (`core.embedding.facts`), open the index
+        without it; it loads on the first embedding (a changed file, a dense query). A keyword
+        search of an indexed folder then never imports torch."""
         folder = check_folder(root)
         check_choice(transform)
         check_cache_root(cache_root or default_cache_root())
-        embedder = Embedder(
-            model,
-            device=device,
-            trust_remote_code=trust_remote_code,
-            mrl=mrl,
-            backend=embed_backend,
-            cache_root=cache_root,
-        )
-        return cls(folder, embedder, cache_root=cache_root, transform=transform)
+
+        def load() -> Embedder:
+            return Embedder(
+                model,
+                device=device,
+                trust_remote_code=trust_remote_code,
+                mrl=mrl,
+                backend=embed_backend,
+                cache_root=cache_root,
+            )
+
+        embedder: Any = None
+        if lazy:
+            name, source = resolve_model(model)
+            key = facts.facts_key(name, source, mrl=mrl, backend=embed_backend)
+            data = facts.read(cache_root or default_cache_root(), key)
+            if data is not None:
+                embedder = facts.KnownModel(data, mrl=mrl, key=key, load=load)
+        return cls(folder, embedder or load(), cache_root=cache_root, transform=transform)
 
     @property
     def full_dim(self) -> int:
@@ -509,6 +531,21 @@ class Library:
 
     # -- searching -----------------------------------------------------------------------------
 
+    def keyword_query(self, text: str) -> Query:
+        """A query for `retrieve(..., "lexical")` only: parsed, not embedded (no model)."""
+        parsed = check_query(text)
+        empty = np.zeros(0, np.float32)
+        return Query(text, empty, empty, -1, 0.0, parsed.paths, parsed.words)
+
+    def _load_rows(self) -> None:
+        """The committed chunk ids only (for keyword search, before any `load`): no vectors,
+        no transform, no graph."""
+        key = (self.store.db_id, self.store.generation)
+        if key != self._rows_key:
+            generation, self._ids = self.store.load_ids()
+            self._row_paths = None
+            self._rows_key = (key[0], generation)
+
     def query(self, text: str) -> Query:
         """Embed `text` once; its ``path:`` terms, if any, filter every search of it."""
         parsed = check_query(text)
@@ -634,12 +671,14 @@ class Library:
         if k < 1:
             raise InputError("k must be at least 1")
         self.check_dim(dim)
-        self.load()
+        if retrieval == "lexical" and self.index is None:
+            self._load_rows()  # keywords need the rows, not the vectors (nor the model)
+        else:
+            self.load()
         if retrieval == "dense":
             result = self.search(query, dim, k, mode=mode)
             hits = [dataclasses.replace(h, dense_rank=h.rank) for h in result.hits]
             return dataclasses.replace(result, hits=hits)
-        assert self.index is not None
         started = time.perf_counter()
         depth = max(k, hybrid.CANDIDATES)
         lexical = self._keyword_rows(query, depth)
@@ -649,6 +688,7 @@ class Library:
             scores = [score for _, score in lexical[:k]]
             dense_rows: list[int] = []
         else:
+            assert self.index is not None
             dense = self.search(query, dim, depth, mode=mode)
             dense_rows = self._rows_of([h.id for h in dense.hits])
             vector = self._index_vector(query)
@@ -840,7 +880,10 @@ class Library:
         try:
             return self.store.chunks(chunk_ids.tolist())
         except CacheDamaged:
-            if self.store.generation != self._loaded_generation:
+            loaded = self._loaded_generation
+            if self.index is None and self._rows_key is not None:
+                loaded = self._rows_key[1]
+            if self.store.generation != loaded:
                 raise _IndexMoved from None
             raise
 
