@@ -749,6 +749,8 @@ def _cmd_watch(library: Any, args: argparse.Namespace) -> int:
 
     _ensure_indexed(library, wait=True)
     library.load()
+    library.background_refit = True  # a save is searchable at once; a stale fit is refitted aside
+    library.on_refit = lambda line: print(line, flush=True)
     print(
         f"watching {shown(str(library.root))} ({library.chunk_count} chunks); Ctrl-C stops",
         file=sys.stderr,
@@ -767,6 +769,17 @@ def _cmd_watch(library: Any, args: argparse.Namespace) -> int:
 
     FolderWatcher(library, report, on_error=failed).run()
     return 0
+
+
+def fit_line(name: str, fit: dict[str, Any]) -> str:
+    """One fitted part of `Library.fit_status`, in words."""
+    if fit["fitted_rows"] is None:
+        return f"{name}: fitted for this index"
+    line = (
+        f"{name} fitted on {fit['fitted_rows']:,} chunks (generation {fit['fitted_generation']}), "
+        f"{fit['changed_since']:,} changed since"
+    )
+    return line + ("; refitting in the background" if fit["refitting"] else "")
 
 
 def power_of_two_dims(full_dim: int) -> list[int]:
@@ -804,6 +817,7 @@ def _cmd_info(library: Any, args: argparse.Namespace) -> int:
         "prompts": {"query": info.embedder.query_prompt, "document": info.embedder.document_prompt},
         "files": info.files,
         "chunks": n,
+        "fit": library.fit_status(),
         "sizes": sizes,
     }
     if args.json:
@@ -826,6 +840,8 @@ def _cmd_info(library: Any, args: argparse.Namespace) -> int:
     for kind, prompt in data["prompts"].items():
         if prompt:
             print(f"{kind + ' prompt':>10}: {prompt!r}")
+    for name, fit in data["fit"]["fits"].items():
+        print(f"{'fit':>10}: {shown(fit_line(name, fit))}")
     print("index size by prefix dimension and precision (bytes per vector):")
     print(f"{'dim':>10}  " + "  ".join(f"{p:>18}" for p in PRECISIONS))
     for row in sizes:

@@ -182,6 +182,7 @@ class Server:
             library.close()
             raise
         library.background_refit = True  # a save must not wait for a refit (see README)
+        library.on_refit = lambda line: log(f"{folder}: {line}")
 
         def said(update: Any) -> None:
             log(f"{folder}: {update.line}" + (f" ({update.fit})" if update.fit else ""))
@@ -214,8 +215,13 @@ class Server:
         command = request.get("command")
         if command == "ping":
             with self._lock:
-                held = sorted({key[0] for key in self.libraries})
-            return reply(folders=held, options=self.options)
+                held = dict(self.libraries)
+            fits = [
+                {"path": key[0], "cache_root": key[1], "transform": key[2]}
+                | {"fit": library.fit_status()}
+                for key, library in held.items()
+            ]
+            return reply(folders=sorted({key[0] for key in held}), fits=fits, options=self.options)
         if command != "search":
             return refusal(f"the server does not know the command {command!r}")
         why = self.other_options(request.get("options"))
