@@ -3,7 +3,8 @@
 The warm path of `mrl-tui search`: it must stay fast, so this module uses only the standard
 library (socket, json, os) and platformdirs; nothing here imports numpy or torch. The protocol:
 one JSON object per connection, newline-terminated, answered by one JSON object, then the
-server closes the connection.
+server closes the connection. Over `serve --tcp` (loopback only) the request also carries the
+token the server wrote to `tcp_info_path` (mode 0600); over the socket none is needed.
 """
 
 from __future__ import annotations
