@@ -173,6 +173,10 @@ class Server:
         check_has_entries(folder)
         check_cache_root(Path(cache_root))
         library = Library(folder, self.embedder, cache_root=Path(cache_root), transform=transform)
+        # A save must not wait for a refit (see README); the first load still fits at once (it has
+        # no fit to search with meanwhile), and finds a fit saved stale, refitted here next.
+        library.background_refit = True
+        library.on_refit = lambda line: log(f"{folder}: {line}")
         try:
             report = library.update(wait=False)
             if report.chunks_total == 0:
@@ -181,8 +185,6 @@ class Server:
         except BaseException:
             library.close()
             raise
-        library.background_refit = True  # a save must not wait for a refit (see README)
-        library.on_refit = lambda line: log(f"{folder}: {line}")
 
         def said(update: Any) -> None:
             log(f"{folder}: {update.line}" + (f" ({update.fit})" if update.fit else ""))

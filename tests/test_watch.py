@@ -249,3 +249,30 @@ def test_a_new_generation_searches_exactly_while_its_graph_is_built(
     generation = lib.fit_status()["generation"]
     assert lib.store.derived_path("hnsw_pca", generation, ".bin").exists()
     lib.close()
+
+
+def test_a_fit_saved_stale_is_refitted_by_the_next_watching_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = write_corpus(tmp_path / "folder", files=30)
+    first = Library(folder, LibraryEmbedder(), cache_root=tmp_path / "cache")
+    first.update()
+    first.load()
+    first.background_refit = True
+    release = _blocked(monkeypatch, "fit_pca")
+    for i in range(int(library_module.REFIT_FRACTION * 30) + 3):
+        (folder / f"notes/n{i:03d}.md").write_text(f"# C{i}\n\nriver sail {i}\n", "utf-8")
+    first.update()
+    first.load()  # the current fit is saved as this generation's; its refit never finishes
+    first.close()
+    release.set()
+    cold = Library(folder, LibraryEmbedder(), cache_root=tmp_path / "cache")
+    cold.load()  # a one-shot command: the saved fit, as it is
+    assert cold.fit_status()["fits"]["pca"]["changed_since"] > 3 and cold.wait_for_refits(0)
+    cold.close()
+    again = Library(folder, LibraryEmbedder(), cache_root=tmp_path / "cache")
+    again.background_refit = True
+    again.load()
+    assert again.wait_for_refits(WAIT_S)
+    assert again.fit_status()["fits"]["pca"]["changed_since"] == 0
+    again.close()

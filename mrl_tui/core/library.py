@@ -535,11 +535,14 @@ class Library:
         basis in the database."""
         self._fits[name] = fitted
         ids = self._fit_ids
-        if fresh or self._basis(name) is None:
+        known = None if fresh else self._basis(name)
+        if known is None:
             basis = FitBasis(generation, len(ids), int(ids.max()) if len(ids) else 0)
             if not self.store.read_only:
                 self.store.set_meta(f"fit_{name}", json.dumps(dataclasses.asdict(basis)))
             self.fit_notes[name] = f"{name} fitted on {basis.rows:,} chunks (this generation)"
+        elif self.background_refit and known.changed(ids) > REFIT_FRACTION * max(known.rows, 1):
+            self._due.add(name)  # a kept fit saved as stale (its refit never finished): now
         return fitted
 
     def _basis(self, name: str) -> FitBasis | None:
