@@ -3,12 +3,12 @@ dense and `--retrieval lexical`.
 
 Starts `mrl-tui serve FOLDER` (the real bundled model, a temporary cache and runtime dir), waits
 until it listens, then times whole `python -m mrl_tui search` processes (wall time, interpreter
-start-up included), `--runs` each: warm dense; warm dense while another client holds a
-connection open without sending (one request at a time would wait for it); warm lexical; then
-cold (`--no-server`; same cache, already indexed) dense and lexical. A cold lexical search
-opens the index without the model (`core.embedding.facts`): cold dense is what it cost before,
-the model's load included.
-Checks each warm JSON answer equals its cold one apart from timings. Target: warm ≤ 150 ms.
+start-up included), `--runs` each: `mrl-tui --version` (the interpreter's start, the floor); warm
+dense; warm dense while another client holds a connection open without sending (one request at a
+time would wait for it); warm lexical; then cold (`--no-server`; same cache, already indexed)
+dense and lexical. A cold lexical search opens the index without the model
+(`core.embedding.facts`): cold dense is what it cost before, the model's load included. Checks
+each warm JSON answer equals its cold one apart from timings. Target: warm ≤ 150 ms.
 
     python benchmarks/bench_serve.py [--runs 10] [--folder sample_corpora/notes] [--query TEXT]
 """
@@ -36,6 +36,8 @@ def timed(command: list[str], env: dict[str, str]) -> tuple[float, dict[str, obj
     started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO, check=True)
     elapsed = (time.perf_counter() - started) * 1000
+    if not done.stdout.startswith("{"):  # the baseline: `--version`
+        return elapsed, {}
     data = json.loads(done.stdout)
     del data["timings_ms"]
     return elapsed, data
@@ -74,6 +76,8 @@ def main() -> None:
             search.append("--json")
             lexical = [*search, "--retrieval", "lexical"]
             runs: dict[str, list[tuple[float, dict[str, object]]]] = {}
+            version = [sys.executable, "-m", "mrl_tui", "--version"]
+            runs["baseline: mrl-tui --version"] = [timed(version, env) for _ in range(args.runs)]
             runs["warm dense"] = [timed(search, env) for _ in range(args.runs)]
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as idle:
                 idle.connect(str(serve_client.socket_path()))  # connected, never sends
