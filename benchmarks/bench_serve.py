@@ -43,6 +43,14 @@ def timed(command: list[str], env: dict[str, str]) -> tuple[float, dict[str, obj
     return elapsed, data
 
 
+def beside_idle_client(command: list[str], env: dict[str, str]) -> tuple[float, dict[str, object]]:
+    """`timed(command)` while another client is connected and sends nothing (a fresh one each
+    run: a server answering one request at a time would wait `REQUEST_TIMEOUT_S` for it)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as idle:
+        idle.connect(str(serve_client.socket_path()))
+        return timed(command, env)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10)
@@ -79,11 +87,9 @@ def main() -> None:
             version = [sys.executable, "-m", "mrl_tui", "--version"]
             runs["baseline: mrl-tui --version"] = [timed(version, env) for _ in range(args.runs)]
             runs["warm dense"] = [timed(search, env) for _ in range(args.runs)]
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as idle:
-                idle.connect(str(serve_client.socket_path()))  # connected, never sends
-                runs["warm dense, another client idle"] = [
-                    timed(search, env) for _ in range(args.runs)
-                ]
+            runs["warm dense, another client idle"] = [
+                beside_idle_client(search, env) for _ in range(args.runs)
+            ]
             runs["warm lexical"] = [timed(lexical, env) for _ in range(args.runs)]
             runs["cold dense"] = [timed([*search, "--no-server"], env) for _ in range(args.runs)]
             runs["cold lexical"] = [timed([*lexical, "--no-server"], env) for _ in range(args.runs)]
