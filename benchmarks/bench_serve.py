@@ -8,7 +8,8 @@ dense; warm dense while another client holds a connection open without sending (
 time would wait for it); warm lexical; then cold (`--no-server`; same cache, already indexed)
 dense and lexical. A cold lexical search opens the index without the model
 (`core.embedding.facts`): cold dense is what it cost before, the model's load included. Checks
-each warm JSON answer equals its cold one apart from timings. Target: warm ≤ 150 ms.
+each warm JSON answer equals its cold one apart from timings. Target: warm ≤ 150 ms. Bytecode is
+cached (`PYTHONDONTWRITEBYTECODE` is dropped): without it each process compiles mrl-tui again.
 
     python benchmarks/bench_serve.py [--runs 10] [--folder sample_corpora/notes] [--query TEXT]
 """
@@ -65,6 +66,7 @@ def main() -> None:
             "MRL_TUI_RUNTIME_DIR": str(runtime),
             "HF_HUB_OFFLINE": "1",
         }
+        env.pop("PYTHONDONTWRITEBYTECODE", None)  # bytecode cached, as an installed package runs
         os.environ["MRL_TUI_RUNTIME_DIR"] = str(runtime)  # for `serve_client.socket_path`
         server = subprocess.Popen(
             [sys.executable, "-m", "mrl_tui", "serve", str(args.folder)],
