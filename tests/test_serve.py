@@ -430,9 +430,11 @@ def test_tcp_needs_the_token_and_answers_as_the_socket_does(corpus: Path, tmp_pa
         with socket.create_connection((info["host"], info["port"]), timeout=30) as conn:
             serve_client.send_message(conn, {**request, "token": "0" * 64})
             refused = serve_client.read_message(conn)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 143
     finally:
         _stop(proc)
-    assert not info_path.exists() or proc.returncode != 0  # killed: the file may stay
+    assert not info_path.exists()  # the token goes with the server
     assert answer["ok"] and answer["rc"] == 0, answer
     payload = answer["payload"]
     del payload["timings_ms"]
