@@ -1,10 +1,15 @@
-"""`mrl-tui search FOLDER QUERY --json` end to end, with a server running (warm) and without (cold).
+"""`mrl-tui search FOLDER QUERY --json` end to end, with a server running (warm) and without (cold),
+dense and `--retrieval lexical`.
 
 Starts `mrl-tui serve FOLDER` (the real bundled model, a temporary cache and runtime dir), waits
 until it listens, then times whole `python -m mrl_tui search` processes (wall time, interpreter
-start-up included): `--runs` warm, then `--runs` cold (an empty runtime dir, so no server is
-found; same cache, already indexed). Checks the two JSON answers agree apart from timings.
-Target: warm median ≤ 150 ms.
+start-up included), `--runs` each: `mrl-tui --version` (the interpreter's start, the floor); warm
+dense; warm dense while another client holds a connection open without sending (one request at a
+time would wait for it); warm lexical; then cold (`--no-server`; same cache, already indexed)
+dense and lexical. A cold lexical search opens the index without the model
+(`core.embedding.facts`): cold dense is what it cost before, the model's load included. Checks
+each warm JSON answer equals its cold one apart from timings. Target: warm ≤ 150 ms. Bytecode is
+cached (`PYTHONDONTWRITEBYTECODE` is dropped): without it each process compiles mrl-tui again.
 
     python benchmarks/bench_serve.py [--runs 10] [--folder sample_corpora/notes] [--query TEXT]
 """
@@ -14,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -31,9 +37,19 @@ def timed(command: list[str], env: dict[str, str]) -> tuple[float, dict[str, obj
     started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO, check=True)
     elapsed = (time.perf_counter() - started) * 1000
+    if not done.stdout.startswith("{"):  # the baseline: `--version`
+        return elapsed, {}
     data = json.loads(done.stdout)
     del data["timings_ms"]
     return elapsed, data
+
+
+def beside_idle_client(command: list[str], env: dict[str, str]) -> tuple[float, dict[str, object]]:
+    """`timed(command)` while another client is connected and sends nothing (a fresh one each
+    run: a server answering one request at a time would wait `REQUEST_TIMEOUT_S` for it)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as idle:
+        idle.connect(str(serve_client.socket_path()))
+        return timed(command, env)
 
 
 def main() -> None:
@@ -43,14 +59,14 @@ def main() -> None:
     parser.add_argument("--query", default="how do I keep sourdough starter alive")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        runtime, empty = Path(tmp, "runtime"), Path(tmp, "no-server")
-        empty.mkdir()
+        runtime = Path(tmp, "runtime")
         env = {
             **os.environ,
             "MRL_TUI_CACHE_DIR": str(Path(tmp, "cache")),
             "MRL_TUI_RUNTIME_DIR": str(runtime),
             "HF_HUB_OFFLINE": "1",
         }
+        env.pop("PYTHONDONTWRITEBYTECODE", None)  # bytecode cached, as an installed package runs
         os.environ["MRL_TUI_RUNTIME_DIR"] = str(runtime)  # for `serve_client.socket_path`
         server = subprocess.Popen(
             [sys.executable, "-m", "mrl_tui", "serve", str(args.folder)],
@@ -68,21 +84,37 @@ def main() -> None:
             print(f"server up (model loaded, folder indexed) in {up:.1f} s")
             search = [sys.executable, "-m", "mrl_tui", "search", str(args.folder), args.query]
             search.append("--json")
-            warm = [timed(search, env) for _ in range(args.runs)]
-            cold_env = {**env, "MRL_TUI_RUNTIME_DIR": str(empty)}
-            cold = [timed(search, cold_env) for _ in range(args.runs)]
+            lexical = [*search, "--retrieval", "lexical"]
+            runs: dict[str, list[tuple[float, dict[str, object]]]] = {}
+            version = [sys.executable, "-m", "mrl_tui", "--version"]
+            runs["baseline: mrl-tui --version"] = [timed(version, env) for _ in range(args.runs)]
+            runs["warm dense"] = [timed(search, env) for _ in range(args.runs)]
+            runs["warm dense, another client idle"] = [
+                beside_idle_client(search, env) for _ in range(args.runs)
+            ]
+            runs["warm lexical"] = [timed(lexical, env) for _ in range(args.runs)]
+            runs["cold dense"] = [timed([*search, "--no-server"], env) for _ in range(args.runs)]
+            runs["cold lexical"] = [timed([*lexical, "--no-server"], env) for _ in range(args.runs)]
         finally:
             server.terminate()
             server.wait(timeout=30)
-    same = all(data == warm[0][1] for _, data in warm + cold)
+    dense = [data for name, rs in runs.items() if "dense" in name for _, data in rs]
+    words = [data for name, rs in runs.items() if "lexical" in name for _, data in rs]
+    same = all(d == dense[0] for d in dense) and all(d == words[0] for d in words)
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    for name, runs in (("warm", warm), ("cold", cold)):
-        ms = [t for t, _ in runs]
+    medians = {}
+    for name, timings in runs.items():
+        ms = [t for t, _ in timings]
+        medians[name] = statistics.median(ms)
         print(
-            f"{name}: median {statistics.median(ms):.0f} ms, min {min(ms):.0f}, max {max(ms):.0f} "
+            f"{name}: median {medians[name]:.0f} ms, min {min(ms):.0f}, max {max(ms):.0f} "
             f"({len(ms)} runs)"
         )
-    print(f"JSON identical apart from timings: {same}; load average {load}")
+    print(
+        f"cold dense / warm dense: {medians['cold dense'] / medians['warm dense']:.0f}x; "
+        f"cold dense / cold lexical: {medians['cold dense'] / medians['cold lexical']:.1f}x"
+    )
+    print(f"JSON identical warm and cold apart from timings: {same}; load average {load}")
     if not same:
         raise SystemExit(1)
 

@@ -74,6 +74,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port (0-65535)")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     common.add_argument(
@@ -162,6 +172,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="candidates per result for int8/binary (default 4 for int8, 20 for binary)",
     )
     p_search.add_argument("--json", action="store_true", help="print one JSON object")
+    p_search.add_argument(
+        "--no-server",
+        action="store_true",
+        help="search in this process even when `mrl-tui serve` runs (the cold path)",
+    )
     _retrieval_flags(p_search, "dense")
 
     p_watch = sub.add_parser(
@@ -178,6 +193,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep the model and folders loaded and watched; `search` then asks it (Unix socket)",
     )
     p_serve.add_argument("paths", type=Path, nargs="*", metavar="PATH", help="folders to load now")
+    p_serve.add_argument(
+        "--tcp",
+        type=_port,
+        metavar="PORT",
+        help="also listen on this loopback TCP port (0: any free one); each request must carry "
+        "the token the server writes to serve-tcp.json in the runtime dir (see README)",
+    )
+    p_serve.add_argument(
+        "--host", help="with --tcp: 127.0.0.1 (default), ::1 or localhost; nothing else"
+    )
 
     p_info = sub.add_parser(
         "info", parents=[common, prefixes], help="what is indexed, and what each dimension costs"
@@ -326,7 +351,7 @@ def _run(args: argparse.Namespace) -> int:
             embed_backend=args.embed_backend,
             exit_process=True,
         )
-    library = _open_library(args)
+    library = _open_library(args, lazy=args.command == "search" and keyword_only(args))
     try:
         if args.command == "index":
             return _cmd_index(library, args)
@@ -341,19 +366,25 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _search_served(args: argparse.Namespace) -> int | None:
-    """`search` answered by a running `mrl-tui serve` (exit status), or None: search here.
+    """`search` answered by a running `mrl-tui serve` (exit status), or None: search here
+    (`--no-server`, no server, or one that cannot answer this: it says why in one line).
 
     Imports nothing heavy: with a server, the whole command takes milliseconds."""
-    if args.model == TRAINED:
+    if args.no_server:
         return None
     from mrl_tui import serve_client
     from mrl_tui.core.preflight import check_folder
 
     _check_before_loading(args)
+    folder = check_folder(args.path)
+    resolve_trained(args, folder)  # `--model trained` → its folder (one line if none)
+    options = {name: getattr(args, name) for name in SERVER_OPTIONS}
+    if options["model"] and Path(options["model"]).expanduser().exists():  # its cwd is not ours
+        options["model"] = str(Path(options["model"]).expanduser().resolve())
     request = serve_client.envelope(
         "search",
-        path=str(check_folder(args.path)),
-        options={name: getattr(args, name) for name in SERVER_OPTIONS},
+        path=str(folder),
+        options=options,
         cache_root=cache_root_text(args.cache_dir),
         transform=args.transform,
         search={name: getattr(args, name) for name in SEARCH_FIELDS},
@@ -418,10 +449,12 @@ def resolve_trained(args: argparse.Namespace, source: Path) -> None:
     args.model = str(model.path)
 
 
-def _open_library(args: argparse.Namespace) -> Library:
+def _open_library(args: argparse.Namespace, lazy: bool = False) -> Library:
+    """`lazy`: the model loads only if something must be embedded (`Library.open`)."""
     from mrl_tui.core.library import Library
 
-    with _status(f"loading {args.model or 'the bundled model'}"):
+    what = "opening the index" if lazy else f"loading {args.model or 'the bundled model'}"
+    with _status(what):
         library = Library.open(
             args.path,
             model=args.model,
@@ -431,6 +464,7 @@ def _open_library(args: argparse.Namespace) -> Library:
             transform=getattr(args, "transform", "auto"),  # `bench` has no such flags (yet)
             mrl=getattr(args, "mrl", False),
             embed_backend=args.embed_backend,
+            lazy=lazy,
         )
     _print_messages(library)
     return library
@@ -591,10 +625,16 @@ def _ensure_indexed(library: Library, wait: bool = False) -> None:
 def _cmd_search(library: Library, args: argparse.Namespace) -> int:
     _search_dim(library, args)  # bad flags fail before the folder is indexed
     _ensure_indexed(library)
-    _load_with_progress(library)
+    if not keyword_only(args):
+        _load_with_progress(library)
     query_threads()
     print_search(search_payload(library, args), args.json)
     return 0
+
+
+def keyword_only(args: Any) -> bool:
+    """A search that needs no embedding: `--retrieval lexical`, not routed (routing embeds)."""
+    return args.retrieval == "lexical" and not (args.route == "auto" and not args.dim)
 
 
 QUERY_TORCH_THREADS = 1
@@ -633,8 +673,11 @@ def _search_dim(library: Library, args: Any) -> int:
 def search_payload(library: Library, args: Any) -> dict[str, Any]:
     """What `search --json` prints, of an indexed library; the server answers with the same."""
     dim = _search_dim(library, args)
-    library.load()
-    query = library.query(args.query)
+    if keyword_only(args):  # no model: the query is not embedded, the vectors not loaded
+        query = library.keyword_query(args.query)
+    else:
+        library.load()
+        query = library.query(args.query)
     route = None
     if args.route == "auto" and not args.dim:
         result, route = library.search_routed(query, args.k)
@@ -721,6 +764,8 @@ def _cmd_watch(library: Library, args: argparse.Namespace) -> int:
 
     _ensure_indexed(library, wait=True)
     library.load()
+    library.background_refit = True  # a save is searchable at once; a stale fit is refitted aside
+    library.on_refit = lambda line: print(line, flush=True)
     print(
         f"watching {shown(str(library.root))} ({library.chunk_count} chunks); Ctrl-C stops",
         file=sys.stderr,
@@ -739,6 +784,17 @@ def _cmd_watch(library: Library, args: argparse.Namespace) -> int:
 
     FolderWatcher(library, report, on_error=failed).run()
     return 0
+
+
+def fit_line(name: str, fit: dict[str, Any]) -> str:
+    """One fitted part of `Library.fit_status`, in words."""
+    if fit["fitted_rows"] is None:
+        return f"{name}: fitted for this index"
+    line = (
+        f"{name} fitted on {fit['fitted_rows']:,} chunks (generation {fit['fitted_generation']}), "
+        f"{fit['changed_since']:,} changed since"
+    )
+    return line + ("; refitting in the background" if fit["refitting"] else "")
 
 
 def power_of_two_dims(full_dim: int) -> list[int]:
@@ -776,6 +832,7 @@ def _cmd_info(library: Library, args: argparse.Namespace) -> int:
         "prompts": {"query": info.embedder.query_prompt, "document": info.embedder.document_prompt},
         "files": info.files,
         "chunks": n,
+        "fit": library.fit_status(),
         "sizes": sizes,
     }
     if args.json:
@@ -798,6 +855,8 @@ def _cmd_info(library: Library, args: argparse.Namespace) -> int:
     for kind, prompt in data["prompts"].items():
         if prompt:
             print(f"{kind + ' prompt':>10}: {prompt!r}")
+    for name, fit in data["fit"]["fits"].items():
+        print(f"{'fit':>10}: {shown(fit_line(name, fit))}")
     print("index size by prefix dimension and precision (bytes per vector):")
     print(f"{'dim':>10}  " + "  ".join(f"{p:>18}" for p in PRECISIONS))
     for row in sizes:

@@ -3,7 +3,8 @@
 The warm path of `mrl-tui search`: it must stay fast, so this module uses only the standard
 library (socket, json, os) and platformdirs; nothing here imports numpy or torch. The protocol:
 one JSON object per connection, newline-terminated, answered by one JSON object, then the
-server closes the connection.
+server closes the connection. Over `serve --tcp` (loopback only) the request also carries the
+token the server wrote to `tcp_info_path` (mode 0600); over the socket none is needed.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from mrl_tui import __version__
 PROTOCOL = 1
 RUNTIME_ENV = "MRL_TUI_RUNTIME_DIR"
 SOCKET_NAME = "serve.sock"
+TCP_INFO_NAME = "serve-tcp.json"
+"""`serve --tcp`: its host, port and the token each TCP request must carry (mode 0600)."""
 CONNECT_TIMEOUT_S = 0.25
 ANSWER_TIMEOUT_S = 300.0
 """A search of a folder the server does not hold yet indexes it first: that can take a while."""
@@ -42,6 +45,19 @@ def runtime_dir() -> Path:
 
 def socket_path() -> Path:
     return runtime_dir() / SOCKET_NAME
+
+
+def tcp_info_path() -> Path:
+    return runtime_dir() / TCP_INFO_NAME
+
+
+def ask_tcp(request: dict[str, Any], timeout: float = ANSWER_TIMEOUT_S) -> dict[str, Any]:
+    """`request` sent to `serve --tcp` as the file at `tcp_info_path` says (its token added):
+    what an editor plugin does. OSError / ValueError when there is no such server."""
+    info = json.loads(tcp_info_path().read_text(encoding="utf-8"))
+    with socket.create_connection((info["host"], int(info["port"])), timeout=timeout) as conn:
+        send_message(conn, {**request, "token": info["token"]})
+        return read_message(conn)
 
 
 def envelope(command: str, **fields: Any) -> dict[str, Any]:

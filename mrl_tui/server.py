@@ -2,22 +2,37 @@
 answers `mrl-tui search` over a Unix socket (`mrl_tui.serve_client` is the other end).
 
 The socket lives in the user's runtime dir (`serve_client.socket_path`), mode 0600 in a 0700
-folder; there is no TCP listener. Requests are answered one at a time, in the order they come.
-Each folder is opened on its first request (or at start, given on the command line), indexed,
-then kept indexed by a `FolderWatcher` in its own thread.
+folder. `--tcp PORT` adds a listener on a loopback address only; a loopback port is open to every
+local user, so each TCP request must carry the token the server writes, mode 0600, to
+`serve_client.tcp_info_path` (the Unix socket needs none: its mode is the permission).
+
+Each connection is answered in its own thread, so a slow request (a folder opened and indexed,
+a client that is slow to send) does not hold up a quick one. What must not run twice at once is
+serialised where it lives: a `Library` behind its state lock, the model behind `SerialEmbedder`'s
+(one model, and its tokenizer is not thread-safe). Each folder is opened on its first request
+(or at start, given on the command line), indexed, then kept indexed by a `FolderWatcher` in its
+own thread, and its fitted parts refitted in the background (`Library.background_refit`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hmac
+import ipaddress
+import json
 import os
+import secrets
+import selectors
 import signal
 import socket
 import sys
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
+
+import numpy as np
 
 from mrl_tui import __version__, serve_client
 from mrl_tui.cli import (
@@ -25,6 +40,7 @@ from mrl_tui.cli import (
     cache_root_text,
     nothing_indexed,
     query_threads,
+    resolve_trained,
     search_payload,
 )
 from mrl_tui.core.cache.store import check_cache_root
@@ -35,21 +51,64 @@ from mrl_tui.core.preflight import check_folder, check_has_entries
 
 REQUEST_TIMEOUT_S = 5.0
 READY_TIMEOUT_S = 10.0
+MAX_ACTIVE = 16
+"""Requests answered at once; more wait for a free slot (each holds a thread and a connection)."""
+LOOPBACK_NAMES = {"localhost": "127.0.0.1"}
 
 
 def log(line: str) -> None:
     print(f"mrl-tui serve: {line}", file=sys.stderr, flush=True)
 
 
+class SerialEmbedder:
+    """The model, one call at a time: the tokenizer of a fast HF model is not thread-safe, and
+    one model gains nothing from two concurrent forward passes on a CPU. Everything else (name,
+    dims, device, …) is the model's own."""
+
+    def __init__(self, embedder: Any) -> None:
+        self._embedder = embedder
+        self._lock = threading.Lock()
+
+    def count_tokens(self, text: str) -> int:
+        with self._lock:
+            return int(self._embedder.count_tokens(text))
+
+    def embed_query(self, text: str) -> np.ndarray:
+        with self._lock:
+            return self._embedder.embed_query(text)
+
+    def embed_queries(self, texts: Sequence[str], **kwargs: Any) -> np.ndarray:
+        with self._lock:
+            return self._embedder.embed_queries(texts, **kwargs)
+
+    def embed_documents(self, texts: Sequence[str], **kwargs: Any) -> np.ndarray:
+        """One indexer batch (a few hundred chunks) at a time: a query waits one batch at most."""
+        with self._lock:
+            return self._embedder.embed_documents(texts, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._embedder, name)
+
+
+def model_source(model: str | None) -> str:
+    """What a `--model` value loads (`embed.resolve_model`): the default and its registry name
+    are one model; a folder is its absolute path (the client sends it absolute)."""
+    from mrl_tui.core.embedding.embed import resolve_model
+
+    return resolve_model(model)[1]
+
+
 class Server:
     def __init__(self, args: Any) -> None:
-        from mrl_tui.core.embedding.embed import Embedder
+        from mrl_tui.core.embedding.embed import Embedder, choose_device
 
         self.options = {name: getattr(args, name) for name in SERVER_OPTIONS}
         self.cache_root, self.transform = cache_root_text(args.cache_dir), args.transform
         """For the folders given on the command line."""
         self.path = serve_client.socket_path()
-        self.embedder = Embedder(
+        embedder = Embedder(
             args.model,
             device=args.device,
             trust_remote_code=args.trust_remote_code,
@@ -57,19 +116,67 @@ class Server:
             backend=args.embed_backend,
             cache_root=args.cache_dir,
         )
+        self.embedder = SerialEmbedder(embedder)
+        self._source = model_source(args.model)
+        self._auto_device = choose_device("auto")
         query_threads()  # for re-indexing a save too: a few chunks at a time
         self.libraries: dict[tuple[str, str, str], Library] = {}
         self.watchers: list[FolderWatcher] = []
+        self._lock = threading.Lock()  # `libraries`, `watchers`, `_opening`
+        self._opening: dict[tuple[str, str, str], threading.Lock] = {}
+        self._slots = threading.BoundedSemaphore(MAX_ACTIVE)
+        self.tcp: tuple[str, int] | None = None
+        self.token = ""
 
-    def library(self, folder: Path, cache_root: str, transform: str) -> Library:
+    def other_options(self, options: Any) -> str:
+        """Empty when a request's model options give the vectors this server's model gives;
+        else which option differs (one line)."""
+        if not isinstance(options, dict) or set(options) != set(SERVER_OPTIONS):
+            return "its request carries no model options"
+        mine = self.options
+        for name in SERVER_OPTIONS:
+            theirs = options[name]
+            if name == "model":
+                same = isinstance(theirs, (str, type(None))) and (
+                    model_source(theirs) == self._source
+                )
+            elif name == "device":
+                same = theirs in (mine["device"], self.embedder.device) or (
+                    theirs == "auto" and self._auto_device == self.embedder.device
+                )
+            else:
+                same = theirs == mine[name]
+            if not same:
+                flag = "--" + name.replace("_", "-")
+                return f"it runs {flag} {mine[name]}, this search asks for {flag} {theirs}"
+        return ""
+
+    def library(self, folder: Path, cache_root: str, transform: str) -> tuple[Library, bool]:
         """The library of (folder, cache root, transform), opened, indexed and watched on first
-        use."""
+        use (and whether it was just opened). Opening one folder holds up no other request."""
         key = (str(folder), cache_root, transform)
-        if key in self.libraries:
-            return self.libraries[key]
+        with self._lock:
+            if key in self.libraries:
+                return self.libraries[key], False
+            opening = self._opening.setdefault(key, threading.Lock())
+        with opening:  # two first requests for one folder: the second waits, then uses it
+            with self._lock:
+                if key in self.libraries:
+                    return self.libraries[key], False
+            library = self._open(folder, cache_root, transform)
+            with self._lock:
+                self.libraries[key] = library
+                self._opening.pop(key, None)
+        return library, True
+
+    def _open(self, folder: Path, cache_root: str, transform: str) -> Library:
         check_has_entries(folder)
         check_cache_root(Path(cache_root))
         library = Library(folder, self.embedder, cache_root=Path(cache_root), transform=transform)
+        # A save must not wait for a refit (see README); the first load still fits at once (it has
+        # no fit to search with meanwhile), and finds a fit saved stale, refitted here next.
+        library.background_refit = True
+        library.on_refit = lambda line: log(f"{folder}: {line}")
         try:
             report = library.update(wait=False)
             if report.chunks_total == 0:
@@ -78,9 +185,13 @@ class Server:
         except BaseException:
             library.close()
             raise
+
+        def said(update: Any) -> None:
+            log(f"{folder}: {update.line}" + (f" ({update.fit})" if update.fit else ""))
+
         watcher = FolderWatcher(
             library,
-            lambda update: log(f"{folder}: {update.line}"),
+            said,
             on_error=lambda line: log(f"{folder}: {line}"),
         )
         ready = threading.Event()
@@ -88,13 +199,15 @@ class Server:
         thread.daemon = True
         thread.start()
         ready.wait(READY_TIMEOUT_S)  # the watch itself is in place a few ms later
-        self.watchers.append(watcher)
-        self.libraries[key] = library
+        with self._lock:
+            self.watchers.append(watcher)
         log(f"holding {folder} ({library.chunk_count} chunks), watching it")
         return library
 
-    def answer(self, request: dict[str, Any]) -> dict[str, Any]:
+    def answer(self, request: dict[str, Any], *, tcp: bool = False) -> dict[str, Any]:
         """The reply to one request; ``ok: False`` tells the client to do the work itself."""
+        if tcp and not hmac.compare_digest(str(request.get("token", "")), self.token):
+            return refusal(f"a TCP request needs the token in {serve_client.tcp_info_path()}")
         version, protocol = request.get("version"), request.get("protocol")
         if (version, protocol) != (__version__, serve_client.PROTOCOL):
             return refusal(
@@ -103,50 +216,93 @@ class Server:
             )
         command = request.get("command")
         if command == "ping":
-            return reply(folders=sorted({key[0] for key in self.libraries}))
+            with self._lock:
+                held = dict(self.libraries)
+            fits = [
+                {"path": key[0], "cache_root": key[1], "transform": key[2]}
+                | {"fit": library.fit_status()}
+                for key, library in held.items()
+            ]
+            return reply(folders=sorted({key[0] for key in held}), fits=fits, options=self.options)
         if command != "search":
             return refusal(f"the server does not know the command {command!r}")
-        if request.get("options") != self.options:
-            return refusal(f"the server at {self.path} runs other model options ({self.options})")
+        why = self.other_options(request.get("options"))
+        if why:
+            return refusal(f"the server at {self.path} has another model loaded: {why}")
         library: Library | None = None
         try:
-            library = self.library(
-                check_folder(request["path"]), str(request["cache_root"]), request["transform"]
-            )
-            payload = search_payload(library, SimpleNamespace(**request["search"]))
-            return reply(payload=payload, messages=library.take_messages())
+            folder = check_folder(request["path"])
+            library, opened = self.library(folder, str(request["cache_root"]), request["transform"])
+            args = SimpleNamespace(**request["search"])
+            payload = search_payload(library, args)
+            messages = library.take_messages()
+            if opened:
+                messages.append(
+                    f"the server did not hold {folder}: it indexed it and keeps it indexed now "
+                    f"({library.chunk_count} chunks)"
+                )
+            return reply(payload=payload, messages=messages)
         except MrlError as exc:  # the user's mistake: the same line the client would print
             messages = library.take_messages() if library is not None else []
             return reply(rc=1, messages=[*messages, str(exc)])
 
-    def handle(self, conn: socket.socket) -> None:
-        conn.settimeout(REQUEST_TIMEOUT_S)
-        try:
-            request = serve_client.read_message(conn)
-        except (OSError, ValueError) as exc:
-            log(f"a request could not be read ({exc})")
-            return
-        try:
-            response = self.answer(request)
-        except Exception as exc:  # the client falls back; the server goes on
-            log(f"a request failed: {type(exc).__name__}: {exc}")
-            response = refusal(f"the server failed ({type(exc).__name__}: {exc})")
-        with contextlib.suppress(OSError):  # the client is gone: it has fallen back or given up
-            serve_client.send_message(conn, response)
+    def handle(self, conn: socket.socket, tcp: bool) -> None:
+        with self._slots, conn:
+            conn.settimeout(REQUEST_TIMEOUT_S)
+            try:
+                request = serve_client.read_message(conn)
+            except (OSError, ValueError) as exc:
+                log(f"a request could not be read ({exc})")
+                return
+            try:
+                response = self.answer(request, tcp=tcp)
+            except Exception as exc:  # the client falls back; the server goes on
+                log(f"a request failed: {type(exc).__name__}: {exc}")
+                response = refusal(f"the server failed ({type(exc).__name__}: {exc})")
+            with contextlib.suppress(OSError):  # the client is gone: it fell back or gave up
+                serve_client.send_message(conn, response)
 
-    def run(self, folders: list[Path]) -> None:
+    def run(self, folders: list[Path], tcp: tuple[str, int] | None = None) -> None:
         for folder in folders:
             self.library(folder, self.cache_root, self.transform)
-        listener = bind(self.path)
+        listeners = [(bind(self.path), False)]
+        info_path = serve_client.tcp_info_path()
         try:
-            log(f"listening on {self.path} (mrl-tui {__version__}); Ctrl-C stops")
-            while True:
-                conn, _ = listener.accept()
-                with conn:
-                    self.handle(conn)
+            if tcp is not None:
+                listener, self.tcp = bind_tcp(*tcp)
+                listeners.append((listener, True))
+                self.token = secrets.token_hex(32)
+                write_private(
+                    info_path,
+                    {"host": self.tcp[0], "port": self.tcp[1]}
+                    | {
+                        "token": self.token,
+                        "pid": os.getpid(),
+                    },
+                )
+            where = str(self.path) + (f" and {self.tcp[0]} port {self.tcp[1]}" if self.tcp else "")
+            log(f"listening on {where} (mrl-tui {__version__}); Ctrl-C stops")
+            with selectors.DefaultSelector() as selector:
+                for listener, is_tcp in listeners:
+                    selector.register(listener, selectors.EVENT_READ, is_tcp)
+                while True:
+                    for key, _ in selector.select():
+                        try:
+                            conn, _ = key.fileobj.accept()  # type: ignore[union-attr]
+                        except OSError:
+                            continue
+                        conn.setblocking(True)
+                        thread = threading.Thread(
+                            target=self.handle, args=(conn, key.data), name="request"
+                        )
+                        thread.daemon = True
+                        thread.start()
         finally:
-            listener.close()
+            for listener, _ in listeners:
+                listener.close()
             self.path.unlink(missing_ok=True)
+            if self.tcp is not None:
+                info_path.unlink(missing_ok=True)
             for watcher in self.watchers:
                 watcher.stop.set()
             for library in self.libraries.values():
@@ -167,14 +323,18 @@ def refusal(message: str) -> dict[str, Any]:
     }
 
 
-def bind(path: Path) -> socket.socket:
-    """A listening socket at `path`, mode 0600, in a private folder; a stale socket file of
-    ours is replaced, anything else at `path` is left alone (one line). The folder is made 0700."""
-    folder = path.parent
+def private_runtime_dir(folder: Path) -> None:
+    """Make `folder` (0700) and check nobody else could replace what is in it."""
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     info = folder.stat()
     if info.st_uid != os.getuid() or info.st_mode & 0o022:  # others could replace the socket
         raise InputError(f"{folder}: the runtime folder must be yours and writable by you alone")
+
+
+def bind(path: Path) -> socket.socket:
+    """A listening socket at `path`, mode 0600, in a private folder; a stale socket file of
+    ours is replaced, anything else at `path` is left alone (one line). The folder is made 0700."""
+    private_runtime_dir(path.parent)
     if path.exists() or path.is_symlink():
         if serve_client.listening(path):
             raise InputError(f"a server is already running at {path}")
@@ -195,11 +355,60 @@ def bind(path: Path) -> socket.socket:
     return listener
 
 
+def loopback_host(host: str) -> str:
+    """`host` as a loopback address (127.0.0.0/8, ::1; "localhost" is 127.0.0.1), else one
+    line: the TCP listener is for this machine's own programs only."""
+    address = LOOPBACK_NAMES.get(host.lower(), host)
+    try:
+        loopback = ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise InputError(
+            f"serve --host {host}: only a loopback address (127.0.0.1, ::1, localhost) may "
+            "listen; the server has no authentication for other machines"
+        )
+    return address
+
+
+def bind_tcp(host: str, port: int) -> tuple[socket.socket, tuple[str, int]]:
+    """A TCP listener on a loopback `host` (checked again here) and its (host, port)."""
+    address = loopback_host(host)
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        listener.bind((address, port))
+        listener.listen(16)
+    except OSError as exc:
+        listener.close()
+        why = exc.strerror or exc
+        raise InputError(f"serve --tcp {port}: cannot listen on {address} ({why})") from exc
+    return listener, (address, int(listener.getsockname()[1]))
+
+
+def write_private(path: Path, data: dict[str, Any]) -> None:
+    """Write `data` as JSON, readable by this user alone from the first byte (0600)."""
+    private_runtime_dir(path.parent)
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temp.unlink(missing_ok=True)
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        json.dump(data, out)
+    os.replace(temp, path)
+
+
 def run_server(args: Any) -> int:
     """`mrl-tui serve`: runs until Ctrl-C (exit 130) or SIGTERM; the socket is removed."""
-    if args.model == "trained":
-        raise InputError("serve: --model trained is not supported yet; give the model's path")
+    tcp = None
+    if args.tcp is not None:
+        tcp = (loopback_host(args.host or "127.0.0.1"), args.tcp)  # refused before the model loads
+    elif args.host is not None:
+        raise InputError("serve --host needs --tcp PORT")
     folders = [check_folder(path) for path in args.paths]
+    if args.model == "trained":
+        if len(folders) != 1:
+            raise InputError("serve --model trained: give the one folder the model was trained on")
+        resolve_trained(args, folders[0])
     for folder in folders:
         check_has_entries(folder)
     check_cache_root(Path(cache_root_text(args.cache_dir)))
@@ -207,5 +416,5 @@ def run_server(args: Any) -> int:
         raise InputError(f"a server is already running at {serve_client.socket_path()}")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     log(f"loading {args.model or 'the bundled model'}")
-    Server(args).run(folders)
+    Server(args).run(folders, tcp)
     return 0

@@ -127,6 +127,9 @@ def test_index_then_info(topic_folder: Path, capsys: pytest.CaptureFixture[str])
     info = json.loads(out)
     assert info["chunks"] == summary["chunks"] and info["full_dim"] == 384
     assert info["transform"] == "PCA" and info["device"] == "cpu"
+    pca = info["fit"]["fits"]["pca"]  # which fit is in use: this index's own
+    assert pca["fitted_rows"] == info["chunks"] and pca["changed_since"] == 0
+    assert not pca["refitting"] and info["fit"]["graph"] == "none"
     by_dim = {row["dim"]: row for row in info["sizes"]}
     assert by_dim[384]["index_bytes"] == summary["chunks"] * 384 * 4
     assert by_dim[64]["bytes_per_vector"] == 256

@@ -33,7 +33,8 @@ def test_transform_choice_names_what_is_used_and_keeps_each_fit(
         "naive": ("none (naive truncation)", "identity"),
         "pca": ("PCA", "pca"),
     }
-    fits = list(next(cache.iterdir()).glob("transform_pca-*.npz"))
+    [index_dir] = [p for p in cache.iterdir() if p.name != "model-facts"]  # facts: the model's
+    fits = list(index_dir.glob("transform_pca-*.npz"))
     assert len(fits) == 1  # fitted once, reused by the later "pca" library
     with pytest.raises(InputError):
         Library(topic_folder, embedder, cache_root=cache, transform="learned")

@@ -122,7 +122,10 @@ def _cold_env(tmp_path: Path) -> dict[str, str]:
     return {"MRL_TUI_RUNTIME_DIR": str(tmp_path / "no-server")}
 
 
-@pytest.mark.parametrize("flags", [(), ("--retrieval", "hybrid", "--dim", "32")])
+@pytest.mark.parametrize(
+    "flags",
+    [(), ("--retrieval", "hybrid", "--dim", "32"), ("--retrieval", "lexical"), ("--k", "3")],
+)
 def test_a_warm_search_prints_what_a_cold_one_does(
     server: subprocess.Popen[str], corpus: Path, tmp_path: Path, flags: tuple[str, ...]
 ) -> None:
@@ -276,4 +279,164 @@ def test_a_server_with_other_model_options_is_bypassed(server, corpus: Path) -> 
     """Another embedding backend makes other vectors: the torch server must not answer it."""
     done = _cli("search", str(corpus), "bread", "--json", "--embed-backend", "onnx")
     assert done.returncode == 0 and json.loads(done.stdout)["results"]
-    assert len(_lines(done.stderr)) == 1 and "other model options" in done.stderr, done.stderr
+    assert len(_lines(done.stderr)) == 1 and "--embed-backend onnx" in done.stderr, done.stderr
+
+
+def test_no_server_searches_here_without_asking(corpus: Path) -> None:
+    proc = _start_server(corpus, STANDIN_VERSION="9.9.9")
+    try:
+        done = _cli("search", str(corpus), "bread", "--json", "--no-server")
+    finally:
+        _stop(proc)
+    assert done.returncode == 0 and json.loads(done.stdout)["results"]
+    assert "9.9.9" not in done.stderr and _lines(done.stderr) == [], done.stderr
+
+
+def _client(*args: str, **env: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        _command(*args),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(**env),
+    )
+
+
+def test_a_slow_request_does_not_hold_up_a_quick_one(corpus: Path, tmp_path: Path) -> None:
+    """A query stuck in the model, and a client that connects and sends nothing: a keyword
+    search of the same folder is answered meanwhile (one request at a time would wait)."""
+    marker = tmp_path / "query-started"
+    proc = _start_server(corpus, STANDIN_SLOW_QUERY=str(marker))
+    silent = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    slow = _client("search", str(corpus), "bread", "--json")
+    try:
+        deadline = time.monotonic() + 30
+        while not marker.exists():
+            assert time.monotonic() < deadline and slow.poll() is None, "no request came"
+            time.sleep(0.05)
+        silent.connect(str(serve_client.socket_path()))  # holds a connection, sends nothing
+        started = time.monotonic()
+        quick = _cli(
+            "search", str(corpus), "bread", "--retrieval", "lexical", "--json",
+            STANDIN_NO_MODEL="1",
+        )  # fmt: skip
+        took = time.monotonic() - started
+        assert slow.poll() is None  # the slow one is still in the model
+    finally:
+        silent.close()
+        slow.kill()
+        slow.communicate(timeout=30)
+        _stop(proc)
+    assert quick.returncode == 0 and quick.stderr == "", quick.stderr
+    assert json.loads(quick.stdout)["results"] and took < 30
+
+
+def _fake_trained_model(cache: Path, source: Path) -> Path:
+    """A folder `--model trained` resolves to (the stand-in model ignores what is in it)."""
+    folder = cache / "models" / "fake-trained"
+    folder.mkdir(parents=True)
+    record = {"format": 1, "dims": [32], "source": str(source.resolve()), "date": "2026"}
+    (folder / "mrl_tui_training.json").write_text(json.dumps(record), encoding="utf-8")
+    return folder
+
+
+def test_model_trained_is_served_by_a_server_of_that_model(corpus: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    _fake_trained_model(cache, corpus)
+    env = {"MRL_TUI_CACHE_DIR": str(cache)}
+    args = ("search", str(corpus), "bread", "--json", "--model", "trained")
+    proc = _start_server(corpus, "--model", "trained", **env)
+    try:
+        warm = _cli(*args, STANDIN_NO_MODEL="1", **env)  # answered by the server
+    finally:
+        _stop(proc)
+    assert warm.returncode == 0 and warm.stderr == "", warm.stderr
+    proc = _start_server(corpus, **env)  # the bundled model: the trained one is searched here
+    try:
+        cold = _cli(*args, **env)
+    finally:
+        _stop(proc)
+    assert cold.returncode == 0, cold.stderr
+    assert _lines(cold.stderr) == [cold.stderr.strip()] and "--model" in cold.stderr
+    assert _untimed(warm.stdout) == _untimed(cold.stdout)
+
+
+def test_a_relative_model_folder_and_the_default_name_match_the_server(
+    corpus: Path, tmp_path: Path
+) -> None:
+    model = tmp_path / "my-model"
+    model.mkdir()
+    proc = _start_server(corpus, "--model", str(model))
+    try:
+        rel = subprocess.run(
+            [*_command("search", str(corpus), "bread", "--json", "--model", "my-model")],
+            capture_output=True, text=True, timeout=120, cwd=tmp_path,
+            env=_env(STANDIN_NO_MODEL="1", PYTHONPATH=str(TESTS.parent)),  # this checkout's
+        )  # fmt: skip
+        other = _cli("search", str(corpus), "bread", "--json")  # the default model: not this one
+    finally:
+        _stop(proc)
+    assert rel.returncode == 0 and rel.stderr == "", rel.stderr
+    assert other.returncode == 0 and "another model loaded" in other.stderr, other.stderr
+
+
+def test_a_folder_the_server_does_not_hold_is_said(
+    server: subprocess.Popen[str], tmp_path: Path
+) -> None:
+    other = write_corpus(tmp_path / "other", files=3, seed=1)
+    args = ("search", str(other), "planet moon", "--json")
+    first = _cli(*args, STANDIN_NO_MODEL="1")
+    again = _cli(*args, STANDIN_NO_MODEL="1")
+    assert first.returncode == again.returncode == 0, first.stderr + again.stderr
+    assert _lines(first.stderr) == [first.stderr.strip()] and "did not hold" in first.stderr
+    assert again.stderr == ""  # held now (and watched)
+    gone = _cli("search", str(tmp_path / "missing"), "planet", "--json", STANDIN_NO_MODEL="1")
+    assert gone.returncode == 1 and len(_lines(gone.stderr)) == 1 and "missing" in gone.stderr
+
+
+def test_tcp_listens_on_loopback_only(corpus: Path) -> None:
+    for host in ("0.0.0.0", "192.168.1.10", "example.com"):
+        done = _cli("serve", str(corpus), "--tcp", "0", "--host", host, STANDIN_NO_MODEL="1")
+        assert done.returncode == 1 and len(_lines(done.stderr)) == 1, done.stderr
+        assert "loopback" in done.stderr and "Traceback" not in done.stderr
+    done = _cli("serve", "--host", "::1", STANDIN_NO_MODEL="1")
+    assert done.returncode == 1 and "--tcp" in done.stderr
+
+
+def test_tcp_needs_the_token_and_answers_as_the_socket_does(corpus: Path, tmp_path: Path) -> None:
+    proc = _start_server(corpus, "--tcp", "0")
+    info_path = serve_client.tcp_info_path()
+    try:
+        deadline = time.monotonic() + 30
+        while not info_path.exists():
+            assert time.monotonic() < deadline, "no TCP info file"
+            time.sleep(0.05)
+        assert stat.S_IMODE(info_path.stat().st_mode) == 0o600
+        info = json.loads(info_path.read_text())
+        assert info["host"] == "127.0.0.1" and info["port"] > 0 and len(info["token"]) == 64
+        warm = _cli("search", str(corpus), "bread oven", "--json", STANDIN_NO_MODEL="1")
+        request = serve_client.envelope(
+            "search",
+            path=str(corpus.resolve()),
+            options={"model": None, "device": "auto", "trust_remote_code": False,
+                     "mrl": False, "embed_backend": "torch"},
+            cache_root=os.environ["MRL_TUI_CACHE_DIR"],
+            transform="auto",
+            search={"query": "bread oven", "dim": None, "route": "off", "k": 10,
+                    "precision": "float32", "rescore": None, "retrieval": "dense",
+                    "fusion": "rrf"},
+        )  # fmt: skip
+        answer = serve_client.ask_tcp(request, timeout=60)
+        with socket.create_connection((info["host"], info["port"]), timeout=30) as conn:
+            serve_client.send_message(conn, {**request, "token": "0" * 64})
+            refused = serve_client.read_message(conn)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 143
+    finally:
+        _stop(proc)
+    assert not info_path.exists()  # the token goes with the server
+    assert answer["ok"] and answer["rc"] == 0, answer
+    payload = answer["payload"]
+    del payload["timings_ms"]
+    assert payload == _untimed(warm.stdout)
+    assert not refused["ok"] and "token" in refused["message"]

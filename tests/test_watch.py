@@ -158,3 +158,121 @@ def test_watch_command_prints_a_line_per_update_and_ctrl_c_exits_130(tmp_path: P
         assert "Traceback" not in proc.stderr.read()
     finally:
         proc.kill()
+
+
+def _blocked(monkeypatch: pytest.MonkeyPatch, name: str, attr: str | None = None):
+    """`library_module.<name>` (or its `attr`) made to wait for the returned event first: a
+    background refit held until the test has looked at the state in between."""
+    release = threading.Event()
+    original = getattr(library_module, name)
+    target = getattr(original, attr) if attr else original
+
+    def waiting(*args, **kwargs):
+        assert release.wait(WAIT_S)
+        return target(*args, **kwargs)
+
+    if attr:
+        monkeypatch.setattr(original, attr, staticmethod(waiting))
+    else:
+        monkeypatch.setattr(library_module, name, waiting)
+    return release
+
+
+def test_a_large_change_is_refitted_in_the_background(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = write_corpus(tmp_path / "folder", files=30)
+    lib = Library(folder, HashEmbedder(LIBRARY_DIM), cache_root=tmp_path / "cache")
+    lib.update()
+    lib.load()
+    lib.router()
+    first = lib.transform
+    lib.background_refit = True
+    said: list[str] = []
+    lib.on_refit = said.append
+    release = _blocked(monkeypatch, "fit_pca")
+    for i in range(int(library_module.REFIT_FRACTION * 30) + 3):
+        (folder / f"notes/n{i:03d}.md").write_text(f"# C{i}\n\nsoil compost {i}\n", "utf-8")
+    lib.update()
+    lib.load()  # at once: the current fit projects the new vectors
+    assert lib.transform is first and "refitting in the background" in lib.fit_notes["pca"]
+    before = lib.query("bread oven flour")  # projected with the current (old) fit
+    status = lib.fit_status()["fits"]["pca"]
+    assert status["refitting"] and status["changed_since"] > 3
+    assert lib.retrieve(lib.query("soil compost"), 32, 3, "hybrid").hits  # searching meanwhile
+    ids, raw = lib.store.load_vectors()
+    newest = int(np.flatnonzero(ids == max(ids))[0])
+    assert np.allclose(
+        lib.index.vectors(np.array([newest]))[0], first.apply(raw[newest]), atol=1e-5
+    )
+
+    release.set()
+    assert lib.wait_for_refits(WAIT_S)
+    assert lib.transform is not first and said[0].startswith("pca refitted in the background")
+    status = lib.fit_status()
+    assert status["fits"]["pca"]["fitted_generation"] == status["generation"]
+    assert status["fits"]["pca"]["changed_since"] == 0 and not status["fits"]["pca"]["refitting"]
+    # A query embedded before the swap is projected with the new fit, as a new one is.
+    again = lib.query("bread oven flour")
+    assert [h.id for h in lib.search(before, 32).hits] == [h.id for h in lib.search(again, 32).hits]
+    # The router, calibrated on the old fit's vectors, is calibrated again (in the background).
+    assert lib.fit_status()["fits"]["router_pca"]["fitted_generation"] == status["generation"]
+    # What another process loads for this generation is the new fit.
+    other = Library(folder, HashEmbedder(LIBRARY_DIM), cache_root=tmp_path / "cache")
+    other.load()
+    assert np.allclose(other.transform.apply(raw[0]), lib.transform.apply(raw[0]), atol=1e-6)
+    other.close()
+    lib.close()
+
+
+def test_a_new_generation_searches_exactly_while_its_graph_is_built(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(library_module, "HNSW_MIN_CHUNKS", 2)
+    folder = write_corpus(tmp_path / "folder", files=30)
+    lib = Library(folder, HashEmbedder(LIBRARY_DIM), cache_root=tmp_path / "cache")
+    lib.update()
+    lib.load()
+    query = lib.query("planet moon volcano")
+    assert lib.graph is not None and lib.search(query, 96).mode == "graph"
+    lib.background_refit = True
+    release = _blocked(monkeypatch, "HnswGraph", "build")
+    (folder / "notes/n000.md").write_text("# One\n\nriver bridge harbour\n", encoding="utf-8")
+    lib.update()
+    lib.load()
+    assert lib.graph is None and lib.fit_status()["graph"] == "building"
+    found = lib.search(query, 96)
+    assert found.mode == "exact" and found.hits
+    release.set()
+    assert lib.wait_for_refits(WAIT_S)
+    assert lib.fit_status()["graph"] == "ready" and lib.search(query, 96).mode == "graph"
+    generation = lib.fit_status()["generation"]
+    assert lib.store.derived_path("hnsw_pca", generation, ".bin").exists()
+    lib.close()
+
+
+def test_a_fit_saved_stale_is_refitted_by_the_next_watching_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = write_corpus(tmp_path / "folder", files=30)
+    first = Library(folder, HashEmbedder(LIBRARY_DIM), cache_root=tmp_path / "cache")
+    first.update()
+    first.load()
+    first.background_refit = True
+    release = _blocked(monkeypatch, "fit_pca")
+    for i in range(int(library_module.REFIT_FRACTION * 30) + 3):
+        (folder / f"notes/n{i:03d}.md").write_text(f"# C{i}\n\nriver sail {i}\n", "utf-8")
+    first.update()
+    first.load()  # the current fit is saved as this generation's; its refit never finishes
+    first.close()
+    release.set()
+    cold = Library(folder, HashEmbedder(LIBRARY_DIM), cache_root=tmp_path / "cache")
+    cold.load()  # a one-shot command: the saved fit, as it is
+    assert cold.fit_status()["fits"]["pca"]["changed_since"] > 3 and cold.wait_for_refits(0)
+    cold.close()
+    again = Library(folder, HashEmbedder(LIBRARY_DIM), cache_root=tmp_path / "cache")
+    again.background_refit = True
+    again.load()
+    assert again.wait_for_refits(WAIT_S)
+    assert again.fit_status()["fits"]["pca"]["changed_since"] == 0
+    again.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -24,7 +25,8 @@ from mrl_tui.core.cache.store import IndexStore, check_cache_root, default_cache
 from mrl_tui.core.cache.writer_lock import WAITING
 from mrl_tui.core.corpus.chunking import Chunk, ChunkSettings
 from mrl_tui.core.corpus.walk import DEFAULT_MAX_FILE_BYTES
-from mrl_tui.core.embedding.embed import Embedder, EmbedderInfo
+from mrl_tui.core.embedding import facts
+from mrl_tui.core.embedding.embed import Embedder, EmbedderInfo, resolve_model
 from mrl_tui.core.errors import CacheDamaged, CacheError, CacheUnwritable, Cancelled, InputError
 from mrl_tui.core.preflight import check_folder, check_query
 from mrl_tui.core.search import hybrid
@@ -200,6 +202,7 @@ class Library:
         if backend != "torch":  # other vectors, so another index; torch's key is as before
             settings["embed_backend"] = backend
         directory = index_dir_for(cache_root or default_cache_root(), self.root, settings)
+        facts.record(cache_root or default_cache_root(), embedder)  # for `open(lazy=True)`
         started = time.perf_counter()
         self.store, message = IndexStore.open_or_rebuild(directory, settings, embedder.full_dim)
         self.messages: list[str] = [message] if message else []
@@ -226,6 +229,21 @@ class Library:
         self._fit_ids = np.zeros(0, dtype=np.int64)  # the rows a fit being made is for
         self.fit_notes: dict[str, str] = {}
         """Which fit is in use, by name ("pca", "router_pca"): fitted when, how much changed."""
+        self.background_refit = False
+        """Refit a stale transform or router, and build a new generation's HNSW graph, in a
+        thread (see `REFIT_FRACTION`), searching with the current fit (and exactly, while the
+        graph is built) meanwhile: what a watched folder wants (`watch`, `serve`)."""
+        self.on_refit: Callable[[str], None] | None = None
+        """Gets one line when a background refit or graph is in use (else: `messages`)."""
+        self._due: set[str] = set()  # fits to make again in the background
+        self._graph_due = False
+        self._refitting: set[str] = set()
+        self._worker: threading.Thread | None = None
+        self._idle = threading.Event()
+        self._idle.set()
+        self._closed = False
+        self._rows_key: tuple[str, int] | None = None
+        """(db id, generation) of `_ids` read for a keyword search before any `load`."""
         self._state_lock = threading.RLock()
 
     @classmethod
@@ -240,20 +258,35 @@ class Library:
         transform: str = "auto",
         mrl: bool = False,
         embed_backend: str = "torch",
+        lazy: bool = False,
     ) -> Library:
-        """Check the folder first (fast), then load the model (slow)."""
+        """Check the folder first (fast), then load the model (slow).
+
+        `lazy`: when an earlier run recorded this model (`core.embedding.facts`), open the index
+        without it; it loads on the first embedding (a changed file, a dense query). A keyword
+        search of an indexed folder then never imports torch."""
         folder = check_folder(root)
         check_choice(transform)
         check_cache_root(cache_root or default_cache_root())
-        embedder = Embedder(
-            model,
-            device=device,
-            trust_remote_code=trust_remote_code,
-            mrl=mrl,
-            backend=embed_backend,
-            cache_root=cache_root,
-        )
-        return cls(folder, embedder, cache_root=cache_root, transform=transform)
+
+        def load() -> Embedder:
+            return Embedder(
+                model,
+                device=device,
+                trust_remote_code=trust_remote_code,
+                mrl=mrl,
+                backend=embed_backend,
+                cache_root=cache_root,
+            )
+
+        embedder: Any = None
+        if lazy:
+            name, source = resolve_model(model)
+            key = facts.facts_key(name, source, mrl=mrl, backend=embed_backend)
+            data = facts.read(cache_root or default_cache_root(), key)
+            if data is not None:
+                embedder = facts.KnownModel(data, mrl=mrl, key=key, load=load)
+        return cls(folder, embedder or load(), cache_root=cache_root, transform=transform)
 
     @property
     def full_dim(self) -> int:
@@ -392,6 +425,7 @@ class Library:
         self._loaded_generation = generation
         self._loaded_db = self.store.db_id
         self._loads += 1
+        self._start_background()
 
     def _shelf(self) -> artifacts.Shelf:
         """Derived files of the index folder: recorded in its database, a rebuild told in the
@@ -408,6 +442,9 @@ class Library:
         # reads only a verified file: it crashes on an edited one.
         index = self.index
         path = self.store.derived_path(f"hnsw_{self.transform.name}", generation, ".bin")
+        if self.background_refit and self._loads > 0 and not path.exists():
+            self._graph_due = True  # exact searches until it is built (minutes on a CPU)
+            return None
         return self._shelf().get(
             path,
             (index.n, ANCHOR_DIM),
@@ -486,11 +523,19 @@ class Library:
         previous, basis = self._fits.get(name), self._basis(name)
         if previous is not None and basis is not None:
             changed = basis.changed(self._fit_ids)
-            if changed <= REFIT_FRACTION * max(basis.rows, 1):
+            small = changed <= REFIT_FRACTION * max(basis.rows, 1)
+            if small or self.background_refit:
                 self.fit_notes[name] = (
                     f"{name} fitted on {basis.rows:,} chunks (generation {basis.generation}); "
-                    f"{changed:,} changed since, refitted above {REFIT_FRACTION:.0%}"
+                    f"{changed:,} changed since, "
+                    + (
+                        f"refitted above {REFIT_FRACTION:.0%}"
+                        if small
+                        else "refitting in the background"
+                    )
                 )
+                if not small:
+                    self._due.add(name)
                 return previous
         return self._kept_fit(name, generation, fit(), fresh=True)
 
@@ -499,11 +544,14 @@ class Library:
         basis in the database."""
         self._fits[name] = fitted
         ids = self._fit_ids
-        if fresh or self._basis(name) is None:
+        known = None if fresh else self._basis(name)
+        if known is None:
             basis = FitBasis(generation, len(ids), int(ids.max()) if len(ids) else 0)
             if not self.store.read_only:
                 self.store.set_meta(f"fit_{name}", json.dumps(dataclasses.asdict(basis)))
             self.fit_notes[name] = f"{name} fitted on {basis.rows:,} chunks (this generation)"
+        elif self.background_refit and known.changed(ids) > REFIT_FRACTION * max(known.rows, 1):
+            self._due.add(name)  # a kept fit saved as stale (its refit never finished): now
         return fitted
 
     def _basis(self, name: str) -> FitBasis | None:
@@ -512,11 +560,197 @@ class Library:
         except (TypeError, ValueError):
             return None
 
+    # -- background refits (`background_refit`) -------------------------------------------------
+
+    def _start_background(self) -> None:
+        """Under the state lock: a worker for what is due, unless one runs (it looks again)."""
+        if not (self._due or self._graph_due) or self._closed:
+            return
+        if self._worker is not None and self._worker.is_alive():
+            return
+        self._idle.clear()
+        self._worker = threading.Thread(target=self._background, name="refit", daemon=True)
+        self._worker.start()
+
+    def wait_for_refits(self, timeout: float | None = None) -> bool:
+        """Whether every background refit and graph build is done (waits up to `timeout`)."""
+        return self._idle.wait(timeout)
+
+    def _said(self, line: str) -> None:
+        if self.on_refit is not None:
+            self.on_refit(line)
+        else:
+            self._note(line)
+
+    def _background(self) -> None:
+        try:
+            while True:
+                with self._state_lock:
+                    if self._closed or not (self._due or self._graph_due):
+                        return
+                    generation = self._loaded_generation
+                    due, self._due = self._due, set()
+                    graph, self._graph_due = self._graph_due, False
+                    self._refitting = set(due) | ({"hnsw"} if graph else set())
+                try:
+                    self._background_step(generation, due, graph)
+                except Exception as exc:  # the current fit stays in use; the next load tries again
+                    if not self._closed:
+                        self._said(
+                            f"a background refit failed ({type(exc).__name__}: {exc}); "
+                            "the current fit stays in use"
+                        )
+        finally:
+            with self._state_lock:
+                self._refitting = set()
+                self._worker = None
+                self._idle.set()
+
+    def _background_step(self, generation: int, due: set[str], graph: bool) -> None:
+        """Fit again what is due for `generation` outside the state lock, then swap it in under
+        it (dropped if another generation was loaded meanwhile: that load decides again)."""
+        name = self.transform.name
+        if name in due:
+            started = time.perf_counter()
+            moved, ids, vectors = self.store.load_snapshot(self._note)
+            if moved != generation:
+                return
+            if self.transform_kind is ADAPTOR:
+                fitted: Transform | Adaptor = fit_adaptor(vectors, device=self.embedder.device)
+            else:
+                fitted = fit_pca(vectors)
+            index = NestedIndex(fitted.apply(vectors), device=index_device(self.embedder.device))
+            with self._state_lock:
+                if generation != self._loaded_generation or self._closed:
+                    return
+                self._swap_transform(generation, name, ids, fitted, index)
+                graph = self.graph is not None or graph
+                self.graph = None  # built on the old fit's vectors
+            self._said(
+                f"{name} refitted in the background on {len(ids):,} chunks "
+                f"({time.perf_counter() - started:.1f} s); in use now"
+            )
+        router_name = f"router_{name}"
+        if router_name in due:
+            with self._state_lock:
+                if generation != self._loaded_generation or self.index is None:
+                    return
+                index, ids, transform = self.index, self._ids, self.transform
+            router = self._calibrate(index, ids, transform)
+            with self._state_lock:
+                if self.index is not index or self._closed:
+                    return
+                self._fit_ids = ids
+                self._router = self._kept_fit(router_name, generation, router, fresh=True)
+                self._keep(router_name, generation, ".json", (index.n, self.full_dim), router)
+        if graph:
+            with self._state_lock:
+                if generation != self._loaded_generation or self.index is None:
+                    return
+                index = self.index
+            built = HnswGraph.build(index.vectors(), ANCHOR_DIM)
+            with self._state_lock:
+                if self.index is not index or self._closed:
+                    return
+                self.graph = built
+                self._keep(f"hnsw_{name}", generation, ".bin", (index.n, ANCHOR_DIM), built)
+            self._said(f"HNSW graph of {index.n:,} chunks built in the background; in use now")
+
+    def _swap_transform(
+        self,
+        generation: int,
+        name: str,
+        ids: np.ndarray,
+        fitted: Transform | Adaptor,
+        index: NestedIndex,
+    ) -> None:
+        """Under the state lock: `fitted` and its index replace the loaded ones; what was
+        derived from the old fit (graph, router, codes, views) goes, on disk too."""
+        for stale in (f"hnsw_{name}", f"router_{name}"):
+            for suffix in (".bin", ".json"):
+                path = self.store.derived_path(stale, generation, suffix)
+                if os.path.lexists(path) and not self.store.read_only:
+                    artifacts.remove(path)
+        self._fit_ids = ids
+        self._kept_fit(name, generation, fitted, fresh=True)
+        self._keep(f"transform_{name}", generation, ".npz", (self.full_dim,), fitted)
+        router_name = f"router_{name}"
+        if self._fits.pop(router_name, None) is not None:  # calibrated on the old fit's vectors
+            self._due.add(router_name)
+        self.transform, self.index = fitted, index
+        self._ids, self._codes, self._views = ids, {}, {}
+        self._router = None
+        self._loads += 1  # queries embedded before are projected again (`_index_vector`)
+
+    def _keep(
+        self, name: str, generation: int, suffix: str, shape: tuple[int, ...], value: Any
+    ) -> None:
+        """Save a background refit's result as the generation's derived file (what a process
+        that loads this generation then uses too)."""
+        if self.store.read_only:
+            return
+        path = self.store.derived_path(name, generation, suffix)
+        if suffix == ".npz":
+            writer = artifacts.npz_writer(value.to_arrays())
+        elif suffix == ".json":
+            writer = artifacts.text_writer(value.to_json())
+        else:
+            writer = value.write
+        try:
+            artifacts.save(path, self.store, shape, writer)
+        except CacheUnwritable as exc:
+            self._note(f"{exc}; used from memory this time")
+
+    def fit_status(self) -> dict[str, Any]:
+        """Which fits the loaded index uses (`info --json`, status lines): per fitted part, the
+        generation and rows it was fitted on, the rows changed since, and whether it is being
+        fitted again; and the HNSW graph's state."""
+        with self._state_lock:
+            ids = self._ids
+            parts: dict[str, Any] = {}
+            names = [self.transform.name] if self.transform is not IDENTITY else []
+            if self._router is not None:
+                names.append(f"router_{self.transform.name}")
+            for name in names:
+                basis = self._basis(name)
+                parts[name] = {
+                    "fitted_generation": None if basis is None else basis.generation,
+                    "fitted_rows": None if basis is None else basis.rows,
+                    "changed_since": None if basis is None else basis.changed(ids),
+                    "refitting": name in self._due or name in self._refitting,
+                    "note": self.fit_notes.get(name, ""),
+                }
+            big = self.index is not None and self.index.n >= HNSW_MIN_CHUNKS
+            building = self._graph_due or "hnsw" in self._refitting
+            graph = "ready" if self.graph is not None else "building" if building else "none"
+            return {
+                "generation": self._loaded_generation,
+                "transform": self.transform.name,
+                "fits": parts,
+                "graph": graph if big or self.graph is not None else "none",
+                "refit_fraction": REFIT_FRACTION,
+            }
+
     @property
     def chunk_count(self) -> int:
         return 0 if self.index is None else self.index.n
 
     # -- searching -----------------------------------------------------------------------------
+
+    def keyword_query(self, text: str) -> Query:
+        """A query for `retrieve(..., "lexical")` only: parsed, not embedded (no model)."""
+        parsed = check_query(text)
+        empty = np.zeros(0, np.float32)
+        return Query(text, empty, empty, -1, 0.0, parsed.paths, parsed.words)
+
+    def _load_rows(self) -> None:
+        """The committed chunk ids only (for keyword search, before any `load`): no vectors,
+        no transform, no graph."""
+        key = (self.store.db_id, self.store.generation)
+        if key != self._rows_key:
+            generation, self._ids = self.store.load_ids()
+            self._row_paths = None
+            self._rows_key = (key[0], generation)
 
     def query(self, text: str) -> Query:
         """Embed `text` once; its ``path:`` terms, if any, filter every search of it."""
@@ -647,12 +881,14 @@ class Library:
         if k < 1:
             raise InputError("k must be at least 1", settings=("k",))
         self.check_dim(dim)
-        self.load()
+        if retrieval == "lexical" and self.index is None:
+            self._load_rows()  # keywords need the rows, not the vectors (nor the model)
+        else:
+            self.load()
         if retrieval == "dense":
             result = self.search(query, dim, k, mode=mode)
             hits = [dataclasses.replace(h, dense_rank=h.rank) for h in result.hits]
             return dataclasses.replace(result, hits=hits)
-        assert self.index is not None
         started = time.perf_counter()
         depth = max(k, hybrid.CANDIDATES)
         lexical = self._keyword_rows(query, depth)
@@ -662,6 +898,7 @@ class Library:
             scores = [score for _, score in lexical[:k]]
             dense_rows: list[int] = []
         else:
+            assert self.index is not None
             dense = self.search(query, dim, depth, mode=mode)
             dense_rows = self._rows_of([h.id for h in dense.hits])
             vector = self._index_vector(query)
@@ -796,25 +1033,35 @@ class Library:
             writer=lambda router: artifacts.text_writer(router.to_json()),
             what="router",
         )
+        self._start_background()
         return self._router
 
-    def _calibrate(self) -> Router:
-        """The router's ladder is the auto funnel, chosen on ten-word windows of the chunks; its
-        stop rules are judged on short pseudo-queries (`pseudo`): both embedded in one batch."""
-        assert self.index is not None
-        texts = [c.text for c in self._chunks(self._ids)]
+    def _calibrate(
+        self,
+        index: NestedIndex | None = None,
+        ids: np.ndarray | None = None,
+        transform: Transform | Adaptor | None = None,
+    ) -> Router:
+        """Calibrated on the loaded index, or on the one given (a background refit's). The
+        router's ladder is the auto funnel, chosen on ten-word windows of the chunks; its stop
+        rules are judged on short pseudo-queries (`pseudo`): both embedded in one batch."""
+        index = index or self.index
+        assert index is not None
+        ids = self._ids if ids is None else ids
+        transform = transform or self.transform
+        texts = [c.text for c in self._chunks(ids)]
         short, windows = [], []
-        if routable(self.index.n, self.full_dim):
+        if routable(index.n, self.full_dim):
             short, windows = pseudo_queries(texts, SHORT), pseudo_queries(texts, WINDOWS)
-        embedded = self.transform.apply(
+        embedded = transform.apply(
             self.embedder.embed_queries([text for _, text in short + windows])
         )
         vectors, window_vectors = embedded[: len(short)], embedded[len(short) :]
         funnel = None
         if windows:
-            funnel, _ = auto_funnel(self.index, window_vectors, [row for row, _ in windows], 10)
+            funnel, _ = auto_funnel(index, window_vectors, [row for row, _ in windows], 10)
         return Router.calibrate(
-            self.index,
+            index,
             TermStats.from_texts(texts),
             vectors,
             [row for row, _ in short],
@@ -860,7 +1107,10 @@ class Library:
         try:
             return self.store.chunks(chunk_ids.tolist())
         except CacheDamaged:
-            if self.store.generation != self._loaded_generation:
+            loaded = self._loaded_generation
+            if self.index is None and self._rows_key is not None:
+                loaded = self._rows_key[1]
+            if self.store.generation != loaded:
                 raise _IndexMoved from None
             raise
 
@@ -883,4 +1133,5 @@ class Library:
         return self.transform_kind.label_for(self.embedder.spec.native_mrl)
 
     def close(self) -> None:
+        self._closed = True  # a background refit stops at its next step (its errors unsaid)
         self.store.close()

@@ -432,6 +432,10 @@ class IndexStore:
             row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
 
+    def load_ids(self) -> tuple[int, np.ndarray]:
+        """(generation, chunk ids sorted) of one committed state, without the vectors."""
+        return self._ids()
+
     def load_vectors(self) -> tuple[np.ndarray, np.ndarray]:
         """(ids int64 (N,), vectors float32 (N, D)) by id; from the snapshot when it is current."""
         _, ids, vectors = self.load_snapshot()

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from mrl_tui.core.choices import DEVICES
+from mrl_tui.core.embedding.facts import facts_key
 from mrl_tui.core.embedding.models import (
     DEFAULT_MODEL,
     ModelSpec,
@@ -128,6 +129,8 @@ class Embedder:
         self.full_precision = full_precision
         self.backend = backend
         self.name, self._source = resolve_model(model)
+        self.facts_key = facts_key(self.name, self._source, mrl=mrl, backend=backend)
+        """Where `core.embedding.facts` keeps what this model says about itself."""
         self.spec: ModelSpec
         self.spec, self.rule = resolve_spec(self.name, mrl=mrl)
         if self.spec.needs_remote_code and not trust_remote_code:
