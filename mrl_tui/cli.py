@@ -102,6 +102,15 @@ def build_parser() -> argparse.ArgumentParser:
         "mrl-tui does not know; see `info`)",
     )
 
+    # Where vectors live and searches run (`mrl_tui.core.engines`); the cache stays local.
+    engine = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    engine.add_argument(
+        "--backend",
+        metavar="ENGINE",
+        help="qdrant:DIR (Qdrant Edge, embedded) or qdrant://HOST:PORT[/COLLECTION] (a Qdrant "
+        "server): the engine holds the vectors and runs the searches (needs mrl-tui[engine])",
+    )
+
     parser = _Parser(
         prog="mrl-tui",
         description="Search a folder at any Matryoshka prefix dimension; see what each one trades.",
@@ -111,18 +120,24 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     p_open = sub.add_parser(
-        "open", parents=[common, prefixes], help="open the terminal app on a folder (the default)"
+        "open",
+        parents=[common, prefixes, engine],
+        help="open the terminal app on a folder (the default)",
     )
     p_open.add_argument("path", type=Path)
 
     p_index = sub.add_parser(
-        "index", parents=[common, prefixes], help="index a folder (incremental) and print a summary"
+        "index",
+        parents=[common, prefixes, engine],
+        help="index a folder (incremental) and print a summary",
     )
     p_index.add_argument("path", type=Path)
     p_index.add_argument("--json", action="store_true", help="print the summary as JSON")
 
     p_search = sub.add_parser(
-        "search", parents=[common, prefixes], help="search a folder (indexing it first if needed)"
+        "search",
+        parents=[common, prefixes, engine],
+        help="search a folder (indexing it first if needed)",
     )
     p_search.add_argument("path", type=Path)
     p_search.add_argument("query")
@@ -166,14 +181,16 @@ def build_parser() -> argparse.ArgumentParser:
     p_serve.add_argument("paths", type=Path, nargs="*", metavar="PATH", help="folders to load now")
 
     p_info = sub.add_parser(
-        "info", parents=[common, prefixes], help="what is indexed, and what each dimension costs"
+        "info",
+        parents=[common, prefixes, engine],
+        help="what is indexed, and what each dimension costs",
     )
     p_info.add_argument("path", type=Path)
     p_info.add_argument("--json", action="store_true")
 
     p_bench = sub.add_parser(
         "bench",
-        parents=[common, prefixes],
+        parents=[common, prefixes, engine],
         help="nDCG@10, recall@100 and cost per dimension, on a BEIR set or a queries.tsv",
     )
     p_bench.add_argument("path", type=Path, nargs="?", help="a folder holding queries.tsv")
@@ -311,6 +328,7 @@ def _run(args: argparse.Namespace) -> int:
             mrl=args.mrl,
             embed_backend=args.embed_backend,
             exit_process=True,
+            **({"backend": args.backend} if args.backend else {}),
         )
     library = _open_library(args)
     try:
@@ -330,7 +348,7 @@ def _search_served(args: argparse.Namespace) -> int | None:
     """`search` answered by a running `mrl-tui serve` (exit status), or None: search here.
 
     Imports nothing heavy: with a server, the whole command takes milliseconds."""
-    if args.model == TRAINED:
+    if args.model == TRAINED or args.backend:  # the server searches its own local index
         return None
     from mrl_tui import serve_client
     from mrl_tui.core.preflight import check_folder
@@ -379,6 +397,10 @@ def _check_before_loading(args: argparse.Namespace) -> None:
     from mrl_tui.core.preflight import check_folder
 
     folder = check_folder(args.path)
+    if getattr(args, "backend", None):
+        from mrl_tui.core.engines import check_installed
+
+        check_installed(args.backend)
     if args.command in ("open", "index", "search", "watch"):
         preflight.check_has_entries(folder)
     if args.command != "search":
@@ -422,6 +444,12 @@ def _open_library(args: argparse.Namespace) -> Any:
             mrl=getattr(args, "mrl", False),
             embed_backend=args.embed_backend,
         )
+    if getattr(args, "backend", None):
+        try:
+            library.use_engine(args.backend)
+        except BaseException:
+            library.close()
+            raise
     _print_messages(library)
     return library
 
@@ -532,6 +560,7 @@ def _cmd_index(library: Any, args: argparse.Namespace) -> int:
         "skipped": [{"path": s.path, "reason": s.reason} for s in report.skipped],
         "seconds": round(report.seconds, 2),
         "cache_dir": str(library.store.directory),
+        **({"engine": library.engine.info()} if library.engine is not None else {}),
     }
     empty = report.chunks_total == 0
     if empty:
@@ -658,6 +687,8 @@ def search_payload(library: Any, args: Any) -> dict[str, Any]:
             "search": round(result.search_ms, 3),
         },
         **({"route": route.to_dict()} if route else {}),
+        **({"backend": result.backend} if result.backend != "local" else {}),
+        **({"note": result.note} if result.note else {}),
     }
 
 
@@ -762,6 +793,7 @@ def _cmd_info(library: Any, args: argparse.Namespace) -> int:
         "files": info.files,
         "chunks": n,
         "sizes": sizes,
+        **({"engine": library.engine.info()} if library.engine is not None else {}),
     }
     if args.json:
         print(json.dumps(data, indent=2))
@@ -791,7 +823,29 @@ def _cmd_info(library: Any, args: argparse.Namespace) -> int:
             for c in row["by_precision"].values()
         ]
         print(f"{row['dim']:>10}  " + "  ".join(f"{c:>18}" for c in cells))
+    if "engine" in data:
+        _print_engine_info(data["engine"])
     return 0
+
+
+def _print_engine_info(engine: dict[str, Any]) -> None:
+    for key in ("engine", "where", "collection", "points", "state", "generation"):
+        print(f"{key:>10}: {shown(str(engine[key]))}")
+    print("engine tiers (named vectors; bytes per vector: float32 values, plus int8 codes and")
+    print("HNSW links on the anchor tier):")
+    for tier in engine["tiers"]:
+        extras = ", ".join(
+            x
+            for x in ("int8" if tier["quantized"] == "int8" else "", "hnsw" if tier["hnsw"] else "")
+            if x
+        )
+        print(
+            f"{tier['name']:>10}  {_human(tier['bytes']):>10} ({tier['bytes_per_vector']} B)"
+            + (f"  {extras}" if extras else "")
+        )
+    disk = engine.get("disk_bytes")
+    total = _human(engine["vector_bytes"])
+    print(f"{'total':>10}  {total:>10}" + (f"; on disk {_human(disk)}" if disk is not None else ""))
 
 
 def _human(n: int) -> str:

@@ -107,6 +107,11 @@ class SearchResult:
     mode: str  # "exact", "funnel", "rescored" (codes, then exact) or "routed": what ran
     precision: str = "float32"
     retrieval: str = "dense"  # or "lexical", "hybrid" (`retrieve`)
+    note: str = ""
+    """One line on how the answer was made, when the user should know (an engine's dim between
+    its tiers: candidates from the tier below, rescored here)."""
+    backend: str = "local"
+    """What searched: "local" (the in-memory index) or the engine (`--backend`)."""
 
 
 @dataclass
@@ -221,6 +226,25 @@ class Library:
         self.fit_notes: dict[str, str] = {}
         """Which fit is in use, by name ("pca", "router_pca"): fitted when, how much changed."""
         self._state_lock = threading.RLock()
+        self.engine: Any = None
+        """An `engines.binding.EngineBinding` once `use_engine` is called: dense searches go to
+        it, and each load of a new generation syncs it."""
+
+    def use_engine(self, backend: str, collection: str | None = None) -> None:
+        """Search through a vector engine (``qdrant:DIR`` or ``qdrant://HOST:PORT``). Checks the
+        engine now (not installed, unreachable, another model's collection: one line, nothing
+        written); the next load syncs it."""
+        from mrl_tui.core.engines.binding import EngineBinding
+
+        with self._state_lock:
+            self.engine = EngineBinding(self, backend, collection)
+            if self.index is not None:
+                self._sync_engine()
+
+    def _sync_engine(self) -> None:
+        report = self.engine.sync(self)
+        if report is not None and (report.upserted or report.deleted_files):
+            self._note(report.line)
 
     @classmethod
     def open(
@@ -382,6 +406,8 @@ class Library:
         self._loaded_generation = generation
         self._loaded_db = self.store.db_id
         self._loads += 1
+        if self.engine is not None:
+            self._sync_engine()
 
     def _load_graph(
         self, generation: int, on_progress: Callable[[int, int], None] | None
@@ -589,6 +615,13 @@ class Library:
         self.check_dim(dim)
         self.load()
         assert self.index is not None
+        if self.engine is not None:
+            if query.paths is None and transform is None and precision == "float32":
+                return self.engine.search(self, query, self._index_vector(query), dim, k, mode)
+            self._note(
+                f"{self.engine.engine.engine} does not run path filters, another transform "
+                "or codes: this search ran on the local index"
+            )
         if query.paths is not None:  # exact and float32, whatever was asked
             return self._filtered_search(query, dim, k, self.view(transform) if transform else None)
         if transform is not None and self.view(transform)[1] is not self.index:
@@ -863,4 +896,6 @@ class Library:
         return self.transform_kind.label_for(self.embedder.spec.native_mrl)
 
     def close(self) -> None:
+        if self.engine is not None:
+            self.engine.close()
         self.store.close()

@@ -135,6 +135,7 @@ class MrlApp(App[int]):
         auto_router: bool | None = None,
         remember: bool = True,
         watch: bool = True,
+        backend: str | None = None,
     ) -> None:
         """`library`: an already open one (tests, embedding); `autostart=False` leaves the app
         idle (screenshots of a given state); `frozen_timings` hides milliseconds (screenshots);
@@ -151,6 +152,7 @@ class MrlApp(App[int]):
         self.transform = transform
         self.mrl = mrl
         self.embed_backend = embed_backend
+        self.backend = backend  # `--backend`: a vector engine searched instead of the local index
         self.library = library
         self.autostart = autostart
         self.frozen_timings = frozen_timings
@@ -223,6 +225,12 @@ class MrlApp(App[int]):
                     mrl=self.mrl,
                     embed_backend=self.embed_backend,
                 )
+                if self.backend:
+                    try:
+                        library.use_engine(self.backend)
+                    except MrlError:
+                        library.close()
+                        raise
                 self.library = library
             tell(self._describe, library)
             tell(screen.indexing_panel.set_status, "looking for changed files…")
@@ -258,6 +266,8 @@ class MrlApp(App[int]):
     def _describe(self, library: Library) -> None:
         info = library.embedder.info
         self.sub_title = f"{info.model} · {info.device} · {library.transform_name}"
+        if library.engine is not None:
+            self.sub_title += f" · {library.engine.engine.engine}"
         self.search_screen.model_ready(library.full_dim)
 
     def _failed(self, message: str) -> None:
@@ -424,6 +434,7 @@ def run_app(
     mrl: bool = False,
     embed_backend: str = "torch",
     exit_process: bool = False,
+    backend: str | None = None,
 ) -> int:
     """Run the app until the user quits; 1 if the library could not be opened, else 0.
 
@@ -438,6 +449,7 @@ def run_app(
         transform=transform,
         mrl=mrl,
         embed_backend=embed_backend,
+        backend=backend,
     )
     app.run()
     if app.library is not None and not app.executor.busy:  # else the process ends under it
