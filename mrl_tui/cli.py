@@ -871,6 +871,16 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         raise InputError(f"--plot {args.plot}: the plot is written as SVG; name it *.svg")
     if args.compare and args.plot:
         raise InputError("--compare prints a table only (no --plot)")
+    # The folder's own library stays local: the engine gets the eval set (`engines.bench`).
+    backend, args.backend = args.backend, None
+    if backend:
+        from mrl_tui.core.engines import check_installed
+
+        check_installed(backend)
+        if args.compare or args.precision != "float32":
+            raise InputError(
+                "bench --backend measures float32 at --transform: no --compare, no --precision"
+            )
     # Check the inputs before loading any model: a typo should fail in milliseconds.
     if args.beir is not None:
         data = load_beir(args.beir)
@@ -902,6 +912,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             with _phase(BENCH_PHASE):
                 report = bench.run_bench(sets[args.transform], dims, args.k, args.precision)
             _bench_hybrid(report, sets[args.transform], dims, args)
+            _bench_engine(report, sets[args.transform], dims, args, backend)
     else:
         read_folder_queries(check_folder(args.path))
         chosen = args.transform
@@ -931,6 +942,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             with _phase(BENCH_PHASE):
                 report = bench.run_bench(eval_set, dims, args.k, args.precision)
             _bench_hybrid(report, eval_set, dims, args)
+            _bench_engine(report, eval_set, dims, args, backend)
     if args.plot:
         args.plot.write_text(bench.plot_svg(report), encoding="utf-8")
     if args.json:
@@ -940,7 +952,64 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     else:
         _print_bench(report)
         _print_hybrid(report)
+        _print_engine_bench(report)
     return 0
+
+
+def _bench_engine(
+    report: dict[str, Any], eval_set: Any, dims: list[int], args: Any, backend: str | None
+) -> None:
+    """`report["engine"]`: the same queries through the engine (`--backend`), per dim."""
+    if not backend:
+        return
+    from mrl_tui.core.engines.bench import engine_report
+
+    with _phase(f"loading the set into {backend} and searching it there"):
+        report["engine"] = engine_report(eval_set, backend, dims, args.k, report)
+
+
+def _print_engine_bench(report: dict[str, Any]) -> None:
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    engine = report.get("engine")
+    if not engine:
+        return
+    key, k = f"ndcg{report['k']}", report["k"]
+    ingest = engine["ingest_s"]
+    table = Table(
+        title=Text(f"through {engine['engine']} ({engine['points']} points)"),
+        caption=f"exact searches in the engine, nDCG@{k} against the local index; "
+        + ("the collection already held this set" if ingest is None else f"ingest {ingest} s"),
+        box=box.SIMPLE_HEAD,
+    )
+    for name in ("search", f"nDCG@{k}", "local", "diff", "R@100", "ms", "how"):
+        table.add_column(name, justify="left" if name in ("search", "how") else "right")
+    for row in engine["fixed"]:
+        table.add_row(
+            f"{row['dim']}d",
+            f"{row[key]:.4f}",
+            "" if row["local"] is None else f"{row['local']:.4f}",
+            "" if row["diff"] is None else f"{row['diff']:+.4f}",
+            f"{row['recall100']:.4f}",
+            f"{row['search_ms']:.2f}",
+            row["how"],
+        )
+    funnel = engine.get("funnel")
+    if funnel:
+        table.add_section()
+        table.add_row(
+            funnel["label"],
+            f"{funnel[key]:.4f}",
+            f"{funnel['local']:.4f}",
+            f"{funnel['diff']:+.4f}",
+            "",
+            "",
+            "prefetch",
+        )
+    Console().print(table)
 
 
 def _bench_hybrid(report: dict[str, Any], eval_set: Any, dims: list[int], args: Any) -> None:

@@ -65,9 +65,13 @@ def test_rankings_equal_the_local_index_at_every_tier(
             assert got.backend != "local" and not got.note
             assert [h.id for h in got.hits] == [h.id for h in want.hits], (text, dim)
             assert np.allclose([h.score for h in got.hits], [h.score for h in want.hits], atol=1e-5)
-        # A funnel in the engine (nested prefetch) keeping every row is the exact answer too.
-        found, _ = notes.engine.search_vector(queries[0].vector, 96, 10, "funnel")
-        assert found.ids.tolist() == [h.id for h in local[(QUERIES[0], 96)].hits]
+        # A funnel in the engine (nested prefetch) keeping every row is the exact answer.
+        engine, want = notes.engine.engine, [h.id for h in local[(QUERIES[0], 96)].hits]
+        everything = [(32, notes.chunk_count), (64, notes.chunk_count)]
+        found = engine.search(queries[0].vector, 96, 10, everything, exact=True)
+        assert found.ids.tolist() == want
+        found, _, used = notes.engine.search_vector(queries[0].vector, 96, 10, "funnel")
+        assert used == "funnel" and len(found.ids) == 10
         # Between tiers: the tier below's candidates, rescored here, and the result says so.
         between = notes.search(queries[0], 50, 10, mode="exact")
         assert between.mode == "tier-rescored" and "between the engine's tiers 32 and 64" in (
@@ -281,3 +285,37 @@ def test_cli_mismatch_and_missing_package_are_one_line(
     )
     code, _, err = run(["search", str(folder), "x", *cache, "--backend", "qdrant://h:1"], capsys)
     assert code == 1 and err.count("\n") == 1 and "mrl-tui[engine]" in err
+
+
+def test_bench_through_the_engine_gives_the_local_ndcg(notes: Library, tmp_path: Path) -> None:
+    """`bench --backend`'s report (`engines.bench`): per dim, and a prefetch funnel, against the
+    local index on the same eval set (the CLI runs this after `run_bench`)."""
+    from mrl_tui.core.engines.bench import engine_report
+    from mrl_tui.core.evaluation import bench
+
+    es = bench.folder_eval_set(notes)
+    depth = notes.chunk_count
+    local = {
+        "fixed": [
+            {
+                "dim": d,
+                **bench._cells(
+                    bench._evaluate(es, lambda q, d=d: es.index.search(q, d, depth).ids, 10), 10
+                ),
+            }
+            for d in (32, 50, 96)
+        ]
+    }
+    backend = f"qdrant:{tmp_path / 'e'}"
+    report = engine_report(es, backend, [32, 50], 10, local)
+    assert [r["dim"] for r in report["fixed"]] == [32, 50, 96]
+    assert [r["how"] for r in report["fixed"]] == ["exact", "tier-rescored", "exact"]
+    for row in report["fixed"]:
+        if row["how"] == "exact":
+            assert row["diff"] == 0.0, row
+    assert report["funnel"] is not None and abs(report["funnel"]["diff"]) <= 0.002
+    assert report["ingest_s"] is not None and report["points"] == depth
+    again = engine_report(es, backend, [32], 10, local)  # the collection already holds the set
+    assert again["ingest_s"] is None and again["fixed"][0] == report["fixed"][0] | {
+        "search_ms": again["fixed"][0]["search_ms"]
+    }

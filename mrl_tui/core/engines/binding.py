@@ -154,43 +154,11 @@ class EngineBinding:
 
     # -- searching ---------------------------------------------------------------------------
 
-    def plan(self, dim: int, k: int, mode: str) -> tuple[int, list[tuple[int, int]], str]:
-        """(tier queried, prefetch stages, note) for a search at `dim`. A dim between tiers is
-        answered from the tier below (candidates rescored here at `dim`)."""
-        tiers = self.tiers
-        candidates = max(FUNNEL_CANDIDATES, 20 * k)
-        if dim not in tiers:
-            below = [t for t in tiers if t < dim]
-            tier = max(below) if below else min(tiers)
-            above = min(t for t in tiers if t > dim)
-            where = f"between the engine's tiers {tier} and {above}" if below else "below its tiers"
-            note = (
-                f"dim {dim} is {where}: the {candidates} best at {tier} were rescored at {dim} "
-                "here from their vectors"
-            )
-            return tier, [], note
-        anchor = anchor_tier(tiers)
-        funnel = mode == "funnel" or (mode == "auto" and self.points >= HNSW_MIN_CHUNKS)
-        if funnel and dim > anchor:
-            return dim, [(anchor, candidates)], ""
-        return dim, [], ""
-
     def search_vector(
         self, vector: np.ndarray, dim: int, k: int, mode: str
-    ) -> tuple[EngineHits, str]:
-        """Top-k chunk ids at `dim` for a transformed full query vector, and a note."""
-        tier, stages, note = self.plan(dim, k, mode)
-        exact = mode == "exact"
-        if tier == dim:
-            return self.engine.search(vector, dim, k, stages, exact=exact), note
-        candidates = max(FUNNEL_CANDIDATES, 20 * k)
-        found = self.engine.search(vector, tier, candidates, exact=exact, with_vectors=True)
-        if len(found.ids) == 0:
-            return found, note
-        assert found.vectors is not None
-        scores = prefix(found.vectors, dim) @ prefix(vector, dim)
-        order = np.lexsort((found.ids, -scores))[:k]
-        return EngineHits(found.ids[order], scores[order].astype(np.float32)), note
+    ) -> tuple[EngineHits, str, str]:
+        """Top-k chunk ids at `dim` for a transformed full query vector, a note, and what ran."""
+        return tiered_search(self.engine, self.tiers, self.points, vector, dim, k, mode)
 
     def search(
         self, library: Library, query: Query, vector: np.ndarray, dim: int, k: int, mode: str
@@ -198,11 +166,10 @@ class EngineBinding:
         from mrl_tui.core.library import Hit, SearchResult
 
         started = time.perf_counter()
-        found, note = self.search_vector(vector, dim, k, mode)
+        found, note, used = self.search_vector(vector, dim, k, mode)
         elapsed = (time.perf_counter() - started) * 1000
         if note:
             library._note(note)
-        tier, stages, _ = self.plan(dim, k, mode)
         chunks = library.store.chunks(found.ids.tolist())
         hits = [
             Hit(rank, int(cid), float(score), chunk)
@@ -210,7 +177,6 @@ class EngineBinding:
                 zip(found.ids.tolist(), found.scores.tolist(), chunks, strict=True), start=1
             )
         ]
-        used = "funnel" if stages else ("exact" if tier == dim else "tier-rescored")
         return SearchResult(query, dim, hits, elapsed, used, note=note, backend=self.engine.engine)
 
     def info(self) -> dict[str, Any]:
@@ -220,3 +186,57 @@ class EngineBinding:
 
     def close(self) -> None:
         self.engine.close()
+
+
+def plan(
+    tiers: tuple[int, ...], points: int, dim: int, k: int, mode: str
+) -> tuple[int, list[tuple[int, int]], str]:
+    """(tier queried, prefetch stages, note) for a search at `dim`. A dim between tiers is
+    answered from the tier below (its candidates rescored here at `dim`). ``auto`` runs a funnel
+    (the anchor tier's HNSW, then the asked tier) where the local index would: from
+    `HNSW_MIN_CHUNKS` points, above the anchor dim."""
+    candidates = max(FUNNEL_CANDIDATES, 20 * k)
+    if dim not in tiers:
+        below = [t for t in tiers if t < dim]
+        tier = max(below) if below else min(tiers)
+        above = min(t for t in tiers if t > dim)
+        where = f"between the engine's tiers {tier} and {above}" if below else "below its tiers"
+        note = (
+            f"dim {dim} is {where}: the {candidates} best at {tier} were rescored at {dim} "
+            "here from their vectors"
+        )
+        return tier, [], note
+    anchor = anchor_tier(tiers)
+    funnel = mode == "funnel" or (mode == "auto" and points >= HNSW_MIN_CHUNKS)
+    if funnel and dim > anchor:
+        return dim, [(anchor, candidates)], ""
+    return dim, [], ""
+
+
+def tiered_search(
+    engine: Any,
+    tiers: tuple[int, ...],
+    points: int,
+    vector: np.ndarray,
+    dim: int,
+    k: int,
+    mode: str,
+) -> tuple[EngineHits, str, str]:
+    """An engine search at any `dim` (`plan`): (hits, note, "exact" | "funnel" |
+    "tier-rescored")."""
+    tier, stages, note = plan(tiers, points, dim, k, mode)
+    exact = mode == "exact"
+    if tier == dim:
+        return (
+            engine.search(vector, dim, k, stages, exact=exact),
+            note,
+            ("funnel" if stages else "exact"),
+        )
+    candidates = max(FUNNEL_CANDIDATES, 20 * k)
+    found = engine.search(vector, tier, candidates, exact=exact, with_vectors=True)
+    if len(found.ids) == 0:
+        return found, note, "tier-rescored"
+    assert found.vectors is not None
+    scores = prefix(found.vectors, dim) @ prefix(vector, dim)
+    order = np.lexsort((found.ids, -scores))[:k]
+    return EngineHits(found.ids[order], scores[order].astype(np.float32)), note, "tier-rescored"
