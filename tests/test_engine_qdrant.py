@@ -204,6 +204,14 @@ def test_bad_backends_are_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     with pytest.raises(EngineError, match="unreachable"):
         monkeypatch.setenv("MRL_TUI_ENGINE_TIMEOUT_S", "1")
         open_engine("qdrant://127.0.0.1:9", "c")  # nothing listens on port 9 (discard)
+    from mrl_tui.core.engines.qdrant import ServerEngine
+
+    class OldServer:  # what qdrant-client's `info()` says of a server before the query API
+        def info(self) -> object:
+            return type("VersionInfo", (), {"version": "1.9.2"})()
+
+    with pytest.raises(EngineError, match=r"version 1\.9\.2; mrl-tui needs 1\.10\.0"):
+        ServerEngine(OldServer(), "old:6333", "c")
     import importlib.util
 
     real = importlib.util.find_spec

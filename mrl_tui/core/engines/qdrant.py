@@ -336,7 +336,15 @@ class ServerEngine(_Collection):
         self.m = models
         self.local = where == ":memory:"
         self._exists: bool | None = None
-        self._call(lambda: self.client.get_collections())  # unreachable: one line, now
+        if self.local:
+            return
+        # Unreachable, or a server without the query API (nested prefetch): one line, now.
+        version = str(self._call(lambda: self.client.info()).version)
+        if _older(version, MIN_SERVER):
+            raise EngineError(
+                f"qdrant at {where} is version {version}; mrl-tui needs {MIN_SERVER} or later "
+                "(query_points with nested prefetch)"
+            )
 
     def _call(self, do: Any) -> Any:
         """A client call; a connection failure is one line."""
@@ -348,8 +356,6 @@ class ServerEngine(_Collection):
         except EngineError:
             raise
         except Exception as exc:
-            if type(exc).__name__ in ("UnexpectedResponse",) and self.local:
-                raise
             name = type(exc).__module__.split(".")[0]
             if name in ("qdrant_client", "httpx", "httpcore", "grpc") or isinstance(
                 exc, (ConnectionError, TimeoutError, OSError)
@@ -508,6 +514,17 @@ class ServerEngine(_Collection):
         if not self.local:
             with contextlib.suppress(Exception):
                 self.client.close()
+
+
+MIN_SERVER = "1.10.0"
+"""The first Qdrant server with the universal query API (`query_points`, `prefetch`)."""
+
+
+def _older(version: str, than: str) -> bool:
+    def parts(text: str) -> tuple[int, ...]:
+        return tuple(int(p) if p.isdigit() else 0 for p in text.split("-")[0].split(".")[:3])
+
+    return parts(version) < parts(than)
 
 
 def open_server(address: str, collection: str) -> ServerEngine:
