@@ -327,3 +327,19 @@ def test_bench_through_the_engine_gives_the_local_ndcg(notes: Library, tmp_path:
     assert again["ingest_s"] is None and again["fixed"][0] == report["fixed"][0] | {
         "search_ms": again["fixed"][0]["search_ms"]
     }
+
+
+def test_a_routed_search_is_answered_by_the_engine_at_the_routed_dim(
+    notes: Library, tmp_path: Path
+) -> None:
+    query = notes.query(QUERIES[0])
+    local, route = notes.search_routed(query, 5)
+    notes.use_engine(backends(tmp_path)[1])
+    try:
+        result, again = notes.search_routed(query, 5)
+        assert again.dim == route.dim == result.dim and result.backend == "qdrant"
+        exact = notes.row_chunk_ids[notes.index.search(query.vector, route.dim, 5).ids].tolist()
+        assert [h.id for h in result.hits] == exact
+    finally:
+        notes.engine.close()
+        notes.engine = None

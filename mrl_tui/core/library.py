@@ -782,6 +782,8 @@ class Library:
         elapsed = (time.perf_counter() - started) * 1000
         if query.paths is not None:  # routed on the whole index, then ranked among the matches
             return self._filtered_search(query, route.dim, k), route
+        if self.engine is not None:  # the dim is picked here; the engine answers at it
+            return self.search(query, route.dim, k), route
         return SearchResult(query, route.dim, self._hits(found), elapsed, "routed"), route
 
     @_locked
