@@ -105,7 +105,7 @@ class EnginePoint:
 class EngineHits:
     ids: np.ndarray  # int64, best first
     scores: np.ndarray  # float32
-    vectors: np.ndarray | None = None  # (len, full_dim) full-tier vectors, when asked for
+    vectors: np.ndarray | None = None  # (len, tier) one tier's stored vectors, when asked for
 
 
 @dataclass
@@ -217,10 +217,11 @@ class VectorEngine(Protocol):
         stages: Sequence[tuple[int, int]] | None = None,
         *,
         exact: bool = False,
-        with_vectors: bool = False,
+        with_vectors: int | None = None,
     ) -> EngineHits:
         """Top-k at tier `dim` for the transformed full `vector`. `stages`: (tier dim, kept)
-        prefetch stages, coarse first, run inside the engine before the final tier."""
+        prefetch stages, coarse first, run inside the engine before the final tier.
+        `with_vectors`: a tier whose stored vectors come back with the hits."""
         ...
 
     def optimize(self) -> None: ...

@@ -203,7 +203,7 @@ def plan(
         where = f"between the engine's tiers {tier} and {above}" if below else "below its tiers"
         note = (
             f"dim {dim} is {where}: the {candidates} best at {tier} were rescored at {dim} "
-            "here from their vectors"
+            f"here from their {above}-dim vectors"
         )
         return tier, [], note
     anchor = anchor_tier(tiers)
@@ -233,7 +233,9 @@ def tiered_search(
             ("funnel" if stages else "exact"),
         )
     candidates = max(FUNNEL_CANDIDATES, 20 * k)
-    found = engine.search(vector, tier, candidates, exact=exact, with_vectors=True)
+    # The candidates' vectors of the smallest tier that covers `dim`: fewer floats back.
+    cover = min(t for t in tiers if t >= dim)
+    found = engine.search(vector, tier, candidates, exact=exact, with_vectors=cover)
     if len(found.ids) == 0:
         return found, note, "tier-rescored"
     assert found.vectors is not None

@@ -245,7 +245,7 @@ class EdgeEngine(_Collection):
         stages: Sequence[tuple[int, int]] | None = None,
         *,
         exact: bool = False,
-        with_vectors: bool = False,
+        with_vectors: int | None = None,
     ) -> EngineHits:
         qe, tiers = self.qe, self.tiers()
         check_stages(tiers, dim, stages)
@@ -262,7 +262,7 @@ class EdgeEngine(_Collection):
                 prefetches=[inner] if inner is not None else None,
                 params=params,
             )
-        full = tier_name(max(tiers)) if with_vectors else None
+        full = tier_name(with_vectors) if with_vectors else None
         request = qe.QueryRequest(
             limit=k,
             query=qe.Query.Nearest(prefix(vector, dim), using=tier_name(dim)),
@@ -460,7 +460,7 @@ class ServerEngine(_Collection):
         stages: Sequence[tuple[int, int]] | None = None,
         *,
         exact: bool = False,
-        with_vectors: bool = False,
+        with_vectors: int | None = None,
     ) -> EngineHits:
         m, tiers = self.m, self.tiers()
         check_stages(tiers, dim, stages)
@@ -478,7 +478,7 @@ class ServerEngine(_Collection):
                 prefetch=[inner] if inner is not None else None,
                 params=params,
             )
-        full = tier_name(max(tiers)) if with_vectors else None
+        full = tier_name(with_vectors) if with_vectors else None
         found = self._call(
             lambda: self.client.query_points(
                 self.collection,
