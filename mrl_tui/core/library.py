@@ -237,6 +237,9 @@ class Library:
         from mrl_tui.core.engines.binding import EngineBinding
 
         with self._state_lock:
+            if self.engine is not None:
+                self.engine.close()
+                self.engine = None
             self.engine = EngineBinding(self, backend, collection)
             if self.index is not None:
                 self._sync_engine()
@@ -616,7 +619,8 @@ class Library:
         self.load()
         assert self.index is not None
         if self.engine is not None:
-            if query.paths is None and transform is None and precision == "float32":
+            other = transform is not None and self.view(transform)[1] is not self.index
+            if query.paths is None and not other and precision == "float32":
                 return self.engine.search(self, query, self._index_vector(query), dim, k, mode)
             self._note(
                 f"{self.engine.engine.engine} does not run path filters, another transform "
