@@ -333,7 +333,7 @@ def test_a_routed_search_is_answered_by_the_engine_at_the_routed_dim(
     notes: Library, tmp_path: Path
 ) -> None:
     query = notes.query(QUERIES[0])
-    local, route = notes.search_routed(query, 5)
+    _, route = notes.search_routed(query, 5)
     notes.use_engine(backends(tmp_path)[1])
     try:
         result, again = notes.search_routed(query, 5)
@@ -343,3 +343,21 @@ def test_a_routed_search_is_answered_by_the_engine_at_the_routed_dim(
     finally:
         notes.engine.close()
         notes.engine = None
+
+
+async def test_the_app_opens_a_folder_on_the_engine(tmp_path: Path, fake_model: None) -> None:
+    from ui_helpers import wait_for, write_corpus
+
+    from mrl_tui.ui.app import MrlApp
+
+    folder = write_corpus(tmp_path / "notes")
+    backend = f"qdrant:{tmp_path / 'engine'}"
+    app = MrlApp(
+        folder, device="cpu", cache_root=tmp_path / "cache", backend=backend, remember=False
+    )
+    app.watch = False
+    async with app.run_test() as pilot:
+        await wait_for(pilot, lambda: app.report is not None or app.failed)
+        assert not app.failed and app.library is not None
+        assert "· qdrant-edge ·" in app.sub_title
+        assert app.library.engine.info()["points"] == app.library.chunk_count > 0
