@@ -37,6 +37,7 @@ FLAGS = {
     "trust remote code": "--trust-remote-code",
     "retrieval": "--retrieval",
     "beir": "--beir",
+    "backend": "--backend",
 }
 """The core names settings in words (`core.errors`); the CLI says its flags instead."""
 TRAINED = "trained"
@@ -126,6 +127,15 @@ def build_parser() -> argparse.ArgumentParser:
         "mrl-tui does not know; see `info`)",
     )
 
+    # Where vectors live and searches run (`mrl_tui.core.engines`); the cache stays local.
+    engine = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    engine.add_argument(
+        "--backend",
+        metavar="ENGINE",
+        help="qdrant:DIR (Qdrant Edge, embedded) or qdrant://HOST:PORT[/COLLECTION] (a Qdrant "
+        "server): the engine holds the vectors and runs the searches (needs mrl-tui[engine])",
+    )
+
     parser = _Parser(
         prog="mrl-tui",
         description="Search a folder at any Matryoshka prefix dimension; see what each one trades.",
@@ -135,18 +145,24 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     p_open = sub.add_parser(
-        "open", parents=[common, prefixes], help="open the terminal app on a folder (the default)"
+        "open",
+        parents=[common, prefixes, engine],
+        help="open the terminal app on a folder (the default)",
     )
     p_open.add_argument("path", type=Path)
 
     p_index = sub.add_parser(
-        "index", parents=[common, prefixes], help="index a folder (incremental) and print a summary"
+        "index",
+        parents=[common, prefixes, engine],
+        help="index a folder (incremental) and print a summary",
     )
     p_index.add_argument("path", type=Path)
     p_index.add_argument("--json", action="store_true", help="print the summary as JSON")
 
     p_search = sub.add_parser(
-        "search", parents=[common, prefixes], help="search a folder (indexing it first if needed)"
+        "search",
+        parents=[common, prefixes, engine],
+        help="search a folder (indexing it first if needed)",
     )
     p_search.add_argument("path", type=Path)
     p_search.add_argument("query")
@@ -205,14 +221,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p_info = sub.add_parser(
-        "info", parents=[common, prefixes], help="what is indexed, and what each dimension costs"
+        "info",
+        parents=[common, prefixes, engine],
+        help="what is indexed, and what each dimension costs",
     )
     p_info.add_argument("path", type=Path)
     p_info.add_argument("--json", action="store_true")
 
     p_bench = sub.add_parser(
         "bench",
-        parents=[common, prefixes],
+        parents=[common, prefixes, engine],
         help="nDCG@10, recall@100 and cost per dimension, on a BEIR set or a queries.tsv",
     )
     p_bench.add_argument("path", type=Path, nargs="?", help="a folder holding queries.tsv")
@@ -350,6 +368,7 @@ def _run(args: argparse.Namespace) -> int:
             mrl=args.mrl,
             embed_backend=args.embed_backend,
             exit_process=True,
+            **({"backend": args.backend} if args.backend else {}),
         )
     library = _open_library(args, lazy=args.command == "search" and keyword_only(args))
     try:
@@ -370,7 +389,7 @@ def _search_served(args: argparse.Namespace) -> int | None:
     (`--no-server`, no server, or one that cannot answer this: it says why in one line).
 
     Imports nothing heavy: with a server, the whole command takes milliseconds."""
-    if args.no_server:
+    if args.no_server or args.backend:  # the server searches its own local index
         return None
     from mrl_tui import serve_client
     from mrl_tui.core.preflight import check_folder
@@ -423,6 +442,10 @@ def _check_before_loading(args: argparse.Namespace) -> None:
     from mrl_tui.core.preflight import check_folder
 
     folder = check_folder(args.path)
+    if getattr(args, "backend", None):
+        from mrl_tui.core.engines import check_installed
+
+        check_installed(args.backend)
     if args.command in ("open", "index", "search", "watch"):
         preflight.check_has_entries(folder)
     if args.command != "search":
@@ -466,6 +489,12 @@ def _open_library(args: argparse.Namespace, lazy: bool = False) -> Library:
             embed_backend=args.embed_backend,
             lazy=lazy,
         )
+    if getattr(args, "backend", None):
+        try:
+            library.use_engine(args.backend)
+        except BaseException:
+            library.close()
+            raise
     _print_messages(library)
     return library
 
@@ -581,6 +610,7 @@ def _cmd_index(library: Library, args: argparse.Namespace) -> int:
         "skipped": [{"path": s.path, "reason": s.reason} for s in report.skipped],
         "seconds": round(report.seconds, 2),
         "cache_dir": str(library.store.directory),
+        **({"engine": library.engine.info()} if library.engine is not None else {}),
     }
     empty = report.chunks_total == 0
     if empty:
@@ -716,6 +746,8 @@ def search_payload(library: Library, args: Any) -> dict[str, Any]:
             "search": round(result.search_ms, 3),
         },
         **({"route": route.to_dict()} if route else {}),
+        **({"backend": result.backend} if result.backend != "local" else {}),
+        **({"note": result.note} if result.note else {}),
     }
 
 
@@ -834,6 +866,7 @@ def _cmd_info(library: Library, args: argparse.Namespace) -> int:
         "chunks": n,
         "fit": library.fit_status(),
         "sizes": sizes,
+        **({"engine": library.engine.info()} if library.engine is not None else {}),
     }
     if args.json:
         print(json.dumps(data, indent=2))
@@ -865,7 +898,29 @@ def _cmd_info(library: Library, args: argparse.Namespace) -> int:
             for c in row["by_precision"].values()
         ]
         print(f"{row['dim']:>10}  " + "  ".join(f"{c:>18}" for c in cells))
+    if "engine" in data:
+        _print_engine_info(data["engine"])
     return 0
+
+
+def _print_engine_info(engine: dict[str, Any]) -> None:
+    for key in ("engine", "where", "collection", "points", "state", "generation"):
+        print(f"{key:>10}: {shown(str(engine[key]))}")
+    print("engine tiers (named vectors; bytes per vector: float32 values, plus int8 codes and")
+    print("HNSW links on the anchor tier):")
+    for tier in engine["tiers"]:
+        extras = ", ".join(
+            x
+            for x in ("int8" if tier["quantized"] == "int8" else "", "hnsw" if tier["hnsw"] else "")
+            if x
+        )
+        print(
+            f"{tier['name']:>10}  {_human(tier['bytes']):>10} ({tier['bytes_per_vector']} B)"
+            + (f"  {extras}" if extras else "")
+        )
+    disk = engine.get("disk_bytes")
+    total = _human(engine["vector_bytes"])
+    print(f"{'total':>10}  {total:>10}" + (f"; on disk {_human(disk)}" if disk is not None else ""))
 
 
 def _human(n: int) -> str:
@@ -892,6 +947,14 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         raise InputError(f"--plot {args.plot}: the plot is written as SVG; name it *.svg")
     if args.compare and args.plot:
         raise InputError("--compare prints a table only (no --plot)")
+    if args.backend:
+        from mrl_tui.core.engines import check_installed
+
+        check_installed(args.backend)
+        if args.compare or args.precision != "float32":
+            raise InputError(
+                "bench --backend measures float32 at --transform: no --compare, no --precision"
+            )
     request = bench.BenchRequest(
         beir=args.beir,
         folder=args.path,
@@ -907,6 +970,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         mrl=args.mrl,
         embed_backend=args.embed_backend,
         cache_root=args.cache_dir,
+        backend=args.backend,
     )
     report = bench.run(request, _bench_hooks(args))
     if args.plot and not isinstance(report, CompareReport):
@@ -918,7 +982,52 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     else:
         _print_bench(report)
         _print_hybrid(report)
+        _print_engine_bench(report)
     return 0
+
+
+def _print_engine_bench(report: BenchReport) -> None:
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    engine = report.engine
+    if not engine:
+        return
+    key, k = f"ndcg{report.k}", report.k
+    ingest = engine["ingest_s"]
+    table = Table(
+        title=Text(f"through {engine['engine']} ({engine['points']} points)"),
+        caption=f"exact searches in the engine, nDCG@{k} against the local index; "
+        + ("the collection already held this set" if ingest is None else f"ingest {ingest} s"),
+        box=box.SIMPLE_HEAD,
+    )
+    for name in ("search", f"nDCG@{k}", "local", "diff", "R@100", "ms", "how"):
+        table.add_column(name, justify="left" if name in ("search", "how") else "right")
+    for row in engine["fixed"]:
+        table.add_row(
+            f"{row['dim']}d",
+            f"{row[key]:.4f}",
+            "" if row["local"] is None else f"{row['local']:.4f}",
+            "" if row["diff"] is None else f"{row['diff']:+.4f}",
+            f"{row['recall100']:.4f}",
+            f"{row['search_ms']:.2f}",
+            row["how"],
+        )
+    funnel = engine.get("funnel")
+    if funnel:
+        table.add_section()
+        table.add_row(
+            funnel["label"],
+            f"{funnel[key]:.4f}",
+            f"{funnel['local']:.4f}",
+            f"{funnel['diff']:+.4f}",
+            "",
+            "",
+            "prefetch",
+        )
+    Console().print(table)
 
 
 def _bench_hooks(args: argparse.Namespace) -> BenchHooks:
@@ -929,7 +1038,9 @@ def _bench_hooks(args: argparse.Namespace) -> BenchHooks:
 
     @contextlib.contextmanager
     def library(transform: str) -> Iterator[Library]:
-        opened = _open_library(argparse.Namespace(**{**vars(args), "transform": transform}))
+        # The folder's own library stays local: an engine gets the eval set (`engines.bench`).
+        local = {**vars(args), "transform": transform, "backend": None}
+        opened = _open_library(argparse.Namespace(**local))
         try:
             yield opened
         finally:

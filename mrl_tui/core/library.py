@@ -115,6 +115,11 @@ class SearchResult:
     mode: str  # "exact", "graph" (HNSW, then exact), "rescored" (codes, then exact), "routed"
     precision: str = "float32"
     retrieval: str = "dense"  # or "lexical", "hybrid" (`retrieve`)
+    note: str = ""
+    """One line on how the answer was made, when the user should know (an engine's dim between
+    its tiers: candidates from the tier below, rescored here)."""
+    backend: str = "local"
+    """What searched: "local" (the in-memory index) or the engine (`--backend`)."""
 
 
 @dataclass
@@ -245,6 +250,28 @@ class Library:
         self._rows_key: tuple[str, int] | None = None
         """(db id, generation) of `_ids` read for a keyword search before any `load`."""
         self._state_lock = threading.RLock()
+        self.engine: Any = None
+        """An `engines.binding.EngineBinding` once `use_engine` is called: dense searches go to
+        it, and each load of a new generation syncs it."""
+
+    def use_engine(self, backend: str, collection: str | None = None) -> None:
+        """Search through a vector engine (``qdrant:DIR`` or ``qdrant://HOST:PORT``). Checks the
+        engine now (not installed, unreachable, another model's collection: one line, nothing
+        written); the next load syncs it."""
+        from mrl_tui.core.engines.binding import EngineBinding
+
+        with self._state_lock:
+            if self.engine is not None:
+                self.engine.close()
+                self.engine = None
+            self.engine = EngineBinding(self, backend, collection)
+            if self.index is not None:
+                self._sync_engine()
+
+    def _sync_engine(self) -> None:
+        report = self.engine.sync(self)
+        if report is not None and (report.upserted or report.deleted_files):
+            self._note(report.line)
 
     @classmethod
     def open(
@@ -425,6 +452,8 @@ class Library:
         self._loaded_generation = generation
         self._loaded_db = self.store.db_id
         self._loads += 1
+        if self.engine is not None:
+            self._sync_engine()
         self._start_background()
 
     def _shelf(self) -> artifacts.Shelf:
@@ -836,6 +865,14 @@ class Library:
         self.check_dim(dim)
         self.load()
         assert self.index is not None
+        if self.engine is not None:
+            other = transform is not None and self.view(transform)[1] is not self.index
+            if query.paths is None and not other and precision == "float32":
+                return self.engine.search(self, query, self._index_vector(query), dim, k, mode)
+            self._note(
+                f"{self.engine.engine.engine} does not run path filters, another transform "
+                "or codes: this search ran on the local index"
+            )
         if query.paths is not None:  # exact and float32, whatever was asked
             return self._filtered_search(query, dim, k, self.view(transform) if transform else None)
         if transform is not None and self.view(transform)[1] is not self.index:
@@ -999,6 +1036,8 @@ class Library:
         elapsed = (time.perf_counter() - started) * 1000
         if query.paths is not None:  # routed on the whole index, then ranked among the matches
             return self._filtered_search(query, route.dim, k), route
+        if self.engine is not None:  # the dim is picked here; the engine answers at it
+            return self.search(query, route.dim, k), route
         return SearchResult(query, route.dim, self._hits(found), elapsed, "routed"), route
 
     @_locked
@@ -1134,4 +1173,6 @@ class Library:
 
     def close(self) -> None:
         self._closed = True  # a background refit stops at its next step (its errors unsaid)
+        if self.engine is not None:
+            self.engine.close()
         self.store.close()

@@ -137,6 +137,7 @@ class MrlApp(App[int]):
         auto_router: bool | None = None,
         remember: bool = True,
         watch: bool = True,
+        backend: str | None = None,
     ) -> None:
         """`library`: an already open one (tests, embedding); `autostart=False` leaves the app
         idle (screenshots of a given state); `frozen_timings` hides milliseconds (screenshots);
@@ -153,6 +154,7 @@ class MrlApp(App[int]):
         self.transform = transform
         self.mrl = mrl
         self.embed_backend = embed_backend
+        self.backend = backend  # `--backend`: a vector engine searched instead of the local index
         self.library = library
         self.autostart = autostart
         self.frozen_timings = frozen_timings
@@ -260,6 +262,12 @@ class MrlApp(App[int]):
                     mrl=self.mrl,
                     embed_backend=self.embed_backend,
                 )
+                if self.backend:
+                    try:
+                        library.use_engine(self.backend)
+                    except MrlError:
+                        library.close()
+                        raise
                 self.library = library
             self._post(self.ModelLoaded(library))
             self._post(self.Status("looking for changed files…"))
@@ -308,6 +316,8 @@ class MrlApp(App[int]):
     def _describe(self, library: Library) -> None:
         info = library.embedder.info
         self.sub_title = f"{info.model} · {info.device} · {library.transform_name}"
+        if library.engine is not None:
+            self.sub_title += f" · {library.engine.engine.engine}"
         self.search_screen.model_ready(library.full_dim)
 
     def _failed(self, message: str) -> None:
@@ -481,6 +491,7 @@ def run_app(
     mrl: bool = False,
     embed_backend: str = "torch",
     exit_process: bool = False,
+    backend: str | None = None,
 ) -> int:
     """Run the app until the user quits; 1 if the library could not be opened, else 0.
 
@@ -495,6 +506,7 @@ def run_app(
         transform=transform,
         mrl=mrl,
         embed_backend=embed_backend,
+        backend=backend,
     )
     app.run()
     if app.library is not None and not app.executor.busy:  # else the process ends under it

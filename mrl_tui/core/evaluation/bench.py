@@ -86,6 +86,8 @@ class BenchRequest:
     mrl: bool = False
     embed_backend: str = "torch"
     cache_root: Path | None = None
+    backend: str | None = None
+    """An engine (`--backend`): the same queries searched through it too (``report.engine``)."""
     trained: bool = True
     """`compare` on a BEIR set: a `TRAINED_COLUMN` when `mrl-tui train` made a model of this
     base for the set."""
@@ -236,14 +238,20 @@ def _bench(es: EvalSet, dims: list[int], request: BenchRequest, hooks: BenchHook
 
     with hooks.phase(BENCH_PHASE):
         report = run_bench(es, dims, request.k, request.precision)
-    if request.retrieval == "dense":
-        return report
-    from mrl_tui.core.evaluation.bench_hybrid import hybrid_report
+    if request.retrieval != "dense":
+        from mrl_tui.core.evaluation.bench_hybrid import hybrid_report
 
-    with hooks.phase(HYBRID_PHASE):
-        fused = request.retrieval == "hybrid"
-        hybrid = hybrid_report(es, dims, request.k, with_fusion=fused)
-    return replace(report, hybrid=hybrid, with_hybrid=True)
+        with hooks.phase(HYBRID_PHASE):
+            fused = request.retrieval == "hybrid"
+            hybrid = hybrid_report(es, dims, request.k, with_fusion=fused)
+        report = replace(report, hybrid=hybrid, with_hybrid=True)
+    if request.backend:
+        from mrl_tui.core.engines.bench import engine_report
+
+        with hooks.phase(f"loading the set into {request.backend} and searching it there"):
+            engine = engine_report(es, request.backend, dims, request.k, report.to_dict())
+        report = replace(report, engine=engine)
+    return report
 
 
 def _compare(

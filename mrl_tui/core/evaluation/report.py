@@ -208,6 +208,8 @@ class BenchReport:
     with_hybrid: bool = False
     """Keyword search was asked for (``--retrieval`` lexical or hybrid): the JSON then has a
     ``hybrid`` key, null where it could not be measured."""
+    engine: dict[str, Any] | None = None
+    """The same queries through an engine (``--backend``, `core.engines.bench`)."""
 
     def to_dict(self) -> dict[str, Any]:
         k = self.k
@@ -228,6 +230,8 @@ class BenchReport:
         }
         if self.with_hybrid:
             out["hybrid"] = None if self.hybrid is None else self.hybrid.to_dict(k)
+        if self.engine is not None:
+            out["engine"] = self.engine
         return out
 
 

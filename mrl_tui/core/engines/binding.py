@@ -1,0 +1,244 @@
+"""A `Library` bound to a vector engine (``--backend``): the engine follows the cache, and
+searches go to it.
+
+The local SQLite cache stays the source of file fingerprints and chunk text; the engine holds
+the transformed vectors (one named vector per tier) and a payload per chunk. After each load of a
+new generation `sync` brings the engine level with it, file by file: a file whose chunk ids
+differ between the two is deleted from the engine and upserted again. The marker point records
+the generation held and whether a sync finished; a killed sync leaves "syncing", and the next one
+finds the files still out of step by the same comparison, so it converges.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from mrl_tui.core.engines import open_engine
+from mrl_tui.core.engines.base import (
+    CollectionSpec,
+    EngineHits,
+    EnginePoint,
+    anchor_tier,
+    collection_name,
+    prefix,
+    tiers_for,
+)
+from mrl_tui.core.search.hnsw import HNSW_MIN_CHUNKS
+
+if TYPE_CHECKING:
+    from mrl_tui.core.library import Library, Query, SearchResult
+
+FUNNEL_CANDIDATES = 200
+"""As the local funnel (`library.FUNNEL_CANDIDATES`): kept by the anchor stage, at least 20·k."""
+
+
+@dataclass
+class SyncReport:
+    upserted: int = 0
+    deleted_files: int = 0
+    full: bool = False
+    seconds: float = 0.0
+
+    @property
+    def line(self) -> str:
+        what = "all points written again" if self.full else f"{self.deleted_files} files replaced"
+        return f"engine synced: {self.upserted} chunks upserted, {what}, {self.seconds:.1f} s"
+
+
+def basis_of(transform: Any, full_dim: int) -> str:
+    """A fingerprint of the transform's basis: a PCA refit changes every stored vector."""
+    probe = np.random.default_rng(0).standard_normal((4, full_dim)).astype(np.float32)
+    out = np.round(np.asarray(transform.apply(probe), dtype=np.float64), 4)
+    return hashlib.sha256(out.tobytes()).hexdigest()[:16]
+
+
+class EngineBinding:
+    """The engine a library searches. Opening checks the collection (another model, transform
+    or dim is one line, and nothing is written); the first `sync` creates it."""
+
+    def __init__(self, library: Library, backend: str, collection: str | None = None) -> None:
+        self.backend = backend
+        self.spec = CollectionSpec(
+            model=library.embedder.name,
+            transform=library.transform_name,
+            full_dim=library.full_dim,
+            tiers=tiers_for(library.full_dim),
+            folder=str(library.root),
+        )
+        self.engine = open_engine(backend, collection or collection_name(str(library.root)))
+        try:
+            self.engine.check(self.spec)
+        except BaseException:
+            self.engine.close()
+            raise
+        self.points = 0
+        self.last_sync: SyncReport | None = None
+
+    @property
+    def tiers(self) -> tuple[int, ...]:
+        return self.spec.tiers
+
+    def sync(self, library: Library) -> SyncReport | None:
+        """Bring the engine level with the loaded index; None when it already was."""
+        assert library.index is not None
+        started = time.perf_counter()
+        ids = library.row_chunk_ids
+        state = {
+            "db": library.store.db_id,
+            "generation": int(library.store.generation),
+            "basis": basis_of(library.transform, library.full_dim),
+            "points": len(ids),
+        }
+        held = self.engine.marker() if self.engine.exists() else None
+        if (
+            held
+            and held.get("state") == "synced"
+            and all(held.get(k) == v for k, v in state.items())
+        ):
+            self.points = len(ids)
+            return None
+        self.engine.ensure(self.spec)
+        self.engine.set_marker({**state, "state": "syncing"})
+        full = not held or held.get("db") != state["db"] or held.get("basis") != state["basis"]
+        chunks = library.store.chunks(ids.tolist())
+        local: dict[str, set[int]] = defaultdict(set)
+        for cid, chunk in zip(ids.tolist(), chunks, strict=True):
+            local[chunk.path].add(cid)
+        in_engine: dict[str, set[int]] = defaultdict(set)
+        for cid, path in self.engine.point_paths().items():
+            in_engine[path].add(cid)
+        if full:
+            stale = [cid for path, held_ids in in_engine.items() for cid in held_ids]
+            self.engine.delete_ids(sorted(set(stale) - set(ids.tolist())))
+            changed = set(local)
+        else:
+            changed = {p for p in set(local) | set(in_engine) if local.get(p) != in_engine.get(p)}
+            self.engine.delete_paths(sorted(p for p in changed if p in in_engine))
+        rows = [i for i, chunk in enumerate(chunks) if chunk.path in changed]
+        vectors = library.index.vectors(np.asarray(rows, dtype=np.int64)) if rows else None
+        points = [
+            EnginePoint(int(ids[row]), vectors[j], self._payload(int(ids[row]), chunks[row]))
+            for j, row in enumerate(rows)
+            if vectors is not None
+        ]
+        self.engine.upsert(points)
+        self.engine.optimize()
+        self.engine.set_marker({**state, "state": "synced"})
+        self.points = len(ids)
+        report = SyncReport(
+            len(points),
+            0 if full else len([p for p in changed if p in in_engine]),
+            full,
+            time.perf_counter() - started,
+        )
+        self.last_sync = report
+        return report
+
+    def _payload(self, cid: int, chunk: Any) -> dict[str, Any]:
+        return {
+            "path": chunk.path,
+            "start_line": chunk.start_line,
+            "end_line": chunk.end_line,
+            "heading": chunk.heading,
+            "chunk_id": cid,
+            "folder": self.spec.folder,
+            "model": self.spec.model,
+            "transform": self.spec.transform,
+        }
+
+    # -- searching ---------------------------------------------------------------------------
+
+    def search_vector(
+        self, vector: np.ndarray, dim: int, k: int, mode: str
+    ) -> tuple[EngineHits, str, str]:
+        """Top-k chunk ids at `dim` for a transformed full query vector, a note, and what ran."""
+        return tiered_search(self.engine, self.tiers, self.points, vector, dim, k, mode)
+
+    def search(
+        self, library: Library, query: Query, vector: np.ndarray, dim: int, k: int, mode: str
+    ) -> SearchResult:
+        from mrl_tui.core.library import Hit, SearchResult
+
+        started = time.perf_counter()
+        found, note, used = self.search_vector(vector, dim, k, mode)
+        elapsed = (time.perf_counter() - started) * 1000
+        if note:
+            library._note(note)
+        chunks = library.store.chunks(found.ids.tolist())
+        hits = [
+            Hit(rank, int(cid), float(score), chunk)
+            for rank, (cid, score, chunk) in enumerate(
+                zip(found.ids.tolist(), found.scores.tolist(), chunks, strict=True), start=1
+            )
+        ]
+        return SearchResult(query, dim, hits, elapsed, used, note=note, backend=self.engine.engine)
+
+    def info(self) -> dict[str, Any]:
+        data = self.engine.info().to_dict()
+        data["backend"] = self.backend
+        return data
+
+    def close(self) -> None:
+        self.engine.close()
+
+
+def plan(
+    tiers: tuple[int, ...], points: int, dim: int, k: int, mode: str
+) -> tuple[int, list[tuple[int, int]], str]:
+    """(tier queried, prefetch stages, note) for a search at `dim`. A dim between tiers is
+    answered from the tier below (its candidates rescored here at `dim`). ``auto`` runs a funnel
+    (the anchor tier's HNSW, then the asked tier) where the local index would: from
+    `HNSW_MIN_CHUNKS` points, above the anchor dim."""
+    candidates = max(FUNNEL_CANDIDATES, 20 * k)
+    if dim not in tiers:
+        below = [t for t in tiers if t < dim]
+        tier = max(below) if below else min(tiers)
+        above = min(t for t in tiers if t > dim)
+        where = f"between the engine's tiers {tier} and {above}" if below else "below its tiers"
+        note = (
+            f"dim {dim} is {where}: the {candidates} best at {tier} were rescored at {dim} "
+            f"here from their {above}-dim vectors"
+        )
+        return tier, [], note
+    anchor = anchor_tier(tiers)
+    funnel = mode == "funnel" or (mode == "auto" and points >= HNSW_MIN_CHUNKS)
+    if funnel and dim > anchor:
+        return dim, [(anchor, candidates)], ""
+    return dim, [], ""
+
+
+def tiered_search(
+    engine: Any,
+    tiers: tuple[int, ...],
+    points: int,
+    vector: np.ndarray,
+    dim: int,
+    k: int,
+    mode: str,
+) -> tuple[EngineHits, str, str]:
+    """An engine search at any `dim` (`plan`): (hits, note, "exact" | "funnel" |
+    "tier-rescored")."""
+    tier, stages, note = plan(tiers, points, dim, k, mode)
+    exact = mode == "exact"
+    if tier == dim:
+        return (
+            engine.search(vector, dim, k, stages, exact=exact),
+            note,
+            ("funnel" if stages else "exact"),
+        )
+    candidates = max(FUNNEL_CANDIDATES, 20 * k)
+    # The candidates' vectors of the smallest tier that covers `dim`: fewer floats back.
+    cover = min(t for t in tiers if t >= dim)
+    found = engine.search(vector, tier, candidates, exact=exact, with_vectors=cover)
+    if len(found.ids) == 0:
+        return found, note, "tier-rescored"
+    assert found.vectors is not None
+    scores = prefix(found.vectors, dim) @ prefix(vector, dim)
+    order = np.lexsort((found.ids, -scores))[:k]
+    return EngineHits(found.ids[order], scores[order].astype(np.float32)), note, "tier-rescored"
