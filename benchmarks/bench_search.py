@@ -140,7 +140,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=15)
     args = parser.parse_args()
 
-    print(f"scan threads: {index_module.SCAN_THREADS}, block: {index_module.BLOCK} dims")
+    print(f"scan threads: {index_module.SCAN_THREADS}, blocks: {index_module.block_bounds(D)}")
     print("floor = bytes scanned / best of (np.sum, BLAS dot, threaded sum) read rate, per row")
     if args.n != [0]:
         bandwidth = Bandwidth()

@@ -24,6 +24,7 @@ import faiss
 import numpy as np
 from bench_search import Bandwidth, D, K, unit_vectors
 
+from mrl_tui.core.search import index as index_module
 from mrl_tui.core.search.index import NestedIndex
 
 DIMS = [32, 64, 128, 256, 384]
@@ -53,12 +54,27 @@ def interleaved(a, b, items, rounds: int = 1) -> tuple[float, float, list, list]
     return statistics.median(ta), statistics.median(tb), ra, rb
 
 
-def bench(n: int, dims: list[int], queries: int, batch: int, bandwidth: Bandwidth) -> None:
+def bench(
+    n: int,
+    dims: list[int],
+    queries: int,
+    batch: int,
+    bandwidth: Bandwidth,
+    rounds: int = 1,
+    compare_blocks: bool = False,
+) -> None:
+    """One table for ``n`` rows; ``batch`` = 0 times single queries only. ``compare_blocks`` also
+    times an index of 32-wide column blocks (the layout before `MAX_BLOCK`) in the same run."""
     rng = np.random.default_rng(0)
     x = unit_vectors(n, rng)
     index = NestedIndex(x)
+    narrow = None
+    if compare_blocks:
+        widest, index_module.MAX_BLOCK = index_module.MAX_BLOCK, index_module.BLOCK
+        narrow = NestedIndex(x)
+        index_module.MAX_BLOCK = widest
     singles = unit_vectors(queries, rng)
-    batches = [unit_vectors(batch, rng) for _ in range(3)]
+    batches = [unit_vectors(batch, rng) for _ in range(3)] if batch else []
     print(
         f"\nN = {n:,}, top-{K}; single: median of {queries} queries; batch: {batch} queries, "
         "median of 3; ms, and mrl-tui / faiss"
@@ -85,10 +101,23 @@ def bench(n: int, dims: list[int], queries: int, batch: int, bandwidth: Bandwidt
         rate = bandwidth.measure()
         floor = index.nbytes(d) / rate
         ours, theirs, got, want = interleaved(
-            lambda q, d=d: index.search(q, d, K).ids, faiss_single, singles
+            lambda q, d=d: index.search(q, d, K).ids, faiss_single, singles, rounds
         )
-        ours_b, theirs_b, got_b, want_b = interleaved(
-            lambda qs, d=d: [h.ids for h in index.search_many(qs, d, K)], faiss_batch, batches
+        if narrow is not None:  # the same run, the 32-wide blocks the index had before
+            old, theirs_again, _, _ = interleaved(
+                lambda q, d=d: narrow.search(q, d, K).ids, faiss_single, singles, rounds
+            )
+            print(
+                f"{'':>4} 32-wide blocks: {old * 1e3:.2f} ms, faiss {theirs_again * 1e3:.2f} ms, "
+                f"ratio {old / theirs_again:.2f}; current blocks {ours / theirs:.2f}",
+                flush=True,
+            )
+        ours_b, theirs_b, got_b, want_b = (
+            interleaved(
+                lambda qs, d=d: [h.ids for h in index.search_many(qs, d, K)], faiss_batch, batches
+            )
+            if batch
+            else (float("nan"), float("nan"), [], [])
         )
         pairs = [*zip(got, want, strict=True)]
         for gs, ws in zip(got_b, want_b, strict=True):
@@ -114,7 +143,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, action="append", help="rows (repeatable)")
     parser.add_argument("--dims", default=",".join(map(str, DIMS)))
     parser.add_argument("--queries", type=int, default=20)
-    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=64, help="0: single queries only")
+    parser.add_argument("--rounds", type=int, default=1, help="passes over the single queries")
+    parser.add_argument("--compare-blocks", action="store_true", help="also 32-wide blocks")
     parser.add_argument("--neighbour", action="store_true", help="run a CPU-bound process too")
     args = parser.parse_args()
     faiss.omp_set_num_threads(1)
@@ -127,7 +158,10 @@ def main() -> None:
     try:
         bandwidth = Bandwidth()
         for n in args.n or [100_000, 1_000_000]:
-            bench(n, [int(d) for d in args.dims.split(",")], args.queries, args.batch, bandwidth)
+            dims = [int(d) for d in args.dims.split(",")]
+            bench(
+                n, dims, args.queries, args.batch, bandwidth, args.rounds, args.compare_blocks
+            )
     finally:
         if neighbour is not None:
             neighbour.terminate()

@@ -5,10 +5,11 @@ The score at dimension ``d`` is the cosine of the first ``d`` coordinates:
 stored; other prefixes add their last few columns on the fly, so a search at any ``d`` reads
 ``N·d`` values once.
 
-Layout (CPU): the columns are stored in blocks of ``BLOCK`` dimensions, each block a contiguous
-``(N, BLOCK)`` array, so a prefix reads whole contiguous blocks and nothing past ``d`` rounded up
-to a block. Rows are scanned in chunks that stay in cache, and each chunk is merged into a running
-top-k with a threshold, so no ``N``-long score array is ever sorted or partitioned. The numbers
+Layout (CPU): the columns are stored in blocks (`block_bounds`: 0–32, 32–64, 64–128, 128–256,
+then 128 wide), each block a contiguous ``(N, width)`` array, so a prefix reads whole contiguous
+blocks and, of the last one, only its first ``d - lo`` columns of every row. Rows are scanned in
+chunks that stay in cache, and each chunk is merged into a running top-k with a threshold, so no
+``N``-long score array is ever sorted or partitioned. The numbers
 behind these choices are in ``benchmarks/README.md``.
 
 On CUDA/MPS the vectors are one torch tensor on the device and top-k is ``torch.topk``.
@@ -32,7 +33,13 @@ STEP = 8
 """The UI's slider step; prefix norms are stored at every multiple of it."""
 
 BLOCK = 32
-"""Dimensions per stored column block (a multiple of STEP); 32 measured best (benchmarks/README)."""
+"""Width of the first two column blocks (a multiple of STEP): a prefix of 32 or 64 reads exactly
+its own columns."""
+
+MAX_BLOCK = 128
+"""Widest column block. Past 64 dims each block is as wide as the prefix before it, up to this:
+a matrix-vector product over 128 columns does a quarter of the per-row reductions of four over
+32, and measured 5–15 % faster per value at d >= 128 (benchmarks/README)."""
 
 CHUNK_ROWS = 16_384
 """Rows per scan chunk: a chunk of one block (2 MiB) and its scores stay in L2 cache."""
@@ -153,6 +160,19 @@ class Hits:
         return len(self.ids)
 
 
+def block_bounds(full_dim: int) -> list[tuple[int, int]]:
+    """(first, end) column of every stored block: 0–32, 32–64, 64–128, 128–256, 256–384, …
+
+    Every bound is a multiple of `STEP` (but the last, ``full_dim``), so the < STEP columns past a
+    stored prefix norm lie in one block."""
+    bounds, lo = [], 0
+    while lo < full_dim:
+        width = BLOCK if lo < 2 * BLOCK else min(lo, MAX_BLOCK)
+        bounds.append((lo, min(lo + width, full_dim)))
+        lo = bounds[-1][1]
+    return bounds
+
+
 def _empty_hits() -> Hits:
     return Hits(np.empty(0, np.int64), np.empty(0, np.float32))
 
@@ -210,9 +230,8 @@ class NestedIndex:
             prefix_sq[:, a : a + len(part)] = np.cumsum(sq, axis=1).T
 
         if backend == "numpy":
-            self._blocks = [
-                np.ascontiguousarray(x[:, b : b + BLOCK]) for b in range(0, self.full_dim, BLOCK)
-            ]
+            self._bounds = block_bounds(self.full_dim)
+            self._blocks = [np.ascontiguousarray(x[:, lo:hi]) for lo, hi in self._bounds]
             # Stored inverted: a search at a multiple of STEP then multiplies by it directly.
             self._inv_prefix = _inverse(prefix_sq, out=prefix_sq)
         else:
@@ -415,8 +434,9 @@ class NestedIndex:
     def _block_parts(self, dim: int) -> list[tuple[np.ndarray, int, int]]:
         """(block, first column, columns used) for every block a prefix of ``dim`` touches."""
         return [
-            (block, lo, min(BLOCK, dim - lo))
-            for block, lo in zip(self._blocks, range(0, dim, BLOCK), strict=False)
+            (block, lo, min(hi, dim) - lo)
+            for block, (lo, hi) in zip(self._blocks, self._bounds, strict=True)
+            if lo < dim
         ]
 
     def _rows(self, ids: np.ndarray, dim: int) -> np.ndarray:
@@ -433,7 +453,9 @@ class NestedIndex:
         if not extra:
             return self._inv_prefix[groups - 1, a:b]
         lo = groups * STEP
-        cols = self._blocks[lo // BLOCK][a:b, lo % BLOCK : lo % BLOCK + extra]
+        i = next(i for i, (first, end) in enumerate(self._bounds) if first <= lo < end)
+        first = self._bounds[i][0]
+        cols = self._blocks[i][a:b, lo - first : lo - first + extra]
         return _inverse(self._stored_sq(groups, slice(a, b)) + np.einsum("ij,ij->i", cols, cols))
 
     def _inv_norms_rows(self, ids: np.ndarray, rows: np.ndarray, dim: int) -> np.ndarray:
