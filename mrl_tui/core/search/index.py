@@ -265,24 +265,33 @@ class NestedIndex:
 
     def score_ids(self, query: np.ndarray, dim: int, ids: np.ndarray) -> np.ndarray:
         """Cosine at ``dim`` for the given rows, in the order given (float32)."""
-        q = self._check_query(query, dim)
-        ids = self._check_ids(ids)
-        if self.backend == "torch":
-            return self._score_ids_torch(q, dim, ids)
-        rows = self._rows(ids, dim)
-        dots = rows @ q[:dim]
-        return (dots * self._inv_norms_rows(ids, rows, dim) * _query_inv(q, dim)).astype(np.float32)
+        return self._score_checked(self._check_query(query, dim), dim, self._check_ids(ids))
 
     def rerank(self, query: np.ndarray, dim: int, ids: np.ndarray, k: int) -> Hits:
         """Exact top-k at ``dim`` among candidate rows (duplicates are ignored)."""
-        ids = np.unique(self._check_ids(ids))
+        q = self._check_query(query, dim)
+        ids = self._unique_ids(ids)
         k = _check_k(k, len(ids))
         if k == 0:
-            self._check_query(query, dim)
             return _empty_hits()
-        scores = self.score_ids(query, dim, ids)
-        top_ids, top_scores = _best_k(ids, scores, k)
+        top_ids, top_scores = _best_k(ids, self._score_checked(q, dim, ids), k)
         return Hits(top_ids, top_scores)
+
+    def _score_checked(self, q: np.ndarray, dim: int, ids: np.ndarray) -> np.ndarray:
+        """`score_ids` for a checked query and ids. On the CPU each block's rows are gathered and
+        multiplied in turn (a few hundred candidates: no copy of their whole prefix)."""
+        if self.backend == "torch":
+            return self._score_ids_torch(q, dim, ids)
+        dots = None
+        for block, lo, width in self._block_parts(dim):
+            part = block[ids] if width == block.shape[1] else block[ids, :width]
+            dot = part @ q[lo : lo + width]
+            dots = dot if dots is None else np.add(dots, dot, out=dots)
+        if dots is None:
+            return np.empty(0, np.float32)
+        dots *= self._inv_norms_ids(ids, dim)
+        dots *= _query_inv(q, dim)
+        return dots.astype(np.float32, copy=False)
 
     def nbytes(self, dim: int) -> int:
         """Bytes of float32 vectors a search at ``dim`` reads: ``n * dim * 4``."""
@@ -458,11 +467,14 @@ class NestedIndex:
         cols = self._blocks[i][a:b, lo - first : lo - first + extra]
         return _inverse(self._stored_sq(groups, slice(a, b)) + np.einsum("ij,ij->i", cols, cols))
 
-    def _inv_norms_rows(self, ids: np.ndarray, rows: np.ndarray, dim: int) -> np.ndarray:
+    def _inv_norms_ids(self, ids: np.ndarray, dim: int) -> np.ndarray:
+        """1/|x[:dim]| for the given rows (as `_inv_norms_range`)."""
         groups, extra = divmod(dim, STEP)
         if not extra:
             return self._inv_prefix[groups - 1, ids]
-        cols = rows[:, groups * STEP : dim]
+        lo = groups * STEP
+        i = next(i for i, (first, end) in enumerate(self._bounds) if first <= lo < end)
+        cols = self._blocks[i][ids, lo - self._bounds[i][0] : lo - self._bounds[i][0] + extra]
         return _inverse(self._stored_sq(groups, ids) + np.einsum("ij,ij->i", cols, cols))
 
     def _stored_sq(self, groups: int, rows: slice | np.ndarray) -> np.ndarray:
@@ -566,6 +578,20 @@ class NestedIndex:
         ids = ids.astype(np.int64)
         if len(ids) and (ids.min() < 0 or ids.max() >= self.n):
             raise InputError(f"ids must lie in 0..{self.n - 1}")
+        return ids
+
+    def _unique_ids(self, ids: np.ndarray) -> np.ndarray:
+        """`_check_ids`, sorted and without duplicates (sorting makes the gathers forward)."""
+        ids = np.asarray(ids)
+        if ids.ndim != 1 or (len(ids) and not np.issubdtype(ids.dtype, np.integer)):
+            raise InputError("ids must be a 1-D integer array")
+        ids = np.sort(ids.astype(np.int64))
+        if len(ids) and (ids[0] < 0 or ids[-1] >= self.n):
+            raise InputError(f"ids must lie in 0..{self.n - 1}")
+        if len(ids) > 1:
+            fresh = ids[1:] != ids[:-1]
+            if not fresh.all():
+                ids = ids[np.concatenate(([True], fresh))]
         return ids
 
 
