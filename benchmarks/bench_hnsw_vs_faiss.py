@@ -3,6 +3,7 @@
     pip install -e '.[bench]'                                  # faiss-cpu, benchmark only
     python benchmarks/bench_hnsw_vs_faiss.py --n 50000         # d = 32, 64, 128, 256, 384
     python benchmarks/bench_hnsw_vs_faiss.py --n 200000 --dims 128,384 --phases
+    python benchmarks/bench_hnsw_vs_faiss.py --n 200000 --dims 128,256,384 --phases-only
 
 Data: `bench_search.clustered` (2,000 clusters, a decaying PCA-like spectrum), queries are fresh
 draws; truth is the exact top-10 at each d. mrl-tui: one hnswlib graph over the 64-d prefix
@@ -10,7 +11,8 @@ draws; truth is the exact top-10 at each d. mrl-tui: one hnswlib graph over the 
 candidate count chosen by `hnsw.tune` on rows of the corpus (not on these queries). faiss: an
 `IndexHNSWFlat` (M = 16, efConstruction = 200, inner product) built per d over a
 prefix-normalised copy, on one thread, with the smallest efSearch that reaches recall 0.99 on
-these very queries (which favours faiss). Each query is timed on one side, then the other.
+these very queries (which favours faiss). Each query is timed on one side, then the other, in
+wall time and in this thread's CPU time (which leaves out waits for a loaded machine's run queue).
 ``--phases`` also splits the funnel's time into graph walk and rerank at fixed 200 and 400
 candidates (ef = max(200, c), the old rule), with the slowest query, to look for outliers.
 """
@@ -50,6 +52,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=3, help="timed passes over the queries")
     parser.add_argument("--phases", action="store_true")
+    parser.add_argument("--phases-only", action="store_true", help="no faiss, no tune")
     args = parser.parse_args()
     dims = [int(d) for d in args.dims.split(",")]
     print(f"faiss {faiss.__version__}, numpy {np.__version__}, {os.cpu_count()} cores")
@@ -71,7 +74,8 @@ def main() -> None:
     )
     print(
         f"{'d':>4} {'exact':>7} {'ef':>5} {'cand':>5} {'mrl ms':>7} {'recall':>6} "
-        f"{'faiss ef':>8} {'faiss ms':>8} {'recall':>6} {'ratio':>6}  load"
+        f"{'faiss ef':>8} {'faiss ms':>8} {'recall':>6} {'ratio':>6} {'mrl cpu':>7} "
+        f"{'f cpu':>7} {'ratio':>6}  load"
     )
     for d in dims:
         truth_hits = index.search_many(queries, d, K)
@@ -102,25 +106,29 @@ def main() -> None:
         def theirs(i: int, peer=peer, qd=qd) -> np.ndarray:
             return peer.search(qd[i : i + 1], K)[1][0]
 
-        ta, tb = [], []
+        ta, tb, ca, cb = [], [], [], []
         for _ in range(args.rounds):
             got, want = [], []
             for i in range(len(queries)):
-                s = time.perf_counter()
+                c, s = time.thread_time(), time.perf_counter()
                 got.append(ours(i))
                 ta.append(time.perf_counter() - s)
-                s = time.perf_counter()
+                ca.append(time.thread_time() - c)
+                c, s = time.thread_time(), time.perf_counter()
                 want.append(theirs(i))
                 tb.append(time.perf_counter() - s)
+                cb.append(time.thread_time() - c)
         exact = statistics.median(
             _timed(lambda q, d=d: index.search(q, d, K), queries[: min(20, len(queries))])
         )
         a, b = statistics.median(ta), statistics.median(tb)
+        cpu_a, cpu_b = statistics.median(ca), statistics.median(cb)
         st = settings[d]
         print(
             f"{d:>4} {exact * 1e3:>7.2f} {st.ef:>5} {st.candidates:>5} {a * 1e3:>7.3f} "
             f"{recall(got, truth):>6.3f} {chosen_ef:>8} {b * 1e3:>8.3f} "
-            f"{recall(want, truth):>6.3f} {a / b:>6.2f}  {_load()} (faiss build {built:.0f} s)",
+            f"{recall(want, truth):>6.3f} {a / b:>6.2f} {cpu_a * 1e3:>7.3f} {cpu_b * 1e3:>7.3f} "
+            f"{cpu_a / cpu_b:>6.2f}  {_load()} (faiss build {built:.0f} s)",
             flush=True,
         )
         if args.phases:
@@ -138,21 +146,25 @@ def _timed(fn, items) -> list[float]:
 
 
 def phases(index: NestedIndex, graph: HnswGraph, queries: np.ndarray, d: int) -> None:
-    """Graph walk and rerank apart, at the old fixed 200 and 400 candidates (ef = max(200, c))."""
+    """Graph walk and rerank apart, at the old fixed 200 and 400 candidates (ef = max(200, c)).
+
+    Wall time next to this thread's CPU time: on a loaded machine a query that straddles the end
+    of the process's time slice waits for the run queue, which CPU time does not count."""
     for c in (200, 400):
-        walk, rerank = [], []
+        walk, rerank, cpu = [], [], []
         for q in queries:
-            s = time.perf_counter()
+            c0, s = time.thread_time(), time.perf_counter()
             ids = graph.candidates(q, c, ef=max(200, c))
             walk.append(time.perf_counter() - s)
             s = time.perf_counter()
             index.rerank(q, d, ids, K)
             rerank.append(time.perf_counter() - s)
-        w, r = np.array(walk) * 1e3, np.array(rerank) * 1e3
+            cpu.append(time.thread_time() - c0)
+        w, r, u = np.array(walk) * 1e3, np.array(rerank) * 1e3, np.array(cpu) * 1e3
         print(
-            f"     c={c}: walk median {np.median(w):.3f} ms (max {w.max():.2f}), rerank median "
-            f"{np.median(r):.3f} ms (max {r.max():.2f}); queries over 5 ms: "
-            f"{int(np.sum(w + r > 5))}/{len(w)}  {_load()}",
+            f"     c={c}: wall median {np.median(w + r):.3f} ms (walk {np.median(w):.3f}, rerank "
+            f"{np.median(r):.3f}), CPU median {np.median(u):.3f} ms; wall over 5 ms: "
+            f"{int(np.sum(w + r > 5))}/{len(w)} (CPU over 5 ms: {int(np.sum(u > 5))})  {_load()}",
             flush=True,
         )
 
