@@ -43,7 +43,8 @@ TUNE_RECALL = 0.99
 
 @dataclass(frozen=True)
 class FunnelSetting:
-    """Beam width and candidates reranked for one d, with what `tune` measured for them."""
+    """Beam width and candidates reranked for one d, with what `tune` measured for them (recall
+    on corpus rows, median CPU ms per search)."""
 
     ef: int
     candidates: int
@@ -195,9 +196,9 @@ def tune(
     Queries are rows of the corpus itself (the row is left out of both top-k lists: finding it
     is too easy), like the auto funnel's pseudo-queries. For each beam width of `TUNE_EFS` the
     candidates are the first c of the beam, c doubling from k; per beam width the smallest c
-    that reaches the target is timed (median over the queries), from the narrowest beam that
-    reaches it and the next `TUNE_TIMED` - 1, and the fastest wins. Where nothing reaches it, the
-    setting with the best recall.
+    that reaches the target is timed (median CPU time over the queries), from the narrowest beam
+    that reaches it and the next `TUNE_TIMED` - 1, and the fastest wins. Where nothing reaches
+    it, the setting with the best recall.
     """
     if graph.dim > index.full_dim or graph.n != index.n:
         raise InputError("the HNSW graph does not belong to this index")
@@ -270,9 +271,11 @@ def _drop(ids: np.ndarray, row: int) -> np.ndarray:
 
 
 def _median_ms(search: Callable[[np.ndarray], object], queries: np.ndarray) -> float:
+    """Median CPU milliseconds of this thread per query: on a loaded machine, wall time also
+    counts waits for the run queue, which grow with a query's length and would pick at random."""
     times = []
     for q in queries:
-        started = time.perf_counter()
+        started = time.thread_time()
         search(q)
-        times.append(time.perf_counter() - started)
+        times.append(time.thread_time() - started)
     return float(np.median(times) * 1e3)
