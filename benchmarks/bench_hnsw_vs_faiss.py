@@ -66,6 +66,12 @@ def main() -> None:
     print(
         f"N = {args.n:,}: hnswlib graph at {ANCHOR_DIM} d built in {time.perf_counter() - t:.0f} s"
     )
+    if args.phases_only:
+        for d in dims:
+            exact = _timed(lambda q, d=d: index.search(q, d, K), queries[:20])
+            print(f"d = {d}: exact scan median {statistics.median(exact) * 1e3:.2f} ms  {_load()}")
+            phases(index, graph, queries, d)
+        return
     t = time.perf_counter()
     settings = hnsw.tune(index, graph, dims, K)
     print(
