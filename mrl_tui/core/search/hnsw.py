@@ -29,7 +29,7 @@ HNSW_MIN_CHUNKS = 20_000
 """Below this many chunks the exact scan takes a few milliseconds; no graph is built."""
 
 DEFAULT_EF = 200
-"""The graph's beam width until `tune` has measured one (and for `candidates` without ef)."""
+"""Beam width and candidate count of `graph_search` where `tune` has measured none for the graph."""
 BUILD_BATCH = 10_000
 
 TUNE_EFS = (10, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)

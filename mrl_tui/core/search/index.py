@@ -39,7 +39,8 @@ its own columns."""
 MAX_BLOCK = 128
 """Widest column block. Past 64 dims each block is as wide as the prefix before it, up to this:
 a matrix-vector product over 128 columns does a quarter of the per-row reductions of four over
-32, and measured 5–15 % faster per value at d >= 128 (benchmarks/README)."""
+32: 3–16 % faster at d >= 128, timed against the 32-wide blocks in the same runs
+(benchmarks/README)."""
 
 CHUNK_ROWS = 16_384
 """Rows per scan chunk: a chunk of one block (2 MiB) and its scores stay in L2 cache."""
@@ -287,8 +288,7 @@ class NestedIndex:
             part = block[ids] if width == block.shape[1] else block[ids, :width]
             dot = part @ q[lo : lo + width]
             dots = dot if dots is None else np.add(dots, dot, out=dots)
-        if dots is None:
-            return np.empty(0, np.float32)
+        assert dots is not None  # dim >= 1 touches a block
         dots *= self._inv_norms_ids(ids, dim)
         dots *= _query_inv(q, dim)
         return dots.astype(np.float32, copy=False)
