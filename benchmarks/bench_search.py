@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from mrl_tui.core.search import index as index_module
-from mrl_tui.core.search.hnsw import ANCHOR_DIM, HnswGraph, graph_search
+from mrl_tui.core.search.hnsw import ANCHOR_DIM, DEFAULT_EF, HnswGraph, graph_search
 from mrl_tui.core.search.index import NestedIndex
 
 D = 384
@@ -123,7 +123,10 @@ def bench_funnel(n: int, anchor: int, candidates: list[int], ef_construction: in
         exact_s, truth = timed(lambda q, d=d: index.search(q, d, K), queries)
         row = f"{d:>5} {exact_s * 1e3:>9.2f}"
         for c in candidates:
-            s, got = timed(lambda q, d=d, c=c: graph_search(index, graph, q, d, K, c), queries)
+            s, got = timed(
+                lambda q, d=d, c=c: graph_search(index, graph, q, d, K, c, max(DEFAULT_EF, c)),
+                queries,
+            )
             pairs = zip(got, truth, strict=True)
             recall = np.mean([len(set(g.ids.tolist()) & set(t.ids.tolist())) / K for g, t in pairs])
             row += f" {s * 1e3:>10.2f} {exact_s / s:>7.1f}x {recall:>6.3f}"
@@ -140,7 +143,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=15)
     args = parser.parse_args()
 
-    print(f"scan threads: {index_module.SCAN_THREADS}, block: {index_module.BLOCK} dims")
+    print(f"scan threads: {index_module.SCAN_THREADS}, blocks: {index_module.block_bounds(D)}")
     print("floor = bytes scanned / best of (np.sum, BLAS dot, threaded sum) read rate, per row")
     if args.n != [0]:
         bandwidth = Bandwidth()

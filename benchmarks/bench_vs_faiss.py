@@ -24,6 +24,7 @@ import faiss
 import numpy as np
 from bench_search import Bandwidth, D, K, unit_vectors
 
+from mrl_tui.core.search import index as index_module
 from mrl_tui.core.search.index import NestedIndex
 
 DIMS = [32, 64, 128, 256, 384]
@@ -38,34 +39,56 @@ def _load() -> str:
     return "/".join(f"{v:.1f}" for v in os.getloadavg())
 
 
-def interleaved(a, b, items, rounds: int = 1) -> tuple[float, float, list, list]:
-    """Median seconds of ``a(item)`` and ``b(item)``, alternating, and their last results."""
-    ta, tb, ra, rb = [], [], [], []
+def interleaved(a, b, items, rounds: int = 1, cpu: list | None = None):
+    """Median seconds of ``a(item)`` and ``b(item)``, alternating, and their last results.
+
+    ``cpu`` (a list) receives the two medians of process CPU time too: a loaded machine's waits
+    for the run queue are not in it (for a scan on two threads it is both threads' sum)."""
+    ta, tb, ca, cb, ra, rb = [], [], [], [], [], []
     for _ in range(rounds):
         ra, rb = [], []
         for item in items:
-            t = time.perf_counter()
+            c, t = time.process_time(), time.perf_counter()
             ra.append(a(item))
             ta.append(time.perf_counter() - t)
-            t = time.perf_counter()
+            ca.append(time.process_time() - c)
+            c, t = time.process_time(), time.perf_counter()
             rb.append(b(item))
             tb.append(time.perf_counter() - t)
+            cb.append(time.process_time() - c)
+    if cpu is not None:
+        cpu[:] = [statistics.median(ca), statistics.median(cb)]
     return statistics.median(ta), statistics.median(tb), ra, rb
 
 
-def bench(n: int, dims: list[int], queries: int, batch: int, bandwidth: Bandwidth) -> None:
+def bench(
+    n: int,
+    dims: list[int],
+    queries: int,
+    batch: int,
+    bandwidth: Bandwidth,
+    rounds: int = 1,
+    compare_blocks: bool = False,
+) -> None:
+    """One table for ``n`` rows; ``batch`` = 0 times single queries only. ``compare_blocks`` also
+    times an index of 32-wide column blocks (the layout before `MAX_BLOCK`) in the same run."""
     rng = np.random.default_rng(0)
     x = unit_vectors(n, rng)
     index = NestedIndex(x)
+    narrow = None
+    if compare_blocks:
+        widest, index_module.MAX_BLOCK = index_module.MAX_BLOCK, index_module.BLOCK
+        narrow = NestedIndex(x)
+        index_module.MAX_BLOCK = widest
     singles = unit_vectors(queries, rng)
-    batches = [unit_vectors(batch, rng) for _ in range(3)]
+    batches = [unit_vectors(batch, rng) for _ in range(3)] if batch else []
     print(
         f"\nN = {n:,}, top-{K}; single: median of {queries} queries; batch: {batch} queries, "
-        "median of 3; ms, and mrl-tui / faiss"
+        "median of 3; ms, and mrl-tui / faiss (cpu r: the same in process CPU time)"
     )
     print(
         f"{'d':>4} {'floor':>7} {'mrl':>8} {'faiss':>8} {'ratio':>6} {'x floor':>7} "
-        f"{'mrl64':>8} {'faiss64':>8} {'ratio':>6} {'agree':>6}  load"
+        f"{'mrl64':>8} {'faiss64':>8} {'ratio':>6} {'agree':>6} {'cpu r':>6}  load"
     )
     for d in dims:
         copy = np.ascontiguousarray(x[:, :d])
@@ -84,11 +107,27 @@ def bench(n: int, dims: list[int], queries: int, batch: int, bandwidth: Bandwidt
         faiss_single(singles[0])
         rate = bandwidth.measure()
         floor = index.nbytes(d) / rate
+        cpu: list[float] = []
         ours, theirs, got, want = interleaved(
-            lambda q, d=d: index.search(q, d, K).ids, faiss_single, singles
+            lambda q, d=d: index.search(q, d, K).ids, faiss_single, singles, rounds, cpu
         )
-        ours_b, theirs_b, got_b, want_b = interleaved(
-            lambda qs, d=d: [h.ids for h in index.search_many(qs, d, K)], faiss_batch, batches
+        if narrow is not None:  # the same run, the 32-wide blocks the index had before
+            cpu_old: list[float] = []
+            old, theirs_again, _, _ = interleaved(
+                lambda q, d=d: narrow.search(q, d, K).ids, faiss_single, singles, rounds, cpu_old
+            )
+            print(
+                f"{'':>4} 32-wide blocks: {old * 1e3:.2f} ms, faiss {theirs_again * 1e3:.2f} ms, "
+                f"ratio {old / theirs_again:.2f} (CPU {cpu_old[0] / cpu_old[1]:.2f}); current "
+                f"blocks {ours / theirs:.2f} (CPU {cpu[0] / cpu[1]:.2f})",
+                flush=True,
+            )
+        ours_b, theirs_b, got_b, want_b = (
+            interleaved(
+                lambda qs, d=d: [h.ids for h in index.search_many(qs, d, K)], faiss_batch, batches
+            )
+            if batch
+            else (float("nan"), float("nan"), [], [])
         )
         pairs = [*zip(got, want, strict=True)]
         for gs, ws in zip(got_b, want_b, strict=True):
@@ -97,7 +136,8 @@ def bench(n: int, dims: list[int], queries: int, batch: int, bandwidth: Bandwidt
         print(
             f"{d:>4} {floor * 1e3:>7.2f} {ours * 1e3:>8.2f} {theirs * 1e3:>8.2f} "
             f"{ours / theirs:>6.2f} {ours / floor:>7.2f} {ours_b * 1e3:>8.1f} "
-            f"{theirs_b * 1e3:>8.1f} {ours_b / theirs_b:>6.2f} {agree:>6.3f}  {_load()}",
+            f"{theirs_b * 1e3:>8.1f} {ours_b / theirs_b:>6.2f} {agree:>6.3f} "
+            f"{cpu[0] / cpu[1]:>6.2f}  {_load()}",
             flush=True,
         )
         del flat
@@ -114,7 +154,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, action="append", help="rows (repeatable)")
     parser.add_argument("--dims", default=",".join(map(str, DIMS)))
     parser.add_argument("--queries", type=int, default=20)
-    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=64, help="0: single queries only")
+    parser.add_argument("--rounds", type=int, default=1, help="passes over the single queries")
+    parser.add_argument("--compare-blocks", action="store_true", help="also 32-wide blocks")
     parser.add_argument("--neighbour", action="store_true", help="run a CPU-bound process too")
     args = parser.parse_args()
     faiss.omp_set_num_threads(1)
@@ -127,7 +169,8 @@ def main() -> None:
     try:
         bandwidth = Bandwidth()
         for n in args.n or [100_000, 1_000_000]:
-            bench(n, [int(d) for d in args.dims.split(",")], args.queries, args.batch, bandwidth)
+            dims = [int(d) for d in args.dims.split(",")]
+            bench(n, dims, args.queries, args.batch, bandwidth, args.rounds, args.compare_blocks)
     finally:
         if neighbour is not None:
             neighbour.terminate()

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from mrl_tui.core.errors import CacheError, InputError
+from mrl_tui.core.search import hnsw
 from mrl_tui.core.search.hnsw import HnswGraph, graph_search
 from mrl_tui.core.search.index import NestedIndex
 
@@ -88,3 +89,46 @@ def test_build_reports_progress_and_validates() -> None:
         HnswGraph.build(x, 9)
     with pytest.raises(InputError):
         HnswGraph.build(x.astype(np.int32), 4)
+
+
+def test_tune_measures_a_setting_per_dim_and_graph_search_uses_it(
+    data: tuple[np.ndarray, NestedIndex, HnswGraph], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    x, index, _ = data
+    graph = HnswGraph.build(x, 32, M=12, ef_construction=100, threads=2)  # fresh settings
+    assert graph.setting(48) is None
+    chosen = hnsw.tune(index, graph, [16, 48], k=10, target=0.95, queries=40)
+    assert sorted(chosen) == [16, 48] and graph.settings == chosen
+    for dim, setting in chosen.items():
+        assert 10 <= setting.candidates <= setting.ef and setting.ef in hnsw.TUNE_EFS
+        assert setting.recall >= 0.95 and setting.ms > 0
+        # The measured recall holds on queries that are not corpus rows.
+        recalls = []
+        for q in clustered(30, seed=5):
+            truth = set(index.search(q, dim, 10).ids.tolist())
+            recalls.append(len(truth & set(graph_search(index, graph, q, dim, 10).ids.tolist())))
+        assert np.mean(recalls) / 10 >= 0.9
+    # Without candidates, graph_search takes the nearest tuned d's setting (ties: the larger d).
+    asked = []
+    real = graph.candidates
+    monkeypatch.setattr(
+        graph, "candidates", lambda q, c, ef: asked.append((c, ef)) or real(q, c, ef)
+    )
+    graph_search(index, graph, x[0], 20, 10)
+    graph_search(index, graph, x[0], 32, 10)
+    graph_search(index, graph, x[0], 30, 10, candidates=20)  # explicit: no floor of 200 any more
+    assert asked == [
+        (chosen[16].candidates, chosen[16].ef),
+        (chosen[48].candidates, chosen[48].ef),
+        (20, 20),
+    ]
+
+
+def test_tune_falls_back_to_the_best_recall_when_the_target_is_out_of_reach(
+    data: tuple[np.ndarray, NestedIndex, HnswGraph],
+) -> None:
+    x, _, _ = data
+    graph = HnswGraph.build(x[:300], 32, M=4, ef_construction=10, threads=1)
+    small = NestedIndex(x[:300])
+    (setting,) = hnsw.tune(small, graph, [48], k=10, target=1.01, queries=10).values()
+    assert setting.recall <= 1.0 and np.isnan(setting.ms)

@@ -139,6 +139,48 @@ def test_full_dim_not_a_multiple_of_step() -> None:
         assert_matches_reference(index.search(x[1], dim, 7), x, x[1], dim, 7)
 
 
+def test_block_bounds_double_up_to_the_widest_block() -> None:
+    assert index_module.block_bounds(384) == [(0, 32), (32, 64), (64, 128), (128, 256), (256, 384)]
+    assert index_module.block_bounds(20) == [(0, 20)]
+    assert index_module.block_bounds(777)[-2:] == [(512, 640), (640, 768), (768, 777)][-2:]
+    for full in (20, 100, 384, 777):
+        bounds = index_module.block_bounds(full)
+        assert [lo for lo, _ in bounds[1:]] == [hi for _, hi in bounds[:-1]]
+        assert bounds[0][0] == 0 and bounds[-1][1] == full
+        assert all(lo % STEP == 0 and hi - lo <= index_module.MAX_BLOCK for lo, hi in bounds)
+
+
+def test_every_dim_over_wide_blocks_matches_reference(threads: int) -> None:
+    """Every prefix of a 300-d index (blocks 32, 32, 64, 128 and a partial 44): search, search_many,
+    score_ids and rerank against the plain reference, with tied rows, a zero row and k > N."""
+    rng = np.random.default_rng(11)
+    full = 300
+    x = rng.standard_normal((257, full)).astype(np.float32)
+    x *= rng.uniform(0.1, 3.0, size=(257, 1)).astype(np.float32)
+    x[40] = x[3]  # tied with row 3 at every dim: the lower id comes first
+    x[90] = 0.0
+    queries = x[[3, 7]] + rng.standard_normal((2, full)).astype(np.float32) * 0.1
+    index = NestedIndex(x)
+    ids = rng.choice(257, 60, replace=False)
+    for dim in range(1, full + 1):
+        many = index.search_many(queries, dim, 10)
+        for q, got in zip(queries, many, strict=True):
+            single = index.search(q, dim, 10)
+            assert_matches_reference(single, x, q, dim, 10)
+            assert_matches_reference(got, x, q, dim, 10)
+            np.testing.assert_allclose(
+                index.score_ids(q, dim, ids), reference_scores(x, q, dim)[ids], atol=2e-5
+            )
+        hits = index.search(x[3], dim, 300)  # k > N: every row, the tie in id order
+        order = hits.ids.tolist()
+        assert len(hits) == 257 and order.index(3) < order.index(40)
+        assert hits.scores[order.index(40)] == hits.scores[order.index(3)]
+        assert hits.scores[hits.ids.tolist().index(90)] == 0
+        top = index.rerank(queries[0], dim, ids, 5)
+        want = reference_scores(x, queries[0], dim)[np.sort(ids)]
+        np.testing.assert_allclose(top.scores, np.sort(want)[::-1][:5], atol=2e-5)
+
+
 def test_vectors_round_trip(random_vectors: np.ndarray) -> None:
     index = NestedIndex(random_vectors)
     np.testing.assert_array_equal(index.vectors(), random_vectors)

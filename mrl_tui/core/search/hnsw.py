@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import errno
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import hnswlib
@@ -19,7 +21,7 @@ import numpy as np
 
 from mrl_tui.core.cache import artifacts
 from mrl_tui.core.errors import CacheError, InputError
-from mrl_tui.core.search.index import Hits, NestedIndex
+from mrl_tui.core.search.index import Hits, NestedIndex, _best_k
 from mrl_tui.core.search.rerank import rerank_head
 
 ANCHOR_DIM = 64
@@ -29,7 +31,27 @@ HNSW_MIN_CHUNKS = 20_000
 """Below this many chunks the exact scan takes a few milliseconds; no graph is built."""
 
 DEFAULT_EF = 200
+"""Beam width and candidate count of `graph_search` where `tune` has measured none for the graph."""
 BUILD_BATCH = 10_000
+
+TUNE_EFS = (10, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
+"""Beam widths `tune` tries; the candidates reranked are the first c of the beam, c <= ef."""
+TUNE_QUERIES = 64
+TUNE_TIMED = 3
+"""Beam widths timed per d, from the narrowest that reaches the target recall."""
+TUNE_RECALL = 0.99
+"""`tune` wants the funnel's top-k to hold 99 % of the exact top-k at the same d, on average."""
+
+
+@dataclass(frozen=True)
+class FunnelSetting:
+    """Beam width and candidates reranked for one d, with what `tune` measured for them (recall
+    on corpus rows, median CPU ms per search)."""
+
+    ef: int
+    candidates: int
+    recall: float
+    ms: float
 
 
 class HnswGraph:
@@ -39,10 +61,18 @@ class HnswGraph:
         self._index = index
         self._lock = threading.Lock()  # set_ef + knn_query must not interleave between threads
         self.dim = dim
+        self.settings: dict[int, FunnelSetting] = {}
+        """Per d, what `tune` chose (empty until it runs)."""
 
     @property
     def n(self) -> int:
         return self._index.element_count
+
+    def setting(self, dim: int) -> FunnelSetting | None:
+        """What `tune` chose for the tuned d nearest ``dim`` (ties: the larger), if any."""
+        if not self.settings:
+            return None
+        return self.settings[min(self.settings, key=lambda d: (abs(d - dim), -d))]
 
     @classmethod
     def build(
@@ -124,17 +154,130 @@ class HnswGraph:
 
 
 def graph_search(
-    index: NestedIndex, graph: HnswGraph, query: np.ndarray, dim: int, k: int, candidates: int
+    index: NestedIndex,
+    graph: HnswGraph,
+    query: np.ndarray,
+    dim: int,
+    k: int,
+    candidates: int | None = None,
+    ef: int | None = None,
 ) -> Hits:
     """HNSW candidates at ``graph.dim``, reranked exactly at ``dim``.
 
-    Asking for at least every row reranks all of them, which is the exact answer.
+    ``candidates``/``ef`` default to what `tune` measured for the nearest tuned d (ties: the
+    larger d), else to `DEFAULT_EF` for both. The beam is ``max(ef, candidates, k)`` wide: no
+    fixed floor. Asking for at least every row reranks all of them, which is the exact answer.
     """
     if graph.dim > index.full_dim or graph.n != index.n:
         raise InputError("the HNSW graph does not belong to this index")
+    if candidates is None:
+        setting = graph.setting(dim)
+        candidates = setting.candidates if setting else DEFAULT_EF
+        ef = ef or (setting.ef if setting else DEFAULT_EF)
     wanted = max(int(candidates), int(k))
     if wanted >= index.n:
         ids = np.arange(index.n, dtype=np.int64)
     else:
-        ids = graph.candidates(query, wanted, ef=max(DEFAULT_EF, wanted))
+        ids = graph.candidates(query, wanted, ef=max(ef or wanted, wanted))
     return rerank_head(index, query, dim, ids, depth=k)
+
+
+def tune(
+    index: NestedIndex,
+    graph: HnswGraph,
+    dims: Sequence[int],
+    k: int = 10,
+    *,
+    target: float = TUNE_RECALL,
+    queries: int = TUNE_QUERIES,
+    seed: int = 0,
+) -> dict[int, FunnelSetting]:
+    """Measure, per d, the fastest (ef, candidates) whose funnel keeps ``target`` of the exact
+    top-k, and store them in ``graph.settings`` (`graph_search` then uses them).
+
+    Queries are rows of the corpus itself (the row is left out of both top-k lists: finding it
+    is too easy), like the auto funnel's pseudo-queries. For each beam width of `TUNE_EFS` the
+    candidates are the first c of the beam, c doubling from k; per beam width the smallest c
+    that reaches the target is timed (median CPU time over the queries), from the narrowest beam
+    that reaches it and the next `TUNE_TIMED` - 1, and the fastest wins. Where nothing reaches
+    it, the setting with the best recall.
+    """
+    if graph.dim > index.full_dim or graph.n != index.n:
+        raise InputError("the HNSW graph does not belong to this index")
+    n = index.n
+    count = min(queries, n)
+    if count == 0 or k < 1:
+        return {}
+    rows = np.sort(np.random.default_rng(seed).choice(n, count, replace=False))
+    qs = index.vectors(rows)
+    efs = [ef for ef in TUNE_EFS if k <= ef < n] or [max(k, min(n, TUNE_EFS[0]))]
+    # One beam per width serves every c <= ef: hnswlib's c best of an ef-wide beam are its
+    # first c, whatever count was asked. One more than ef: the query's own row drops out. Beams
+    # are walked only for the widths some d needs, once for all d.
+    beams: dict[int, list[np.ndarray]] = {}
+
+    def beam(ef: int) -> list[np.ndarray]:
+        if ef not in beams:
+            beams[ef] = [
+                _drop(graph.candidates(q, ef + 1, ef=ef + 1), r)[:ef]
+                for q, r in zip(qs, rows, strict=True)
+            ]
+        return beams[ef]
+
+    chosen: dict[int, FunnelSetting] = {}
+    for dim in dims:
+        truth = [
+            set(_drop(h.ids, r)[:k].tolist())
+            for h, r in zip(index.search_many(qs, dim, k + 1), rows, strict=True)
+        ]
+        scored: dict[int, list[np.ndarray]] = {}
+
+        def recall_at(ef: int, c: int, dim: int = dim, truth=truth, scored=scored) -> float:
+            if ef not in scored:  # each beam scored once at this d; its first c are a slice
+                scored[ef] = [index.score_ids(q, dim, b) for q, b in zip(qs, beam(ef), strict=True)]
+            kept = [
+                len(set(_best_k(b[:c], scores[:c], k)[0].tolist()) & t) / max(1, len(t))
+                for b, scores, t in zip(beam(ef), scored[ef], truth, strict=True)
+            ]
+            return float(np.mean(kept))
+
+        best: FunnelSetting | None = None
+        fallback: FunnelSetting | None = None
+        tried = 0
+        for ef in efs:
+            c = k
+            while True:
+                recall = recall_at(ef, c)
+                if fallback is None or recall > fallback.recall:
+                    fallback = FunnelSetting(ef, c, recall, float("nan"))
+                if recall >= target or c == ef:
+                    break
+                c = min(2 * c, ef)
+            if recall < target:
+                continue
+            ms = _median_ms(
+                lambda q, dim=dim, ef=ef, c=c: graph_search(index, graph, q, dim, k, c, ef), qs
+            )
+            if best is None or ms < best.ms:
+                best = FunnelSetting(ef, c, recall, ms)
+            tried += 1
+            if tried == TUNE_TIMED:
+                break  # wider beams than these cost more: each step widens it by half
+        chosen[dim] = best or fallback  # type: ignore[assignment]
+    graph.settings.update(chosen)
+    return chosen
+
+
+def _drop(ids: np.ndarray, row: int) -> np.ndarray:
+    return ids[ids != row]
+
+
+def _median_ms(search: Callable[[np.ndarray], object], queries: np.ndarray) -> float:
+    """Median CPU milliseconds of this thread per query: on a loaded machine, wall time also
+    counts waits for the run queue, which grow with a query's length and would pick at random."""
+    times = []
+    for q in queries:
+        started = time.thread_time()
+        search(q)
+        times.append(time.thread_time() - started)
+    return float(np.median(times) * 1e3)

@@ -5,10 +5,11 @@ The score at dimension ``d`` is the cosine of the first ``d`` coordinates:
 stored; other prefixes add their last few columns on the fly, so a search at any ``d`` reads
 ``N·d`` values once.
 
-Layout (CPU): the columns are stored in blocks of ``BLOCK`` dimensions, each block a contiguous
-``(N, BLOCK)`` array, so a prefix reads whole contiguous blocks and nothing past ``d`` rounded up
-to a block. Rows are scanned in chunks that stay in cache, and each chunk is merged into a running
-top-k with a threshold, so no ``N``-long score array is ever sorted or partitioned. The numbers
+Layout (CPU): the columns are stored in blocks (`block_bounds`: 0–32, 32–64, 64–128, 128–256,
+then 128 wide), each block a contiguous ``(N, width)`` array, so a prefix reads whole contiguous
+blocks and, of the last one, only its first ``d - lo`` columns of every row. Rows are scanned in
+chunks that stay in cache, and each chunk is merged into a running top-k with a threshold, so no
+``N``-long score array is ever sorted or partitioned. The numbers
 behind these choices are in ``benchmarks/README.md``.
 
 On CUDA/MPS the vectors are one torch tensor on the device and top-k is ``torch.topk``.
@@ -32,7 +33,14 @@ STEP = 8
 """The UI's slider step; prefix norms are stored at every multiple of it."""
 
 BLOCK = 32
-"""Dimensions per stored column block (a multiple of STEP); 32 measured best (benchmarks/README)."""
+"""Width of the first two column blocks (a multiple of STEP): a prefix of 32 or 64 reads exactly
+its own columns."""
+
+MAX_BLOCK = 128
+"""Widest column block. Past 64 dims each block is as wide as the prefix before it, up to this:
+a matrix-vector product over 128 columns does a quarter of the per-row reductions of four over
+32: 3–16 % faster at d >= 128, timed against the 32-wide blocks in the same runs
+(benchmarks/README)."""
 
 CHUNK_ROWS = 16_384
 """Rows per scan chunk: a chunk of one block (2 MiB) and its scores stay in L2 cache."""
@@ -153,6 +161,19 @@ class Hits:
         return len(self.ids)
 
 
+def block_bounds(full_dim: int) -> list[tuple[int, int]]:
+    """(first, end) column of every stored block: 0–32, 32–64, 64–128, 128–256, 256–384, …
+
+    Every bound is a multiple of `STEP` (but the last, ``full_dim``), so the < STEP columns past a
+    stored prefix norm lie in one block."""
+    bounds, lo = [], 0
+    while lo < full_dim:
+        width = BLOCK if lo < 2 * BLOCK else min(lo, MAX_BLOCK)
+        bounds.append((lo, min(lo + width, full_dim)))
+        lo = bounds[-1][1]
+    return bounds
+
+
 def _empty_hits() -> Hits:
     return Hits(np.empty(0, np.int64), np.empty(0, np.float32))
 
@@ -210,9 +231,8 @@ class NestedIndex:
             prefix_sq[:, a : a + len(part)] = np.cumsum(sq, axis=1).T
 
         if backend == "numpy":
-            self._blocks = [
-                np.ascontiguousarray(x[:, b : b + BLOCK]) for b in range(0, self.full_dim, BLOCK)
-            ]
+            self._bounds = block_bounds(self.full_dim)
+            self._blocks = [np.ascontiguousarray(x[:, lo:hi]) for lo, hi in self._bounds]
             # Stored inverted: a search at a multiple of STEP then multiplies by it directly.
             self._inv_prefix = _inverse(prefix_sq, out=prefix_sq)
         else:
@@ -246,24 +266,32 @@ class NestedIndex:
 
     def score_ids(self, query: np.ndarray, dim: int, ids: np.ndarray) -> np.ndarray:
         """Cosine at ``dim`` for the given rows, in the order given (float32)."""
-        q = self._check_query(query, dim)
-        ids = self._check_ids(ids)
-        if self.backend == "torch":
-            return self._score_ids_torch(q, dim, ids)
-        rows = self._rows(ids, dim)
-        dots = rows @ q[:dim]
-        return (dots * self._inv_norms_rows(ids, rows, dim) * _query_inv(q, dim)).astype(np.float32)
+        return self._score_checked(self._check_query(query, dim), dim, self._check_ids(ids))
 
     def rerank(self, query: np.ndarray, dim: int, ids: np.ndarray, k: int) -> Hits:
         """Exact top-k at ``dim`` among candidate rows (duplicates are ignored)."""
-        ids = np.unique(self._check_ids(ids))
+        q = self._check_query(query, dim)
+        ids = self._unique_ids(ids)
         k = _check_k(k, len(ids))
         if k == 0:
-            self._check_query(query, dim)
             return _empty_hits()
-        scores = self.score_ids(query, dim, ids)
-        top_ids, top_scores = _best_k(ids, scores, k)
+        top_ids, top_scores = _best_k(ids, self._score_checked(q, dim, ids), k)
         return Hits(top_ids, top_scores)
+
+    def _score_checked(self, q: np.ndarray, dim: int, ids: np.ndarray) -> np.ndarray:
+        """`score_ids` for a checked query and ids. On the CPU each block's rows are gathered and
+        multiplied in turn (a few hundred candidates: no copy of their whole prefix)."""
+        if self.backend == "torch":
+            return self._score_ids_torch(q, dim, ids)
+        dots = None
+        for block, lo, width in self._block_parts(dim):
+            part = block[ids] if width == block.shape[1] else block[ids, :width]
+            dot = part @ q[lo : lo + width]
+            dots = dot if dots is None else np.add(dots, dot, out=dots)
+        assert dots is not None  # dim >= 1 touches a block
+        dots *= self._inv_norms_ids(ids, dim)
+        dots *= _query_inv(q, dim)
+        return dots.astype(np.float32, copy=False)
 
     def nbytes(self, dim: int) -> int:
         """Bytes of float32 vectors a search at ``dim`` reads: ``n * dim * 4``."""
@@ -415,8 +443,9 @@ class NestedIndex:
     def _block_parts(self, dim: int) -> list[tuple[np.ndarray, int, int]]:
         """(block, first column, columns used) for every block a prefix of ``dim`` touches."""
         return [
-            (block, lo, min(BLOCK, dim - lo))
-            for block, lo in zip(self._blocks, range(0, dim, BLOCK), strict=False)
+            (block, lo, min(hi, dim) - lo)
+            for block, (lo, hi) in zip(self._blocks, self._bounds, strict=True)
+            if lo < dim
         ]
 
     def _rows(self, ids: np.ndarray, dim: int) -> np.ndarray:
@@ -433,14 +462,19 @@ class NestedIndex:
         if not extra:
             return self._inv_prefix[groups - 1, a:b]
         lo = groups * STEP
-        cols = self._blocks[lo // BLOCK][a:b, lo % BLOCK : lo % BLOCK + extra]
+        i = next(i for i, (first, end) in enumerate(self._bounds) if first <= lo < end)
+        first = self._bounds[i][0]
+        cols = self._blocks[i][a:b, lo - first : lo - first + extra]
         return _inverse(self._stored_sq(groups, slice(a, b)) + np.einsum("ij,ij->i", cols, cols))
 
-    def _inv_norms_rows(self, ids: np.ndarray, rows: np.ndarray, dim: int) -> np.ndarray:
+    def _inv_norms_ids(self, ids: np.ndarray, dim: int) -> np.ndarray:
+        """1/|x[:dim]| for the given rows (as `_inv_norms_range`)."""
         groups, extra = divmod(dim, STEP)
         if not extra:
             return self._inv_prefix[groups - 1, ids]
-        cols = rows[:, groups * STEP : dim]
+        lo = groups * STEP
+        i = next(i for i, (first, end) in enumerate(self._bounds) if first <= lo < end)
+        cols = self._blocks[i][ids, lo - self._bounds[i][0] : lo - self._bounds[i][0] + extra]
         return _inverse(self._stored_sq(groups, ids) + np.einsum("ij,ij->i", cols, cols))
 
     def _stored_sq(self, groups: int, rows: slice | np.ndarray) -> np.ndarray:
@@ -544,6 +578,20 @@ class NestedIndex:
         ids = ids.astype(np.int64)
         if len(ids) and (ids.min() < 0 or ids.max() >= self.n):
             raise InputError(f"ids must lie in 0..{self.n - 1}")
+        return ids
+
+    def _unique_ids(self, ids: np.ndarray) -> np.ndarray:
+        """`_check_ids`, sorted and without duplicates (sorting makes the gathers forward)."""
+        ids = np.asarray(ids)
+        if ids.ndim != 1 or (len(ids) and not np.issubdtype(ids.dtype, np.integer)):
+            raise InputError("ids must be a 1-D integer array")
+        ids = np.sort(ids.astype(np.int64))
+        if len(ids) and (ids[0] < 0 or ids[-1] >= self.n):
+            raise InputError(f"ids must lie in 0..{self.n - 1}")
+        if len(ids) > 1:
+            fresh = ids[1:] != ids[:-1]
+            if not fresh.all():
+                ids = ids[np.concatenate(([True], fresh))]
         return ids
 
 
