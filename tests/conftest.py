@@ -112,3 +112,23 @@ TOPICS = {
 @pytest.fixture
 def topic_folder(tmp_path: Path) -> Path:
     return write_files(tmp_path / "topics", TOPICS)
+
+
+def tiny_texts(n: int = 24) -> dict[str, tuple[str, str]]:
+    """name -> (title, body) of short notes about household things."""
+    things = ["lamp", "kettle", "bicycle", "garden", "violin", "router", "camera", "tent"]
+    texts = {}
+    for i in range(n):
+        thing = things[i % len(things)]
+        texts[f"{thing}-{i}"] = (
+            f"Caring for the {thing} number {i}",
+            f"Clean the {thing} every {i + 2} days with a dry cloth. "
+            f"Store the {thing} away from damp and direct sun in box {i}. "
+            f"Replace worn parts of the {thing} after {i * 10 + 50} hours of use.",
+        )
+    return texts
+
+
+def tiny_folder(root: Path, n: int = 24) -> Path:
+    files = {f"notes/{name}.md": f"# {t}\n\n{b}\n" for name, (t, b) in tiny_texts(n).items()}
+    return write_files(root, files)

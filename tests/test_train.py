@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SAMPLES, TOPICS, write_files
+from conftest import SAMPLES, TOPICS, tiny_folder, tiny_texts, write_files
 
 from mrl_tui.cli import main
 from mrl_tui.core.embedding.models import bundled_model_path, find_spec, resolve_spec
@@ -64,26 +64,6 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
     result = train(folder, device="cpu", settings=FIXTURE_SETTINGS, cache_root=cache)
     assert result.model_path is not None
     return Trained(folder, cache, result.model_path, result.provenance)
-
-
-def tiny_texts(n: int = 24) -> dict[str, tuple[str, str]]:
-    """name -> (title, body) of short notes about household things."""
-    things = ["lamp", "kettle", "bicycle", "garden", "violin", "router", "camera", "tent"]
-    texts = {}
-    for i in range(n):
-        thing = things[i % len(things)]
-        texts[f"{thing}-{i}"] = (
-            f"Caring for the {thing} number {i}",
-            f"Clean the {thing} every {i + 2} days with a dry cloth. "
-            f"Store the {thing} away from damp and direct sun in box {i}. "
-            f"Replace worn parts of the {thing} after {i * 10 + 50} hours of use.",
-        )
-    return texts
-
-
-def tiny_folder(root: Path, n: int = 24) -> Path:
-    files = {f"notes/{name}.md": f"# {t}\n\n{b}\n" for name, (t, b) in tiny_texts(n).items()}
-    return write_files(root, files)
 
 
 def model_folders(cache: Path) -> list[Path]:
