@@ -222,6 +222,38 @@ def test_a_stop_after_a_validation_keeps_the_best_so_far_marked_partial(tmp_path
     assert model_folders(tmp_path) == [result.model_path]  # no temporary folder left
 
 
+def test_after_a_stopped_run_train_restarts_clearly_then_is_up_to_date(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Again after Ctrl-C: a new run from the base (said on stderr and in the JSON) replaces the
+    partial model; once a run completes, the same command is up to date (exit 0)."""
+    folder = tiny_folder(tmp_path / "tiny")
+    settings = TrainSettings(max_steps=4, batch_size=4, max_seq_length=16, evaluations=4)
+    stopped = train(
+        folder, device="cpu", settings=settings, cache_root=tmp_path, should_stop=_stop_after(2)
+    )
+    assert stopped.provenance["partial"] and stopped.model_path is not None
+    args = ["train", str(folder), "--max-steps", "4", "--batch-size", "4"]
+    args += ["--max-seq-length", "16", "--cache-dir", str(tmp_path), "--json"]
+
+    code, out, err = run(args, capsys)
+    assert code == 0, err
+    again = json.loads(out)
+    assert "was stopped early at step 2 of 4 (kept, marked partial)" in err
+    assert "this run starts again from sentence-transformers/all-MiniLM-L6-v2" in err
+    assert not again["up_to_date"] and not again["partial"]
+    assert again["stop_reason"] in {"completed", "no improvement"}
+    assert again["restarted_after_partial"] == str(stopped.model_path)
+    assert model_folders(tmp_path) == [Path(again["model_path"])]  # the partial one replaced
+
+    code, out, err = run(args, capsys)
+    assert code == 0 and err.strip() == ""  # no restart note
+    third = json.loads(out)
+    assert third["up_to_date"] and third["model_path"] == again["model_path"]
+    code, out, _ = run(args[:-1], capsys)  # the plain text says so too
+    assert code == 0 and out.startswith(f"up to date: {again['model_path']} was trained on")
+
+
 def test_a_stop_before_any_validation_or_a_failed_save_leaves_the_previous_model(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -47,6 +47,7 @@ from mrl_tui.core.training.trained import (
     current_model,
     models_root,
     new_temp_dir,
+    partial_model,
     publish,
     training_key,
 )
@@ -94,13 +95,15 @@ class TrainSettings:
 
 @dataclass
 class TrainProgress:
-    phase: str  # "loading" | "pairs" | "validating" | "training" | "saving"
+    phase: str  # "restarting" | "loading" | "pairs" | "validating" | "training" | "saving"
     step: int = 0
     total: int = 0
     loss: float | None = None
     best: float | None = None
     """Best validation mean nDCG@10 so far."""
     elapsed_s: float = 0.0
+    note: str = ""
+    """A line for the user ("restarting": why this run starts from the base model again)."""
 
 
 @dataclass
@@ -198,6 +201,26 @@ def train(
         current = current_model(key, cache_root)
         if current is not None:
             return TrainResult(current.path, current.provenance, up_to_date=True)
+    previous = partial_model(key, cache_root)
+    restarted: dict[str, Any] = {}
+    if previous is not None:
+        record = previous.provenance
+        restarted = {
+            "restarted_after": {
+                "model_path": str(previous.path),
+                "steps": record.get("steps"),
+                "steps_run": record.get("steps_run"),
+                "planned_steps": record.get("planned_steps"),
+            }
+        }
+        tell(
+            "restarting",
+            note=(
+                f"the last run on {root.name} was stopped early at step {record.get('steps_run')} "
+                f"of {record.get('planned_steps')} (kept, marked partial); this run starts again "
+                f"from {display} and replaces it once it saves a checkpoint"
+            ),
+        )
     target = models_root(cache_root)
     if Path(weights).is_dir():
         _check_space(target, int(SPACE_MARGIN * _folder_bytes(Path(weights))))
@@ -241,6 +264,7 @@ def train(
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "seconds": round(time.perf_counter() - started, 1),
         **outcome.record,
+        **restarted,
     }
     if outcome.best_state is None:
         return TrainResult(None, provenance)

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from mrl_tui.core.training.train import TrainProgress, TrainResult, TrainSettings
 
 PHASES = {
+    "restarting": "restarting…",
     "loading": "loading the base model…",
     "pairs": "cutting training pairs from the folder…",
     "validating": "validating on held-out pseudo-queries…",
@@ -88,13 +89,16 @@ def outcome_lines(result: TrainResult) -> tuple[str, bool]:
             True,
         )
     if result.model_path is None:
-        return "Stopped before the first validation: nothing was saved.", False
+        kept = " The last run's partial model is kept." if "restarted_after" in record else ""
+        return f"Stopped before the first validation: nothing was saved.{kept}", False
     validation = record["validation"]
     base, best = validation["base"]["mean_ndcg10"], validation["best"]["mean_ndcg10"]
     dims = "/".join(str(d) for d in record["dims"])
     partial = ""
     if record["partial"]:
         partial = " Stopped early: kept its best checkpoint, marked partial."
+    if "restarted_after" in record:
+        partial += " It replaces the last run's partial model."
     return (
         f"Trained {record['steps_run']} steps on {record['pairs']['train']} pairs in "
         f"{record['seconds']:.0f} s; best at step {record['steps']}.{partial}\n"
@@ -193,6 +197,12 @@ class TrainScreen(ModalScreen[str | None]):
     def on_train_screen_progressed(self, message: Progressed) -> None:
         p = message.progress
         self.last_progress = p
+        if p.note:  # why this run starts again (the last one was stopped early)
+            self._set(
+                "#train-source",
+                f"{self.job.source}\n{p.note[:1].upper()}{p.note[1:]}.",
+                style="dim",
+            )
         if p.phase == "training" and p.step:
             self.rate.update(p.step)
         status = PHASES.get(p.phase, p.phase)
