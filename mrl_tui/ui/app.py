@@ -434,8 +434,16 @@ class MrlApp(App[int]):
         self.push_screen(TrainScreen(job), self._after_training)
 
     async def _after_training(self, model: str | None) -> None:
-        if model is not None:
-            await self.switch_model(model)
+        if model is None:
+            return
+        if self.search_screen.indexing:
+            self.notify(
+                "The folder is still being indexed: once it is, palette → Search with the "
+                "trained model.",
+                timeout=10,
+            )
+            return
+        await self.switch_model(model)
 
     async def action_use_trained(self) -> None:
         model = self._trained_model()

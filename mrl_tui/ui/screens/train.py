@@ -23,7 +23,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.message import Message
 from textual.screen import ModalScreen
-from textual.widgets import ProgressBar, Static
+from textual.widgets import Footer, ProgressBar, Static
 
 from mrl_tui.core.errors import MrlError
 from mrl_tui.ui.literal import shown
@@ -160,6 +160,7 @@ class TrainScreen(ModalScreen[str | None]):
             yield ProgressBar(show_eta=False, id="train-bar")
             yield Static("", id="train-detail")
             yield Static(RUNNING_HINT, id="train-hint")
+        yield Footer()  # this screen's keys, not the search screen's below it
 
     def on_mount(self) -> None:
         self._train()
