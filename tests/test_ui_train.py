@@ -153,3 +153,25 @@ async def test_an_up_to_date_folder_says_so_and_the_palette_switches_models(
         await wait_for(pilot, lambda: app.model == base and search.library is not None, 90)
         assert search.library.transform_name != "native MRL"
         assert search.library.store.directory == base_index  # the first index, not rebuilt
+
+
+async def test_a_folder_too_small_to_train_on_is_one_line_and_nothing_switches(
+    embedder, tmp_path: Path
+) -> None:
+    folder = tiny_folder(tmp_path / "few", n=5).resolve()
+    app = open_app(folder, embedder, tmp_path / "cache")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: app.search_screen.library is not None)
+        app.action_train()
+        await wait_for(pilot, lambda: isinstance(app.screen, TrainScreen))
+        screen = app.screen
+        await wait_for(pilot, lambda: not screen.running, timeout=60)
+        assert text_of(screen, "#train-status") == "training failed"
+        detail = text_of(screen, "#train-detail")
+        assert "training needs at least 16" in detail and "\n" not in detail
+        assert not screen.check_action("use_model", ())
+        await pilot.press("enter")  # nothing to switch to: stays
+        assert app.screen is screen
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not isinstance(app.screen, TrainScreen))
+        assert app.model is None and app.search_screen.library is not None
