@@ -202,6 +202,15 @@ def test_json_summary_of_a_short_run(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert summary["validation"]["base"]["mean_ndcg10"] > 0
 
 
+def test_a_distillation_term_trains_on_passages_as_well(tmp_path: Path) -> None:
+    folder = tiny_folder(tmp_path / "tiny")
+    settings = TrainSettings(max_steps=3, batch_size=4, max_seq_length=16, distill=1.0)
+    result = train(folder, device="cpu", settings=settings, cache_root=tmp_path)
+    record = result.provenance
+    assert result.model_path is not None and record["steps_run"] == 3
+    assert record["distill"] == 1.0 and 0 < record["distill_docs"] < record["passages"]
+
+
 def _stop_after(step: int):
     calls = {"n": 0}
 

@@ -87,6 +87,10 @@ class TrainSettings:
     evaluations: int = EVALUATIONS
     patience: int = PATIENCE
     validation_docs: int = VALIDATION_DOCS
+    distill: float = 0.0
+    """Weight of a distillation term (0: none): besides the pairs, batches of corpus passages
+    whose full-dim vectors are kept close (cosine) to the starting model's (the base, or its PCA
+    rotation), so that the full dimension does not drift while the prefixes are trained."""
     pca_start: bool = True
     """Start a model that is not native MRL from its PCA rotation (a trainable `Dense` layer
     fitted on the validation documents): its prefixes begin where PCA's are, not naive ones."""
@@ -290,6 +294,8 @@ class _Validation:
         room = max(0, cap - len(held))
         rows = held + sorted(rng.permutation(others)[:room].tolist())
         row_of = {passage: row for row, passage in enumerate(rows)}
+        self.held_rows = len(held)
+        """`docs[held_rows:]` are training passages (the distillation term may use them)."""
         self.docs = [pairs.passages[i].text for i in rows]
         self.queries = [p.query for p in pairs.validation]
         self.relevant = np.array([row_of[p.passage] for p in pairs.validation])
@@ -376,6 +382,7 @@ def _fit(
         base_pca = validation.score(rotation.apply(queries), rotation.apply(docs))
         _insert_rotation(model, rotation.matrix)
         start = "pca"
+    teacher = rotation.apply(docs) if start == "pca" else docs  # the starting model's vectors
     batch = settings.batch_size or (128 if device == "cuda" else 32)
     if batch > CACHED_LOSS_ABOVE:
         inner: Any = CachedMultipleNegativesRankingLoss(model, mini_batch_size=MINI_BATCH)
@@ -457,11 +464,23 @@ def _fit(
         dataloader_num_workers=0,
         prompts=prompts or None,
     )
-    data = Dataset.from_dict(
+    data: Any = Dataset.from_dict(
         {"anchor": [p.query for p in pairs.train], "positive": [p.positive for p in pairs.train]}
     )
+    losses: Any = loss
+    distilled = 0
+    if settings.distill > 0:
+        texts = validation.docs[validation.held_rows :]
+        distilled = len(texts)
+        data = {
+            "pairs": data,
+            "distill": Dataset.from_dict(
+                {"text": texts, "label": teacher[validation.held_rows :].tolist()}
+            ),
+        }
+        losses = {"pairs": loss, "distill": _weighted_distill(model, settings.distill)}
     control = Control()
-    trainer = Trainer(model=model, args=args, train_dataset=data, loss=loss, callbacks=[control])
+    trainer = Trainer(model=model, args=args, train_dataset=data, loss=losses, callbacks=[control])
     for quiet in (PrinterCallback, ProgressCallback):
         trainer.remove_callback(quiet)
     seconds = time.perf_counter()
@@ -483,6 +502,7 @@ def _fit(
         "device": device,
         "precision": "bf16" if bf16 else "fp16" if fp16 else "fp32",
         "start": start,
+        **({"distill": settings.distill, "distill_docs": distilled} if distilled else {}),
         "steps": state["best_step"],
         "steps_run": steps_run,
         "planned_steps": control.total,
@@ -502,6 +522,17 @@ def _fit(
         },
     }
     return _Outcome(state["best"], record)
+
+
+def _weighted_distill(model: Any, weight: float) -> Any:
+    """`weight` × sentence-transformers' `EmbedDistillLoss` (1 − cosine to the label vectors)."""
+    from sentence_transformers.sentence_transformer.losses import EmbedDistillLoss
+
+    class Weighted(EmbedDistillLoss):
+        def forward(self, *args: Any, **kwargs: Any) -> Any:
+            return weight * super().forward(*args, **kwargs)
+
+    return Weighted(model, distance_metric="cosine")
 
 
 def _insert_rotation(model: Any, matrix: np.ndarray) -> None:
