@@ -124,6 +124,17 @@ async def test_train_from_the_palette_stop_keeps_the_best_and_switch_to_it(
         assert search.state is not None and search.state.query.text.startswith("how often")
         assert search.library.store.directory != base_index
 
+        # again: the partial run is said, and a stop before any validation keeps it
+        await palette(pilot, "train a matryoshka")
+        await wait_for(pilot, lambda: isinstance(app.screen, TrainScreen))
+        again = app.screen
+        assert again.job.model == result.provenance["base_model"]  # from the base, not the model
+        await wait_for(pilot, lambda: "stopped early at step" in text_of(again, "#train-source"))
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not again.running, timeout=90)
+        assert "The last run's partial model is kept." in text_of(again, "#train-detail")
+        assert trained_for(folder, cache).path == result.model_path
+
 
 async def test_an_up_to_date_folder_says_so_and_the_palette_switches_models(
     folder: Path, embedder, tmp_path: Path
