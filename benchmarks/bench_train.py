@@ -43,6 +43,7 @@ def bench_set(folder: Path, args: argparse.Namespace) -> dict:
         batch_size=args.batch_size,
         max_seq_length=args.max_seq_length,
         evaluations=args.evaluations,
+        distill=args.distill,
         **({"learning_rate": args.learning_rate} if args.learning_rate else {}),
     )
     load_before = os.getloadavg()
@@ -87,7 +88,10 @@ def bench_set(folder: Path, args: argparse.Namespace) -> dict:
                 "device",
                 "precision",
                 "stop_reason",
+                "distill",
+                "distill_docs",
             )
+            if key in record
         },
         "pairs": record["pairs"],
         "validation": {
@@ -140,6 +144,12 @@ def main() -> None:
     parser.add_argument("--evaluations", type=int, default=5, help="validations during training")
     parser.add_argument(
         "--learning-rate", type=float, help="default: mrl_tui.core.training.train's"
+    )
+    parser.add_argument(
+        "--distill",
+        type=float,
+        default=0.0,
+        help="weight of a term keeping full-dim passage vectors close to the starting model's",
     )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--cache-dir", type=Path)

@@ -19,6 +19,7 @@ from typing import Any
 from mrl_tui.core.errors import InputError
 
 PHASES = {
+    "restarting": "restarting",
     "loading": "loading model",
     "pairs": "cutting pairs",
     "validating": "validating",
@@ -94,6 +95,7 @@ def summary(result: Any) -> dict[str, Any]:
         "precision": record["precision"],
         "partial": record["partial"],
         "stop_reason": record["stop_reason"],
+        "restarted_after_partial": record.get("restarted_after", {}).get("model_path"),
         "validation": {"base": validation.get("base"), "best": validation.get("best")},
     }
 
@@ -107,7 +109,10 @@ def _print(result: Any) -> None:
         )
         return
     if result.model_path is None:
-        print("stopped before the first validation: nothing saved")
+        kept = ""
+        if "restarted_after" in record:
+            kept = f"; the last partial model is kept: {record['restarted_after']['model_path']}"
+        print(f"stopped before the first validation: nothing saved{kept}")
         return
     validation = record["validation"]
     base, best = validation["base"], validation["best"]
@@ -133,6 +138,8 @@ def _print(result: Any) -> None:
     if best["mean_ndcg10"] <= base["mean_ndcg10"]:
         print("note: no checkpoint beat the base model on the validation queries")
     print(f"native MRL at {dims}: {result.model_path}")
+    if "restarted_after" in record:
+        print(f"it replaces the partial model {record['restarted_after']['model_path']}")
 
 
 @contextmanager
@@ -186,6 +193,10 @@ def _progress() -> Iterator[Callable[[Any], None]]:
         first: list[tuple[int, float]] = []
 
         def show(p: Any) -> None:
+            if p.note:
+                bar.console.print(
+                    f"mrl-tui: {p.note}", markup=False, highlight=False, soft_wrap=True
+                )
             stats = []
             if p.phase == "training" and p.step:
                 if not first:

@@ -1,9 +1,11 @@
-"""Shared fixtures: the real bundled model (loaded once per session) and small temp corpora."""
+"""Shared fixtures: the real bundled model (loaded once per session), a real Matryoshka model
+trained on the notes sample (once per session), and small temp corpora."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 import pytest
@@ -68,6 +70,51 @@ def notes_library(embedder, tmp_path_factory: pytest.TempPathFactory):
     library.close()
 
 
+class TrainedNotes(NamedTuple):
+    folder: Path
+    cache: Path
+    path: Path
+    provenance: dict[str, Any]
+
+
+TRAINED_NOTES_SETTINGS: dict[str, Any] = {
+    "max_steps": 12,
+    "batch_size": 8,
+    "max_seq_length": 32,
+    "learning_rate": 1e-4,
+    "evaluations": 1,
+    "validation_docs": 200,
+}
+"""12 steps of 8 pairs at 32 tokens, one validation among 200 documents: 14–19 s of CPU on one
+thread (README, Development), and a real Matryoshka model: its held-out 32-dim nDCG@10 rises
+clearly above the base's naive prefix (0.57 → 0.68 when measured)."""
+
+
+@pytest.fixture(scope="session")
+def trained_notes(tmp_path_factory: pytest.TempPathFactory) -> TrainedNotes:
+    """A real Matryoshka model: MiniLM trained by `mrl-tui train` on sample_corpora/notes (read
+    only, nothing is written there), kept in a session cache. The native-MRL paths (registry,
+    library, `info`, `search --model`) are tested on it rather than on a random model."""
+    import torch
+
+    from mrl_tui.core.training.train import TrainSettings, train
+
+    cache = tmp_path_factory.mktemp("trained-notes")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # two OpenMP threads spin-wait on each other on a busy 2-core box
+    try:
+        result = train(
+            SAMPLES / "notes",
+            device="cpu",
+            settings=TrainSettings(**TRAINED_NOTES_SETTINGS),
+            cache_root=cache,
+        )
+    finally:
+        torch.set_num_threads(threads)
+    assert result.model_path is not None and not result.provenance["partial"]
+    return TrainedNotes(SAMPLES / "notes", cache, result.model_path, result.provenance)
+
+
 class Remembering:
     """The session's model, keeping each document text's vector: `notes_library.embedder`. A test
     that indexes a copy of some notes topics with it gets the vectors the model gave the session
@@ -129,3 +176,23 @@ TOPICS = {
 @pytest.fixture
 def topic_folder(tmp_path: Path) -> Path:
     return write_files(tmp_path / "topics", TOPICS)
+
+
+def tiny_texts(n: int = 24) -> dict[str, tuple[str, str]]:
+    """name -> (title, body) of short notes about household things."""
+    things = ["lamp", "kettle", "bicycle", "garden", "violin", "router", "camera", "tent"]
+    texts = {}
+    for i in range(n):
+        thing = things[i % len(things)]
+        texts[f"{thing}-{i}"] = (
+            f"Caring for the {thing} number {i}",
+            f"Clean the {thing} every {i + 2} days with a dry cloth. "
+            f"Store the {thing} away from damp and direct sun in box {i}. "
+            f"Replace worn parts of the {thing} after {i * 10 + 50} hours of use.",
+        )
+    return texts
+
+
+def tiny_folder(root: Path, n: int = 24) -> Path:
+    files = {f"notes/{name}.md": f"# {t}\n\n{b}\n" for name, (t, b) in tiny_texts(n).items()}
+    return write_files(root, files)

@@ -231,6 +231,23 @@ def test_unknown_model_and_mrl_flag(stand_in: StandIn, tmp_path: Path, topic_fol
     library.close()
 
 
+def test_a_model_trained_here_is_native_mrl_without_the_flag(
+    trained_notes, tmp_path: Path, topic_folder: Path
+) -> None:
+    """The real Matryoshka model of the session (conftest), not a stand-in: the registry reads
+    its training record, and the library searches its prefixes as they are (no PCA)."""
+    embedder = Embedder(str(trained_notes.path), device="cpu")
+    assert embedder.spec.native_mrl and embedder.spec.mrl_dims == (32, 64, 128, 256, 384)
+    assert embedder.rule.startswith("native MRL: trained by mrl-tui on ")
+    library = Library(topic_folder, embedder, cache_root=tmp_path / "cache")
+    assert library.transform_name == "native MRL"
+    library.update()
+    library.load()
+    hits = library.search(library.query("moons of the red planet"), 32, 3).hits
+    assert hits[0].chunk.path == "space/mars.md"
+    library.close()
+
+
 @pytest.mark.parametrize(
     ("folder", "trust", "device", "dtype"),
     [

@@ -33,6 +33,7 @@ from mrl_tui.ui.state import FolderView, Remembered
 if TYPE_CHECKING:
     from mrl_tui.core.cache.indexer import IndexProgress, IndexReport
     from mrl_tui.core.library import Library
+    from mrl_tui.core.training.train import TrainSettings
 
 HERE = Path(__file__).parent
 HELP_HELP = "this help (? outside the query box)"
@@ -96,6 +97,7 @@ class MrlApp(App[int]):
         HERE / "widgets" / "preview.tcss",
         HERE / "widgets" / "panels.tcss",
         HERE / "widgets" / "indexing.tcss",
+        HERE / "screens" / "train.tcss",
     ]
     # The tooltips are the help screen's text (F1 lists these bindings).
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -176,6 +178,8 @@ class MrlApp(App[int]):
         self.watch = watch
         self.watcher: Any = None  # a `FolderWatcher` once the first index is ready
         self._watching = False
+        self.train_settings: TrainSettings | None = None
+        """What the palette's training runs with (None: `train`'s defaults, as the CLI's)."""
         self.title = shown(f"mrl-tui · {self.path.name or self.path}")
 
     def get_default_screen(self) -> Screen[Any]:
@@ -444,7 +448,101 @@ class MrlApp(App[int]):
             "Save the two rankings, their movements and agreement as JSON (in Downloads)",
             self.action_export_comparison,
         )
+        yield SystemCommand(
+            "Train a Matryoshka model on this folder",
+            "Fine-tune the base model on this folder's own text (Esc stops, keeping the best)",
+            self.action_train,
+        )
+        trained = self._trained_model()
+        if trained is not None and trained != self.model:
+            yield SystemCommand(
+                "Search with the trained model",
+                "The Matryoshka model trained on this folder (it builds its own index)",
+                self.action_use_trained,
+            )
+        base = self._base_model()
+        if base != self.model:
+            yield SystemCommand(
+                "Search with the base model",
+                f"Back to {base or 'the bundled model'}, the model this one was trained from",
+                self.action_use_base,
+            )
         yield SystemCommand("Help", "Show all keys", self.action_help)
+
+    # -- training a model on the folder, and switching the search to it ------------------------
+
+    def _trained_model(self) -> str | None:
+        """The path of the model trained for this folder, if there is one."""
+        from mrl_tui.core.training.trained import trained_for
+
+        model = trained_for(self.folder_key, self.cache_root)
+        return None if model is None else str(model.path)
+
+    def _base_model(self) -> str | None:
+        """The model a trained one was trained from; else the current model itself."""
+        from mrl_tui.core.training.trained import read_provenance
+
+        record = read_provenance(self.model) if self.model else None
+        return self.model if record is None else str(record["base_model"])
+
+    def action_train(self) -> None:
+        from mrl_tui.ui.screens.train import TrainJob, TrainScreen
+
+        if isinstance(self.screen, TrainScreen):
+            return
+        job = TrainJob(
+            self.folder_key,
+            model=self._base_model(),
+            device=self.device,
+            cache_root=self.cache_root,
+            trust_remote_code=self.trust_remote_code,
+            settings=self.train_settings,
+        )
+        self.push_screen(TrainScreen(job), self._after_training)
+
+    async def _after_training(self, model: str | None) -> None:
+        if model is None:
+            return
+        if self.search_screen.indexing:
+            self.notify(
+                "The folder is still being indexed: once it is, palette → Search with the "
+                "trained model.",
+                timeout=10,
+            )
+            return
+        await self.switch_model(model)
+
+    async def action_use_trained(self) -> None:
+        model = self._trained_model()
+        if model is None:
+            self.notify(
+                "No model has been trained for this folder yet: "
+                "palette → Train a Matryoshka model on this folder.",
+                severity="warning",
+            )
+            return
+        await self.switch_model(model)
+
+    async def action_use_base(self) -> None:
+        await self.switch_model(self._base_model())
+
+    async def switch_model(self, model: str | None) -> None:
+        """Search with `model` (None: the bundled one): its own library and index, built like
+        the first; the query shown runs again once it is ready."""
+        if model == self.model and self.library is not None:
+            self.notify("Already searching with that model.")
+            return
+        if self.search_screen.indexing:
+            self.notify("Indexing is running: wait for it, or stop it with Esc, then switch.")
+            return
+        if self.watcher is not None:  # it watches the old library; a new one starts when ready
+            self.watcher.stop.set()
+            self.watcher = None
+        self._watching = False
+        self.model = model
+        self.library = None  # the old one is dropped; a query worker may still be reading it
+        await self.search_screen.model_switching()
+        self.start_indexing()
 
     def action_export_comparison(self, directory: Path | None = None) -> None:
         """Write the current comparison as JSON to `directory` (default: the user's Downloads

@@ -47,6 +47,7 @@ from mrl_tui.core.training.trained import (
     current_model,
     models_root,
     new_temp_dir,
+    partial_model,
     publish,
     training_key,
 )
@@ -86,6 +87,10 @@ class TrainSettings:
     evaluations: int = EVALUATIONS
     patience: int = PATIENCE
     validation_docs: int = VALIDATION_DOCS
+    distill: float = 0.0
+    """Weight of a distillation term (0: none): besides the pairs, batches of corpus passages
+    whose full-dim vectors are kept close (cosine) to the starting model's (the base, or its PCA
+    rotation), so that the full dimension does not drift while the prefixes are trained."""
     pca_start: bool = True
     """Start a model that is not native MRL from its PCA rotation (a trainable `Dense` layer
     fitted on the validation documents): its prefixes begin where PCA's are, not naive ones."""
@@ -94,13 +99,15 @@ class TrainSettings:
 
 @dataclass
 class TrainProgress:
-    phase: str  # "loading" | "pairs" | "validating" | "training" | "saving"
+    phase: str  # "restarting" | "loading" | "pairs" | "validating" | "training" | "saving"
     step: int = 0
     total: int = 0
     loss: float | None = None
     best: float | None = None
     """Best validation mean nDCG@10 so far."""
     elapsed_s: float = 0.0
+    note: str = ""
+    """A line for the user ("restarting": why this run starts from the base model again)."""
 
 
 @dataclass
@@ -210,6 +217,26 @@ def train(
         current = current_model(key, cache_root)
         if current is not None:
             return TrainResult(current.path, current.provenance, up_to_date=True)
+    previous = partial_model(key, cache_root)
+    restarted: dict[str, Any] = {}
+    if previous is not None:
+        record = previous.provenance
+        restarted = {
+            "restarted_after": {
+                "model_path": str(previous.path),
+                "steps": record.get("steps"),
+                "steps_run": record.get("steps_run"),
+                "planned_steps": record.get("planned_steps"),
+            }
+        }
+        tell(
+            "restarting",
+            note=(
+                f"the last run on {root.name} was stopped early at step {record.get('steps_run')} "
+                f"of {record.get('planned_steps')} (kept, marked partial); this run starts again "
+                f"from {display} and replaces it once it saves a checkpoint"
+            ),
+        )
     target = models_root(cache_root)
     if Path(weights).is_dir():
         _check_space(target, int(SPACE_MARGIN * _folder_bytes(Path(weights))))
@@ -253,6 +280,7 @@ def train(
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "seconds": round(time.perf_counter() - started, 1),
         **outcome.record,
+        **restarted,
     }
     if outcome.best_state is None:
         return TrainResult(None, provenance)
@@ -278,6 +306,8 @@ class _Validation:
         room = max(0, cap - len(held))
         rows = held + sorted(rng.permutation(others)[:room].tolist())
         row_of = {passage: row for row, passage in enumerate(rows)}
+        self.held_rows = len(held)
+        """`docs[held_rows:]` are training passages (the distillation term may use them)."""
         self.docs = [pairs.passages[i].text for i in rows]
         self.queries = [p.query for p in pairs.validation]
         self.relevant = np.array([row_of[p.passage] for p in pairs.validation])
@@ -364,6 +394,7 @@ def _fit(
         base_pca = validation.score(rotation.apply(queries), rotation.apply(docs))
         _insert_rotation(model, rotation.matrix)
         start = "pca"
+    teacher = rotation.apply(docs) if start == "pca" else docs  # the starting model's vectors
     batch = settings.batch_size or (128 if device == "cuda" else 32)
     if batch > CACHED_LOSS_ABOVE:
         inner: Any = CachedMultipleNegativesRankingLoss(model, mini_batch_size=MINI_BATCH)
@@ -445,11 +476,23 @@ def _fit(
         dataloader_num_workers=0,
         prompts=prompts or None,
     )
-    data = Dataset.from_dict(
+    data: Any = Dataset.from_dict(
         {"anchor": [p.query for p in pairs.train], "positive": [p.positive for p in pairs.train]}
     )
+    losses: Any = loss
+    distilled = 0
+    if settings.distill > 0:
+        texts = validation.docs[validation.held_rows :]
+        distilled = len(texts)
+        data = {
+            "pairs": data,
+            "distill": Dataset.from_dict(
+                {"text": texts, "label": teacher[validation.held_rows :].tolist()}
+            ),
+        }
+        losses = {"pairs": loss, "distill": _weighted_distill(model, settings.distill)}
     control = Control()
-    trainer = Trainer(model=model, args=args, train_dataset=data, loss=loss, callbacks=[control])
+    trainer = Trainer(model=model, args=args, train_dataset=data, loss=losses, callbacks=[control])
     for quiet in (PrinterCallback, ProgressCallback):
         trainer.remove_callback(quiet)
     seconds = time.perf_counter()
@@ -471,6 +514,7 @@ def _fit(
         "device": device,
         "precision": "bf16" if bf16 else "fp16" if fp16 else "fp32",
         "start": start,
+        **({"distill": settings.distill, "distill_docs": distilled} if distilled else {}),
         "steps": state["best_step"],
         "steps_run": steps_run,
         "planned_steps": control.total,
@@ -490,6 +534,17 @@ def _fit(
         },
     }
     return _Outcome(state["best"], record)
+
+
+def _weighted_distill(model: Any, weight: float) -> Any:
+    """`weight` × sentence-transformers' `EmbedDistillLoss` (1 − cosine to the label vectors)."""
+    from sentence_transformers.sentence_transformer.losses import EmbedDistillLoss
+
+    class Weighted(EmbedDistillLoss):
+        def forward(self, *args: Any, **kwargs: Any) -> Any:
+            return weight * super().forward(*args, **kwargs)
+
+    return Weighted(model, distance_metric="cosine")
 
 
 def _insert_rotation(model: Any, matrix: np.ndarray) -> None:

@@ -100,6 +100,15 @@ def current_model(key: str, cache_root: Path | None = None) -> TrainedModel | No
     return None
 
 
+def partial_model(key: str, cache_root: Path | None = None) -> TrainedModel | None:
+    """The newest model for this training key that was stopped early: training again restarts
+    from the base model (and replaces it once it has a checkpoint of its own)."""
+    for model in trained_models(cache_root):
+        if model.provenance.get("key") == key and model.partial:
+            return model
+    return None
+
+
 def new_temp_dir(cache_root: Path | None = None) -> Path:
     """An empty folder to write a model into; leftovers of dead runs are removed first."""
     root = models_root(cache_root)

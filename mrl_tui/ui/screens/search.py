@@ -395,6 +395,18 @@ class SearchScreen(Screen[None]):
         self.indexing = True
         self.show_message("")
 
+    async def model_switching(self) -> None:
+        """The app is opening another model's library: drop the old one and what was computed
+        with it (results in flight included); the slider is rebuilt for the new model's dims.
+        The query shown runs again once `library_ready`."""
+        self.library = None
+        self.comparison = None
+        self._query_seq += 1
+        self._view_seq += 1
+        self.full_dim = None
+        await self.query(DimSlider).remove()
+        self.query_one("#dim-label", Static).update(Text("dim: loading the model"))
+
     async def library_ready(self, library: Library, note: str = "") -> None:
         """The index is loaded: set up the slider, then run whatever query is waiting."""
         self.library = library
