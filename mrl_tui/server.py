@@ -36,6 +36,7 @@ import numpy as np
 
 from mrl_tui import __version__, serve_client
 from mrl_tui.cli import (
+    FLAGS,
     SERVER_OPTIONS,
     cache_root_text,
     nothing_indexed,
@@ -45,7 +46,7 @@ from mrl_tui.cli import (
 )
 from mrl_tui.core.cache.store import check_cache_root
 from mrl_tui.core.cache.watch import FolderWatcher
-from mrl_tui.core.errors import InputError, MrlError
+from mrl_tui.core.errors import InputError, MrlError, spelled
 from mrl_tui.core.library import Library
 from mrl_tui.core.preflight import check_folder, check_has_entries
 
@@ -241,10 +242,11 @@ class Server:
                     f"the server did not hold {folder}: it indexed it and keeps it indexed now "
                     f"({library.chunk_count} chunks)"
                 )
-            return reply(payload=payload, messages=messages)
+            return reply(payload=payload, messages=[spelled(m, FLAGS) for m in messages])
         except MrlError as exc:  # the user's mistake: the same line the client would print
             messages = library.take_messages() if library is not None else []
-            return reply(rc=1, messages=[*messages, str(exc)])
+            # The settings named as the client's flags, as the cold path prints them.
+            return reply(rc=1, messages=[spelled(m, FLAGS) for m in [*messages, exc]])
 
     def handle(self, conn: socket.socket, tcp: bool) -> None:
         with self._slots, conn:

@@ -183,6 +183,7 @@ def test_a_bad_flag_fails_the_same_way_warm_and_cold(
     cold = _cli(*args, **_cold_env(tmp_path))
     assert (warm.returncode, warm.stderr) == (cold.returncode, cold.stderr) == (1, cold.stderr)
     assert len(_lines(cold.stderr)) == 1 and "5000" in cold.stderr
+    assert "--dim" in warm.stderr  # the setting spelled as the flag, from the server too
 
 
 def test_the_warm_client_imports_no_numpy(server: subprocess.Popen[str], corpus: Path) -> None:
