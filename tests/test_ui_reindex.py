@@ -108,3 +108,8 @@ async def test_a_folder_that_vanishes_while_open_is_said_in_one_line(tmp_path: P
         await wait_for(pilot, lambda: gone in screen_text(app))
         assert "Traceback" not in screen_text(app) and app.is_running
         assert app.return_code is None
+        # The failed re-index keeps the loaded index: the rows stay and a hit can be selected.
+        assert sorted(shown_locations(app)) == sorted(shown)
+        assert app.search_screen.library is not None and not app.failed
+        await submit_query(pilot, "sourdough starter")
+        await wait_for(pilot, lambda: shown_locations(app) == shown)

@@ -325,6 +325,11 @@ class MrlApp(App[int]):
         self.search_screen.model_ready(library.full_dim)
 
     def _failed(self, message: str) -> None:
+        if self.search_screen.ready and self.search_screen.library is not None:
+            # A re-index behind the results failed (the folder gone, the disk full): the index
+            # in memory still answers, so it stays, and the line says why nothing was updated.
+            self.search_screen.reindex_failed(message)
+            return
         self.failed = True
         self.sub_title = "error"
         self.search_screen.library_failed(message)

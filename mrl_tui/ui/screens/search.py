@@ -390,6 +390,11 @@ class SearchScreen(Screen[None]):
         self.ready = False
         self.show_message(text, error=True)
 
+    def reindex_failed(self, text: str) -> None:
+        """Indexing again failed, but the loaded index still answers: keep it and say why."""
+        self.indexing = False
+        self.show_message(f"{text} (the results shown are from the last index)", error=True)
+
     def indexing_started(self) -> None:
         """A library already shown stays searchable while the folder is indexed again."""
         self.indexing = True
