@@ -1,7 +1,8 @@
 """The values each setting takes, named once for the core and its front ends.
 
-Only the standard library is imported here (nothing at all), so the CLI's ``--help`` can use it
-without loading numpy or torch. The modules that act on a setting import its values from here.
+Only the standard library is imported here (and `core.errors`, which needs nothing more), so
+the CLI's ``--help`` can use it without loading numpy or torch. The modules that act on a
+setting import its values from here.
 """
 
 PRECISIONS = ("float32", "int8", "binary")
@@ -14,3 +15,20 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 """Where the model runs (auto: the fastest available)."""
 EMBED_BACKENDS = ("torch", "onnx", "onnx-int8")
 """What runs the model: torch, or ONNX Runtime in fp32 or int8 (CPU only)."""
+
+
+def dim_list(text: str) -> list[int]:
+    """``"32,64,128"`` → [32, 64, 128], in the order given (`--dims` of bench and train); a part
+    that is not a positive whole number is an `InputError` naming the setting."""
+    from mrl_tui.core.errors import InputError  # stdlib only, like this module
+
+    dims = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part.isdigit() or int(part) < 1:
+            raise InputError(
+                f"dims: {part!r} is not a positive whole number (e.g. 32,64,128)",
+                settings=("dims",),
+            )
+        dims.append(int(part))
+    return dims

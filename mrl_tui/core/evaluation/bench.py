@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mrl_tui.core.choices import dim_list
 from mrl_tui.core.errors import InputError
 from mrl_tui.core.evaluation.embeddings_cache import warn
 from mrl_tui.core.evaluation.report import BenchReport, CompareReport, Report
@@ -41,16 +42,7 @@ FOLDER_SILENT = {"embedding queries": "embedding pseudo-queries for the funnel a
 
 def parse_dims(text: str) -> list[int]:
     """``"32,64,128"`` → sorted unique dims; anything else is an `InputError`."""
-    dims = set()
-    for part in text.split(","):
-        part = part.strip()
-        if not part.isdigit() or int(part) < 1:
-            raise InputError(
-                f"dims: {part!r} is not a positive whole number (e.g. 32,64,128)",
-                settings=("dims",),
-            )
-        dims.add(int(part))
-    return sorted(dims)
+    return sorted(set(dim_list(text)))
 
 
 def check_dims(dims: Sequence[int], full_dim: int, *, given: bool = True) -> list[int]:

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from mrl_tui import __version__
+from mrl_tui.core.choices import dim_list
 from mrl_tui.core.corpus.chunking import ChunkSettings
 from mrl_tui.core.corpus.walk import walk_folder
 from mrl_tui.core.embedding.embed import Embedder, resolve_model
@@ -121,15 +122,7 @@ class TrainResult:
 
 def parse_dims(text: str) -> tuple[int, ...]:
     """``"32,64,128"`` → (32, 64, 128): positive whole numbers, strictly increasing."""
-    dims = []
-    for part in text.split(","):
-        part = part.strip()
-        if not part.isdigit() or int(part) < 1:
-            raise InputError(
-                f"dims: {part!r} is not a positive whole number (e.g. 32,64,128)",
-                settings=("dims",),
-            )
-        dims.append(int(part))
+    dims = dim_list(text)
     if any(b <= a for a, b in itertools.pairwise(dims)):
         raise InputError(f"dims must increase, e.g. 32,64,128,256 (got {text})", settings=("dims",))
     return tuple(dims)
