@@ -5,13 +5,21 @@ The local SQLite cache stays the source of file fingerprints and chunk text; the
 the transformed vectors (one named vector per tier) and a payload per chunk. After each load of a
 new generation `sync` brings the engine level with it, file by file: a file whose chunk ids
 differ between the two is deleted from the engine and upserted again. The marker point records
-the generation held and whether a sync finished; a killed sync leaves "syncing", and the next one
-finds the files still out of step by the same comparison, so it converges.
+the generation held, the fit its vectors were made under (``basis``: a fingerprint of the
+transform) and whether a sync finished; a killed sync leaves "syncing", and the next one finds the
+files still out of step by the same comparison, so it converges. A new fit changes every stored
+vector (the tiers are prefixes of the transformed vector), so it rewrites all points; the marker
+says "rewrite" until that is done, so a killed rewrite is started again, not taken as level.
+
+The binding searches only while the engine holds exactly the library's loaded rows under its
+loaded fit (`serves`): during a sync (under `watch` / `serve`, in the background) searches run on
+the local index, so no search ever mixes two fits or two generations.
 """
 
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -34,6 +42,8 @@ from mrl_tui.core.search.hnsw import HNSW_MIN_CHUNKS
 if TYPE_CHECKING:
     from mrl_tui.core.library import Library, Query, SearchResult
 
+SYNC_SLICE = 8192
+"""Points written between two looks at whether the binding is being closed."""
 FUNNEL_CANDIDATES = 200
 """As the local funnel (`library.FUNNEL_CANDIDATES`): kept by the anchor stage, at least 20·k."""
 
@@ -49,6 +59,23 @@ class SyncReport:
     def line(self) -> str:
         what = "all points written again" if self.full else f"{self.deleted_files} files replaced"
         return f"engine synced: {self.upserted} chunks upserted, {what}, {self.seconds:.1f} s"
+
+
+@dataclass(frozen=True)
+class Rows:
+    """What a sync writes: the library's loaded rows at one moment (taken under its state lock),
+    so a sync outside that lock writes one generation under one fit."""
+
+    ids: np.ndarray
+    index: Any  # the `NestedIndex` of the transformed vectors
+    transform: Any
+    db: str
+    generation: int
+    fitted_generation: int | None
+
+
+class _Stopped(Exception):
+    """The binding was closed during a sync: the marker says "syncing", the next run converges."""
 
 
 def basis_of(transform: Any, full_dim: int) -> str:
@@ -79,20 +106,52 @@ class EngineBinding:
             raise
         self.points = 0
         self.last_sync: SyncReport | None = None
+        self.held: Any = None
+        """The local index whose rows the engine holds, all of them, under that index's fit:
+        searches go to the engine only while it is the library's loaded one (`serves`)."""
+        self._lock = threading.Lock()  # one sync at a time (a load's, a background one's)
+        self._closing = False
 
     @property
     def tiers(self) -> tuple[int, ...]:
         return self.spec.tiers
 
-    def sync(self, library: Library) -> SyncReport | None:
-        """Bring the engine level with the loaded index; None when it already was."""
+    def serves(self, library: Library) -> bool:
+        """Whether the engine holds the library's loaded rows under its loaded fit."""
+        return self.held is not None and self.held is library.index
+
+    @staticmethod
+    def rows_of(library: Library) -> Rows:
+        """The library's loaded rows, to sync (call under its state lock)."""
         assert library.index is not None
+        basis = library._basis(library.transform.name)
+        return Rows(
+            library.row_chunk_ids,
+            library.index,
+            library.transform,
+            library.store.db_id,
+            int(library._loaded_generation),
+            None if basis is None else basis.generation,
+        )
+
+    def sync(self, library: Library, rows: Rows | None = None) -> SyncReport | None:
+        """Bring the engine level with the loaded rows (or `rows`, taken earlier under the
+        library's state lock); None when it already was, or when the binding was closed."""
+        with self._lock:
+            self.held = None
+            try:
+                return self._sync(library, rows or self.rows_of(library))
+            except _Stopped:
+                return None
+
+    def _sync(self, library: Library, rows: Rows) -> SyncReport | None:
         started = time.perf_counter()
-        ids = library.row_chunk_ids
+        ids = rows.ids
         state = {
-            "db": library.store.db_id,
-            "generation": int(library.store.generation),
-            "basis": basis_of(library.transform, library.full_dim),
+            "db": rows.db,
+            "generation": rows.generation,
+            "basis": basis_of(rows.transform, self.spec.full_dim),
+            "fitted_generation": rows.fitted_generation,
             "points": len(ids),
         }
         held = self.engine.marker() if self.engine.exists() else None
@@ -102,10 +161,16 @@ class EngineBinding:
             and all(held.get(k) == v for k, v in state.items())
         ):
             self.points = len(ids)
+            self.held = rows.index
             return None
         self.engine.ensure(self.spec)
-        self.engine.set_marker({**state, "state": "syncing"})
-        full = not held or held.get("db") != state["db"] or held.get("basis") != state["basis"]
+        full = (
+            not held
+            or held.get("db") != state["db"]
+            or held.get("basis") != state["basis"]
+            or bool(held.get("rewrite"))
+        )
+        self.engine.set_marker({**state, "state": "syncing", "rewrite": full})
         chunks = library.store.chunks(ids.tolist())
         local: dict[str, set[int]] = defaultdict(set)
         for cid, chunk in zip(ids.tolist(), chunks, strict=True):
@@ -120,19 +185,26 @@ class EngineBinding:
         else:
             changed = {p for p in set(local) | set(in_engine) if local.get(p) != in_engine.get(p)}
             self.engine.delete_paths(sorted(p for p in changed if p in in_engine))
-        rows = [i for i, chunk in enumerate(chunks) if chunk.path in changed]
-        vectors = library.index.vectors(np.asarray(rows, dtype=np.int64)) if rows else None
-        points = [
-            EnginePoint(int(ids[row]), vectors[j], self._payload(int(ids[row]), chunks[row]))
-            for j, row in enumerate(rows)
-            if vectors is not None
-        ]
-        self.engine.upsert(points)
+        todo = [i for i, chunk in enumerate(chunks) if chunk.path in changed]
+        for start in range(0, len(todo), SYNC_SLICE):
+            if self._closing:
+                raise _Stopped
+            part = todo[start : start + SYNC_SLICE]
+            vectors = rows.index.vectors(np.asarray(part, dtype=np.int64))
+            self.engine.upsert(
+                [
+                    EnginePoint(
+                        int(ids[row]), vectors[j], self._payload(int(ids[row]), chunks[row])
+                    )
+                    for j, row in enumerate(part)
+                ]
+            )
         self.engine.optimize()
         self.engine.set_marker({**state, "state": "synced"})
         self.points = len(ids)
+        self.held = rows.index
         report = SyncReport(
-            len(points),
+            len(todo),
             0 if full else len([p for p in changed if p in in_engine]),
             full,
             time.perf_counter() - started,
@@ -185,7 +257,11 @@ class EngineBinding:
         return data
 
     def close(self) -> None:
-        self.engine.close()
+        """Stop a sync at its next slice (it converges on the next run), then close."""
+        self._closing = True
+        with self._lock:
+            self.held = None
+            self.engine.close()
 
 
 def plan(
