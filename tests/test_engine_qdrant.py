@@ -85,6 +85,64 @@ def test_rankings_equal_the_local_index_at_every_tier(
         notes.engine = None
 
 
+FILTERED = (
+    "path:first-aid/ how to stop bleeding",  # one folder: the files kept are sent
+    "-path:first-aid/ -path:music-theory/ budget and savings",  # most files: those left out
+    "path:*burns* path:*fund* help",  # globs, either may match
+    "path:notes/ planets",  # matches where a component starts: nothing in notes/ has notes/
+)
+
+
+@pytest.mark.parametrize("kind", ["edge", "memory"])
+def test_path_filters_run_in_the_engine_and_equal_local_search(
+    notes: Library, tmp_path: Path, kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mrl_tui.core.errors import InputError
+
+    queries = [notes.query(text) for text in FILTERED[:3]]
+    dims = (32, 50, 64, 96)
+    local = {
+        (q.text, d, m): notes.search(q, d, 8, mode=m)
+        for q in queries
+        for d in dims
+        for m in ("exact", "auto")
+    }
+    with pytest.raises(InputError, match="no indexed file matches") as want_error:
+        notes.search(notes.query(FILTERED[3]), 96, 8)
+    notes.use_engine(backends(tmp_path)[0 if kind == "edge" else 1])
+    engine = notes.engine.engine
+    sent: list[object] = []
+    real = engine.search
+    monkeypatch.setattr(
+        engine, "search", lambda *a, **k: sent.append(k.get("where")) or real(*a, **k)
+    )
+    try:
+        for (text, dim, mode), want in local.items():
+            query = next(q for q in queries if q.text == text)
+            got = notes.search(query, dim, 8, mode=mode)
+            assert got.backend != "local", (text, dim)
+            assert [h.id for h in got.hits] == [h.id for h in want.hits], (text, dim, mode)
+            assert np.allclose([h.score for h in got.hits], [h.score for h in want.hits], atol=1e-5)
+            assert all(query.paths.matches(h.chunk.path) for h in got.hits)
+        assert len(want.hits) == 8  # the true top-k of those files, not fewer
+        one_folder, most, globs = (sent[i * len(dims) * 2] for i in range(3))
+        assert one_folder.keep and all(p.startswith("first-aid/") for p in one_folder.paths)
+        assert not most.keep and {p.split("/")[0] for p in most.paths} == {
+            "first-aid",
+            "music-theory",
+        }
+        assert globs.keep and len(globs.paths) >= 2
+        with pytest.raises(InputError) as got_error:
+            notes.search(notes.query(FILTERED[3]), 96, 8)
+        assert str(got_error.value) == str(want_error.value)
+        # Hybrid keeps the filter on its dense side, through the engine.
+        fused = notes.retrieve(queries[0], 96, 5, "hybrid")
+        assert fused.hits and all(h.chunk.path.startswith("first-aid/") for h in fused.hits)
+    finally:
+        notes.engine.close()
+        notes.engine = None
+
+
 def test_a_second_open_of_a_synced_collection_writes_nothing(
     notes: Library, tmp_path: Path
 ) -> None:

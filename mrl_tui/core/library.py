@@ -861,6 +861,12 @@ class Library:
         elapsed = (time.perf_counter() - started) * 1000
         return SearchResult(query, dim, self._hits(found), elapsed, "exact")
 
+    def row_paths(self) -> list[str]:
+        """Each loaded row's file (read once per load): what path filters match."""
+        if self._row_paths is None:
+            self._row_paths = [c.path for c in self.store.chunks(self._ids.tolist())]
+        return self._row_paths
+
     def _index_vector(self, query: Query) -> np.ndarray:
         if query.generation == self._loads:
             return query.vector
@@ -907,11 +913,11 @@ class Library:
         if self.engine is not None:
             other = transform is not None and self.view(transform)[1] is not self.index
             level = self.engine.serves(self)
-            if level and query.paths is None and not other and precision == "float32":
+            if level and not other and precision == "float32":  # path filters run there too
                 return self.engine.search(self, query, self._index_vector(query), dim, k, mode)
             self._note(
-                f"{self.engine.engine.engine} does not run path filters, another transform "
-                "or codes: this search ran on the local index"
+                f"{self.engine.engine.engine} does not run another transform or codes: this "
+                "search ran on the local index"
                 if level
                 else f"{self.engine.engine.engine} is being brought level with this index (a "
                 "new generation or fit): this search ran on the local index"
@@ -1077,10 +1083,10 @@ class Library:
         started = time.perf_counter()
         found, route = router.search(self.index, query.words or query.text, vector, k)
         elapsed = (time.perf_counter() - started) * 1000
-        if query.paths is not None:  # routed on the whole index, then ranked among the matches
-            return self._filtered_search(query, route.dim, k), route
         if self.engine is not None:  # the dim is picked here; the engine answers at it
             return self.search(query, route.dim, k), route
+        if query.paths is not None:  # routed on the whole index, then ranked among the matches
+            return self._filtered_search(query, route.dim, k), route
         return SearchResult(query, route.dim, self._hits(found), elapsed, "routed"), route
 
     @_locked

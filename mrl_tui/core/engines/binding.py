@@ -32,12 +32,15 @@ from mrl_tui.core.engines.base import (
     CollectionSpec,
     EngineHits,
     EnginePoint,
+    PathSelect,
     anchor_tier,
     collection_name,
     prefix,
     tiers_for,
 )
+from mrl_tui.core.errors import InputError
 from mrl_tui.core.search.hnsw import HNSW_MIN_CHUNKS
+from mrl_tui.core.search.query_syntax import PathFilter
 
 if TYPE_CHECKING:
     from mrl_tui.core.library import Library, Query, SearchResult
@@ -111,6 +114,7 @@ class EngineBinding:
         searches go to the engine only while it is the library's loaded one (`serves`)."""
         self._lock = threading.Lock()  # one sync at a time (a load's, a background one's)
         self._closing = False
+        self._paths: tuple[list[str], list[str]] | None = None  # rows' files → distinct, sorted
 
     @property
     def tiers(self) -> tuple[int, ...]:
@@ -227,18 +231,34 @@ class EngineBinding:
     # -- searching ---------------------------------------------------------------------------
 
     def search_vector(
-        self, vector: np.ndarray, dim: int, k: int, mode: str
+        self, vector: np.ndarray, dim: int, k: int, mode: str, where: PathSelect | None = None
     ) -> tuple[EngineHits, str, str]:
         """Top-k chunk ids at `dim` for a transformed full query vector, a note, and what ran."""
-        return tiered_search(self.engine, self.tiers, self.points, vector, dim, k, mode)
+        return tiered_search(self.engine, self.tiers, self.points, vector, dim, k, mode, where)
+
+    def path_select(self, library: Library, wanted: PathFilter) -> PathSelect:
+        """A query's ``path:`` terms as a payload filter: matched here against the loaded rows'
+        files (Qdrant has no glob match), the smaller side sent (the files kept, or those left
+        out). No file matching is one line, as on the local index."""
+        paths = library.row_paths()
+        if self._paths is None or self._paths[0] is not paths:
+            self._paths = (paths, sorted(set(paths)))
+        files = self._paths[1]
+        kept = [p for p in files if wanted.matches(p)]
+        if not kept:
+            raise InputError(f"no indexed file matches {wanted}")
+        if len(kept) <= len(files) - len(kept):
+            return PathSelect(tuple(kept))
+        return PathSelect(tuple(p for p in files if not wanted.matches(p)), keep=False)
 
     def search(
         self, library: Library, query: Query, vector: np.ndarray, dim: int, k: int, mode: str
     ) -> SearchResult:
         from mrl_tui.core.library import Hit, SearchResult
 
+        where = self.path_select(library, query.paths) if query.paths is not None else None
         started = time.perf_counter()
-        found, note, used = self.search_vector(vector, dim, k, mode)
+        found, note, used = self.search_vector(vector, dim, k, mode, where)
         elapsed = (time.perf_counter() - started) * 1000
         if note:
             library._note(note)
@@ -297,21 +317,22 @@ def tiered_search(
     dim: int,
     k: int,
     mode: str,
+    where: PathSelect | None = None,
 ) -> tuple[EngineHits, str, str]:
     """An engine search at any `dim` (`plan`): (hits, note, "exact" | "funnel" |
-    "tier-rescored")."""
+    "tier-rescored"), among the files `where` keeps."""
     tier, stages, note = plan(tiers, points, dim, k, mode)
     exact = mode == "exact"
     if tier == dim:
         return (
-            engine.search(vector, dim, k, stages, exact=exact),
+            engine.search(vector, dim, k, stages, exact=exact, where=where),
             note,
             ("funnel" if stages else "exact"),
         )
     candidates = max(FUNNEL_CANDIDATES, 20 * k)
     # The candidates' vectors of the smallest tier that covers `dim`: fewer floats back.
     cover = min(t for t in tiers if t >= dim)
-    found = engine.search(vector, tier, candidates, exact=exact, with_vectors=cover)
+    found = engine.search(vector, tier, candidates, exact=exact, with_vectors=cover, where=where)
     if len(found.ids) == 0:
         return found, note, "tier-rescored"
     assert found.vectors is not None

@@ -32,6 +32,7 @@ from mrl_tui.core.engines.base import (
     EngineHits,
     EngineInfo,
     EnginePoint,
+    PathSelect,
     anchor_tier,
     check_stages,
     payload_marker,
@@ -111,6 +112,15 @@ class _Collection:
 def _batches(points: Sequence[EnginePoint]) -> Iterator[Sequence[EnginePoint]]:
     for start in range(0, len(points), BATCH):
         yield points[start : start + BATCH]
+
+
+def _filter(api: Any, where: PathSelect | None) -> Any:
+    """`where` as a Qdrant payload filter on the indexed ``path`` keyword field; `api` is
+    qdrant_edge or qdrant_client.models (the same names)."""
+    if where is None:
+        return None
+    condition = api.FieldCondition(key="path", match=api.MatchAny(any=list(where.paths)))
+    return api.Filter(must=[condition]) if where.keep else api.Filter(must_not=[condition])
 
 
 def _hits(found: Sequence[Any], full: str | None) -> EngineHits:
@@ -247,6 +257,7 @@ class EdgeEngine(_Collection):
         *,
         exact: bool = False,
         with_vectors: int | None = None,
+        where: PathSelect | None = None,
     ) -> EngineHits:
         qe, tiers = self.qe, self.tiers()
         check_stages(tiers, dim, stages)
@@ -255,6 +266,7 @@ class EdgeEngine(_Collection):
             if exact
             else None
         )
+        kept_only = _filter(qe, where)
         inner = None
         for stage_dim, kept in stages or ():
             inner = qe.Prefetch(
@@ -262,6 +274,7 @@ class EdgeEngine(_Collection):
                 query=qe.Query.Nearest(prefix(vector, stage_dim), using=tier_name(stage_dim)),
                 prefetches=[inner] if inner is not None else None,
                 params=params,
+                filter=kept_only,
             )
         full = tier_name(with_vectors) if with_vectors else None
         request = qe.QueryRequest(
@@ -271,6 +284,7 @@ class EdgeEngine(_Collection):
             params=params,
             with_vector=[full] if full else False,
             with_payload=False,
+            filter=kept_only,
         )
         return _hits(self._shard.query(request), full)
 
@@ -463,6 +477,7 @@ class ServerEngine(_Collection):
         *,
         exact: bool = False,
         with_vectors: int | None = None,
+        where: PathSelect | None = None,
     ) -> EngineHits:
         m, tiers = self.m, self.tiers()
         check_stages(tiers, dim, stages)
@@ -471,6 +486,7 @@ class ServerEngine(_Collection):
             if exact
             else None
         )
+        kept_only = _filter(m, where)
         inner = None
         for stage_dim, kept in stages or ():
             inner = m.Prefetch(
@@ -479,6 +495,7 @@ class ServerEngine(_Collection):
                 limit=kept,
                 prefetch=[inner] if inner is not None else None,
                 params=params,
+                filter=kept_only,
             )
         full = tier_name(with_vectors) if with_vectors else None
         found = self._call(
@@ -489,6 +506,7 @@ class ServerEngine(_Collection):
                 prefetch=[inner] if inner is not None else None,
                 limit=k,
                 search_params=params,
+                query_filter=kept_only,
                 with_vectors=[full] if full else False,
                 with_payload=False,
             )
