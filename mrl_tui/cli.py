@@ -916,6 +916,13 @@ def _cmd_info(library: Library, args: argparse.Namespace) -> int:
 def _print_engine_info(engine: dict[str, Any]) -> None:
     for key in ("engine", "where", "collection", "points", "state", "generation"):
         print(f"{key:>10}: {shown(str(engine[key]))}")
+    ef, recall = engine.get("search_ef"), engine.get("ef_recall")
+    if engine.get("ef_given"):
+        print(f"{'hnsw ef':>10}: {ef} (given in --backend)")
+    elif ef:
+        print(f"{'hnsw ef':>10}: {ef} (measured: recall@10 {recall:.3f} of the exact funnel)")
+    else:
+        print(f"{'hnsw ef':>10}: Qdrant's default (measured once a collection is large)")
     print("engine tiers (named vectors; bytes per vector: float32 values, plus int8 codes and")
     print("HNSW links on the anchor tier):")
     for tier in engine["tiers"]:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mrl_tui.core.engines import open_engine
+from mrl_tui.core.engines import backend_ef, open_engine
 from mrl_tui.core.engines.base import (
     CollectionSpec,
     EngineHits,
@@ -49,6 +49,13 @@ SYNC_SLICE = 8192
 """Points written between two looks at whether the binding is being closed."""
 FUNNEL_CANDIDATES = 200
 """As the local funnel (`library.FUNNEL_CANDIDATES`): kept by the anchor stage, at least 20·k."""
+EF_TRIED = (16, 32, 64, 128, 256, 512, 1024, 2048)
+"""HNSW search beams `tune_ef` tries, narrowest first (each at least the stage's limit: Qdrant
+never walks a narrower beam than the points it is asked for)."""
+EF_QUERIES = 64
+EF_TARGET = 0.99
+EF_RETUNE = 0.1
+"""The ef is measured again when the collection grew or shrank by more than this fraction."""
 
 
 @dataclass
@@ -101,6 +108,10 @@ class EngineBinding:
             tiers=tiers_for(library.full_dim),
             folder=str(library.root),
         )
+        self.ef_asked = backend_ef(backend)[1]
+        """``--backend …?ef=N``: the HNSW search beam, instead of the one measured."""
+        self.ef: int | None = self.ef_asked
+        """The HNSW search beam every non-exact search runs with (None: Qdrant's default)."""
         self.engine = open_engine(backend, collection or collection_name(str(library.root)))
         try:
             self.engine.check(self.spec)
@@ -165,6 +176,7 @@ class EngineBinding:
             and all(held.get(k) == v for k, v in state.items())
         ):
             self.points = len(ids)
+            self.ef = self.ef_asked or held.get("hnsw_ef")
             self.held = rows.index
             return None
         self.engine.ensure(self.spec)
@@ -204,7 +216,21 @@ class EngineBinding:
                 ]
             )
         self.engine.optimize()
-        self.engine.set_marker({**state, "state": "synced"})
+        measured = {
+            key: held[key] for key in ("hnsw_ef", "ef_recall", "ef_points") if held and key in held
+        }
+        if self.ef_asked is None and len(ids) >= HNSW_MIN_CHUNKS:
+            was = measured.get("ef_points") or 0
+            if full or not measured or abs(len(ids) - was) > EF_RETUNE * was:
+                sample = np.random.default_rng(0).choice(
+                    len(ids), min(EF_QUERIES, len(ids)), replace=False
+                )
+                ef, recall = tune_ef(
+                    self.engine, self.tiers, rows.index.vectors(sample), ids[sample]
+                )
+                measured = {"hnsw_ef": ef, "ef_recall": round(recall, 4), "ef_points": len(ids)}
+        self.engine.set_marker({**state, "state": "synced", **measured})
+        self.ef = self.ef_asked or measured.get("hnsw_ef")
         self.points = len(ids)
         self.held = rows.index
         report = SyncReport(
@@ -234,7 +260,9 @@ class EngineBinding:
         self, vector: np.ndarray, dim: int, k: int, mode: str, where: PathSelect | None = None
     ) -> tuple[EngineHits, str, str]:
         """Top-k chunk ids at `dim` for a transformed full query vector, a note, and what ran."""
-        return tiered_search(self.engine, self.tiers, self.points, vector, dim, k, mode, where)
+        return tiered_search(
+            self.engine, self.tiers, self.points, vector, dim, k, mode, where, ef=self.ef
+        )
 
     def path_select(self, library: Library, wanted: PathFilter) -> PathSelect:
         """A query's ``path:`` terms as a payload filter: matched here against the loaded rows'
@@ -274,6 +302,8 @@ class EngineBinding:
     def info(self) -> dict[str, Any]:
         data = self.engine.info().to_dict()
         data["backend"] = self.backend
+        data["search_ef"] = self.ef
+        data["ef_given"] = self.ef_asked is not None
         return data
 
     def close(self) -> None:
@@ -318,24 +348,70 @@ def tiered_search(
     k: int,
     mode: str,
     where: PathSelect | None = None,
+    *,
+    ef: int | None = None,
 ) -> tuple[EngineHits, str, str]:
     """An engine search at any `dim` (`plan`): (hits, note, "exact" | "funnel" |
-    "tier-rescored"), among the files `where` keeps."""
+    "tier-rescored"), among the files `where` keeps, HNSW stages walking an `ef`-wide beam."""
     tier, stages, note = plan(tiers, points, dim, k, mode)
     exact = mode == "exact"
     if tier == dim:
         return (
-            engine.search(vector, dim, k, stages, exact=exact, where=where),
+            engine.search(vector, dim, k, stages, exact=exact, where=where, ef=ef),
             note,
             ("funnel" if stages else "exact"),
         )
     candidates = max(FUNNEL_CANDIDATES, 20 * k)
     # The candidates' vectors of the smallest tier that covers `dim`: fewer floats back.
     cover = min(t for t in tiers if t >= dim)
-    found = engine.search(vector, tier, candidates, exact=exact, with_vectors=cover, where=where)
+    found = engine.search(
+        vector, tier, candidates, exact=exact, with_vectors=cover, where=where, ef=ef
+    )
     if len(found.ids) == 0:
         return found, note, "tier-rescored"
     assert found.vectors is not None
     scores = prefix(found.vectors, dim) @ prefix(vector, dim)
     order = np.lexsort((found.ids, -scores))[:k]
     return EngineHits(found.ids[order], scores[order].astype(np.float32)), note, "tier-rescored"
+
+
+def tune_ef(
+    engine: Any,
+    tiers: tuple[int, ...],
+    queries: np.ndarray,
+    own: np.ndarray,
+    k: int = 10,
+    *,
+    candidates: int = FUNNEL_CANDIDATES,
+    target: float = EF_TARGET,
+) -> tuple[int, float]:
+    """(ef, recall@k): the narrowest HNSW beam of `EF_TRIED` whose engine funnel (the anchor
+    tier's graph keeping `candidates`, then the full tier) keeps `target` of the top-k of the
+    same funnel run exactly, on `queries` (transformed rows of the collection, each point `own`
+    left out of both lists: finding itself is too easy), as the local graph's `hnsw.tune` does.
+    Against the exact funnel, not an exact full scan: only the graph's loss depends on ef. Where
+    no beam reaches `target`, the one with the best recall."""
+    anchor, full = anchor_tier(tiers), max(tiers)
+    stages = [(anchor, candidates)] if full > anchor else []
+    floor = candidates if stages else k + 1
+
+    def top(**how: Any) -> list[set[int]]:
+        out = []
+        for vector, point in zip(queries, own.tolist(), strict=True):
+            found = engine.search(vector, full, k + 1, stages, **how).ids.tolist()
+            out.append({i for i in found if i != point} if point in found else set(found[:k]))
+        return out
+
+    truth = top(exact=True)
+    best: tuple[int, float] | None = None
+    for ef in sorted({max(e, floor) for e in EF_TRIED}):
+        got = top(ef=ef)
+        recall = float(
+            np.mean([len(g & t) / max(1, len(t)) for g, t in zip(got, truth, strict=True)])
+        )
+        if best is None or recall > best[1]:
+            best = (ef, recall)
+        if recall >= target:
+            return ef, recall
+    assert best is not None
+    return best

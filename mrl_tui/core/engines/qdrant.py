@@ -44,7 +44,12 @@ from mrl_tui.core.engines.base import (
 BATCH = 2048
 """Points per upsert call."""
 EF_CONSTRUCT = 100
+"""Also Qdrant's search ef when none is given (it never searches a beam narrower than the
+limit asked for)."""
 FULL_SCAN_THRESHOLD = 10_000  # KB of vectors under which a segment is scanned, not walked
+INDEXING_THRESHOLD_KB: int | None = None
+"""Qdrant's own (10 MB of vectors per segment before its graph is built) unless set: a test
+sets it low, so a small collection is searched through a graph."""
 
 
 class _Collection:
@@ -193,9 +198,14 @@ class EdgeEngine(_Collection):
             vectors[tier_name(dim)] = qe.EdgeVectorParams(
                 dim, qe.Distance.Cosine, hnsw_config=graph, quantization_config=codes
             )
+        optimizers = None
+        if INDEXING_THRESHOLD_KB is not None:
+            optimizers = qe.EdgeOptimizersConfig(indexing_threshold=INDEXING_THRESHOLD_KB)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._shard = qe.EdgeShard.create(str(self.path), qe.EdgeConfig(vectors=vectors))
+            self._shard = qe.EdgeShard.create(
+                str(self.path), qe.EdgeConfig(vectors=vectors, optimizers=optimizers)
+            )
             self._shard.update(
                 qe.UpdateOperation.create_field_index("path", qe.PayloadSchemaType.Keyword)
             )
@@ -258,12 +268,15 @@ class EdgeEngine(_Collection):
         exact: bool = False,
         with_vectors: int | None = None,
         where: PathSelect | None = None,
+        ef: int | None = None,
     ) -> EngineHits:
         qe, tiers = self.qe, self.tiers()
         check_stages(tiers, dim, stages)
         params = (
             qe.SearchParams(exact=True, quantization=qe.QuantizationSearchParams(ignore=True))
             if exact
+            else qe.SearchParams(hnsw_ef=ef)
+            if ef
             else None
         )
         kept_only = _filter(qe, where)
@@ -409,7 +422,14 @@ class ServerEngine(_Collection):
                 if on_anchor
                 else None,
             )
-        self._call(lambda: self.client.create_collection(self.collection, vectors_config=config))
+        optimizers = None
+        if INDEXING_THRESHOLD_KB is not None:
+            optimizers = m.OptimizersConfigDiff(indexing_threshold=INDEXING_THRESHOLD_KB)
+        self._call(
+            lambda: self.client.create_collection(
+                self.collection, vectors_config=config, optimizers_config=optimizers
+            )
+        )
         self._call(
             lambda: self.client.create_payload_index(
                 self.collection, "path", m.PayloadSchemaType.KEYWORD
@@ -478,12 +498,15 @@ class ServerEngine(_Collection):
         exact: bool = False,
         with_vectors: int | None = None,
         where: PathSelect | None = None,
+        ef: int | None = None,
     ) -> EngineHits:
         m, tiers = self.m, self.tiers()
         check_stages(tiers, dim, stages)
         params = (
             m.SearchParams(exact=True, quantization=m.QuantizationSearchParams(ignore=True))
             if exact
+            else m.SearchParams(hnsw_ef=ef)
+            if ef
             else None
         )
         kept_only = _filter(m, where)
