@@ -921,6 +921,8 @@ def _print_engine_info(engine: dict[str, Any]) -> None:
         print(f"{'hnsw ef':>10}: {ef} (given in --backend)")
     elif ef:
         print(f"{'hnsw ef':>10}: {ef} (measured: recall@10 {recall:.3f} of the exact funnel)")
+    elif ef == 0:
+        print(f"{'hnsw ef':>10}: none, scanned exactly (the widest beam kept {recall:.3f})")
     else:
         print(f"{'hnsw ef':>10}: Qdrant's default (measured once a collection is large)")
     print("engine tiers (named vectors; bytes per vector: float32 values, plus int8 codes and")

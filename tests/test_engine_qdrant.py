@@ -429,8 +429,11 @@ def test_the_hnsw_ef_is_the_narrowest_beam_that_keeps_the_exact_top_k(
     """`tune_ef` on a collection searched through a real graph. Qdrant builds one from 10 MB of
     vectors, and at 4,000 points its graph is near perfect: the thresholds are lowered and the
     graph made sparse (m 4, ef_construct 8), so that the beam matters."""
+    from mrl_tui.core.engines import binding as binding_module
     from mrl_tui.core.engines import qdrant as qdrant_module
-    from mrl_tui.core.engines.binding import EF_TRIED, tune_ef
+    from mrl_tui.core.engines.binding import EF_TRIED, tiered_search, tune_ef
+
+    monkeypatch.setattr(binding_module, "HNSW_MIN_CHUNKS", 2)  # auto runs the funnel
 
     for name, value in (
         ("INDEXING_THRESHOLD_KB", 1),
@@ -466,6 +469,12 @@ def test_the_hnsw_ef_is_the_narrowest_beam_that_keeps_the_exact_top_k(
     narrower = tried[: tried.index(ef)]
     assert narrower and recall(narrower[-1]) < target  # the narrowest that reaches it
     assert recall(tried[0]) < recall(ef) - 0.05  # the beam matters here
+    # No beam reaches it: ef 0, the anchor stage scanned exactly; the best beam's recall kept.
+    none, best = tune_ef(engine, spec.tiers, queries, own, candidates=kept, target=1.01)
+    assert none == 0 and best == max(recall(e) for e in tried)
+    found, _, used = tiered_search(engine, spec.tiers, 4000, queries[0], 96, 10, "auto", ef=0)
+    exact, _, _ = tiered_search(engine, spec.tiers, 4000, queries[0], 96, 10, "exact")
+    assert used == "funnel" and found.ids.tolist() == exact.ids.tolist()
     engine.close()
 
 

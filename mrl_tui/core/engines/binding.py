@@ -111,7 +111,8 @@ class EngineBinding:
         self.ef_asked = backend_ef(backend)[1]
         """``--backend …?ef=N``: the HNSW search beam, instead of the one measured."""
         self.ef: int | None = self.ef_asked
-        """The HNSW search beam every non-exact search runs with (None: Qdrant's default)."""
+        """The HNSW search beam every non-exact search runs with (None: Qdrant's default; 0:
+        none was good enough, so searches scan exactly)."""
         self.engine = open_engine(backend, collection or collection_name(str(library.root)))
         try:
             self.engine.check(self.spec)
@@ -230,7 +231,7 @@ class EngineBinding:
                 )
                 measured = {"hnsw_ef": ef, "ef_recall": round(recall, 4), "ef_points": len(ids)}
         self.engine.set_marker({**state, "state": "synced", **measured})
-        self.ef = self.ef_asked or measured.get("hnsw_ef")
+        self.ef = self.ef_asked or measured.get("hnsw_ef")  # 0 stays 0: exact
         self.points = len(ids)
         self.held = rows.index
         report = SyncReport(
@@ -354,7 +355,7 @@ def tiered_search(
     """An engine search at any `dim` (`plan`): (hits, note, "exact" | "funnel" |
     "tier-rescored"), among the files `where` keeps, HNSW stages walking an `ef`-wide beam."""
     tier, stages, note = plan(tiers, points, dim, k, mode)
-    exact = mode == "exact"
+    exact = mode == "exact" or ef == 0  # 0: no beam kept the exact top-k (`tune_ef`)
     if tier == dim:
         return (
             engine.search(vector, dim, k, stages, exact=exact, where=where, ef=ef),
@@ -389,8 +390,11 @@ def tune_ef(
     tier's graph keeping `candidates`, then the full tier) keeps `target` of the top-k of the
     same funnel run exactly, on `queries` (transformed rows of the collection, each point `own`
     left out of both lists: finding itself is too easy), as the local graph's `hnsw.tune` does.
-    Against the exact funnel, not an exact full scan: only the graph's loss depends on ef. Where
-    no beam reaches `target`, the one with the best recall."""
+    Against the exact funnel, not an exact full scan: only the graph's loss depends on ef.
+
+    Where no beam reaches `target` (isotropic random vectors at 100k points: 0.94 at 2,048),
+    ef 0: the anchor stage scans exactly (at 100k about as fast as the widest beam), and the
+    recall is the best beam's, for the record."""
     anchor, full = anchor_tier(tiers), max(tiers)
     stages = [(anchor, candidates)] if full > anchor else []
     floor = candidates if stages else k + 1
@@ -414,4 +418,4 @@ def tune_ef(
         if recall >= target:
             return ef, recall
     assert best is not None
-    return best
+    return 0, best[1]
