@@ -277,3 +277,34 @@ def test_watch_takes_a_backend(
     err = capsys.readouterr().err
     assert seen == [(True, True)] and "engine synced" in err and " on qdrant-edge)" in err
     assert any(engine.iterdir())
+
+
+def test_an_edge_folder_held_by_another_process_is_one_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from mrl_tui.core.engines import EngineError, open_engine
+    from mrl_tui.core.engines.base import CollectionSpec, tiers_for
+
+    engine = open_engine(f"qdrant:{tmp_path}", "c")
+    engine.ensure(CollectionSpec("m", "none", 96, tiers_for(96)))
+    engine.close()
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, qdrant_edge; s = qdrant_edge.EdgeShard.load(sys.argv[1]); "
+            "print('held', flush=True); sys.stdin.read()",
+            str(tmp_path / "c"),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(EngineError, match="is open in another process") as err:
+            open_engine(f"qdrant:{tmp_path}", "c")
+        assert "\n" not in str(err.value)
+    finally:
+        holder.communicate("", timeout=30)

@@ -167,6 +167,11 @@ class EdgeEngine(_Collection):
             try:
                 self._shard = self.qe.EdgeShard.load(str(self.path))
             except Exception as exc:  # the engine's own error, as one line
+                if "WouldBlock" in str(exc):  # its WAL is locked by the process that holds it
+                    raise EngineError(
+                        f"{self.label} is open in another process (a `watch` or `serve`?): "
+                        "search through `serve --backend`, or stop the other first"
+                    ) from None
                 raise EngineError(f"{self.label}: cannot be loaded: {_first_line(exc)}") from None
 
     def exists(self) -> bool:
