@@ -807,6 +807,7 @@ def _cmd_watch(library: Library, args: argparse.Namespace) -> int:
     library.load()
     library.background_refit = True  # a save is searchable at once; a stale fit is refitted aside
     library.on_refit = lambda line: print(line, flush=True)
+    _print_messages(library)  # the first load's (an engine synced, a cache rebuilt) before waiting
     on = f" on {library.engine.engine.engine}" if library.engine is not None else ""
     print(
         f"watching {shown(str(library.root))} ({library.chunk_count} chunks{on}); Ctrl-C stops",
