@@ -309,3 +309,35 @@ def test_an_edge_folder_held_by_another_process_is_one_line(tmp_path: Path) -> N
         assert "\n" not in str(err.value)
     finally:
         holder.communicate("", timeout=30)
+
+
+def test_an_engine_failing_in_the_background_holds_up_no_refit(tmp_path: Path) -> None:
+    """The engine unreachable during a background sync: one line, searches stay on the local
+    index (equal to it), and the refit due is still made."""
+    from mrl_tui.core.engines import EngineError
+
+    folder = write_corpus(tmp_path / "folder", files=30)
+    lib = Library(folder, HashEmbedder(LIBRARY_DIM), cache_root=tmp_path / "cache")
+    lib.use_engine(_backend(tmp_path, "edge"))
+    lib.update()
+    lib.load()
+    first = lib.transform
+    lib.background_refit = True
+    said: list[str] = []
+    lib.on_refit = said.append
+
+    def unreachable(*args, **kwargs):
+        raise EngineError("qdrant at h:1 is unreachable or refused: connection refused")
+
+    lib.engine.sync = unreachable
+    _many_changed(folder, "river sail")
+    lib.update()
+    lib.load()
+    assert lib.wait_for_refits(WAIT_S)
+    assert lib.transform is not first and not lib.engine.serves(lib)
+    assert any("unreachable" in line and "on the local index" in line for line in said)
+    assert not any("refit failed" in line for line in said)
+    query = lib.query("river sail harbour")
+    got = lib.search(query, 96, 10, mode="exact")
+    assert got.backend == "local" and [h.id for h in got.hits] == _local_ids(lib, query.vector, 96)
+    lib.close()

@@ -296,12 +296,10 @@ class Library:
             binding, rows = self.engine, self.engine.rows_of(self)
         try:
             report = binding.sync(self, rows)
-        except MrlError:
-            if self.store.generation != rows.generation or self._closed:
-                return  # the folder moved on meanwhile: its load syncs again
-            with self._state_lock:
-                self._engine_due = True  # tried again after the next load
-            raise
+        except MrlError as exc:  # unreachable, or the folder moved on: the next load tries again
+            if self.store.generation == rows.generation and not self._closed:
+                self._said(f"{exc}; searches run on the local index until the next change")
+            return
         if report is not None and not self._closed:
             self._said(report.line)
 
