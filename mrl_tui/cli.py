@@ -197,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p_watch = sub.add_parser(
         "watch",
-        parents=[common, prefixes],
+        parents=[common, prefixes, engine],
         help="index a folder, then keep it indexed as files change (one line per update)",
     )
     p_watch.add_argument("path", type=Path)
@@ -205,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p_serve = sub.add_parser(
         "serve",
-        parents=[common, prefixes],
+        parents=[common, prefixes, engine],
         help="keep the model and folders loaded and watched; `search` then asks it (Unix socket)",
     )
     p_serve.add_argument("paths", type=Path, nargs="*", metavar="PATH", help="folders to load now")
@@ -389,7 +389,7 @@ def _search_served(args: argparse.Namespace) -> int | None:
     (`--no-server`, no server, or one that cannot answer this: it says why in one line).
 
     Imports nothing heavy: with a server, the whole command takes milliseconds."""
-    if args.no_server or args.backend:  # the server searches its own local index
+    if args.no_server:
         return None
     from mrl_tui import serve_client
     from mrl_tui.core.preflight import check_folder
@@ -407,6 +407,7 @@ def _search_served(args: argparse.Namespace) -> int | None:
         cache_root=cache_root_text(args.cache_dir),
         transform=args.transform,
         search={name: getattr(args, name) for name in SEARCH_FIELDS},
+        backend=backend_text(args.backend),  # answered by a server on the same engine only
     )
     answer = serve_client.ask(request, lambda line: print(f"mrl-tui: {line}", file=sys.stderr))
     if answer is None:
@@ -416,6 +417,14 @@ def _search_served(args: argparse.Namespace) -> int | None:
     if answer["rc"] == 0:
         print_search(answer["payload"], args.json)
     return int(answer["rc"])
+
+
+def backend_text(backend: str | None) -> str | None:
+    """A `--backend` value as the server compares it: ``qdrant:DIR`` with DIR absolute (its cwd
+    is not ours). Pure string work: the warm client imports nothing heavy."""
+    if backend and backend.startswith("qdrant:") and not backend.startswith("qdrant://"):
+        return "qdrant:" + str(Path(backend[len("qdrant:") :]).expanduser().absolute())
+    return backend
 
 
 SERVER_OPTIONS = ("model", "device", "trust_remote_code", "mrl", "embed_backend")
@@ -798,8 +807,10 @@ def _cmd_watch(library: Library, args: argparse.Namespace) -> int:
     library.load()
     library.background_refit = True  # a save is searchable at once; a stale fit is refitted aside
     library.on_refit = lambda line: print(line, flush=True)
+    _print_messages(library)  # the first load's (an engine synced, a cache rebuilt) before waiting
+    on = f" on {library.engine.engine.engine}" if library.engine is not None else ""
     print(
-        f"watching {shown(str(library.root))} ({library.chunk_count} chunks); Ctrl-C stops",
+        f"watching {shown(str(library.root))} ({library.chunk_count} chunks{on}); Ctrl-C stops",
         file=sys.stderr,
         flush=True,
     )
@@ -906,6 +917,15 @@ def _cmd_info(library: Library, args: argparse.Namespace) -> int:
 def _print_engine_info(engine: dict[str, Any]) -> None:
     for key in ("engine", "where", "collection", "points", "state", "generation"):
         print(f"{key:>10}: {shown(str(engine[key]))}")
+    ef, recall = engine.get("search_ef"), engine.get("ef_recall")
+    if engine.get("ef_given"):
+        print(f"{'hnsw ef':>10}: {ef} (given in --backend)")
+    elif ef:
+        print(f"{'hnsw ef':>10}: {ef} (measured: recall@10 {recall:.3f} of the exact funnel)")
+    elif ef == 0:
+        print(f"{'hnsw ef':>10}: none, scanned exactly (the widest beam kept {recall:.3f})")
+    else:
+        print(f"{'hnsw ef':>10}: Qdrant's default (measured once a collection is large)")
     print("engine tiers (named vectors; bytes per vector: float32 values, plus int8 codes and")
     print("HNSW links on the anchor tier):")
     for tier in engine["tiers"]:

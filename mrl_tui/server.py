@@ -38,6 +38,7 @@ from mrl_tui import __version__, serve_client
 from mrl_tui.cli import (
     FLAGS,
     SERVER_OPTIONS,
+    backend_text,
     cache_root_text,
     nothing_indexed,
     query_threads,
@@ -108,6 +109,8 @@ class Server:
         self.options = {name: getattr(args, name) for name in SERVER_OPTIONS}
         self.cache_root, self.transform = cache_root_text(args.cache_dir), args.transform
         """For the folders given on the command line."""
+        self.backend = backend_text(getattr(args, "backend", None))
+        """`--backend`: every folder's vectors are held and searched by this engine."""
         self.path = serve_client.socket_path()
         embedder = Embedder(
             args.model,
@@ -179,6 +182,8 @@ class Server:
         library.background_refit = True
         library.on_refit = lambda line: log(f"{folder}: {line}")
         try:
+            if self.backend:
+                library.use_engine(self.backend)  # checked now; the first load syncs it
             report = library.update(wait=False)
             if report.chunks_total == 0:
                 raise InputError(nothing_indexed(library.root, report.skipped))
@@ -202,7 +207,8 @@ class Server:
         ready.wait(READY_TIMEOUT_S)  # the watch itself is in place a few ms later
         with self._lock:
             self.watchers.append(watcher)
-        log(f"holding {folder} ({library.chunk_count} chunks), watching it")
+        on = f" on {self.backend}" if self.backend else ""
+        log(f"holding {folder} ({library.chunk_count} chunks{on}), watching it")
         return library
 
     def answer(self, request: dict[str, Any], *, tcp: bool = False) -> dict[str, Any]:
@@ -230,6 +236,11 @@ class Server:
         why = self.other_options(request.get("options"))
         if why:
             return refusal(f"the server at {self.path} has another model loaded: {why}")
+        if request.get("backend") != self.backend:
+            mine, theirs = self.backend or "none (local)", request.get("backend") or "none (local)"
+            return refusal(
+                f"the server at {self.path} runs --backend {mine}, this search asks for {theirs}"
+            )
         library: Library | None = None
         try:
             folder = check_folder(request["path"])
@@ -414,6 +425,10 @@ def run_server(args: Any) -> int:
     for folder in folders:
         check_has_entries(folder)
     check_cache_root(Path(cache_root_text(args.cache_dir)))
+    if getattr(args, "backend", None):  # its form and package, before the model loads
+        from mrl_tui.core.engines import check_installed
+
+        check_installed(args.backend)
     if serve_client.listening(serve_client.socket_path()):  # told before the model loads
         raise InputError(f"a server is already running at {serve_client.socket_path()}")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))

@@ -85,6 +85,64 @@ def test_rankings_equal_the_local_index_at_every_tier(
         notes.engine = None
 
 
+FILTERED = (
+    "path:first-aid/ how to stop bleeding",  # one folder: the files kept are sent
+    "-path:first-aid/ -path:music-theory/ budget and savings",  # most files: those left out
+    "path:*burns* path:*fund* help",  # globs, either may match
+    "path:notes/ planets",  # matches where a component starts: nothing in notes/ has notes/
+)
+
+
+@pytest.mark.parametrize("kind", ["edge", "memory"])
+def test_path_filters_run_in_the_engine_and_equal_local_search(
+    notes: Library, tmp_path: Path, kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mrl_tui.core.errors import InputError
+
+    queries = [notes.query(text) for text in FILTERED[:3]]
+    dims = (32, 50, 64, 96)
+    local = {
+        (q.text, d, m): notes.search(q, d, 8, mode=m)
+        for q in queries
+        for d in dims
+        for m in ("exact", "auto")
+    }
+    with pytest.raises(InputError, match="no indexed file matches") as want_error:
+        notes.search(notes.query(FILTERED[3]), 96, 8)
+    notes.use_engine(backends(tmp_path)[0 if kind == "edge" else 1])
+    engine = notes.engine.engine
+    sent: list[object] = []
+    real = engine.search
+    monkeypatch.setattr(
+        engine, "search", lambda *a, **k: sent.append(k.get("where")) or real(*a, **k)
+    )
+    try:
+        for (text, dim, mode), want in local.items():
+            query = next(q for q in queries if q.text == text)
+            got = notes.search(query, dim, 8, mode=mode)
+            assert got.backend != "local", (text, dim)
+            assert [h.id for h in got.hits] == [h.id for h in want.hits], (text, dim, mode)
+            assert np.allclose([h.score for h in got.hits], [h.score for h in want.hits], atol=1e-5)
+            assert all(query.paths.matches(h.chunk.path) for h in got.hits)
+        assert len(want.hits) == 8  # the true top-k of those files, not fewer
+        one_folder, most, globs = (sent[i * len(dims) * 2] for i in range(3))
+        assert one_folder.keep and all(p.startswith("first-aid/") for p in one_folder.paths)
+        assert not most.keep and {p.split("/")[0] for p in most.paths} == {
+            "first-aid",
+            "music-theory",
+        }
+        assert globs.keep and len(globs.paths) >= 2
+        with pytest.raises(InputError) as got_error:
+            notes.search(notes.query(FILTERED[3]), 96, 8)
+        assert str(got_error.value) == str(want_error.value)
+        # Hybrid keeps the filter on its dense side, through the engine.
+        fused = notes.retrieve(queries[0], 96, 5, "hybrid")
+        assert fused.hits and all(h.chunk.path.startswith("first-aid/") for h in fused.hits)
+    finally:
+        notes.engine.close()
+        notes.engine = None
+
+
 def test_a_second_open_of_a_synced_collection_writes_nothing(
     notes: Library, tmp_path: Path
 ) -> None:
@@ -265,6 +323,8 @@ def test_cli_search_through_the_engine_prints_the_local_answer(
     tiers = json.loads(out)["engine"]["tiers"]
     assert [t["dim"] for t in tiers] == [32, 64, 96]
     assert [t["bytes_per_vector"] for t in tiers] == [128, 64 * 4 + 64 + 128, 96 * 4]
+    code, out, err = run(["info", str(folder), *cache, *backend], capsys)
+    assert code == 0 and "hnsw ef: Qdrant's default" in out, err  # a small collection
 
 
 def test_cli_mismatch_and_missing_package_are_one_line(
@@ -361,3 +421,92 @@ async def test_the_app_opens_a_folder_on_the_engine(tmp_path: Path, fake_model: 
         assert not app.failed and app.library is not None
         assert "· qdrant-edge ·" in app.sub_title
         assert app.library.engine.info()["points"] == app.library.chunk_count > 0
+
+
+def test_the_hnsw_ef_is_the_narrowest_beam_that_keeps_the_exact_top_k(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`tune_ef` on a collection searched through a real graph. Qdrant builds one from 10 MB of
+    vectors, and at 4,000 points its graph is near perfect: the thresholds are lowered and the
+    graph made sparse (m 4, ef_construct 8), so that the beam matters."""
+    from mrl_tui.core.engines import binding as binding_module
+    from mrl_tui.core.engines import qdrant as qdrant_module
+    from mrl_tui.core.engines.binding import EF_TRIED, tiered_search, tune_ef
+
+    monkeypatch.setattr(binding_module, "HNSW_MIN_CHUNKS", 2)  # auto runs the funnel
+
+    for name, value in (
+        ("INDEXING_THRESHOLD_KB", 1),
+        ("FULL_SCAN_THRESHOLD", 1),
+        ("HNSW_M", 4),
+        ("EF_CONSTRUCT", 8),
+    ):
+        monkeypatch.setattr(qdrant_module, name, value)
+    spec = CollectionSpec("m", "none", 96, tiers_for(96))
+    engine = open_engine(f"qdrant:{tmp_path / 'e'}", "c")
+    engine.ensure(spec)
+    rng = np.random.default_rng(0)
+    spectrum = 1 / np.sqrt(1 + np.arange(96) / 4)  # most of the energy first, as after PCA
+    vectors = (rng.standard_normal((4000, 96)) * spectrum).astype(np.float32)
+    engine.upsert([EnginePoint(i + 1, v, {"path": f"f{i % 50}"}) for i, v in enumerate(vectors)])
+    engine.optimize()
+    rows = rng.choice(4000, 64, replace=False)
+    queries, own = vectors[rows], rows + 1
+    kept, target = 30, 0.95
+
+    def recall(ef: int) -> float:
+        stages = [(64, kept)]
+        out = []
+        for q, point in zip(queries, own.tolist(), strict=True):
+            exact = set(engine.search(q, 96, 11, stages, exact=True).ids.tolist()) - {point}
+            walked = set(engine.search(q, 96, 11, stages, ef=ef).ids.tolist()) - {point}
+            out.append(len(exact & walked) / len(exact))
+        return float(np.mean(out))
+
+    ef, measured = tune_ef(engine, spec.tiers, queries, own, candidates=kept, target=target)
+    tried = sorted({max(e, kept) for e in EF_TRIED})
+    assert measured >= target and abs(recall(ef) - measured) < 0.02
+    narrower = tried[: tried.index(ef)]
+    assert narrower and recall(narrower[-1]) < target  # the narrowest that reaches it
+    assert recall(tried[0]) < recall(ef) - 0.05  # the beam matters here
+    # No beam reaches it: ef 0, the anchor stage scanned exactly; the best beam's recall kept.
+    none, best = tune_ef(engine, spec.tiers, queries, own, candidates=kept, target=1.01)
+    assert none == 0 and best == max(recall(e) for e in tried)
+    found, _, used = tiered_search(engine, spec.tiers, 4000, queries[0], 96, 10, "auto", ef=0)
+    exact, _, _ = tiered_search(engine, spec.tiers, 4000, queries[0], 96, 10, "exact")
+    assert used == "funnel" and found.ids.tolist() == exact.ids.tolist()
+    engine.close()
+
+
+def test_the_measured_ef_is_kept_in_the_marker_and_searched_with(
+    notes: Library, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mrl_tui.core.engines import binding as binding_module
+
+    monkeypatch.setattr(binding_module, "HNSW_MIN_CHUNKS", 2)  # the notes are a "large" folder
+    backend = backends(tmp_path)[0]
+    notes.use_engine(backend)
+    engine = notes.engine.engine
+    marker = engine.marker()
+    assert marker["hnsw_ef"] >= binding_module.FUNNEL_CANDIDATES and marker["ef_recall"] >= 0.99
+    assert marker["ef_points"] == notes.chunk_count and notes.engine.ef == marker["hnsw_ef"]
+    assert notes.engine.info()["hnsw_ef"] == notes.engine.info()["search_ef"] == marker["hnsw_ef"]
+    asked: list[object] = []
+    real = engine.search
+    monkeypatch.setattr(
+        engine, "search", lambda *a, **k: asked.append(k.get("ef")) or real(*a, **k)
+    )
+    query = notes.query(QUERIES[0])
+    got = notes.search(query, 96, 10)  # auto on a "large" folder: the funnel in the engine
+    assert got.mode == "funnel" and asked == [marker["hnsw_ef"]]
+    notes.engine.close()
+    notes.use_engine(backend)  # level already: the measured ef is read back, nothing measured
+    assert notes.engine.last_sync is None and notes.engine.ef == marker["hnsw_ef"]
+    notes.engine.close()
+    notes.use_engine(backend + "?ef=48")  # given: searched with, the measurement kept
+    assert notes.engine.ef == 48 and notes.engine.engine.marker()["hnsw_ef"] == marker["hnsw_ef"]
+    assert notes.engine.info()["search_ef"] == 48 and notes.engine.info()["ef_given"]
+    notes.engine.close()
+    notes.engine = None
+    with pytest.raises(EngineError, match=r"the one option is \?ef=N"):
+        notes.use_engine(backend + "?ef=0")

@@ -27,7 +27,14 @@ from mrl_tui.core.corpus.chunking import Chunk, ChunkSettings
 from mrl_tui.core.corpus.walk import DEFAULT_MAX_FILE_BYTES
 from mrl_tui.core.embedding import facts
 from mrl_tui.core.embedding.embed import Embedder, EmbedderInfo, resolve_model
-from mrl_tui.core.errors import CacheDamaged, CacheError, CacheUnwritable, Cancelled, InputError
+from mrl_tui.core.errors import (
+    CacheDamaged,
+    CacheError,
+    CacheUnwritable,
+    Cancelled,
+    InputError,
+    MrlError,
+)
 from mrl_tui.core.preflight import check_folder, check_query
 from mrl_tui.core.search import hybrid
 from mrl_tui.core.search.codes import DEFAULT_RESCORE, PRECISIONS, Codes, encode, rescored_search
@@ -252,7 +259,9 @@ class Library:
         self._state_lock = threading.RLock()
         self.engine: Any = None
         """An `engines.binding.EngineBinding` once `use_engine` is called: dense searches go to
-        it, and each load of a new generation syncs it."""
+        it, and each load of a new generation syncs it (under `background_refit`, after the first
+        load, in the background thread: searches run here until the engine is level)."""
+        self._engine_due = False
 
     def use_engine(self, backend: str, collection: str | None = None) -> None:
         """Search through a vector engine (``qdrant:DIR`` or ``qdrant://HOST:PORT``). Checks the
@@ -266,12 +275,33 @@ class Library:
                 self.engine = None
             self.engine = EngineBinding(self, backend, collection)
             if self.index is not None:
-                self._sync_engine()
+                self._sync_engine(now=True)
 
-    def _sync_engine(self) -> None:
+    def _sync_engine(self, now: bool = False) -> None:
+        if not now and self.background_refit and self._loads > 1:  # a watched save: aside
+            self._engine_due = True
+            return
         report = self.engine.sync(self)
         if report is not None and (report.upserted or report.deleted_files):
             self._note(report.line)
+
+    def _background_engine(self) -> None:
+        """In the background thread: bring the engine level with the loaded rows (a new
+        generation, or every point after a refit), outside the state lock; searches run on the
+        local index until it is (`EngineBinding.serves`)."""
+        with self._state_lock:
+            if not self._engine_due or self.engine is None or self.index is None or self._closed:
+                return
+            self._engine_due = False
+            binding, rows = self.engine, self.engine.rows_of(self)
+        try:
+            report = binding.sync(self, rows)
+        except MrlError as exc:  # unreachable, or the folder moved on: the next load tries again
+            if self.store.generation == rows.generation and not self._closed:
+                self._said(f"{exc}; searches run on the local index until the next change")
+            return
+        if report is not None and not self._closed:
+            self._said(report.line)
 
     @classmethod
     def open(
@@ -593,7 +623,7 @@ class Library:
 
     def _start_background(self) -> None:
         """Under the state lock: a worker for what is due, unless one runs (it looks again)."""
-        if not (self._due or self._graph_due) or self._closed:
+        if not (self._due or self._graph_due or self._engine_due) or self._closed:
             return
         if self._worker is not None and self._worker.is_alive():
             return
@@ -615,7 +645,7 @@ class Library:
         try:
             while True:
                 with self._state_lock:
-                    if self._closed or not (self._due or self._graph_due):
+                    if self._closed or not (self._due or self._graph_due or self._engine_due):
                         return
                     generation = self._loaded_generation
                     due, self._due = self._due, set()
@@ -638,6 +668,7 @@ class Library:
     def _background_step(self, generation: int, due: set[str], graph: bool) -> None:
         """Fit again what is due for `generation` outside the state lock, then swap it in under
         it (dropped if another generation was loaded meanwhile: that load decides again)."""
+        self._background_engine()  # a new generation's files, before anything slower
         name = self.transform.name
         if name in due:
             started = time.perf_counter()
@@ -659,6 +690,7 @@ class Library:
                 f"{name} refitted in the background on {len(ids):,} chunks "
                 f"({time.perf_counter() - started:.1f} s); in use now"
             )
+            self._background_engine()  # every point again, under the new fit
         router_name = f"router_{name}"
         if router_name in due:
             with self._state_lock:
@@ -710,6 +742,7 @@ class Library:
         self._ids, self._codes, self._views = ids, {}, {}
         self._router = None
         self._loads += 1  # queries embedded before are projected again (`_index_vector`)
+        self._engine_due = self.engine is not None  # its vectors are of the old fit
 
     def _keep(
         self, name: str, generation: int, suffix: str, shape: tuple[int, ...], value: Any
@@ -752,12 +785,16 @@ class Library:
             big = self.index is not None and self.index.n >= HNSW_MIN_CHUNKS
             building = self._graph_due or "hnsw" in self._refitting
             graph = "ready" if self.graph is not None else "building" if building else "none"
+            engine = {}
+            if self.engine is not None:
+                engine = {"engine": "level" if self.engine.serves(self) else "syncing"}
             return {
                 "generation": self._loaded_generation,
                 "transform": self.transform.name,
                 "fits": parts,
                 "graph": graph if big or self.graph is not None else "none",
                 "refit_fraction": REFIT_FRACTION,
+                **engine,
             }
 
     @property
@@ -822,6 +859,12 @@ class Library:
         elapsed = (time.perf_counter() - started) * 1000
         return SearchResult(query, dim, self._hits(found), elapsed, "exact")
 
+    def row_paths(self) -> list[str]:
+        """Each loaded row's file (read once per load): what path filters match."""
+        if self._row_paths is None:
+            self._row_paths = [c.path for c in self.store.chunks(self._ids.tolist())]
+        return self._row_paths
+
     def _index_vector(self, query: Query) -> np.ndarray:
         if query.generation == self._loads:
             return query.vector
@@ -867,11 +910,15 @@ class Library:
         assert self.index is not None
         if self.engine is not None:
             other = transform is not None and self.view(transform)[1] is not self.index
-            if query.paths is None and not other and precision == "float32":
+            level = self.engine.serves(self)
+            if level and not other and precision == "float32":  # path filters run there too
                 return self.engine.search(self, query, self._index_vector(query), dim, k, mode)
             self._note(
-                f"{self.engine.engine.engine} does not run path filters, another transform "
-                "or codes: this search ran on the local index"
+                f"{self.engine.engine.engine} does not run another transform or codes: this "
+                "search ran on the local index"
+                if level
+                else f"{self.engine.engine.engine} is being brought level with this index (a "
+                "new generation or fit): this search ran on the local index"
             )
         if query.paths is not None:  # exact and float32, whatever was asked
             return self._filtered_search(query, dim, k, self.view(transform) if transform else None)
@@ -1034,10 +1081,10 @@ class Library:
         started = time.perf_counter()
         found, route = router.search(self.index, query.words or query.text, vector, k)
         elapsed = (time.perf_counter() - started) * 1000
-        if query.paths is not None:  # routed on the whole index, then ranked among the matches
-            return self._filtered_search(query, route.dim, k), route
         if self.engine is not None:  # the dim is picked here; the engine answers at it
             return self.search(query, route.dim, k), route
+        if query.paths is not None:  # routed on the whole index, then ranked among the matches
+            return self._filtered_search(query, route.dim, k), route
         return SearchResult(query, route.dim, self._hits(found), elapsed, "routed"), route
 
     @_locked

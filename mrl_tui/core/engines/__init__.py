@@ -35,8 +35,24 @@ __all__ = [
 SCHEMES = ("qdrant:DIR", "qdrant://HOST:PORT")
 
 
+def backend_ef(backend: str) -> tuple[str, int | None]:
+    """A ``--backend`` value without its options, and the HNSW search ef it sets: ``…?ef=N``
+    (None: the ef measured on the collection, see `binding.tune_ef`)."""
+    base, mark, options = backend.partition("?")
+    if not mark:
+        return backend, None
+    name, _, value = options.partition("=")
+    if name != "ef" or not value.isdigit() or int(value) < 1:
+        raise EngineError(
+            f"backend {backend}: the one option is ?ef=N (N ≥ 1, the HNSW search beam)",
+            settings=("backend",),
+        )
+    return base, int(value)
+
+
 def check_backend(backend: str) -> tuple[str, str, str | None]:
     """(kind "edge" or "server", where, collection or None) of a ``--backend`` value."""
+    backend = backend_ef(backend)[0]
     if backend.startswith("qdrant://"):
         rest = backend[len("qdrant://") :]
         address, _, collection = rest.partition("/")

@@ -102,6 +102,16 @@ class EnginePoint:
 
 
 @dataclass(frozen=True)
+class PathSelect:
+    """A path filter as the engine runs it: points whose payload ``path`` is one of `paths`
+    (`keep`), or none of them. Qdrant matches keywords, not globs, so a query's ``path:`` terms
+    are matched here against the indexed files, and the smaller side is sent."""
+
+    paths: tuple[str, ...]
+    keep: bool = True
+
+
+@dataclass(frozen=True)
 class EngineHits:
     ids: np.ndarray  # int64, best first
     scores: np.ndarray  # float32
@@ -149,6 +159,8 @@ class EngineInfo:
             "disk_bytes": self.disk_bytes,
             "generation": self.marker.get("generation"),
             "state": self.marker.get("state"),
+            "hnsw_ef": self.marker.get("hnsw_ef"),
+            "ef_recall": self.marker.get("ef_recall"),
         }
 
 
@@ -218,10 +230,14 @@ class VectorEngine(Protocol):
         *,
         exact: bool = False,
         with_vectors: int | None = None,
+        where: PathSelect | None = None,
+        ef: int | None = None,
     ) -> EngineHits:
         """Top-k at tier `dim` for the transformed full `vector`. `stages`: (tier dim, kept)
         prefetch stages, coarse first, run inside the engine before the final tier.
-        `with_vectors`: a tier whose stored vectors come back with the hits."""
+        `with_vectors`: a tier whose stored vectors come back with the hits. `where`: a payload
+        filter on every stage (the true top-k among those files). `ef`: the HNSW search beam
+        (the engine's default when None; ignored when `exact`)."""
         ...
 
     def optimize(self) -> None: ...

@@ -32,6 +32,7 @@ from mrl_tui.core.engines.base import (
     EngineHits,
     EngineInfo,
     EnginePoint,
+    PathSelect,
     anchor_tier,
     check_stages,
     payload_marker,
@@ -43,7 +44,12 @@ from mrl_tui.core.engines.base import (
 BATCH = 2048
 """Points per upsert call."""
 EF_CONSTRUCT = 100
+"""Also Qdrant's search ef when none is given (it never searches a beam narrower than the
+limit asked for)."""
 FULL_SCAN_THRESHOLD = 10_000  # KB of vectors under which a segment is scanned, not walked
+INDEXING_THRESHOLD_KB: int | None = None
+"""Qdrant's own (10 MB of vectors per segment before its graph is built) unless set: a test
+sets it low, so a small collection is searched through a graph."""
 
 
 class _Collection:
@@ -113,6 +119,15 @@ def _batches(points: Sequence[EnginePoint]) -> Iterator[Sequence[EnginePoint]]:
         yield points[start : start + BATCH]
 
 
+def _filter(api: Any, where: PathSelect | None) -> Any:
+    """`where` as a Qdrant payload filter on the indexed ``path`` keyword field; `api` is
+    qdrant_edge or qdrant_client.models (the same names)."""
+    if where is None:
+        return None
+    condition = api.FieldCondition(key="path", match=api.MatchAny(any=list(where.paths)))
+    return api.Filter(must=[condition]) if where.keep else api.Filter(must_not=[condition])
+
+
 def _hits(found: Sequence[Any], full: str | None) -> EngineHits:
     ids = np.asarray([int(p.id) for p in found], dtype=np.int64)
     scores = np.asarray([p.score for p in found], dtype=np.float32)
@@ -152,6 +167,11 @@ class EdgeEngine(_Collection):
             try:
                 self._shard = self.qe.EdgeShard.load(str(self.path))
             except Exception as exc:  # the engine's own error, as one line
+                if "WouldBlock" in str(exc):  # its WAL is locked by the process that holds it
+                    raise EngineError(
+                        f"{self.label} is open in another process (a `watch` or `serve`?): "
+                        "search through `serve --backend`, or stop the other first"
+                    ) from None
                 raise EngineError(f"{self.label}: cannot be loaded: {_first_line(exc)}") from None
 
     def exists(self) -> bool:
@@ -183,9 +203,14 @@ class EdgeEngine(_Collection):
             vectors[tier_name(dim)] = qe.EdgeVectorParams(
                 dim, qe.Distance.Cosine, hnsw_config=graph, quantization_config=codes
             )
+        optimizers = None
+        if INDEXING_THRESHOLD_KB is not None:
+            optimizers = qe.EdgeOptimizersConfig(indexing_threshold=INDEXING_THRESHOLD_KB)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._shard = qe.EdgeShard.create(str(self.path), qe.EdgeConfig(vectors=vectors))
+            self._shard = qe.EdgeShard.create(
+                str(self.path), qe.EdgeConfig(vectors=vectors, optimizers=optimizers)
+            )
             self._shard.update(
                 qe.UpdateOperation.create_field_index("path", qe.PayloadSchemaType.Keyword)
             )
@@ -247,14 +272,19 @@ class EdgeEngine(_Collection):
         *,
         exact: bool = False,
         with_vectors: int | None = None,
+        where: PathSelect | None = None,
+        ef: int | None = None,
     ) -> EngineHits:
         qe, tiers = self.qe, self.tiers()
         check_stages(tiers, dim, stages)
         params = (
             qe.SearchParams(exact=True, quantization=qe.QuantizationSearchParams(ignore=True))
             if exact
+            else qe.SearchParams(hnsw_ef=ef)
+            if ef
             else None
         )
+        kept_only = _filter(qe, where)
         inner = None
         for stage_dim, kept in stages or ():
             inner = qe.Prefetch(
@@ -262,6 +292,7 @@ class EdgeEngine(_Collection):
                 query=qe.Query.Nearest(prefix(vector, stage_dim), using=tier_name(stage_dim)),
                 prefetches=[inner] if inner is not None else None,
                 params=params,
+                filter=kept_only,
             )
         full = tier_name(with_vectors) if with_vectors else None
         request = qe.QueryRequest(
@@ -271,6 +302,7 @@ class EdgeEngine(_Collection):
             params=params,
             with_vector=[full] if full else False,
             with_payload=False,
+            filter=kept_only,
         )
         return _hits(self._shard.query(request), full)
 
@@ -395,7 +427,14 @@ class ServerEngine(_Collection):
                 if on_anchor
                 else None,
             )
-        self._call(lambda: self.client.create_collection(self.collection, vectors_config=config))
+        optimizers = None
+        if INDEXING_THRESHOLD_KB is not None:
+            optimizers = m.OptimizersConfigDiff(indexing_threshold=INDEXING_THRESHOLD_KB)
+        self._call(
+            lambda: self.client.create_collection(
+                self.collection, vectors_config=config, optimizers_config=optimizers
+            )
+        )
         self._call(
             lambda: self.client.create_payload_index(
                 self.collection, "path", m.PayloadSchemaType.KEYWORD
@@ -463,14 +502,19 @@ class ServerEngine(_Collection):
         *,
         exact: bool = False,
         with_vectors: int | None = None,
+        where: PathSelect | None = None,
+        ef: int | None = None,
     ) -> EngineHits:
         m, tiers = self.m, self.tiers()
         check_stages(tiers, dim, stages)
         params = (
             m.SearchParams(exact=True, quantization=m.QuantizationSearchParams(ignore=True))
             if exact
+            else m.SearchParams(hnsw_ef=ef)
+            if ef
             else None
         )
+        kept_only = _filter(m, where)
         inner = None
         for stage_dim, kept in stages or ():
             inner = m.Prefetch(
@@ -479,6 +523,7 @@ class ServerEngine(_Collection):
                 limit=kept,
                 prefetch=[inner] if inner is not None else None,
                 params=params,
+                filter=kept_only,
             )
         full = tier_name(with_vectors) if with_vectors else None
         found = self._call(
@@ -489,6 +534,7 @@ class ServerEngine(_Collection):
                 prefetch=[inner] if inner is not None else None,
                 limit=k,
                 search_params=params,
+                query_filter=kept_only,
                 with_vectors=[full] if full else False,
                 with_payload=False,
             )
