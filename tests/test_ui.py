@@ -31,6 +31,7 @@ from mrl_tui.ui.widgets.dim_slider import DimSlider
 from mrl_tui.ui.widgets.panels import (
     CurvePlot,
     LatencyPanel,
+    Routed,
     RouterPanel,
     StoragePanel,
     is_flat,
@@ -680,7 +681,7 @@ async def test_router_panel_lays_stages_out_again_when_resized(tmp_path: Path) -
     app = MrlApp(write_corpus(tmp_path / "notes"), device="cpu", autostart=False)
     async with app.run_test(size=(200, 40)) as pilot:
         panel = app.search_screen.query_one(RouterPanel)
-        panel.show_route(FakeRoute(), 384)
+        panel.decision = Routed(FakeRoute(), 384)
         await pilot.pause()
         lines = str(panel.render()).splitlines()
         assert lines[-1].startswith("read 4% of a full scan: 12d×52k → 24×800")
