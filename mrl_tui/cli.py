@@ -38,6 +38,7 @@ FLAGS = {
     "retrieval": "--retrieval",
     "beir": "--beir",
     "backend": "--backend",
+    "mrl": "--mrl",
 }
 """The core names settings in words (`core.errors`); the CLI says its flags instead."""
 TRAINED = "trained"
@@ -854,7 +855,7 @@ def _cmd_info(library: Library, args: argparse.Namespace) -> int:
         "path": str(info.root),
         "cache_dir": str(info.cache_dir),
         "model": info.embedder.model,
-        "rule": info.embedder.rule,
+        "rule": spelled(info.embedder.rule, FLAGS),
         "device": info.embedder.device,
         "dtype": info.embedder.dtype,
         "backend": info.embedder.backend,
