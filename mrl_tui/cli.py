@@ -21,6 +21,9 @@ from mrl_tui.core.transforms.kind import CHOICES as TRANSFORM_CHOICES
 from mrl_tui.ui.literal import shown
 
 if TYPE_CHECKING:
+    from mrl_tui.core.cache.indexer import IndexProgress, IndexReport
+    from mrl_tui.core.cache.watch import WatchUpdate
+    from mrl_tui.core.corpus.walk import Skipped
     from mrl_tui.core.evaluation.bench import BenchHooks
     from mrl_tui.core.evaluation.report import BenchReport, CompareReport
     from mrl_tui.core.library import Library
@@ -285,7 +288,9 @@ def _retrieval_flags(parser: argparse.ArgumentParser, default: str, bench: bool 
     )
 
 
-def _add_train_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+def _add_train_parser(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
     p_train = sub.add_parser(
         "train",
         parents=[common],
@@ -517,7 +522,7 @@ def _status(text: str) -> AbstractContextManager[object]:
     return Console(stderr=True).status(text)
 
 
-def _index_with_progress(library: Library, wait: bool = True) -> Any:
+def _index_with_progress(library: Library, wait: bool = True) -> IndexReport:
     """Run `library.update()` under a rich progress bar on stderr (files, chunks, chunks/s, ETA).
 
     `wait=False`: when another process is indexing, use what it has committed (a search)."""
@@ -546,7 +551,7 @@ def _index_with_progress(library: Library, wait: bool = True) -> Any:
     with Progress(*columns, console=console, transient=True) as bar:
         task = bar.add_task("scanning", total=None, rate="", current="")
 
-        def show(p: Any) -> None:
+        def show(p: IndexProgress) -> None:
             if p.phase == "waiting":
                 bar.console.print(f"mrl-tui: {p.current}", markup=False, highlight=False)
                 bar.update(task, description="waiting", current="")
@@ -633,7 +638,7 @@ def _cmd_index(library: Library, args: argparse.Namespace) -> int:
     return 1 if empty else 0
 
 
-def nothing_indexed(root: Path, skipped: Sequence[Any]) -> str:
+def nothing_indexed(root: Path, skipped: Sequence[Skipped]) -> str:
     """One line for a folder that yields no chunks: how many files were left out, and why."""
     if not skipped:
         return f"nothing to index in {root}: no readable text files found"
@@ -663,7 +668,7 @@ def _cmd_search(library: Library, args: argparse.Namespace) -> int:
     return 0
 
 
-def keyword_only(args: Any) -> bool:
+def keyword_only(args: argparse.Namespace) -> bool:
     """A search that needs no embedding: `--retrieval lexical`, not routed (routing embeds)."""
     return args.retrieval == "lexical" and not (args.route == "auto" and not args.dim)
 
@@ -686,7 +691,7 @@ SEARCH_FIELDS = ("query", "dim", "route", "k", "precision", "rescore", "retrieva
 """The `search` flags that shape the answer: what a client sends `mrl-tui serve`."""
 
 
-def _search_dim(library: Library, args: Any) -> int:
+def _search_dim(library: Library, args: argparse.Namespace) -> int:
     """The dim to search at (checked), and one line for flags that do not go together."""
     from mrl_tui.core.errors import InputError
 
@@ -701,7 +706,7 @@ def _search_dim(library: Library, args: Any) -> int:
     return dim
 
 
-def search_payload(library: Library, args: Any) -> dict[str, Any]:
+def search_payload(library: Library, args: argparse.Namespace) -> dict[str, Any]:
     """What `search --json` prints, of an indexed library; the server answers with the same."""
     dim = _search_dim(library, args)
     if keyword_only(args):  # no model: the query is not embedded, the vectors not loaded
@@ -805,7 +810,7 @@ def _cmd_watch(library: Library, args: argparse.Namespace) -> int:
         flush=True,
     )
 
-    def report(update: Any) -> None:
+    def report(update: WatchUpdate) -> None:
         _print_messages(library)
         if args.json:
             print(json.dumps({**dataclasses.asdict(update), "line": update.line}), flush=True)

@@ -16,6 +16,7 @@ own thread, and its fitted parts refitted in the background (`Library.background
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import hmac
 import ipaddress
@@ -29,7 +30,6 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -234,7 +234,7 @@ class Server:
         try:
             folder = check_folder(request["path"])
             library, opened = self.library(folder, str(request["cache_root"]), request["transform"])
-            args = SimpleNamespace(**request["search"])
+            args = argparse.Namespace(**request["search"])
             payload = search_payload(library, args)
             messages = library.take_messages()
             if opened:
