@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from mrl_tui import __version__
 from mrl_tui.core.choices import DEVICES, EMBED_BACKENDS, FUSIONS, PRECISIONS, RETRIEVALS
+from mrl_tui.core.embedding.choice import ModelChoice
 from mrl_tui.core.errors import MrlError, spelled
 from mrl_tui.core.transforms.kind import CHOICES as TRANSFORM_CHOICES
 from mrl_tui.ui.literal import shown
@@ -425,7 +426,19 @@ def _search_served(args: argparse.Namespace) -> int | None:
 
 
 SERVER_OPTIONS = ("model", "device", "trust_remote_code", "mrl", "embed_backend")
-"""What the server's loaded model depends on: it answers only requests with the same values."""
+"""What the server's loaded model depends on: it answers only requests with the same values (the
+fields of `ModelChoice`)."""
+
+
+def model_choice(args: argparse.Namespace) -> ModelChoice:
+    """The model the user chose, and how it runs (`train` has no ``--mrl``)."""
+    return ModelChoice(
+        args.model,
+        device=args.device,
+        trust_remote_code=args.trust_remote_code,
+        mrl=getattr(args, "mrl", False),
+        embed_backend=args.embed_backend,
+    )
 
 
 def cache_root_text(cache_dir: Path | None) -> str:
@@ -486,13 +499,9 @@ def _open_library(args: argparse.Namespace, lazy: bool = False) -> Library:
     with _status(what):
         library = Library.open(
             args.path,
-            model=args.model,
-            device=args.device,
-            trust_remote_code=args.trust_remote_code,
+            model_choice=model_choice(args),
             cache_root=args.cache_dir,
             transform=getattr(args, "transform", "auto"),  # `bench` has no such flags (yet)
-            mrl=getattr(args, "mrl", False),
-            embed_backend=args.embed_backend,
             lazy=lazy,
         )
     if getattr(args, "backend", None):
@@ -970,11 +979,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         transform=args.transform,
         retrieval=args.retrieval,
         compare=args.compare,
-        model=args.model,
-        device=args.device,
-        trust_remote_code=args.trust_remote_code,
-        mrl=args.mrl,
-        embed_backend=args.embed_backend,
+        model_choice=model_choice(args),
         cache_root=args.cache_dir,
         backend=args.backend,
     )

@@ -39,6 +39,7 @@ from mrl_tui.cli import (
     FLAGS,
     SERVER_OPTIONS,
     cache_root_text,
+    model_choice,
     nothing_indexed,
     query_threads,
     resolve_trained,
@@ -102,23 +103,16 @@ def model_source(model: str | None) -> str:
 
 
 class Server:
-    def __init__(self, args: Any) -> None:
-        from mrl_tui.core.embedding.embed import Embedder, choose_device
+    def __init__(self, args: argparse.Namespace) -> None:
+        from mrl_tui.core.embedding.embed import choose_device
 
         self.options = {name: getattr(args, name) for name in SERVER_OPTIONS}
         self.cache_root, self.transform = cache_root_text(args.cache_dir), args.transform
         """For the folders given on the command line."""
         self.path = serve_client.socket_path()
-        embedder = Embedder(
-            args.model,
-            device=args.device,
-            trust_remote_code=args.trust_remote_code,
-            mrl=args.mrl,
-            backend=args.embed_backend,
-            cache_root=args.cache_dir,
-        )
-        self.embedder = SerialEmbedder(embedder)
-        self._source = model_source(args.model)
+        choice = model_choice(args)
+        self.embedder = SerialEmbedder(choice.load(cache_root=args.cache_dir))
+        self._source = choice.source
         self._auto_device = choose_device("auto")
         query_threads()  # for re-indexing a save too: a few chunks at a time
         self.libraries: dict[tuple[str, str, str], Library] = {}

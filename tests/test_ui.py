@@ -435,7 +435,7 @@ def test_run_app_passes_transform_and_mrl_through(
     monkeypatch.setattr(MrlApp, "run", lambda self: asyncio.run(run_headless(self)))
     args = dict(model=None, device="cpu", cache_root=tmp_path, trust_remote_code=False)
     assert app_module.run_app(tmp_path, **args, transform="naive", mrl=True) == 1
-    assert seen["transform"] == "naive" and seen["mrl"] is True
+    assert seen["transform"] == "naive" and seen["model_choice"].mrl is True
 
     calls: list[dict[str, object]] = []
     monkeypatch.setattr(app_module, "run_app", lambda path, **kwargs: calls.append(kwargs) or 0)

@@ -140,10 +140,10 @@ def test_cli_search_prints_text_from_files_literally(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    import mrl_tui.core.library as library_module
     from mrl_tui.cli import main
+    from mrl_tui.core.embedding.choice import ModelChoice
 
-    monkeypatch.setattr(library_module, "Embedder", lambda *args, **kwargs: embedder)
+    monkeypatch.setattr(ModelChoice, "load", lambda *args, **kwargs: embedder)
     monkeypatch.setenv("COLUMNS", "250")
     folder = str(markup_library.root)
     code = main(["search", folder, "sourdough [b]bread", "--cache-dir", str(tmp_path)])
