@@ -39,13 +39,16 @@ def cached_sets() -> list[tuple[str, np.ndarray, np.ndarray]]:
 
 
 def notes_set() -> tuple[str, np.ndarray, np.ndarray]:
+    from mrl_tui.core.embedding.choice import ModelChoice
     from mrl_tui.core.library import Library
 
     corpus = REPO / "sample_corpora" / "notes"
     with open(corpus / "queries.tsv", newline="", encoding="utf-8") as fh:
         texts = [row[0] for row in list(csv.reader(fh, delimiter="\t"))[1:]]
     with tempfile.TemporaryDirectory() as cache:
-        library = Library.open(corpus, device="cpu", cache_root=Path(cache))
+        library = Library.open(
+            corpus, model_choice=ModelChoice(device="cpu"), cache_root=Path(cache)
+        )
         library.update()
         _, docs = library.store.load_vectors()
         queries = np.stack([library.embedder.embed_query(t) for t in texts])

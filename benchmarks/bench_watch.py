@@ -50,11 +50,12 @@ def main() -> None:
         os.environ.setdefault("MRL_TUI_CACHE_DIR", str(Path(tmp) / "cache"))
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from mrl_tui.core.cache.watch import FolderWatcher
+        from mrl_tui.core.embedding.choice import ModelChoice
         from mrl_tui.core.library import Library
 
         folder = Path(tmp) / "notes"
         shutil.copytree(REPO / "sample_corpora" / "notes", folder)
-        library = Library.open(folder, device="cpu")
+        library = Library.open(folder, model_choice=ModelChoice(device="cpu"))
         library.update()
         library.load()
         if args.app:

@@ -39,7 +39,8 @@ from fakes import LIBRARY_DIM, HashEmbedder
 import mrl_tui.core.cache.artifacts as artifacts
 import mrl_tui.core.cache.indexer as indexer
 import mrl_tui.core.library as library_module
-library_module.Embedder = lambda *a, **k: HashEmbedder(LIBRARY_DIM, delay_s={delay})
+from mrl_tui.core.embedding.choice import ModelChoice
+ModelChoice.load = lambda self, **k: HashEmbedder(LIBRARY_DIM, delay_s={delay})
 library_module.HNSW_MIN_CHUNKS = 50  # graphs are written (and killed) too
 indexer.COMMIT_EVERY_CHUNKS = 8
 if os.environ.get("PRUNE_NOW"):

@@ -16,11 +16,15 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from mrl_tui import __version__
 from mrl_tui.core.choices import DEVICES, EMBED_BACKENDS, FUSIONS, PRECISIONS, RETRIEVALS
+from mrl_tui.core.embedding.choice import ModelChoice
 from mrl_tui.core.errors import MrlError, spelled
 from mrl_tui.core.transforms.kind import CHOICES as TRANSFORM_CHOICES
 from mrl_tui.ui.literal import shown
 
 if TYPE_CHECKING:
+    from mrl_tui.core.cache.indexer import IndexProgress, IndexReport
+    from mrl_tui.core.cache.watch import WatchUpdate
+    from mrl_tui.core.corpus.walk import Skipped
     from mrl_tui.core.evaluation.bench import BenchHooks
     from mrl_tui.core.evaluation.report import BenchReport, CompareReport
     from mrl_tui.core.library import Library
@@ -38,6 +42,7 @@ FLAGS = {
     "retrieval": "--retrieval",
     "beir": "--beir",
     "backend": "--backend",
+    "mrl": "--mrl",
 }
 """The core names settings in words (`core.errors`); the CLI says its flags instead."""
 TRAINED = "trained"
@@ -284,7 +289,9 @@ def _retrieval_flags(parser: argparse.ArgumentParser, default: str, bench: bool 
     )
 
 
-def _add_train_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+def _add_train_parser(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
     p_train = sub.add_parser(
         "train",
         parents=[common],
@@ -428,7 +435,19 @@ def backend_text(backend: str | None) -> str | None:
 
 
 SERVER_OPTIONS = ("model", "device", "trust_remote_code", "mrl", "embed_backend")
-"""What the server's loaded model depends on: it answers only requests with the same values."""
+"""What the server's loaded model depends on: it answers only requests with the same values (the
+fields of `ModelChoice`)."""
+
+
+def model_choice(args: argparse.Namespace) -> ModelChoice:
+    """The model the user chose, and how it runs (`train` has no ``--mrl``)."""
+    return ModelChoice(
+        args.model,
+        device=args.device,
+        trust_remote_code=args.trust_remote_code,
+        mrl=getattr(args, "mrl", False),
+        embed_backend=args.embed_backend,
+    )
 
 
 def cache_root_text(cache_dir: Path | None) -> str:
@@ -489,13 +508,9 @@ def _open_library(args: argparse.Namespace, lazy: bool = False) -> Library:
     with _status(what):
         library = Library.open(
             args.path,
-            model=args.model,
-            device=args.device,
-            trust_remote_code=args.trust_remote_code,
+            model_choice=model_choice(args),
             cache_root=args.cache_dir,
             transform=getattr(args, "transform", "auto"),  # `bench` has no such flags (yet)
-            mrl=getattr(args, "mrl", False),
-            embed_backend=args.embed_backend,
             lazy=lazy,
         )
     if getattr(args, "backend", None):
@@ -525,7 +540,7 @@ def _status(text: str) -> AbstractContextManager[object]:
     return Console(stderr=True).status(text)
 
 
-def _index_with_progress(library: Library, wait: bool = True) -> Any:
+def _index_with_progress(library: Library, wait: bool = True) -> IndexReport:
     """Run `library.update()` under a rich progress bar on stderr (files, chunks, chunks/s, ETA).
 
     `wait=False`: when another process is indexing, use what it has committed (a search)."""
@@ -554,7 +569,7 @@ def _index_with_progress(library: Library, wait: bool = True) -> Any:
     with Progress(*columns, console=console, transient=True) as bar:
         task = bar.add_task("scanning", total=None, rate="", current="")
 
-        def show(p: Any) -> None:
+        def show(p: IndexProgress) -> None:
             if p.phase == "waiting":
                 bar.console.print(f"mrl-tui: {p.current}", markup=False, highlight=False)
                 bar.update(task, description="waiting", current="")
@@ -641,7 +656,7 @@ def _cmd_index(library: Library, args: argparse.Namespace) -> int:
     return 1 if empty else 0
 
 
-def nothing_indexed(root: Path, skipped: Sequence[Any]) -> str:
+def nothing_indexed(root: Path, skipped: Sequence[Skipped]) -> str:
     """One line for a folder that yields no chunks: how many files were left out, and why."""
     if not skipped:
         return f"nothing to index in {root}: no readable text files found"
@@ -671,7 +686,7 @@ def _cmd_search(library: Library, args: argparse.Namespace) -> int:
     return 0
 
 
-def keyword_only(args: Any) -> bool:
+def keyword_only(args: argparse.Namespace) -> bool:
     """A search that needs no embedding: `--retrieval lexical`, not routed (routing embeds)."""
     return args.retrieval == "lexical" and not (args.route == "auto" and not args.dim)
 
@@ -694,7 +709,7 @@ SEARCH_FIELDS = ("query", "dim", "route", "k", "precision", "rescore", "retrieva
 """The `search` flags that shape the answer: what a client sends `mrl-tui serve`."""
 
 
-def _search_dim(library: Library, args: Any) -> int:
+def _search_dim(library: Library, args: argparse.Namespace) -> int:
     """The dim to search at (checked), and one line for flags that do not go together."""
     from mrl_tui.core.errors import InputError
 
@@ -709,7 +724,7 @@ def _search_dim(library: Library, args: Any) -> int:
     return dim
 
 
-def search_payload(library: Library, args: Any) -> dict[str, Any]:
+def search_payload(library: Library, args: argparse.Namespace) -> dict[str, Any]:
     """What `search --json` prints, of an indexed library; the server answers with the same."""
     dim = _search_dim(library, args)
     if keyword_only(args):  # no model: the query is not embedded, the vectors not loaded
@@ -815,7 +830,7 @@ def _cmd_watch(library: Library, args: argparse.Namespace) -> int:
         flush=True,
     )
 
-    def report(update: Any) -> None:
+    def report(update: WatchUpdate) -> None:
         _print_messages(library)
         if args.json:
             print(json.dumps({**dataclasses.asdict(update), "line": update.line}), flush=True)
@@ -865,7 +880,7 @@ def _cmd_info(library: Library, args: argparse.Namespace) -> int:
         "path": str(info.root),
         "cache_dir": str(info.cache_dir),
         "model": info.embedder.model,
-        "rule": info.embedder.rule,
+        "rule": spelled(info.embedder.rule, FLAGS),
         "device": info.embedder.device,
         "dtype": info.embedder.dtype,
         "backend": info.embedder.backend,
@@ -984,11 +999,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         transform=args.transform,
         retrieval=args.retrieval,
         compare=args.compare,
-        model=args.model,
-        device=args.device,
-        trust_remote_code=args.trust_remote_code,
-        mrl=args.mrl,
-        embed_backend=args.embed_backend,
+        model_choice=model_choice(args),
         cache_root=args.cache_dir,
         backend=args.backend,
     )

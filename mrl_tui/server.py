@@ -16,6 +16,7 @@ own thread, and its fitted parts refitted in the background (`Library.background
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import hmac
 import ipaddress
@@ -29,7 +30,6 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -40,6 +40,7 @@ from mrl_tui.cli import (
     SERVER_OPTIONS,
     backend_text,
     cache_root_text,
+    model_choice,
     nothing_indexed,
     query_threads,
     resolve_trained,
@@ -103,8 +104,8 @@ def model_source(model: str | None) -> str:
 
 
 class Server:
-    def __init__(self, args: Any) -> None:
-        from mrl_tui.core.embedding.embed import Embedder, choose_device
+    def __init__(self, args: argparse.Namespace) -> None:
+        from mrl_tui.core.embedding.embed import choose_device
 
         self.options = {name: getattr(args, name) for name in SERVER_OPTIONS}
         self.cache_root, self.transform = cache_root_text(args.cache_dir), args.transform
@@ -112,16 +113,9 @@ class Server:
         self.backend = backend_text(getattr(args, "backend", None))
         """`--backend`: every folder's vectors are held and searched by this engine."""
         self.path = serve_client.socket_path()
-        embedder = Embedder(
-            args.model,
-            device=args.device,
-            trust_remote_code=args.trust_remote_code,
-            mrl=args.mrl,
-            backend=args.embed_backend,
-            cache_root=args.cache_dir,
-        )
-        self.embedder = SerialEmbedder(embedder)
-        self._source = model_source(args.model)
+        choice = model_choice(args)
+        self.embedder = SerialEmbedder(choice.load(cache_root=args.cache_dir))
+        self._source = choice.source
         self._auto_device = choose_device("auto")
         query_threads()  # for re-indexing a save too: a few chunks at a time
         self.libraries: dict[tuple[str, str, str], Library] = {}
@@ -245,7 +239,7 @@ class Server:
         try:
             folder = check_folder(request["path"])
             library, opened = self.library(folder, str(request["cache_root"]), request["transform"])
-            args = SimpleNamespace(**request["search"])
+            args = argparse.Namespace(**request["search"])
             payload = search_payload(library, args)
             messages = library.take_messages()
             if opened:

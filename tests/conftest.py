@@ -34,24 +34,24 @@ def embedder():
 
 @pytest.fixture(autouse=True)
 def _one_model_per_session(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):
-    """`Library.open` (how the CLI and the app get their library) is handed the session's model
-    when it asks for the bundled one on the CPU, instead of loading it again for each command;
-    any other model, device, backend or `--mrl` loads for real. A test's own stand-in wins."""
-    import mrl_tui.core.library as library_module
+    """`ModelChoice.load` (how the CLI, the app, bench and the server get their model) is handed
+    the session's model when it asks for the bundled one on the CPU, instead of loading it again
+    for each command; any other model, device, backend or `--mrl` loads for real, and so does
+    training's (it changes the weights). A test's own stand-in wins."""
+    from mrl_tui.core.embedding.choice import ModelChoice
 
-    real = library_module.Embedder
+    real = ModelChoice.load
 
-    def shared(model: str | None = None, **kwargs: object) -> object:
-        device = kwargs.get("device", "auto")
-        plain = kwargs.get("backend", "torch") == "torch" and not kwargs.get("mrl")
-        if model is None and plain and device in ("cpu", "auto"):
+    def shared(choice: ModelChoice, **kwargs: Any) -> object:
+        plain = choice.embed_backend == "torch" and not choice.mrl
+        if choice.model is None and plain and not kwargs.get("full_precision"):
             from mrl_tui.core.embedding.embed import choose_device
 
-            if choose_device(str(device)) == "cpu":
+            if choice.device in ("cpu", "auto") and choose_device(choice.device) == "cpu":
                 return request.getfixturevalue("embedder")
-        return real(model, **kwargs)
+        return real(choice, **kwargs)
 
-    monkeypatch.setattr(library_module, "Embedder", shared)
+    monkeypatch.setattr(ModelChoice, "load", shared)
 
 
 @pytest.fixture(scope="session")

@@ -15,11 +15,11 @@ import pytest
 from fakes import LIBRARY_DIM, HashEmbedder, write_corpus
 
 import mrl_tui.core.cache.store as store_module
-import mrl_tui.core.library as library_module
 from mrl_tui import cli
 from mrl_tui.core.cache.indexer import IndexProgress
 from mrl_tui.core.cache.store import FileRecord, IndexStore
 from mrl_tui.core.corpus.chunking import Chunk
+from mrl_tui.core.embedding.choice import ModelChoice
 from mrl_tui.core.errors import MrlError
 from mrl_tui.core.library import Library
 
@@ -108,7 +108,7 @@ def test_one_writer_at_a_time(
         assert writer.stdout.readline().strip() == "committed"
 
         # A search does not wait: it uses what is committed, and says so.
-        monkeypatch.setattr(library_module, "Embedder", lambda *a, **k: HashEmbedder(LIBRARY_DIM))
+        monkeypatch.setattr(ModelChoice, "load", lambda *a, **k: HashEmbedder(LIBRARY_DIM))
         args = ["search", str(folder), "bread oven", "--cache-dir", str(cache), "--dim", "16"]
         assert cli.main(args) == 0
         out, err = capsys.readouterr()

@@ -19,9 +19,9 @@ from fakes import LIBRARY_DIM, HashEmbedder, write_corpus
 
 import mrl_tui.core.cache.artifacts as artifacts
 import mrl_tui.core.cache.indexer as indexer
-import mrl_tui.core.library as library_module
 from mrl_tui import cli
 from mrl_tui.core.cache.store import IndexStore
+from mrl_tui.core.embedding.choice import ModelChoice
 from mrl_tui.core.library import Library
 
 
@@ -39,7 +39,7 @@ def fake_model(monkeypatch: pytest.MonkeyPatch) -> list[HashEmbedder]:
         made.append(HashEmbedder(LIBRARY_DIM))
         return made[-1]
 
-    monkeypatch.setattr(library_module, "Embedder", make)
+    monkeypatch.setattr(ModelChoice, "load", make)
     return made
 
 

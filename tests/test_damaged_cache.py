@@ -16,6 +16,7 @@ from fakes import LIBRARY_DIM, HashEmbedder, write_corpus
 
 import mrl_tui.core.library as library_module
 from mrl_tui import cli
+from mrl_tui.core.embedding.choice import ModelChoice
 from mrl_tui.core.library import Library
 
 QUERIES = ("bread oven flour", "planet moon volcano", "river bridge harbour")
@@ -302,7 +303,7 @@ def test_cli_says_one_line_and_succeeds(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     folder, clean_hits = clean
-    monkeypatch.setattr(library_module, "Embedder", lambda *a, **k: HashEmbedder(LIBRARY_DIM))
+    monkeypatch.setattr(ModelChoice, "load", lambda *a, **k: HashEmbedder(LIBRARY_DIM))
     args = ["search", str(folder), QUERIES[1], "--cache-dir", str(tmp_path), "--k", "5"]
     assert cli.main([*args, "--dim", "96"]) == 0
     [directory] = [p for p in tmp_path.iterdir() if p.is_dir()]

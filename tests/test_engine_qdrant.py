@@ -17,7 +17,7 @@ pytest.importorskip("qdrant_edge")
 pytest.importorskip("qdrant_client")
 
 from mrl_tui.cli import main
-from mrl_tui.core import library as library_module
+from mrl_tui.core.embedding.choice import ModelChoice
 from mrl_tui.core.engines import EngineError, open_engine, tiers_for
 from mrl_tui.core.engines.base import CollectionSpec, EnginePoint, prefix
 from mrl_tui.core.library import Library
@@ -295,7 +295,7 @@ def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
 
 @pytest.fixture
 def fake_model(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(library_module, "Embedder", lambda *a, **k: HashEmbedder(LIBRARY_DIM))
+    monkeypatch.setattr(ModelChoice, "load", lambda *a, **k: HashEmbedder(LIBRARY_DIM))
 
 
 def test_cli_search_through_the_engine_prints_the_local_answer(

@@ -20,6 +20,7 @@ pytest.importorskip("qdrant_client")
 
 from mrl_tui.core import library as library_module
 from mrl_tui.core.cache.watch import FolderWatcher, WatchUpdate
+from mrl_tui.core.embedding.choice import ModelChoice
 from mrl_tui.core.engines import binding as binding_module
 from mrl_tui.core.engines.base import EnginePoint
 from mrl_tui.core.engines.binding import basis_of
@@ -261,7 +262,7 @@ def test_watch_takes_a_backend(
     """`mrl-tui watch PATH --backend …`: indexed, synced, then watched with the engine bound."""
     from mrl_tui.cli import main
 
-    monkeypatch.setattr(library_module, "Embedder", lambda *a, **k: HashEmbedder(LIBRARY_DIM))
+    monkeypatch.setattr(ModelChoice, "load", lambda *a, **k: HashEmbedder(LIBRARY_DIM))
     seen: list[tuple[bool, bool]] = []
     monkeypatch.setattr(
         FolderWatcher,

@@ -81,8 +81,9 @@ def _message_parts(node: ast.AST) -> list[str]:
 
 
 def test_no_core_error_message_names_a_cli_flag() -> None:
-    """Every error made in the core (``...Error(...)``, ``CacheUnwritable(...)``) and every piece
-    of advice it is built from: no ``--flag``. The CLI adds its flags (`FLAGS`)."""
+    """Every error made in the core (``...Error(...)``, ``CacheUnwritable(...)``), every note and
+    model rule (``Message(...)``) and every piece of advice they are built from: no ``--flag``.
+    The CLI adds its flags (`FLAGS`)."""
     offenders = []
     for path in sorted(CORE.rglob("*.py")):
         tree = ast.parse(path.read_text(encoding="utf-8"))
@@ -90,7 +91,7 @@ def test_no_core_error_message_names_a_cli_flag() -> None:
             texts: list[str] = []
             if isinstance(node, ast.Call) and node.args:
                 name = getattr(node.func, "id", getattr(node.func, "attr", ""))
-                if name.endswith(("Error", "Unwritable", "Damaged")):
+                if name.endswith(("Error", "Unwritable", "Damaged", "Message")):
                     texts = _message_parts(node.args[0])
             elif isinstance(node, ast.Assign) and [getattr(t, "id", "") for t in node.targets] == [
                 "advice"
@@ -98,6 +99,22 @@ def test_no_core_error_message_names_a_cli_flag() -> None:
                 texts = _message_parts(node.value)
             offenders += [f"{path.name}:{node.lineno}: {t}" for t in texts if FLAG.search(t)]
     assert offenders == []
+
+
+def test_the_model_rules_name_the_mrl_setting_and_the_cli_spells_it_as_before() -> None:
+    """What `info` says chose native MRL: the core names the setting, the CLI prints its flag."""
+    from mrl_tui.core.embedding.models import resolve_spec
+
+    unknown = resolve_spec("someone/unknown-model")[1]
+    given = resolve_spec("someone/unknown-model", mrl=True)[1]
+    overruled = resolve_spec("sentence-transformers/all-MiniLM-L6-v2", mrl=True)[1]
+    for rule in (unknown, given, overruled):
+        assert rule.settings == ("mrl",) and not FLAG.search(rule)
+    assert spelled(unknown, FLAGS).endswith("; pass --mrl if it was trained with Matryoshka loss")
+    assert spelled(given, FLAGS) == "--mrl given: treated as native MRL"
+    assert spelled(overruled, FLAGS).startswith("--mrl given: sentence-transformers/all-MiniLM")
+    known = resolve_spec("sentence-transformers/all-MiniLM-L6-v2")[1]
+    assert known.settings == () and spelled(known, FLAGS) == known  # names no setting
 
 
 def test_a_note_from_a_full_disk_names_the_cache_folder_in_words(tmp_path: Path) -> None:

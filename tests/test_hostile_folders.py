@@ -242,9 +242,9 @@ _DRIVER = """
 import sys
 sys.path.insert(0, sys.argv[1])
 from fakes import HashEmbedder
-import mrl_tui.core.library as library
+from mrl_tui.core.embedding.choice import ModelChoice
 
-library.Embedder = lambda *args, **kwargs: HashEmbedder(native_mrl=True)
+ModelChoice.load = lambda self, **kwargs: HashEmbedder(native_mrl=True)
 from mrl_tui.cli import main
 sys.exit(main(sys.argv[2:]))
 """

@@ -34,7 +34,6 @@ import mrl_tui
 mrl_tui.__version__ = os.environ.get("STANDIN_VERSION", mrl_tui.__version__)
 from fakes import LIBRARY_DIM, HashEmbedder
 import mrl_tui.core.embedding.embed as embed
-import mrl_tui.core.library as library
 
 class StandIn(HashEmbedder):
     def __init__(self, *args, **kwargs):
@@ -49,7 +48,7 @@ class StandIn(HashEmbedder):
             time.sleep(60)
         return super().embed_query(text)
 
-library.Embedder = embed.Embedder = StandIn
+embed.Embedder = StandIn  # what `ModelChoice.load` makes
 from mrl_tui.cli import main
 sys.exit(main(sys.argv[2:]))
 """

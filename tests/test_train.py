@@ -23,6 +23,7 @@ from conftest import (
 )
 
 from mrl_tui.cli import main
+from mrl_tui.core.embedding.choice import ModelChoice
 from mrl_tui.core.embedding.models import bundled_model_path, find_spec, resolve_spec
 from mrl_tui.core.errors import InputError
 from mrl_tui.core.training import train as train_module
@@ -172,7 +173,7 @@ def test_an_unchanged_folder_is_up_to_date_without_loading_a_model(
     def no_model(*args, **kwargs):
         raise AssertionError("a model was loaded")
 
-    monkeypatch.setattr(train_module, "Embedder", no_model)
+    monkeypatch.setattr(ModelChoice, "load", no_model)
     again = train(trained.folder, device="cpu", settings=FIXTURE_SETTINGS, cache_root=trained.cache)
     assert again.up_to_date and again.model_path == trained.path
     args = ["train", str(trained.folder), "--cache-dir", str(trained.cache), "--json"]
@@ -374,6 +375,6 @@ def test_no_space_for_the_model_is_checked_before_training(
     monkeypatch.setattr(
         train_module.shutil, "disk_usage", lambda _: usage._replace(free=10_000_000)
     )
-    monkeypatch.setattr(train_module, "Embedder", lambda *a, **k: pytest.fail("model loaded"))
+    monkeypatch.setattr(ModelChoice, "load", lambda *a, **k: pytest.fail("model loaded"))
     code, _, err = run(["train", str(folder), "--cache-dir", str(tmp_path)], capsys)
     assert code == 1 and "no space for the trained model" in err and "10 MB are free" in err

@@ -31,6 +31,7 @@ from mrl_tui.ui.widgets.dim_slider import DimSlider
 from mrl_tui.ui.widgets.panels import (
     CurvePlot,
     LatencyPanel,
+    Routed,
     RouterPanel,
     StoragePanel,
     is_flat,
@@ -434,7 +435,7 @@ def test_run_app_passes_transform_and_mrl_through(
     monkeypatch.setattr(MrlApp, "run", lambda self: asyncio.run(run_headless(self)))
     args = dict(model=None, device="cpu", cache_root=tmp_path, trust_remote_code=False)
     assert app_module.run_app(tmp_path, **args, transform="naive", mrl=True) == 1
-    assert seen["transform"] == "naive" and seen["mrl"] is True
+    assert seen["transform"] == "naive" and seen["model_choice"].mrl is True
 
     calls: list[dict[str, object]] = []
     monkeypatch.setattr(app_module, "run_app", lambda path, **kwargs: calls.append(kwargs) or 0)
@@ -680,7 +681,7 @@ async def test_router_panel_lays_stages_out_again_when_resized(tmp_path: Path) -
     app = MrlApp(write_corpus(tmp_path / "notes"), device="cpu", autostart=False)
     async with app.run_test(size=(200, 40)) as pilot:
         panel = app.search_screen.query_one(RouterPanel)
-        panel.show_route(FakeRoute(), 384)
+        panel.decision = Routed(FakeRoute(), 384)
         await pilot.pause()
         lines = str(panel.render()).splitlines()
         assert lines[-1].startswith("read 4% of a full scan: 12d×52k → 24×800")

@@ -33,7 +33,7 @@ from mrl_tui.ui.widgets.panels import (
     query_words,
     smaller_text,
 )
-from mrl_tui.ui.widgets.preview import Preview
+from mrl_tui.ui.widgets.preview import Preview, SelectedHit
 from mrl_tui.ui.widgets.ranking import RankingPane, fit_list, fit_path
 
 MARKUP = "[/b] [b] [red] [link=https://x] [@click=app.quit] [/] arr[i] = cfg[key]"
@@ -128,7 +128,7 @@ async def test_undecodable_file_names_are_drawn_with_a_replacement_character(
     app = MrlApp(tmp_path / "notes", device="cpu", autostart=False)
     async with app.run_test(size=(100, 30)) as pilot:
         preview = app.search_screen.query_one(Preview)
-        preview.show_hit(hit, "x", None, depth=50, dim=64, k=10)
+        preview.selected = SelectedHit(hit, "x", None, depth=50, dim=64, k=10)
         await pilot.pause()
         assert Content.from_markup(preview.border_title or "").plain == "dir\ufffd/bad\ufffd.md:3-4"
 
@@ -140,10 +140,10 @@ def test_cli_search_prints_text_from_files_literally(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    import mrl_tui.core.library as library_module
     from mrl_tui.cli import main
+    from mrl_tui.core.embedding.choice import ModelChoice
 
-    monkeypatch.setattr(library_module, "Embedder", lambda *args, **kwargs: embedder)
+    monkeypatch.setattr(ModelChoice, "load", lambda *args, **kwargs: embedder)
     monkeypatch.setenv("COLUMNS", "250")
     folder = str(markup_library.root)
     code = main(["search", folder, "sourdough [b]bread", "--cache-dir", str(tmp_path)])

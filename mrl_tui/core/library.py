@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -26,7 +26,8 @@ from mrl_tui.core.cache.writer_lock import WAITING
 from mrl_tui.core.corpus.chunking import Chunk, ChunkSettings
 from mrl_tui.core.corpus.walk import DEFAULT_MAX_FILE_BYTES
 from mrl_tui.core.embedding import facts
-from mrl_tui.core.embedding.embed import Embedder, EmbedderInfo, resolve_model
+from mrl_tui.core.embedding.choice import ModelChoice
+from mrl_tui.core.embedding.embed import EmbedderInfo
 from mrl_tui.core.errors import (
     CacheDamaged,
     CacheError,
@@ -49,6 +50,9 @@ from mrl_tui.core.transforms.adaptor import Adaptor, fit_adaptor
 from mrl_tui.core.transforms.kind import ADAPTOR, CHOICES, NAIVE, PCA, TransformKind, check_choice
 from mrl_tui.core.transforms.kind import resolve as resolve_kind
 from mrl_tui.core.transforms.pca import IDENTITY, Transform, fit_pca
+
+if TYPE_CHECKING:
+    from mrl_tui.core.embedding.embed import Embedder  # made by `ModelChoice.load`
 
 
 @dataclass(frozen=True)
@@ -308,16 +312,13 @@ class Library:
         cls,
         root: Path | str,
         *,
-        model: str | None = None,
-        device: str = "auto",
-        trust_remote_code: bool = False,
+        model_choice: ModelChoice | None = None,
         cache_root: Path | None = None,
         transform: str = "auto",
-        mrl: bool = False,
-        embed_backend: str = "torch",
         lazy: bool = False,
     ) -> Library:
-        """Check the folder first (fast), then load the model (slow).
+        """Check the folder first (fast), then load the model `model_choice` says (slow; None:
+        the bundled model on the best device).
 
         `lazy`: when an earlier run recorded this model (`core.embedding.facts`), open the index
         without it; it loads on the first embedding (a changed file, a dense query). A keyword
@@ -325,24 +326,17 @@ class Library:
         folder = check_folder(root)
         check_choice(transform)
         check_cache_root(cache_root or default_cache_root())
+        choice = model_choice or ModelChoice()
 
         def load() -> Embedder:
-            return Embedder(
-                model,
-                device=device,
-                trust_remote_code=trust_remote_code,
-                mrl=mrl,
-                backend=embed_backend,
-                cache_root=cache_root,
-            )
+            return choice.load(cache_root=cache_root)
 
         embedder: Any = None
         if lazy:
-            name, source = resolve_model(model)
-            key = facts.facts_key(name, source, mrl=mrl, backend=embed_backend)
+            key = choice.facts_key
             data = facts.read(cache_root or default_cache_root(), key)
             if data is not None:
-                embedder = facts.KnownModel(data, mrl=mrl, key=key, load=load)
+                embedder = facts.KnownModel(data, mrl=choice.mrl, key=key, load=load)
         return cls(folder, embedder or load(), cache_root=cache_root, transform=transform)
 
     @property

@@ -25,6 +25,7 @@ from textual.message import Message
 from textual.notifications import SeverityLevel
 from textual.screen import Screen
 
+from mrl_tui.core.embedding.choice import ModelChoice
 from mrl_tui.core.errors import MrlError
 from mrl_tui.ui.literal import shown
 from mrl_tui.ui.screens.search import SearchScreen
@@ -149,13 +150,16 @@ class MrlApp(App[int]):
         re-index on file changes (`mrl_tui.core.cache.watch`)."""
         super().__init__()
         self.path = Path(path)
-        self.model = model
-        self.device = device
+        self.model_choice = ModelChoice(
+            model,
+            device=device,
+            trust_remote_code=trust_remote_code,
+            mrl=mrl,
+            embed_backend=embed_backend,
+        )
+        """The model searched with, and how it runs (`switch_model` changes the model)."""
         self.cache_root = cache_root
-        self.trust_remote_code = trust_remote_code
         self.transform = transform
-        self.mrl = mrl
-        self.embed_backend = embed_backend
         self.backend = backend  # `--backend`: a vector engine searched instead of the local index
         self.library = library
         self.autostart = autostart
@@ -192,6 +196,11 @@ class MrlApp(App[int]):
         screen = self.screen_stack[0]  # the default screen, under any modal
         assert isinstance(screen, SearchScreen)
         return screen
+
+    @property
+    def model(self) -> str | None:
+        """The model searched with (None: the bundled one)."""
+        return self.model_choice.model
 
     def on_load(self) -> None:
         asyncio.get_running_loop().set_default_executor(self.executor)
@@ -258,13 +267,9 @@ class MrlApp(App[int]):
                 self._post(self.Status("loading the model…"))
                 library = Library.open(
                     self.path,
-                    model=self.model,
-                    device=self.device,
-                    trust_remote_code=self.trust_remote_code,
+                    model_choice=self.model_choice,
                     cache_root=self.cache_root,
                     transform=self.transform,
-                    mrl=self.mrl,
-                    embed_backend=self.embed_backend,
                 )
                 if self.backend:
                     try:
@@ -498,9 +503,9 @@ class MrlApp(App[int]):
         job = TrainJob(
             self.folder_key,
             model=self._base_model(),
-            device=self.device,
+            device=self.model_choice.device,
             cache_root=self.cache_root,
-            trust_remote_code=self.trust_remote_code,
+            trust_remote_code=self.model_choice.trust_remote_code,
             settings=self.train_settings,
         )
         self.push_screen(TrainScreen(job), self._after_training)
@@ -544,7 +549,7 @@ class MrlApp(App[int]):
             self.watcher.stop.set()
             self.watcher = None
         self._watching = False
-        self.model = model
+        self.model_choice = dataclasses.replace(self.model_choice, model=model)
         self.library = None  # the old one is dropped; a query worker may still be reading it
         await self.search_screen.model_switching()
         self.start_indexing()

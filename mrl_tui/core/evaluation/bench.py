@@ -12,11 +12,12 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mrl_tui.core.choices import dim_list
+from mrl_tui.core.embedding.choice import ModelChoice
 from mrl_tui.core.errors import InputError
 from mrl_tui.core.evaluation.embeddings_cache import warn
 from mrl_tui.core.evaluation.report import BenchReport, CompareReport, Report
@@ -72,11 +73,8 @@ class BenchRequest:
     retrieval: str = "hybrid"
     """dense, lexical or hybrid: keyword search (and its fusions) measured too."""
     compare: bool = False
-    model: str | None = None
-    device: str = "auto"
-    trust_remote_code: bool = False
-    mrl: bool = False
-    embed_backend: str = "torch"
+    model_choice: ModelChoice = field(default_factory=ModelChoice)
+    """The model measured, and how it runs (the trained column's runs the same way)."""
     cache_root: Path | None = None
     backend: str | None = None
     """An engine (`--backend`): the same queries searched through it too (``report.engine``)."""
@@ -133,17 +131,10 @@ def _dims(request: BenchRequest, full_dim: int) -> list[int]:
 
 
 def _embedder(request: BenchRequest, model: str | None, hooks: BenchHooks) -> Embedder:
-    from mrl_tui.core.embedding.embed import Embedder
-
+    """`model` loaded as the request's model is."""
+    choice = replace(request.model_choice, model=model)
     with hooks.status(f"loading {model or 'the bundled model'}"):
-        return Embedder(
-            model,
-            device=request.device,
-            trust_remote_code=request.trust_remote_code,
-            mrl=request.mrl,
-            backend=request.embed_backend,
-            cache_root=request.cache_root,
-        )
+        return choice.load(cache_root=request.cache_root)
 
 
 def _run_beir(request: BenchRequest, folder: Path, hooks: BenchHooks) -> Report:
@@ -151,7 +142,7 @@ def _run_beir(request: BenchRequest, folder: Path, hooks: BenchHooks) -> Report:
     from mrl_tui.core.evaluation.sets import beir_eval_set, resolve_transform
 
     data = load_beir(folder)  # a typo fails in milliseconds, before the model loads
-    embedder = _embedder(request, request.model, hooks)
+    embedder = _embedder(request, request.model_choice.model, hooks)
     dims = _dims(request, embedder.full_dim)
     names = COMPARE_TRANSFORMS if request.compare else (request.transform,)
     with hooks.embedding(None) as progress:
@@ -182,7 +173,8 @@ def _trained_set(
     if base.spec.trained_on:
         return None
     model = trained_for(folder, request.cache_root)
-    if model is None or model.provenance.get("base_model") != base_model_id(request.model):
+    base_id = base_model_id(request.model_choice.model)
+    if model is None or model.provenance.get("base_model") != base_id:
         return None
     embedder = _embedder(request, str(model.path), hooks)
     with hooks.embedding(None) as progress:

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -31,7 +31,8 @@ from mrl_tui import __version__
 from mrl_tui.core.choices import dim_list
 from mrl_tui.core.corpus.chunking import ChunkSettings
 from mrl_tui.core.corpus.walk import walk_folder
-from mrl_tui.core.embedding.embed import Embedder, resolve_model
+from mrl_tui.core.embedding.choice import ModelChoice
+from mrl_tui.core.embedding.embed import resolve_model
 from mrl_tui.core.embedding.models import find_spec
 from mrl_tui.core.errors import InputError
 from mrl_tui.core.library import check_folder
@@ -53,6 +54,9 @@ from mrl_tui.core.training.trained import (
     training_key,
 )
 from mrl_tui.core.transforms.pca import fit_pca
+
+if TYPE_CHECKING:
+    from mrl_tui.core.embedding.embed import Embedder
 
 DEFAULT_DIMS = (32, 64, 128, 256)
 """Trained prefixes below full; the model's full dimension is always trained too."""
@@ -235,13 +239,13 @@ def train(
         _check_space(target, int(SPACE_MARGIN * _folder_bytes(Path(weights))))
 
     tell("loading")
-    embedder = Embedder(
+    choice = ModelChoice(
         model,
         device=device,
         trust_remote_code=trust_remote_code,
-        full_precision=True,
-        backend="torch",  # training updates the torch weights; an ONNX export would go stale
+        embed_backend="torch",  # training updates the torch weights; an ONNX export would go stale
     )
+    embedder = choice.load(full_precision=True)
     dims = check_dims(settings.dims, embedder.full_dim, embedder.name)
     tell("pairs")
     if beir:

@@ -50,15 +50,20 @@ from mrl_tui.ui.reference import default_reference
 from mrl_tui.ui.widgets.dim_slider import DimSlider
 from mrl_tui.ui.widgets.indexing import IndexingPanel
 from mrl_tui.ui.widgets.panels import (
+    Calibrating,
     Latency,
     LatencyPanel,
+    Manual,
+    Routed,
     RouterPanel,
+    SearchTimes,
     Storage,
     StoragePanel,
+    Waiting,
 )
-from mrl_tui.ui.widgets.preview import Preview
+from mrl_tui.ui.widgets.preview import Preview, SelectedHit
 from mrl_tui.ui.widgets.query_input import QueryInput
-from mrl_tui.ui.widgets.ranking import RankingPane, RankingTable
+from mrl_tui.ui.widgets.ranking import RankingPane, RankingTable, RankingView
 
 if TYPE_CHECKING:
     from mrl_tui.core.library import Hit, Library
@@ -418,7 +423,7 @@ class SearchScreen(Screen[None]):
         full = library.full_dim
         self.latency_profile = None  # a new index: measured again with the next query
         self.latency_more = {}
-        self.query_one(LatencyPanel).clear_profile()
+        self.query_one(LatencyPanel).times = None  # measured with the next query
         self.dim = min(self.dim, full)
         reference = self.reference
         if reference.dim is None or reference.dim > full:
@@ -514,7 +519,7 @@ class SearchScreen(Screen[None]):
         self.post_message(self.QueryRanked(seq, state, profile))
 
     def on_search_screen_calibrating(self, _: Calibrating) -> None:
-        self.query_one(RouterPanel).show_calibrating()
+        self.query_one(RouterPanel).decision = Calibrating()
 
     def on_search_screen_query_failed(self, message: QueryFailed) -> None:
         if message.seq == self._query_seq:
@@ -552,8 +557,7 @@ class SearchScreen(Screen[None]):
                 slider.value = dim
         self._update_dim_labels()
         self._update_storage()
-        if self.latency_profile is not None:
-            self.query_one(LatencyPanel).mark(dim)
+        self.query_one(LatencyPanel).dim = dim  # marked on the plot, once it is measured
         self._compare_soon()
 
     def watch_reference(self) -> None:
@@ -654,21 +658,21 @@ class SearchScreen(Screen[None]):
             left_name += f" ({self._loaded_transform()})"
             lost, new = f"only {ref_name}", f"only {self._loaded_transform()}"
         by_id = {hit.id: hit for hit in comparison.right}
-        self.query_one("#left", RankingPane).show(
+        self.query_one("#left", RankingPane).ranking = RankingView(
             left_name,
-            comparison.left,
-            ranking.left_moves,
-            [by_id[i] for i in ranking.left_lost],
+            tuple(comparison.left),
+            tuple(ranking.left_moves),
+            tuple(by_id[i] for i in ranking.left_lost),
             absent="NEW",
             lost_label=lost,
             cursor=self._cursor_row(left_ids, new_query),
         )
         by_id = {hit.id: hit for hit in comparison.left}
-        self.query_one("#right", RankingPane).show(
+        self.query_one("#right", RankingPane).ranking = RankingView(
             f"reference: {ref_name}",
-            comparison.right,
-            ranking.right_moves,
-            [by_id[i] for i in ranking.right_lost],
+            tuple(comparison.right),
+            tuple(ranking.right_moves),
+            tuple(by_id[i] for i in ranking.right_lost),
             absent="out",
             lost_label=new,
             cursor=self._cursor_row(right_ids, new_query),
@@ -730,13 +734,17 @@ class SearchScreen(Screen[None]):
         """The selected hit in the preview, with its rank trail; where a side ranked by keywords,
         with the query terms FTS5 matched in it (`keyword_matches`)."""
         hit = self.selected_hit()
+        preview = self.query_one(Preview)
+        if hit is None:
+            preview.selected = None
+            return
         trail = matched = None
-        if hit is not None and self.state is not None:
-            trail = rank_trail(self.state.rankings, hit.id)
+        if self.state is not None:
+            trail = tuple(rank_trail(self.state.rankings, hit.id).items())
             if self.comparison is not None and self.comparison.keywords:
-                matched = keyword_matches(self.state.query, hit.chunk)
+                matched = tuple(keyword_matches(self.state.query, hit.chunk))
         query = self.state.query.text if self.state else ""
-        self.query_one(Preview).show_hit(
+        preview.selected = SelectedHit(
             hit, query, trail, depth=TRAIL_K, dim=self.dim, k=TOP_K, matched=matched
         )
 
@@ -754,7 +762,9 @@ class SearchScreen(Screen[None]):
         """Search time by dim for the loaded index (tests and screenshots pass a fixed one)."""
         self.latency_profile = profile
         rows = self.library.chunk_count if self.library is not None else 0
-        self.query_one(LatencyPanel).show_profile(profile, self.dim, rows)
+        panel = self.query_one(LatencyPanel)
+        panel.dim = self.dim
+        panel.times = SearchTimes(profile, rows)
 
     def _show_latency(self, embed_ms: float, dim: int) -> None:
         """The chosen dim's and the full dim's search times, both from the same measurement as
@@ -763,8 +773,8 @@ class SearchScreen(Screen[None]):
             return
         measured = {**(self.latency_profile or {}), **self.latency_more}
         full = self.library.full_dim
-        self.query_one(LatencyPanel).show(
-            Latency(embed_ms, dim, measured.get(dim), full, measured.get(full))
+        self.query_one(LatencyPanel).latency = Latency(
+            embed_ms, dim, measured.get(dim), full, measured.get(full)
         )
 
     def _loaded_transform(self) -> str:
@@ -793,11 +803,11 @@ class SearchScreen(Screen[None]):
     def _show_router(self) -> None:
         panel = self.query_one(RouterPanel)
         if not self.auto_router:
-            panel.show_manual(self.dim)
+            panel.decision = Manual(self.dim)
         elif self.state is not None and self.state.route is not None and self.library is not None:
-            panel.show_route(self.state.route, self.library.full_dim)
+            panel.decision = Routed(self.state.route, self.library.full_dim)
         else:
-            panel.show_waiting()
+            panel.decision = Waiting()
 
     def _update_storage(self, current: float | None = None) -> None:
         """`current`: overlap@k with full at the chosen dim, once its comparison is in."""
@@ -805,8 +815,8 @@ class SearchScreen(Screen[None]):
             return
         agreement = self.state.agreement(self.library.full_dim) if self.state else {}
         full, chunks = self.library.full_dim, self.library.chunk_count
-        self.query_one(StoragePanel).show(
-            Storage(self.dim, full, chunks, agreement, TOP_K, agreement.get(self.dim, current))
+        self.query_one(StoragePanel).storage = Storage(
+            self.dim, full, chunks, agreement, TOP_K, agreement.get(self.dim, current)
         )
 
     def action_cycle_reference(self) -> None:

@@ -2,6 +2,9 @@
 
 The two side panels carry a small plot over the power-of-two dimensions (8, 16, …, full), evenly
 spaced, with the chosen dimension marked by a vertical line.
+
+What a panel shows is its attribute (`RouterPanel.decision`, `LatencyPanel.latency` / `times` /
+`dim`, `StoragePanel.storage`), set by the screen; the watchers draw it.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import itertools
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -16,6 +20,7 @@ from rich.text import Text
 from textual import events
 from textual.app import ComposeResult
 from textual.containers import Vertical
+from textual.reactive import var
 from textual.widgets import Static
 from textual_plotext import PlotextPlot
 
@@ -161,39 +166,71 @@ def stage_words(route: Route, full_dim: int) -> list[str]:
     return said
 
 
+@dataclass(frozen=True)
+class Manual:
+    """The dim is the user's, set with the slider (`a` toggles)."""
+
+    dim: int
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """Auto, and no query routed yet."""
+
+
+@dataclass(frozen=True)
+class Calibrating:
+    """Auto, and the router is being calibrated for this folder (once, seconds)."""
+
+
+@dataclass(frozen=True)
+class Routed:
+    """Auto: how the router searched the last query."""
+
+    route: Route
+    full_dim: int
+
+
+Decision = Manual | Waiting | Calibrating | Routed
+"""What the router panel shows."""
+
+
 class RouterPanel(Static):
     """The router's decision for the last query, or that the dimension is the user's (`a`).
 
     A route's stages are laid out for the panel's width, and again when that changes."""
 
+    decision: var[Decision | None] = var(None, init=False)
+    """What is shown (None: nothing yet)."""
+
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
-        self._route: tuple[Route, int] | None = None  # the route shown, if one is
-        self._width = 0  # the content width it was laid out for
+        self._width = 0  # the content width a route was laid out for
 
     def on_mount(self) -> None:
         self.border_title = "router"
 
     def on_resize(self, _: events.Resize) -> None:
-        if self._route is not None and self.content_size.width != self._width:
-            self.show_route(*self._route)
+        if isinstance(self.decision, Routed) and self.content_size.width != self._width:
+            self._show_route(self.decision.route, self.decision.full_dim)
 
-    def show_manual(self, dim: int) -> None:
-        text = Text()
-        text.append("manual", style="bold")
-        text.append(f": dim {dim}, set with the slider\n")
-        text.append("a (from the slider or a table): auto, the router picks", style="dim")
-        self._show(text)
+    def watch_decision(self, decision: Decision | None) -> None:
+        if isinstance(decision, Manual):
+            text = Text()
+            text.append("manual", style="bold")
+            text.append(f": dim {decision.dim}, set with the slider\n")
+            text.append("a (from the slider or a table): auto, the router picks", style="dim")
+            self._show(text)
+        elif isinstance(decision, Waiting):
+            self._show(Text.assemble(("auto", "bold"), ": the next query is routed"))
+        elif isinstance(decision, Calibrating):
+            text = Text.assemble(("auto", "bold"), ": calibrating the router…\n")
+            text.append("once for this folder, a few seconds", style="dim")
+            self._show(text)
+        elif isinstance(decision, Routed):
+            self._show_route(decision.route, decision.full_dim)
 
-    def show_waiting(self) -> None:
-        self._show(Text.assemble(("auto", "bold"), ": the next query is routed"))
-
-    def show_calibrating(self) -> None:
-        text = Text.assemble(("auto", "bold"), ": calibrating the router…\n")
-        text.append("once for this folder, a few seconds", style="dim")
-        self._show(text)
-
-    def show_route(self, route: Route, full_dim: int) -> None:
+    def _show_route(self, route: Route, full_dim: int) -> None:
         def route_text(width: int | None) -> Text:
             text = Text()
             text.append(f"auto: dim {route.dim} of {full_dim}", style="bold")
@@ -206,10 +243,9 @@ class RouterPanel(Static):
 
         width = self.content_size.width  # 0 before the first layout: on_resize lays it out again
         self._show(route_text(width or None), tooltip=route_text(None))
-        self._route, self._width = (route, full_dim), width
+        self._width = width
 
     def _show(self, text: Text, tooltip: Text | None = None) -> None:
-        self._route = None
         self.update(text)
         self.tooltip = tooltip or text  # everything, where a short terminal crops the panel
 
@@ -225,7 +261,7 @@ def x_position(dim: int, dims: list[int]) -> float:
 class CurvePlot(PlotextPlot):
     """A value per power-of-two dimension as a line, and the chosen dimension as a marker."""
 
-    def draw(self, points: dict[int, float], dim: int, top: float) -> None:
+    def draw(self, points: Mapping[int, float], dim: int, top: float) -> None:
         plt = self.plt
         plt.clear_figure()
         if not points:
@@ -245,7 +281,7 @@ class CurvePlot(PlotextPlot):
         self.refresh()
 
 
-@dataclass
+@dataclass(frozen=True)
 class Latency:
     """This query's embedding time, and the search times at its dim and at full dim: medians
     from the same measurement as the plot (None: not measured yet)."""
@@ -255,6 +291,14 @@ class Latency:
     dim_ms: float | None
     full_dim: int
     full_ms: float | None
+
+
+@dataclass(frozen=True)
+class SearchTimes:
+    """Median search time (ms) by dim, measured for an index of `rows` vectors."""
+
+    ms: Mapping[int, float]
+    rows: int
 
 
 def fmt_ms(ms: float) -> str:
@@ -267,7 +311,7 @@ of a search (the call, sorting the top k) hides the dimension, as on a small ind
 would only draw timer jitter."""
 
 
-def is_flat(profile: dict[int, float]) -> bool:
+def is_flat(profile: Mapping[int, float]) -> bool:
     return bool(profile) and max(profile.values()) < FLAT_RATIO * min(profile.values())
 
 
@@ -278,10 +322,18 @@ class LatencyPanel(Vertical):
     `frozen` hides the numbers of the last query (for reproducible screenshots).
     """
 
+    latency: var[Latency | None] = var(None, init=False)
+    """The last query's times (None: no query yet)."""
+    times: var[SearchTimes | None] = var(None, init=False, always_update=True)
+    """Search time by dim for this index, drawn as a line (or one sentence where it is flat).
+    None: not measured yet, it is with the next query; set on every new index, even when it
+    was None already (the line before any index says nothing)."""
+    dim: var[int] = var(0, init=False)
+    """The chosen dim, marked on the plot."""
+
     def __init__(self, *, frozen: bool = False, id: str | None = None) -> None:
         super().__init__(id=id)
         self.frozen = frozen
-        self.profile: dict[int, float] = {}
 
     def compose(self) -> ComposeResult:
         yield Static("no query yet", classes="numbers")
@@ -291,7 +343,10 @@ class LatencyPanel(Vertical):
     def on_mount(self) -> None:
         self.border_title = "latency"
 
-    def show(self, latency: Latency) -> None:
+    def watch_latency(self, latency: Latency | None) -> None:
+        if latency is None:
+            return
+
         def ms(value: float | None) -> str:
             return "– ms" if self.frozen or value is None else fmt_ms(value)
 
@@ -302,18 +357,14 @@ class LatencyPanel(Vertical):
             text.append(f"\nsearch @{latency.full_dim:<5}{ms(latency.full_ms)}")
         self.query_one(".numbers", Static).update(text)
 
-    def clear_profile(self) -> None:
-        """A new index: its times are measured with the next query."""
-        self.profile = {}
-        self.set_class(True, "-flat")  # no plot until then
-        self.query_one(".legend", Static).update(
-            Text("search times: measured with the next query", style="dim")
-        )
-
-    def show_profile(self, profile: dict[int, float], dim: int, rows: int) -> None:
-        """Median search time (ms) by dim for this index of `rows` vectors: a line, redrawn as
-        `dim` moves, or one sentence where the profile is flat (the plot is hidden)."""
-        self.profile = profile
+    def watch_times(self, times: SearchTimes | None) -> None:
+        if times is None:  # no plot until measured
+            self.set_class(True, "-flat")
+            self.query_one(".legend", Static).update(
+                Text("search times: measured with the next query", style="dim")
+            )
+            return
+        profile, rows = times.ms, times.rows
         flat = is_flat(profile)
         self.set_class(flat, "-flat")
         if flat:
@@ -327,11 +378,16 @@ class LatencyPanel(Vertical):
         else:
             legend = Text("search ms by dim (median of warm runs)", style="dim")
         self.query_one(".legend", Static).update(legend)
-        self.mark(dim)
+        self._draw()
 
-    def mark(self, dim: int) -> None:
-        top = max(self.profile.values(), default=0.0) * 1.25 or 1.0
-        self.query_one(CurvePlot).draw(self.profile, dim, top)
+    def watch_dim(self) -> None:
+        if self.times is not None:
+            self._draw()
+
+    def _draw(self) -> None:
+        profile = self.times.ms if self.times is not None else {}
+        top = max(profile.values(), default=0.0) * 1.25 or 1.0
+        self.query_one(CurvePlot).draw(profile, self.dim, top)
 
 
 def human_bytes(n: float) -> str:
@@ -352,12 +408,12 @@ def smaller_text(dim: int, full_dim: int) -> str:
     return f"{1 - dim / full_dim:.0%} smaller"
 
 
-@dataclass
+@dataclass(frozen=True)
 class Storage:
     dim: int
     full_dim: int
     chunks: int
-    agreement: dict[int, float] = field(default_factory=dict)  # dim -> overlap@k with full
+    agreement: Mapping[int, float] = field(default_factory=dict)  # dim -> overlap@k with full
     k: int = 10
     current: float | None = None  # overlap@k with full at `dim` itself, once known
 
@@ -366,6 +422,9 @@ class StoragePanel(Vertical):
     """float32 bytes per vector and for the whole index, and a plot of how well each dim's
     top k agrees with the full dim's for the last query: the trade-off curve."""
 
+    storage: var[Storage | None] = var(None, init=False)
+    """What is shown (None: no index yet)."""
+
     def compose(self) -> ComposeResult:
         yield Static("", classes="numbers")
         yield CurvePlot()
@@ -373,7 +432,9 @@ class StoragePanel(Vertical):
     def on_mount(self) -> None:
         self.border_title = "storage"
 
-    def show(self, s: Storage) -> None:
+    def watch_storage(self, s: Storage | None) -> None:
+        if s is None:
+            return
         per_dim, per_full = 4 * s.dim, 4 * s.full_dim
         text = Text()
         text.append(smaller_text(s.dim, s.full_dim), style="bold")

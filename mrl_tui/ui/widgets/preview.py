@@ -1,14 +1,18 @@
 """The selected hit in full: where it is, its heading trail, its text with query terms marked:
-the words keyword search matched where a side ranks by keywords, else the query's words."""
+the words keyword search matched where a side ranks by keywords, else the query's words.
+
+The screen sets what it shows (`Preview.selected`, a `SelectedHit`); its watcher draws it."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.content import Content
+from textual.reactive import var
 from textual.widgets import Static
 
 from mrl_tui.ui.literal import shown
@@ -60,33 +64,43 @@ def trail_text(trail: dict[int, int | None], depth: int, dim: int, k: int) -> Te
     return Text("\n").join([dims_row, ranks_row])
 
 
+@dataclass(frozen=True)
+class SelectedHit:
+    """The hit to show and how: `query` for its marks; `trail`, its rank by dim (down to
+    `depth`; None: no trail); `dim`, the slider's; `k`, the number of hits the tables show.
+    `matched`: the query terms keyword search matched in this hit
+    (`side_by_side.keyword_matches`), marked exactly and named under the preview; None (dense
+    search only): every word starting with a query term is marked."""
+
+    hit: Hit
+    query: str
+    trail: tuple[tuple[int, int | None], ...] | None
+    depth: int
+    dim: int
+    k: int
+    matched: tuple[str, ...] | None = None
+
+
 class Preview(VerticalScroll):
     """Scrolls when the chunk is longer than the panel."""
+
+    selected: var[SelectedHit | None] = var(None, init=False, always_update=True)
+    """What is shown (None: no hit selected). Drawn again even when equal to the last: the
+    preview then scrolls back to the top, as it did when the hit was first shown."""
 
     def compose(self) -> ComposeResult:
         yield Static("Select a hit to see it here.", id="preview-body")
 
-    def show_hit(
-        self,
-        hit: Hit | None,
-        query: str,
-        trail: dict[int, int | None] | None,
-        *,
-        depth: int,
-        dim: int,
-        k: int,
-        matched: list[str] | None = None,
-    ) -> None:
-        """`trail`: the hit's rank by dim (down to `depth`); `dim` is the slider's, `k` the
-        number of hits the tables show. `matched`: the query terms keyword search matched in
-        this hit (`side_by_side.keyword_matches`), marked exactly and named under the preview;
-        None (dense search only): every word starting with a query term is marked."""
+    def watch_selected(self, selected: SelectedHit | None) -> None:
         body = self.query_one("#preview-body", Static)
-        if hit is None:
+        if selected is None:
             body.update("Select a hit to see it here.")
             self.border_title = "preview"
             self.border_subtitle = ""
             return
+        hit, query, matched = selected.hit, selected.query, selected.matched
+        trail = None if selected.trail is None else dict(selected.trail)
+        depth, dim, k = selected.depth, selected.dim, selected.k
         chunk = hit.chunk
         # Content, not a str: a border title given a str is read as markup.
         self.border_title = Content(shown(f"{chunk.path}:{chunk.start_line}-{chunk.end_line}"))
@@ -110,7 +124,7 @@ class Preview(VerticalScroll):
         self.scroll_home(animate=False)
 
     @staticmethod
-    def _marks(text: str, query: str, matched: list[str] | None) -> list[tuple[int, int]]:
+    def _marks(text: str, query: str, matched: tuple[str, ...] | None) -> list[tuple[int, int]]:
         if matched is not None:
             from mrl_tui.core.search.side_by_side import term_spans
 

@@ -2,11 +2,15 @@
 
 The table fits its width: the fixed columns (#, Δ, score) stay, the location is shortened to the
 file name when the whole path does not fit, and the snippet gets the rest of the room.
+
+The screen sets what a pane shows (`RankingPane.ranking`, a `RankingView`); the pane hands its
+parts down to the table (`RankingTable.ranked`) and the list (`HitList.lost`), whose watchers draw.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 from rich.text import Text
@@ -14,6 +18,7 @@ from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
+from textual.reactive import var
 from textual.widgets import DataTable, Static
 
 from mrl_tui.core.search.compare import movement_label
@@ -109,6 +114,18 @@ def move_text(move: int | None, *, absent: str = "NEW") -> Text:
     return Text(label, style=MOVE_STYLES.get(label[0], ""), justify="right")
 
 
+@dataclass(frozen=True)
+class RankedRows:
+    """What a `RankingTable` shows: the hits in order, each one's move against the other side
+    (None: not there, shown as `absent`), and the row to put the cursor on (None: the same row
+    number as before)."""
+
+    hits: tuple[Hit, ...] = ()
+    moves: tuple[int | None, ...] = ()
+    absent: str = "NEW"
+    cursor: int | None = None
+
+
 class RankingTable(DataTable[object]):
     """Rows keyed by chunk id, so a highlighted row tells the screen which chunk it is."""
 
@@ -117,11 +134,12 @@ class RankingTable(DataTable[object]):
         Binding("down", "cursor_down", show=False, tooltip=SELECT_HELP),
     ]
 
+    ranked: var[RankedRows] = var(RankedRows(), init=False, always_update=True)
+    """The rows shown. Drawn again even when equal to the last: setting it places the cursor, and
+    the user may have moved it since."""
+
     def __init__(self) -> None:
         super().__init__(cursor_type="row", zebra_stripes=True)
-        self._hits: list[Hit] = []
-        self._moves: list[int | None] = []
-        self._absent = "NEW"
         self._width = 0
 
     def on_resize(self, _: events.Resize) -> None:
@@ -131,12 +149,8 @@ class RankingTable(DataTable[object]):
             self._width = width
             self._fill(self.cursor_row)
 
-    def show_hits(
-        self, hits: list[Hit], moves: list[int | None], *, absent: str, cursor: int | None = None
-    ) -> None:
-        """Replace the rows, with the cursor on row `cursor` (None: the same row number)."""
-        self._hits, self._moves, self._absent = hits, moves, absent
-        self._fill(self.cursor_row if cursor is None else cursor)
+    def watch_ranked(self, ranked: RankedRows) -> None:
+        self._fill(self.cursor_row if ranked.cursor is None else ranked.cursor)
 
     def _fill(self, row: int) -> None:
         """Rebuild the table for its width. Only the user's moves post `RowHighlighted`: a refill
@@ -151,7 +165,8 @@ class RankingTable(DataTable[object]):
         fixed = RANK_WIDTH + MOVE_WIDTH + pad * 3
         if with_score:
             fixed += SCORE_WIDTH + pad
-        longest = max((len(location(hit)) for hit in self._hits), default=MIN_WHERE)
+        ranked = self.ranked
+        longest = max((len(location(hit)) for hit in ranked.hits), default=MIN_WHERE)
         where_width, text_width = split_width(self._width - fixed, longest)
         self.add_column("#", width=RANK_WIDTH, key="rank")
         self.add_column("Δ", width=MOVE_WIDTH, key="move")
@@ -160,11 +175,11 @@ class RankingTable(DataTable[object]):
         self.add_column("where", width=where_width, key="where")
         if text_width:
             self.add_column("text", width=text_width, key="text")
-        wheres = short_locations(self._hits, where_width)
-        for hit, move, where in zip(self._hits, self._moves, wheres, strict=True):
+        wheres = short_locations(list(ranked.hits), where_width)
+        for hit, move, where in zip(ranked.hits, ranked.moves, wheres, strict=True):
             cells: list[object] = [
                 Text(str(hit.rank), justify="right"),
-                move_text(move, absent=self._absent),
+                move_text(move, absent=ranked.absent),
             ]
             if with_score:
                 cells.append(Text(f"{hit.score:.3f}", justify="right"))
@@ -172,37 +187,64 @@ class RankingTable(DataTable[object]):
             if text_width:
                 cells.append(one_line(hit.chunk.text, text_width))
             self.add_row(*cells, key=str(hit.id))
-        if self._hits:
-            self.move_cursor(row=min(row, len(self._hits) - 1), animate=False)
+        if ranked.hits:
+            self.move_cursor(row=min(row, len(ranked.hits) - 1), animate=False)
+
+
+@dataclass(frozen=True)
+class LostHits:
+    """What a `HitList` shows: `label`, then the hits' locations (none yet: no comparison)."""
+
+    label: str = ""
+    items: tuple[str, ...] = ()
 
 
 class HitList(Static):
     """The hits one side lost, in as many lines as its style gives it, ending "+N more" where
     they do not all fit (both panes keep the same height)."""
 
+    lost: var[LostHits] = var(LostHits(), init=False)
+
     def __init__(self, *, classes: str | None = None) -> None:
         super().__init__("", classes=classes)
-        self._label, self._items = "", []
 
-    def show(self, label: str, items: list[str]) -> None:
-        self._label, self._items = label, items
+    def watch_lost(self) -> None:
         self._lay_out()
 
     def on_resize(self, _: events.Resize) -> None:
         self._lay_out()
 
     def _lay_out(self) -> None:
-        if not self._items:  # no label yet: no comparison shown, so nothing to say
-            self.update(Text(f"{self._label}: none" if self._label else "", style="dim"))
+        label, items = self.lost.label, list(self.lost.items)
+        if not items:  # no label yet: no comparison shown, so nothing to say
+            self.update(Text(f"{label}: none" if label else "", style="dim"))
             return
         width, lines = self.content_size.width or 80, self.content_size.height or 1
-        text = Text("\n".join(fit_list(self._label, self._items, width, lines)))
-        text.stylize("bold", 0, len(self._label) + 1)
+        text = Text("\n".join(fit_list(label, items, width, lines)))
+        text.stylize("bold", 0, len(label) + 1)
         self.update(text)
+
+
+@dataclass(frozen=True)
+class RankingView:
+    """What a `RankingPane` shows: its title, the hits with their moves (`RankedRows`), and the
+    hits the other side has and this side lost, under `lost_label`."""
+
+    title: str
+    hits: tuple[Hit, ...]
+    moves: tuple[int | None, ...]
+    lost: tuple[Hit, ...]
+    absent: str
+    lost_label: str
+    cursor: int | None = None
+    """The row to put the table's cursor on (None: the same row as before)."""
 
 
 class RankingPane(Vertical):
     """A titled table plus the list of hits the other side has and this side lost."""
+
+    ranking: var[RankingView | None] = var(None, init=False, always_update=True)
+    """The side shown; set for every comparison, even an equal one (it places the cursor)."""
 
     def __init__(self, title: str, *, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -216,19 +258,12 @@ class RankingPane(Vertical):
     def table(self) -> RankingTable:
         return self.query_one(RankingTable)
 
-    def show(
-        self,
-        title: str,
-        hits: list[Hit],
-        moves: list[int | None],
-        lost: list[Hit],
-        *,
-        absent: str,
-        lost_label: str,
-        cursor: int | None = None,
-    ) -> None:
-        """`cursor`: the row to put the table's cursor on (None: the same row as before)."""
-        self.border_title = title
-        self.table.show_hits(hits, moves, absent=absent, cursor=cursor)
-        items = [fit_path(h.chunk.path, f":{h.chunk.start_line}", LIST_ITEM_WIDTH) for h in lost]
-        self.query_one(HitList).show(lost_label, items)
+    def watch_ranking(self, view: RankingView | None) -> None:
+        if view is None:
+            return
+        self.border_title = view.title
+        self.table.ranked = RankedRows(view.hits, view.moves, view.absent, view.cursor)
+        items = [
+            fit_path(h.chunk.path, f":{h.chunk.start_line}", LIST_ITEM_WIDTH) for h in view.lost
+        ]
+        self.query_one(HitList).lost = LostHits(view.lost_label, tuple(items))
