@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -408,7 +408,21 @@ def _search_served(args: argparse.Namespace) -> int | None:
         transform=args.transform,
         search={name: getattr(args, name) for name in SEARCH_FIELDS},
     )
-    answer = serve_client.ask(request, lambda line: print(f"mrl-tui: {line}", file=sys.stderr))
+    bar = _ServedProgress()
+    try:
+        with bar:
+            answer = serve_client.ask(
+                request, lambda line: print(f"mrl-tui: {line}", file=sys.stderr), bar
+            )
+    except KeyboardInterrupt:
+        print(
+            f"mrl-tui: stopped waiting for the server (it goes on indexing {shown(str(folder))} "
+            "for the next search)"
+            if bar.shown
+            else "mrl-tui: stopped waiting for the server",
+            file=sys.stderr,
+        )
+        return 130
     if answer is None:
         return None
     for message in answer.get("messages", []):
@@ -416,6 +430,38 @@ def _search_served(args: argparse.Namespace) -> int | None:
     if answer["rc"] == 0:
         print_search(answer["payload"], args.json)
     return int(answer["rc"])
+
+
+class _ServedProgress:
+    """A server's progress lines as the cold path's bar (`_index_bar`); rich is imported at the
+    first line only: an answer from a folder the server holds comes without any."""
+
+    def __init__(self) -> None:
+        self._bar: AbstractContextManager[Callable[[Any], None]] | None = None
+        self._show: Callable[[Any], None] | None = None
+
+    @property
+    def shown(self) -> bool:
+        return self._show is not None
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        from types import SimpleNamespace
+
+        if self._show is None:
+            self._bar = _index_bar()
+            self._show = self._bar.__enter__()
+        fields = {"current": "", "files_done": 0, "files_total": 0, "chunks_done": 0}
+        fields |= {"chunks_total": 0, "elapsed_s": 0.0, "done": 0, "total": 0}
+        self._show(SimpleNamespace(**(fields | event)))
+
+    def __enter__(self) -> _ServedProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """The bar goes (it is transient) before anything else is printed."""
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+            self._bar = None
 
 
 SERVER_OPTIONS = ("model", "device", "trust_remote_code", "mrl", "embed_backend")
@@ -520,6 +566,14 @@ def _index_with_progress(library: Library, wait: bool = True) -> Any:
     """Run `library.update()` under a rich progress bar on stderr (files, chunks, chunks/s, ETA).
 
     `wait=False`: when another process is indexing, use what it has committed (a search)."""
+    with _index_bar() as show:
+        return library.update(on_progress=show, wait=wait)
+
+
+@contextmanager
+def _index_bar() -> Iterator[Callable[[Any], None]]:
+    """A rich bar on stderr while it is open, and what shows one `IndexProgress` on it (or the
+    same fields from a server, and its "graph" phase: ``done`` of ``total``)."""
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -568,8 +622,17 @@ def _index_with_progress(library: Library, wait: bool = True) -> Any:
                     rate="",
                     current=shown(p.current[-40:]),
                 )
+            elif p.phase == "graph":  # from a server (the cold path shows its own bar)
+                bar.update(
+                    task,
+                    description="building the search graph",
+                    total=p.total or None,
+                    completed=p.done,
+                    rate="",
+                    current="",
+                )
 
-        return library.update(on_progress=show, wait=wait)
+        yield show
 
 
 def _load_with_progress(library: Library) -> None:

@@ -25,6 +25,7 @@ TESTS = Path(__file__).resolve().parent
 
 # The CLI with the stand-in model. STANDIN_NO_MODEL: loading a model fails (proves a search was
 # answered by the server); STANDIN_SLOW_QUERY=FILE: a query touches FILE and then hangs;
+# STANDIN_SLOW_DOCS=FILE:SECONDS: each batch of documents touches FILE, then takes SECONDS;
 # STANDIN_VERSION: this process calls itself another version of mrl-tui.
 _DRIVER = """
 import os, sys, time
@@ -48,6 +49,14 @@ class StandIn(HashEmbedder):
             Path(marker).touch()
             time.sleep(60)
         return super().embed_query(text)
+
+    def embed_documents(self, texts, **kwargs):
+        slow = os.environ.get("STANDIN_SLOW_DOCS")
+        if slow:
+            marker, seconds = slow.rsplit(":", 1)
+            Path(marker).touch()
+            time.sleep(float(seconds))
+        return super().embed_documents(texts, **kwargs)
 
 library.Embedder = embed.Embedder = StandIn
 from mrl_tui.cli import main
@@ -441,3 +450,72 @@ def test_tcp_needs_the_token_and_answers_as_the_socket_does(corpus: Path, tmp_pa
     del payload["timings_ms"]
     assert payload == _untimed(warm.stdout)
     assert not refused["ok"] and "token" in refused["message"]
+
+
+TERMINAL = {"TTY_COMPATIBLE": "1", "TTY_INTERACTIVE": "1"}
+"""rich draws its bars as on a terminal (stderr is a pipe here)."""
+
+
+def test_a_folder_the_server_must_index_shows_the_cold_paths_bar(tmp_path: Path) -> None:
+    """The server indexes a folder it does not hold: its progress comes over the socket as the
+    cold path's bar (rate, ETA) on stderr, and the answer is the cold path's."""
+    folder = write_corpus(tmp_path / "other", files=8, seed=2)
+    proc = _start_server(STANDIN_SLOW_DOCS=f"{tmp_path / 'embedding'}:0.6")
+    try:
+        args = ("search", str(folder), "planet moon", "--json")
+        warm = _cli(*args, STANDIN_NO_MODEL="1", **TERMINAL)
+    finally:
+        _stop(proc)
+    assert warm.returncode == 0, warm.stderr
+    assert "embedding" in warm.stderr and "chunks/s" in warm.stderr, warm.stderr
+    assert "did not hold" in warm.stderr and "Traceback" not in warm.stderr
+    cold = _cli(*args, **_cold_env(tmp_path))
+    assert cold.returncode == 0, cold.stderr
+    assert _untimed(warm.stdout) == _untimed(cold.stdout)
+
+
+def test_progress_lines_come_before_the_answer_and_only_when_asked(
+    server: subprocess.Popen[str], tmp_path: Path
+) -> None:
+    folder = write_corpus(tmp_path / "other", files=4, seed=3)
+    request = serve_client.envelope(
+        "search",
+        path=str(folder),
+        options={"model": None, "device": "auto", "trust_remote_code": False, "mrl": False}
+        | {"embed_backend": "torch"},
+        cache_root=str(tmp_path / "cache"),
+        transform="auto",
+        search={"query": "planet", "dim": None, "route": "off", "k": 3, "precision": "float32"}
+        | {"rescore": None, "retrieval": "lexical", "fusion": "rrf"},
+    )
+    events: list[dict[str, object]] = []
+    answer = serve_client.ask(request, pytest.fail, events.append)
+    assert answer is not None and answer["rc"] == 0 and answer["payload"]["results"]
+    phases = [event["phase"] for event in events]
+    assert "embedding" in phases and "reading" in phases, phases
+    assert all(isinstance(event["elapsed_s"], float) for event in events)
+    again = serve_client.ask(request, pytest.fail, events.append)  # held now: nothing to show
+    assert again is not None and again["payload"]["results"] == answer["payload"]["results"]
+    assert len(events) == len(phases)
+
+
+def test_ctrl_c_while_the_server_indexes_stops_waiting_in_one_line(tmp_path: Path) -> None:
+    folder = write_corpus(tmp_path / "other", files=6, seed=4)
+    marker = tmp_path / "embedding"
+    proc = _start_server(STANDIN_SLOW_DOCS=f"{marker}:3")
+    try:
+        client = _client("search", str(folder), "planet moon", "--json", STANDIN_NO_MODEL="1")
+        deadline = time.monotonic() + 60
+        while not marker.exists():
+            assert time.monotonic() < deadline and client.poll() is None, "no indexing began"
+            time.sleep(0.05)
+        client.send_signal(signal.SIGINT)
+        out, err = client.communicate(timeout=30)
+        assert client.returncode == 130 and out == "", (out, err)
+        assert len(_lines(err)) == 1 and "stopped waiting for the server" in err, err
+        # The server went on: it holds the folder for the next search, and answers it.
+        after = _cli("search", str(folder), "planet moon", "--json", STANDIN_NO_MODEL="1")
+        assert after.returncode == 0 and json.loads(after.stdout)["results"], after.stderr
+        assert proc.poll() is None
+    finally:
+        _stop(proc)
