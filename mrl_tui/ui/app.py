@@ -339,6 +339,12 @@ class MrlApp(App[int]):
             self.sub_title += f" · {library.engine.engine.engine}"
         self.search_screen.model_ready(library.full_dim)
 
+    def _count_chunks(self, library: Library, chunks: int) -> None:
+        """The header: the model, then how many chunks the index holds and their size."""
+        self._describe(library)
+        full_bytes = chunks * library.full_dim * 4
+        self.sub_title += f" · {chunks} chunks, {human_size(full_bytes)} at full dim"
+
     def _failed(self, message: str) -> None:
         if self.search_screen.ready and self.search_screen.library is not None:
             # A re-index behind the results failed (the folder gone, the disk full): the index
@@ -359,8 +365,7 @@ class MrlApp(App[int]):
                 "F3 lists skipped files."
             )
             return
-        full_bytes = report.chunks_total * library.full_dim * 4
-        self.sub_title += f" · {report.chunks_total} chunks, {human_size(full_bytes)} at full dim"
+        self._count_chunks(library, report.chunks_total)
         note = ""
         if report.cancelled:
             note = "Indexing stopped: searching what was indexed so far. Ctrl+R resumes."
@@ -418,6 +423,7 @@ class MrlApp(App[int]):
         self._tell_messages()
         self.search_screen.refresh_query(f"Watching: {update.line}")
         if self.library is not None:
+            self._count_chunks(self.library, update.chunks)
             self._read_fit(self.library)
 
     def on_search_screen_cancel_indexing(self, _: SearchScreen.CancelIndexing) -> None:
