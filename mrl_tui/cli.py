@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from mrl_tui import __version__
 from mrl_tui.core.choices import DEVICES, EMBED_BACKENDS, FUSIONS, PRECISIONS, RETRIEVALS
+from mrl_tui.core.choices import TRANSFORMS as TRANSFORM_CHOICES
 from mrl_tui.core.errors import MrlError, spelled
-from mrl_tui.core.transforms.kind import CHOICES as TRANSFORM_CHOICES
 from mrl_tui.ui.literal import shown
 
 if TYPE_CHECKING:

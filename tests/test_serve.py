@@ -208,6 +208,25 @@ def test_the_warm_client_imports_no_numpy(server: subprocess.Popen[str], corpus:
     assert json.loads(done.stdout)["results"]
 
 
+def test_the_warm_client_imports_only_the_client_and_the_standard_library(
+    server: subprocess.Popen[str], corpus: Path
+) -> None:
+    """Nothing of the core's search or of any third party (platformdirs only where no runtime
+    or cache dir is set): the warm path's time is the interpreter's and the socket's."""
+    probe = (
+        "import sys; from mrl_tui.cli import main; "
+        f"rc = main(['search', {str(corpus)!r}, 'bread', '--json']); "
+        "names = {m.split('.')[0] for m in sys.modules if not m.startswith('mrl_tui')}; "
+        "print(sorted(n for n in names if n not in sys.stdlib_module_names "
+        "and not n.startswith('_')), 'dataclasses' in sys.modules, rc, file=sys.stderr)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, env=_env()
+    )
+    assert done.stderr.strip() == "[] False 0", done.stderr
+    assert json.loads(done.stdout)["results"]
+
+
 def test_a_second_server_is_refused_in_one_line(server: subprocess.Popen[str]) -> None:
     second = _cli("serve", STANDIN_NO_MODEL="1")
     assert second.returncode == 1 and "already running" in second.stderr
