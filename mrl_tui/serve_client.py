@@ -85,15 +85,16 @@ class Lines:
     def next(self) -> dict[str, Any]:
         """The next object (ValueError if it is not one or too long; ConnectionError if the
         connection closed before a whole line came)."""
-        while b"\n" not in self._data:
+        scanned = 0  # only what came since is searched for the newline (answers can be long)
+        while (end := self._data.find(b"\n", scanned)) < 0:
+            scanned = len(self._data)
             part = self._conn.recv(65536)
             if not part:
                 raise ConnectionError("the connection closed before a whole message came")
             self._data += part
             if len(self._data) > MAX_MESSAGE_BYTES:
                 raise ValueError("message too long")
-        end = self._data.index(b"\n") + 1
-        line, self._data = bytes(self._data[:end]), self._data[end:]
+        line, self._data = bytes(self._data[: end + 1]), self._data[end + 1 :]
         message = json.loads(line)
         if not isinstance(message, dict):
             raise ValueError("not a JSON object")

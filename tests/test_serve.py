@@ -10,6 +10,7 @@ import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -493,20 +494,25 @@ def test_a_folder_the_server_must_index_shows_the_cold_paths_bar(tmp_path: Path)
     assert _untimed(warm.stdout) == _untimed(cold.stdout)
 
 
-def test_progress_lines_come_before_the_answer_and_only_when_asked(
-    server: subprocess.Popen[str], tmp_path: Path
-) -> None:
-    folder = write_corpus(tmp_path / "other", files=4, seed=3)
-    request = serve_client.envelope(
+def _keyword_request(folder: Path, cache: Path) -> dict[str, object]:
+    """A keyword search of `folder`, as `search --retrieval lexical --k 3` sends it."""
+    return serve_client.envelope(
         "search",
         path=str(folder),
         options={"model": None, "device": "auto", "trust_remote_code": False, "mrl": False}
         | {"embed_backend": "torch"},
-        cache_root=str(tmp_path / "cache"),
+        cache_root=str(cache),
         transform="auto",
         search={"query": "planet", "dim": None, "route": "off", "k": 3, "precision": "float32"}
         | {"rescore": None, "retrieval": "lexical", "fusion": "rrf"},
     )
+
+
+def test_progress_lines_come_before_the_answer_and_only_when_asked(
+    server: subprocess.Popen[str], tmp_path: Path
+) -> None:
+    folder = write_corpus(tmp_path / "other", files=4, seed=3)
+    request = _keyword_request(folder, tmp_path / "cache")
     events: list[dict[str, object]] = []
     answer = serve_client.ask(request, pytest.fail, events.append)
     assert answer is not None and answer["rc"] == 0 and answer["payload"]["results"]
@@ -516,6 +522,37 @@ def test_progress_lines_come_before_the_answer_and_only_when_asked(
     again = serve_client.ask(request, pytest.fail, events.append)  # held now: nothing to show
     assert again is not None and again["payload"]["results"] == answer["payload"]["results"]
     assert len(events) == len(phases)
+
+
+def test_every_client_waiting_for_a_folder_gets_its_progress(tmp_path: Path) -> None:
+    folder = write_corpus(tmp_path / "other", files=6, seed=5)
+    marker = tmp_path / "embedding"
+    proc = _start_server(STANDIN_SLOW_DOCS=f"{marker}:1.5")
+    request = _keyword_request(folder, tmp_path / "cache")
+    events: dict[str, list[dict[str, object]]] = {"first": [], "second": []}
+    answers: dict[str, object] = {}
+
+    def asks(name: str) -> None:
+        answers[name] = serve_client.ask(request, pytest.fail, events[name].append)
+
+    try:
+        first = threading.Thread(target=asks, args=("first",))
+        first.start()
+        deadline = time.monotonic() + 60
+        while not marker.exists():  # the first request's opening is embedding now
+            assert time.monotonic() < deadline, "no indexing began"
+            time.sleep(0.05)
+        second = threading.Thread(target=asks, args=("second",))
+        second.start()  # waits for the same opening
+        first.join(60)
+        second.join(60)
+    finally:
+        _stop(proc)
+    assert events["first"] and events["second"], events  # the second joined midway
+    assert events["second"][-1]["phase"] in ("embedding", "done", "graph")
+    one, two = answers["first"], answers["second"]
+    assert isinstance(one, dict) and isinstance(two, dict)
+    assert one["payload"]["results"] == two["payload"]["results"]
 
 
 def test_ctrl_c_while_the_server_indexes_stops_waiting_in_one_line(tmp_path: Path) -> None:

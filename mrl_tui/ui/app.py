@@ -591,6 +591,7 @@ class MrlApp(App[int]):
             self.watcher.stop.set()
             self.watcher = None
         self._watching = False
+        self._fit_seq += 1  # a read of the old library's fit still in flight is dropped
         self.search_screen.fit = ""
         self.model = model
         self.library = None  # the old one is dropped; a query worker may still be reading it
