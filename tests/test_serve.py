@@ -27,6 +27,8 @@ TESTS = Path(__file__).resolve().parent
 # The CLI with the stand-in model. STANDIN_NO_MODEL: loading a model fails (proves a search was
 # answered by the server); STANDIN_SLOW_QUERY=FILE: a query touches FILE and then hangs;
 # STANDIN_SLOW_DOCS=FILE:SECONDS: each batch of documents touches FILE, then takes SECONDS;
+# STANDIN_GRAPH_AT=N: an HNSW graph from N chunks on; STANDIN_SLOW_GRAPH=SECONDS: every graph
+# build after this process's first takes SECONDS more;
 # STANDIN_VERSION: this process calls itself another version of mrl-tui.
 _DRIVER = """
 import os, sys, time
@@ -60,6 +62,18 @@ class StandIn(HashEmbedder):
         return super().embed_documents(texts, **kwargs)
 
 library.Embedder = embed.Embedder = StandIn
+if os.environ.get("STANDIN_GRAPH_AT"):
+    library.HNSW_MIN_CHUNKS = int(os.environ["STANDIN_GRAPH_AT"])
+if os.environ.get("STANDIN_SLOW_GRAPH"):
+    build, builds = library.HnswGraph.build, []
+
+    def slow_build(cls, *args, **kwargs):
+        builds.append(1)
+        if len(builds) > 1:
+            time.sleep(float(os.environ["STANDIN_SLOW_GRAPH"]))
+        return build(*args, **kwargs)
+
+    library.HnswGraph.build = classmethod(slow_build)
 from mrl_tui.cli import main
 sys.exit(main(sys.argv[2:]))
 """
@@ -575,3 +589,35 @@ def test_ctrl_c_while_the_server_indexes_stops_waiting_in_one_line(tmp_path: Pat
         assert proc.poll() is None
     finally:
         _stop(proc)
+
+
+def test_while_the_server_rebuilds_the_graph_its_answer_says_it_searched_exactly(
+    corpus: Path, tmp_path: Path
+) -> None:
+    """A save makes a new generation, whose HNSW graph the server builds in the background:
+    meanwhile a search that would use it is exact, and says so; a cold one builds the graph
+    first. On this small folder both find the same hits."""
+    from mrl_tui.core.library import GRAPH_BUILDING_NOTE
+
+    graph = {"STANDIN_GRAPH_AT": "2"}
+    proc = _start_server(corpus, STANDIN_SLOW_GRAPH="60", **graph)
+    args = ("search", str(corpus), "zanzibar quokka planet", "--json")
+    try:
+        deadline = time.monotonic() + 60
+        while (
+            True
+        ):  # written again each time: the watch is in place shortly after the server listens
+            (corpus / "new.md").write_text(f"# Fresh\n\nzanzibar quokka {time.monotonic()}\n")
+            warm = _cli(*args, STANDIN_NO_MODEL="1", **graph)
+            assert warm.returncode == 0, warm.stderr
+            if "note" in json.loads(warm.stdout):
+                break
+            assert time.monotonic() < deadline, warm.stdout
+            time.sleep(0.3)
+        cold = _cli(*args, **_cold_env(tmp_path), **graph)
+    finally:
+        _stop(proc)
+    assert cold.returncode == 0, cold.stderr
+    warm_data, cold_data = _untimed(warm.stdout), _untimed(cold.stdout)
+    assert warm_data.pop("note") == GRAPH_BUILDING_NOTE and "note" not in cold_data
+    assert warm_data == cold_data
