@@ -10,21 +10,21 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from mrl_tui import __version__
 from mrl_tui.core.choices import DEVICES, EMBED_BACKENDS, FUSIONS, PRECISIONS, RETRIEVALS
-from mrl_tui.core.embedding.choice import ModelChoice
+from mrl_tui.core.choices import TRANSFORMS as TRANSFORM_CHOICES
 from mrl_tui.core.errors import MrlError, spelled
-from mrl_tui.core.transforms.kind import CHOICES as TRANSFORM_CHOICES
 from mrl_tui.ui.literal import shown
 
 if TYPE_CHECKING:
     from mrl_tui.core.cache.indexer import IndexProgress, IndexReport
     from mrl_tui.core.cache.watch import WatchUpdate
     from mrl_tui.core.corpus.walk import Skipped
+    from mrl_tui.core.embedding.choice import ModelChoice
     from mrl_tui.core.evaluation.bench import BenchHooks
     from mrl_tui.core.evaluation.report import BenchReport, CompareReport
     from mrl_tui.core.library import Library
@@ -416,7 +416,21 @@ def _search_served(args: argparse.Namespace) -> int | None:
         search={name: getattr(args, name) for name in SEARCH_FIELDS},
         backend=backend_text(args.backend),  # answered by a server on the same engine only
     )
-    answer = serve_client.ask(request, lambda line: print(f"mrl-tui: {line}", file=sys.stderr))
+    bar = _ServedProgress()
+    try:
+        with bar:
+            answer = serve_client.ask(
+                request, lambda line: print(f"mrl-tui: {line}", file=sys.stderr), bar
+            )
+    except KeyboardInterrupt:
+        print(
+            f"mrl-tui: stopped waiting for the server (it goes on indexing {shown(str(folder))} "
+            "for the next search)"
+            if bar.shown
+            else "mrl-tui: stopped waiting for the server",
+            file=sys.stderr,
+        )
+        return 130
     if answer is None:
         return None
     for message in answer.get("messages", []):
@@ -434,6 +448,38 @@ def backend_text(backend: str | None) -> str | None:
     return backend
 
 
+class _ServedProgress:
+    """A server's progress lines as the cold path's bar (`_index_bar`); rich is imported at the
+    first line only: an answer from a folder the server holds comes without any."""
+
+    def __init__(self) -> None:
+        self._bar: AbstractContextManager[Callable[[Any], None]] | None = None
+        self._show: Callable[[Any], None] | None = None
+
+    @property
+    def shown(self) -> bool:
+        return self._show is not None
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        from types import SimpleNamespace
+
+        if self._show is None:
+            self._bar = _index_bar()
+            self._show = self._bar.__enter__()
+        fields = {"current": "", "files_done": 0, "files_total": 0, "chunks_done": 0}
+        fields |= {"chunks_total": 0, "elapsed_s": 0.0, "done": 0, "total": 0}
+        self._show(SimpleNamespace(**(fields | event)))
+
+    def __enter__(self) -> _ServedProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """The bar goes (it is transient) before anything else is printed."""
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+            self._bar = None
+
+
 SERVER_OPTIONS = ("model", "device", "trust_remote_code", "mrl", "embed_backend")
 """What the server's loaded model depends on: it answers only requests with the same values (the
 fields of `ModelChoice`)."""
@@ -441,6 +487,8 @@ fields of `ModelChoice`)."""
 
 def model_choice(args: argparse.Namespace) -> ModelChoice:
     """The model the user chose, and how it runs (`train` has no ``--mrl``)."""
+    from mrl_tui.core.embedding.choice import ModelChoice  # dataclasses: not on the warm path
+
     return ModelChoice(
         args.model,
         device=args.device,
@@ -544,6 +592,14 @@ def _index_with_progress(library: Library, wait: bool = True) -> IndexReport:
     """Run `library.update()` under a rich progress bar on stderr (files, chunks, chunks/s, ETA).
 
     `wait=False`: when another process is indexing, use what it has committed (a search)."""
+    with _index_bar() as show:
+        return library.update(on_progress=show, wait=wait)
+
+
+@contextmanager
+def _index_bar() -> Iterator[Callable[[Any], None]]:
+    """A rich bar on stderr while it is open, and what shows one `IndexProgress` on it (or the
+    same fields from a server, and its "graph" phase: ``done`` of ``total``)."""
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -592,8 +648,17 @@ def _index_with_progress(library: Library, wait: bool = True) -> IndexReport:
                     rate="",
                     current=shown(p.current[-40:]),
                 )
+            elif p.phase == "graph":  # from a server (the cold path shows its own bar)
+                bar.update(
+                    task,
+                    description="building the search graph",
+                    total=p.total or None,
+                    completed=p.done,
+                    rate="",
+                    current="",
+                )
 
-        return library.update(on_progress=show, wait=wait)
+        yield show
 
 
 def _load_with_progress(library: Library) -> None:

@@ -3,8 +3,12 @@
 The warm path of `mrl-tui search`: it must stay fast, so this module uses only the standard
 library (socket, json, os) and platformdirs; nothing here imports numpy or torch. The protocol:
 one JSON object per connection, newline-terminated, answered by one JSON object, then the
-server closes the connection. Over `serve --tcp` (loopback only) the request also carries the
-token the server wrote to `tcp_info_path` (mode 0600); over the socket none is needed.
+server closes the connection. A request with ``"progress": true`` may first get progress lines,
+``{"progress": {"phase": ..., ...}}``, while the server indexes a folder it did not hold (the
+phases and fields of `core.cache.indexer.IndexProgress`, and ``"graph"`` with ``done`` and
+``total``); the answer is still the last line. Over `serve --tcp` (loopback only) the request
+also carries the token the server wrote to `tcp_info_path` (mode 0600); over the socket none is
+needed.
 """
 
 from __future__ import annotations
@@ -67,20 +71,34 @@ def envelope(command: str, **fields: Any) -> dict[str, Any]:
 
 def read_message(conn: socket.socket) -> dict[str, Any]:
     """One newline-terminated JSON object (ValueError if it is not one, or too long)."""
-    data = bytearray()
-    while not data.endswith(b"\n"):
-        part = conn.recv(65536)
-        if not part:
-            break
-        data += part
-        if len(data) > MAX_MESSAGE_BYTES:
-            raise ValueError("message too long")
-    if not data.endswith(b"\n"):
-        raise ConnectionError("the connection closed before a whole message came")
-    message = json.loads(data)
-    if not isinstance(message, dict):
-        raise ValueError("not a JSON object")
-    return message
+    return Lines(conn).next()
+
+
+class Lines:
+    """The JSON objects one connection sends, one per line, in order (several may come in one
+    read: progress lines, then the answer)."""
+
+    def __init__(self, conn: socket.socket) -> None:
+        self._conn = conn
+        self._data = bytearray()
+
+    def next(self) -> dict[str, Any]:
+        """The next object (ValueError if it is not one or too long; ConnectionError if the
+        connection closed before a whole line came)."""
+        scanned = 0  # only what came since is searched for the newline (answers can be long)
+        while (end := self._data.find(b"\n", scanned)) < 0:
+            scanned = len(self._data)
+            part = self._conn.recv(65536)
+            if not part:
+                raise ConnectionError("the connection closed before a whole message came")
+            self._data += part
+            if len(self._data) > MAX_MESSAGE_BYTES:
+                raise ValueError("message too long")
+        line, self._data = bytes(self._data[: end + 1]), self._data[end + 1 :]
+        message = json.loads(line)
+        if not isinstance(message, dict):
+            raise ValueError("not a JSON object")
+        return message
 
 
 def send_message(conn: socket.socket, message: dict[str, Any]) -> None:
@@ -107,9 +125,16 @@ def listening(path: Path) -> bool:
     return True
 
 
-def ask(request: dict[str, Any], say: Callable[[str], None]) -> dict[str, Any] | None:
+def ask(
+    request: dict[str, Any],
+    say: Callable[[str], None],
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any] | None:
     """The server's answer to `request`, or None (after one line to `say` when something is
-    wrong) when there is no usable server: then the caller does the work itself."""
+    wrong) when there is no usable server: then the caller does the work itself.
+
+    `on_progress`: asks for the server's progress lines and gets each (the folder is being
+    indexed by the server); the wait for the answer is then bounded per line, not in all."""
     path = socket_path()
     if not path.exists():
         return None
@@ -127,9 +152,15 @@ def ask(request: dict[str, Any], say: Callable[[str], None]) -> dict[str, Any] |
             say(f"cannot reach the server at {path} ({exc.strerror or exc}); searching without it")
             return None
         conn.settimeout(ANSWER_TIMEOUT_S)
+        if on_progress is not None:
+            request = {**request, "progress": True}
         try:
             send_message(conn, request)
-            answer = read_message(conn)
+            lines = Lines(conn)
+            answer = lines.next()
+            while on_progress is not None and "progress" in answer and "ok" not in answer:
+                on_progress(answer["progress"])
+                answer = lines.next()
         except (OSError, ValueError) as exc:
             why = "it did not answer in time" if isinstance(exc, TimeoutError) else "it stopped"
             say(f"the server at {path} did not answer ({why}); searching without it")

@@ -12,12 +12,15 @@ serialised where it lives: a `Library` behind its state lock, the model behind `
 (one model, and its tokenizer is not thread-safe). Each folder is opened on its first request
 (or at start, given on the command line), indexed, then kept indexed by a `FolderWatcher` in its
 own thread, and its fitted parts refitted in the background (`Library.background_refit`).
+While a folder is first opened and indexed, every request waiting for it that asked for progress
+gets progress lines (`Relay`, `Sender`), which the client shows as the cold path's bar.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import hmac
 import ipaddress
 import json
@@ -28,7 +31,8 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +61,9 @@ READY_TIMEOUT_S = 10.0
 MAX_ACTIVE = 16
 """Requests answered at once; more wait for a free slot (each holds a thread and a connection)."""
 LOOPBACK_NAMES = {"localhost": "127.0.0.1"}
+PROGRESS_EVERY_S = 0.1
+"""A folder being opened sends each waiting client at most one progress line this often per
+phase (each phase's first at once): a bar needs no more, and a big folder has many files."""
 
 
 def log(line: str) -> None:
@@ -95,6 +102,60 @@ class SerialEmbedder:
         return getattr(self._embedder, name)
 
 
+Progress = Callable[[dict[str, Any]], None]
+"""One progress event (`serve_client`'s progress lines), to one waiting client."""
+
+
+class Relay:
+    """The opening of one folder: its lock (one opening at a time), and its progress told to
+    every request waiting for it, from the thread that opens it (throttled: `PROGRESS_EVERY_S`)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self._guard = threading.Lock()  # `_sinks`, `_phase`, `_sent`
+        self._sinks: list[Progress] = []
+        self._phase = ""
+        self._sent = 0.0
+
+    def add(self, sink: Progress) -> None:
+        with self._guard:
+            self._sinks.append(sink)
+
+    def discard(self, sink: Progress) -> None:
+        with self._guard:
+            if sink in self._sinks:
+                self._sinks.remove(sink)
+
+    def tell(self, event: dict[str, Any]) -> None:
+        now = time.monotonic()
+        with self._guard:
+            if event["phase"] == self._phase and now - self._sent < PROGRESS_EVERY_S:
+                return
+            self._phase, self._sent = event["phase"], now
+            sinks = list(self._sinks)
+        for sink in sinks:
+            sink(event)
+
+
+class Sender:
+    """Progress lines to one client. Once a send fails (the client is gone: Ctrl-C) it sends no
+    more, and the folder's indexing goes on: the server keeps it for the next search."""
+
+    def __init__(self, conn: socket.socket) -> None:
+        self._conn = conn
+        self._lock = threading.Lock()
+        self.gone = False
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        with self._lock:
+            if self.gone:
+                return
+            try:
+                serve_client.send_message(self._conn, {"progress": event})
+            except OSError:
+                self.gone = True
+
+
 def model_source(model: str | None) -> str:
     """What a `--model` value loads (`embed.resolve_model`): the default and its registry name
     are one model; a folder is its absolute path (the client sends it absolute)."""
@@ -121,7 +182,7 @@ class Server:
         self.libraries: dict[tuple[str, str, str], Library] = {}
         self.watchers: list[FolderWatcher] = []
         self._lock = threading.Lock()  # `libraries`, `watchers`, `_opening`
-        self._opening: dict[tuple[str, str, str], threading.Lock] = {}
+        self._opening: dict[tuple[str, str, str], Relay] = {}
         self._slots = threading.BoundedSemaphore(MAX_ACTIVE)
         self.tcp: tuple[str, int] | None = None
         self.token = ""
@@ -149,25 +210,34 @@ class Server:
                 return f"it runs {flag} {mine[name]}, this search asks for {flag} {theirs}"
         return ""
 
-    def library(self, folder: Path, cache_root: str, transform: str) -> tuple[Library, bool]:
+    def library(
+        self, folder: Path, cache_root: str, transform: str, progress: Progress | None = None
+    ) -> tuple[Library, bool]:
         """The library of (folder, cache root, transform), opened, indexed and watched on first
-        use (and whether it was just opened). Opening one folder holds up no other request."""
+        use (and whether it was just opened), telling `progress` how the opening goes if it
+        must wait for one. Opening one folder holds up no other request."""
         key = (str(folder), cache_root, transform)
         with self._lock:
             if key in self.libraries:
                 return self.libraries[key], False
-            opening = self._opening.setdefault(key, threading.Lock())
-        with opening:  # two first requests for one folder: the second waits, then uses it
-            with self._lock:
-                if key in self.libraries:
-                    return self.libraries[key], False
-            library = self._open(folder, cache_root, transform)
-            with self._lock:
-                self.libraries[key] = library
-                self._opening.pop(key, None)
+            relay = self._opening.setdefault(key, Relay())
+        if progress is not None:
+            relay.add(progress)
+        try:
+            with relay.lock:  # two first requests for one folder: the second waits, then uses it
+                with self._lock:
+                    if key in self.libraries:
+                        return self.libraries[key], False
+                library = self._open(folder, cache_root, transform, relay)
+                with self._lock:
+                    self.libraries[key] = library
+                    self._opening.pop(key, None)
+        finally:
+            if progress is not None:
+                relay.discard(progress)
         return library, True
 
-    def _open(self, folder: Path, cache_root: str, transform: str) -> Library:
+    def _open(self, folder: Path, cache_root: str, transform: str, relay: Relay) -> Library:
         check_has_entries(folder)
         check_cache_root(Path(cache_root))
         library = Library(folder, self.embedder, cache_root=Path(cache_root), transform=transform)
@@ -178,10 +248,16 @@ class Server:
         try:
             if self.backend:
                 library.use_engine(self.backend)  # checked now; the first load syncs it
-            report = library.update(wait=False)
+            report = library.update(
+                on_progress=lambda p: relay.tell(dataclasses.asdict(p)), wait=False
+            )
             if report.chunks_total == 0:
                 raise InputError(nothing_indexed(library.root, report.skipped))
-            library.load()
+            library.load(
+                on_graph_progress=lambda done, total: relay.tell(
+                    {"phase": "graph", "done": done, "total": total}
+                )
+            )
         except BaseException:
             library.close()
             raise
@@ -205,8 +281,11 @@ class Server:
         log(f"holding {folder} ({library.chunk_count} chunks{on}), watching it")
         return library
 
-    def answer(self, request: dict[str, Any], *, tcp: bool = False) -> dict[str, Any]:
-        """The reply to one request; ``ok: False`` tells the client to do the work itself."""
+    def answer(
+        self, request: dict[str, Any], *, tcp: bool = False, progress: Progress | None = None
+    ) -> dict[str, Any]:
+        """The reply to one request; ``ok: False`` tells the client to do the work itself.
+        `progress` gets the indexing's progress if the folder must be opened first."""
         if tcp and not hmac.compare_digest(str(request.get("token", "")), self.token):
             return refusal(f"a TCP request needs the token in {serve_client.tcp_info_path()}")
         version, protocol = request.get("version"), request.get("protocol")
@@ -238,7 +317,9 @@ class Server:
         library: Library | None = None
         try:
             folder = check_folder(request["path"])
-            library, opened = self.library(folder, str(request["cache_root"]), request["transform"])
+            library, opened = self.library(
+                folder, str(request["cache_root"]), request["transform"], progress
+            )
             args = argparse.Namespace(**request["search"])
             payload = search_payload(library, args)
             messages = library.take_messages()
@@ -261,8 +342,9 @@ class Server:
             except (OSError, ValueError) as exc:
                 log(f"a request could not be read ({exc})")
                 return
+            sender = Sender(conn) if request.get("progress") is True else None
             try:
-                response = self.answer(request, tcp=tcp)
+                response = self.answer(request, tcp=tcp, progress=sender)
             except Exception as exc:  # the client falls back; the server goes on
                 log(f"a request failed: {type(exc).__name__}: {exc}")
                 response = refusal(f"the server failed ({type(exc).__name__}: {exc})")

@@ -10,6 +10,7 @@ import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +26,9 @@ TESTS = Path(__file__).resolve().parent
 
 # The CLI with the stand-in model. STANDIN_NO_MODEL: loading a model fails (proves a search was
 # answered by the server); STANDIN_SLOW_QUERY=FILE: a query touches FILE and then hangs;
+# STANDIN_SLOW_DOCS=FILE:SECONDS: each batch of documents touches FILE, then takes SECONDS;
+# STANDIN_GRAPH_AT=N: an HNSW graph from N chunks on; STANDIN_SLOW_GRAPH=SECONDS: every graph
+# build after this process's first takes SECONDS more;
 # STANDIN_VERSION: this process calls itself another version of mrl-tui.
 _DRIVER = """
 import os, sys, time
@@ -34,6 +38,7 @@ import mrl_tui
 mrl_tui.__version__ = os.environ.get("STANDIN_VERSION", mrl_tui.__version__)
 from fakes import LIBRARY_DIM, HashEmbedder
 import mrl_tui.core.embedding.embed as embed
+import mrl_tui.core.library as library
 
 class StandIn(HashEmbedder):
     def __init__(self, *args, **kwargs):
@@ -48,7 +53,27 @@ class StandIn(HashEmbedder):
             time.sleep(60)
         return super().embed_query(text)
 
+    def embed_documents(self, texts, **kwargs):
+        slow = os.environ.get("STANDIN_SLOW_DOCS")
+        if slow:
+            marker, seconds = slow.rsplit(":", 1)
+            Path(marker).touch()
+            time.sleep(float(seconds))
+        return super().embed_documents(texts, **kwargs)
+
 embed.Embedder = StandIn  # what `ModelChoice.load` makes
+if os.environ.get("STANDIN_GRAPH_AT"):
+    library.HNSW_MIN_CHUNKS = int(os.environ["STANDIN_GRAPH_AT"])
+if os.environ.get("STANDIN_SLOW_GRAPH"):
+    build, builds = library.HnswGraph.build, []
+
+    def slow_build(cls, *args, **kwargs):
+        builds.append(1)
+        if len(builds) > 1:
+            time.sleep(float(os.environ["STANDIN_SLOW_GRAPH"]))
+        return build(*args, **kwargs)
+
+    library.HnswGraph.build = classmethod(slow_build)
 from mrl_tui.cli import main
 sys.exit(main(sys.argv[2:]))
 """
@@ -195,6 +220,25 @@ def test_the_warm_client_imports_no_numpy(server: subprocess.Popen[str], corpus:
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, env=_env()
     )
     assert done.stderr.split() == ["False", "False", "0"], done.stderr
+    assert json.loads(done.stdout)["results"]
+
+
+def test_the_warm_client_imports_only_the_client_and_the_standard_library(
+    server: subprocess.Popen[str], corpus: Path
+) -> None:
+    """Nothing of the core's search or of any third party (platformdirs only where no runtime
+    or cache dir is set): the warm path's time is the interpreter's and the socket's."""
+    probe = (
+        "import sys; from mrl_tui.cli import main; "
+        f"rc = main(['search', {str(corpus)!r}, 'bread', '--json']); "
+        "names = {m.split('.')[0] for m in sys.modules if not m.startswith('mrl_tui')}; "
+        "print(sorted(n for n in names if n not in sys.stdlib_module_names "
+        "and not n.startswith('_')), 'dataclasses' in sys.modules, rc, file=sys.stderr)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, env=_env()
+    )
+    assert done.stderr.strip() == "[] False 0", done.stderr
     assert json.loads(done.stdout)["results"]
 
 
@@ -440,3 +484,140 @@ def test_tcp_needs_the_token_and_answers_as_the_socket_does(corpus: Path, tmp_pa
     del payload["timings_ms"]
     assert payload == _untimed(warm.stdout)
     assert not refused["ok"] and "token" in refused["message"]
+
+
+TERMINAL = {"TTY_COMPATIBLE": "1", "TTY_INTERACTIVE": "1"}
+"""rich draws its bars as on a terminal (stderr is a pipe here)."""
+
+
+def test_a_folder_the_server_must_index_shows_the_cold_paths_bar(tmp_path: Path) -> None:
+    """The server indexes a folder it does not hold: its progress comes over the socket as the
+    cold path's bar (rate, ETA) on stderr, and the answer is the cold path's."""
+    folder = write_corpus(tmp_path / "other", files=8, seed=2)
+    proc = _start_server(STANDIN_SLOW_DOCS=f"{tmp_path / 'embedding'}:0.6")
+    try:
+        args = ("search", str(folder), "planet moon", "--json")
+        warm = _cli(*args, STANDIN_NO_MODEL="1", **TERMINAL)
+    finally:
+        _stop(proc)
+    assert warm.returncode == 0, warm.stderr
+    assert "embedding" in warm.stderr and "chunks/s" in warm.stderr, warm.stderr
+    assert "did not hold" in warm.stderr and "Traceback" not in warm.stderr
+    cold = _cli(*args, **_cold_env(tmp_path))
+    assert cold.returncode == 0, cold.stderr
+    assert _untimed(warm.stdout) == _untimed(cold.stdout)
+
+
+def _keyword_request(folder: Path, cache: Path) -> dict[str, object]:
+    """A keyword search of `folder`, as `search --retrieval lexical --k 3` sends it."""
+    return serve_client.envelope(
+        "search",
+        path=str(folder),
+        options={"model": None, "device": "auto", "trust_remote_code": False, "mrl": False}
+        | {"embed_backend": "torch"},
+        cache_root=str(cache),
+        transform="auto",
+        search={"query": "planet", "dim": None, "route": "off", "k": 3, "precision": "float32"}
+        | {"rescore": None, "retrieval": "lexical", "fusion": "rrf"},
+    )
+
+
+def test_progress_lines_come_before_the_answer_and_only_when_asked(
+    server: subprocess.Popen[str], tmp_path: Path
+) -> None:
+    folder = write_corpus(tmp_path / "other", files=4, seed=3)
+    request = _keyword_request(folder, tmp_path / "cache")
+    events: list[dict[str, object]] = []
+    answer = serve_client.ask(request, pytest.fail, events.append)
+    assert answer is not None and answer["rc"] == 0 and answer["payload"]["results"]
+    phases = [event["phase"] for event in events]
+    assert "embedding" in phases and "reading" in phases, phases
+    assert all(isinstance(event["elapsed_s"], float) for event in events)
+    again = serve_client.ask(request, pytest.fail, events.append)  # held now: nothing to show
+    assert again is not None and again["payload"]["results"] == answer["payload"]["results"]
+    assert len(events) == len(phases)
+
+
+def test_every_client_waiting_for_a_folder_gets_its_progress(tmp_path: Path) -> None:
+    folder = write_corpus(tmp_path / "other", files=6, seed=5)
+    marker = tmp_path / "embedding"
+    proc = _start_server(STANDIN_SLOW_DOCS=f"{marker}:1.5")
+    request = _keyword_request(folder, tmp_path / "cache")
+    events: dict[str, list[dict[str, object]]] = {"first": [], "second": []}
+    answers: dict[str, object] = {}
+
+    def asks(name: str) -> None:
+        answers[name] = serve_client.ask(request, pytest.fail, events[name].append)
+
+    try:
+        first = threading.Thread(target=asks, args=("first",))
+        first.start()
+        deadline = time.monotonic() + 60
+        while not marker.exists():  # the first request's opening is embedding now
+            assert time.monotonic() < deadline, "no indexing began"
+            time.sleep(0.05)
+        second = threading.Thread(target=asks, args=("second",))
+        second.start()  # waits for the same opening
+        first.join(60)
+        second.join(60)
+    finally:
+        _stop(proc)
+    assert events["first"] and events["second"], events  # the second joined midway
+    assert events["second"][-1]["phase"] in ("embedding", "done", "graph")
+    one, two = answers["first"], answers["second"]
+    assert isinstance(one, dict) and isinstance(two, dict)
+    assert one["payload"]["results"] == two["payload"]["results"]
+
+
+def test_ctrl_c_while_the_server_indexes_stops_waiting_in_one_line(tmp_path: Path) -> None:
+    folder = write_corpus(tmp_path / "other", files=6, seed=4)
+    marker = tmp_path / "embedding"
+    proc = _start_server(STANDIN_SLOW_DOCS=f"{marker}:3")
+    try:
+        client = _client("search", str(folder), "planet moon", "--json", STANDIN_NO_MODEL="1")
+        deadline = time.monotonic() + 60
+        while not marker.exists():
+            assert time.monotonic() < deadline and client.poll() is None, "no indexing began"
+            time.sleep(0.05)
+        client.send_signal(signal.SIGINT)
+        out, err = client.communicate(timeout=30)
+        assert client.returncode == 130 and out == "", (out, err)
+        assert len(_lines(err)) == 1 and "stopped waiting for the server" in err, err
+        # The server went on: it holds the folder for the next search, and answers it.
+        after = _cli("search", str(folder), "planet moon", "--json", STANDIN_NO_MODEL="1")
+        assert after.returncode == 0 and json.loads(after.stdout)["results"], after.stderr
+        assert proc.poll() is None
+    finally:
+        _stop(proc)
+
+
+def test_while_the_server_rebuilds_the_graph_its_answer_says_it_searched_exactly(
+    corpus: Path, tmp_path: Path
+) -> None:
+    """A save makes a new generation, whose HNSW graph the server builds in the background:
+    meanwhile a search that would use it is exact, and says so; a cold one builds the graph
+    first. On this small folder both find the same hits."""
+    from mrl_tui.core.library import GRAPH_BUILDING_NOTE
+
+    graph = {"STANDIN_GRAPH_AT": "2"}
+    proc = _start_server(corpus, STANDIN_SLOW_GRAPH="60", **graph)
+    args = ("search", str(corpus), "zanzibar quokka planet", "--json")
+    try:
+        deadline = time.monotonic() + 60
+        while (
+            True
+        ):  # written again each time: the watch is in place shortly after the server listens
+            (corpus / "new.md").write_text(f"# Fresh\n\nzanzibar quokka {time.monotonic()}\n")
+            warm = _cli(*args, STANDIN_NO_MODEL="1", **graph)
+            assert warm.returncode == 0, warm.stderr
+            if "note" in json.loads(warm.stdout):
+                break
+            assert time.monotonic() < deadline, warm.stdout
+            time.sleep(0.3)
+        cold = _cli(*args, **_cold_env(tmp_path), **graph)
+    finally:
+        _stop(proc)
+    assert cold.returncode == 0, cold.stderr
+    warm_data, cold_data = _untimed(warm.stdout), _untimed(cold.stdout)
+    assert warm_data.pop("note") == GRAPH_BUILDING_NOTE and "note" not in cold_data
+    assert warm_data == cold_data

@@ -48,6 +48,13 @@ def test_the_cli_accepts_the_core_choices(flag: str, ok: bool, capsys) -> None:
         assert exit_.value.code == 2 and all(choice in err for choice in CHOICES)
 
 
+def test_the_cli_names_the_core_choices() -> None:
+    """`core.choices.TRANSFORMS` (the parser's, without dataclasses) is the kinds' own list."""
+    from mrl_tui.core.choices import TRANSFORMS
+
+    assert TRANSFORMS == CHOICES
+
+
 def test_the_vocabulary_imports_nothing_heavy() -> None:
     """The CLI builds `--transform` from it at `--help` time."""
     code = "import sys, mrl_tui.core.transforms.kind\nassert 'numpy' not in sys.modules\n"

@@ -59,6 +59,7 @@ def searched_app(library: Library, *, dim: int) -> tuple[MrlApp, object, list[st
     async def run_before(pilot) -> None:
         screen = app.search_screen
         await wait_for(pilot, lambda: screen.library is not None)
+        await wait_for(pilot, lambda: bool(screen.fit))  # the watched folder's fit, told
         screen.show_latency_profile(LATENCY)
         screen.query_one("#query", Input).value = QUERY
         await pilot.click("#query")

@@ -189,7 +189,13 @@ def test_a_large_change_is_refitted_in_the_background(
     first = lib.transform
     lib.background_refit = True
     said: list[str] = []
-    lib.on_refit = said.append
+    heard: list[bool] = []  # whether the status still said "refitting" when the line was said
+
+    def told(line: str) -> None:
+        said.append(line)
+        heard.append(lib.fit_status()["fits"]["pca"]["refitting"])
+
+    lib.on_refit = told
     release = _blocked(monkeypatch, "fit_pca")
     for i in range(int(library_module.REFIT_FRACTION * 30) + 3):
         (folder / f"notes/n{i:03d}.md").write_text(f"# C{i}\n\nsoil compost {i}\n", "utf-8")
@@ -209,9 +215,11 @@ def test_a_large_change_is_refitted_in_the_background(
     release.set()
     assert lib.wait_for_refits(WAIT_S)
     assert lib.transform is not first and said[0].startswith("pca refitted in the background")
+    assert heard[0] is False  # the status is true by the time the line is heard (UI lines)
     status = lib.fit_status()
     assert status["fits"]["pca"]["fitted_generation"] == status["generation"]
     assert status["fits"]["pca"]["changed_since"] == 0 and not status["fits"]["pca"]["refitting"]
+    assert status["fits"]["pca"]["refit_s"] > 0
     # A query embedded before the swap is projected with the new fit, as a new one is.
     again = lib.query("bread oven flour")
     assert [h.id for h in lib.search(before, 32).hits] == [h.id for h in lib.search(again, 32).hits]
@@ -243,9 +251,16 @@ def test_a_new_generation_searches_exactly_while_its_graph_is_built(
     assert lib.graph is None and lib.fit_status()["graph"] == "building"
     found = lib.search(query, 96)
     assert found.mode == "exact" and found.hits
+    # The answer says so (a one-shot search would build the graph first and use it); a dim the
+    # graph would not serve, and keywords alone, are as they always are.
+    assert found.note == library_module.GRAPH_BUILDING_NOTE
+    assert lib.retrieve(query, 96, 3, "hybrid").note == library_module.GRAPH_BUILDING_NOTE
+    assert lib.search(query, 32).note == "" and lib.retrieve(query, 96, 3, "lexical").note == ""
+    assert lib.search(query, 96, mode="graph").mode == "exact"  # the `f` key's, meanwhile
     release.set()
     assert lib.wait_for_refits(WAIT_S)
     assert lib.fit_status()["graph"] == "ready" and lib.search(query, 96).mode == "graph"
+    assert lib.search(query, 96).note == "" and lib.fit_status()["graph_built_s"] > 0
     generation = lib.fit_status()["generation"]
     assert lib.store.derived_path("hnsw_pca", generation, ".bin").exists()
     lib.close()

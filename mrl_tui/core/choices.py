@@ -15,6 +15,9 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 """Where the model runs (auto: the fastest available)."""
 EMBED_BACKENDS = ("torch", "onnx", "onnx-int8")
 """What runs the model: torch, or ONNX Runtime in fp32 or int8 (CPU only)."""
+TRANSFORMS = ("auto", "naive", "pca", "adaptor")
+"""`--transform`: `core.transforms.kind.CHOICES` (a test keeps them equal), named here too so the
+CLI's parser needs no dataclasses (the warm `search` imports as little as it can)."""
 
 
 def dim_list(text: str) -> list[int]:

@@ -95,6 +95,12 @@ TRANSFORMS = CHOICES
 """The user's transform choices (`mrl_tui.core.transforms.kind`)."""
 GRAPH_CANDIDATES = 200
 """Candidates the HNSW graph hands to the exact rerank (at least 20 per requested hit)."""
+GRAPH_BUILDING_NOTE = (
+    "exact search: the HNSW graph of this index is being built in the background; graph search "
+    "once it is ready"
+)
+"""Said with a search that would have used the graph (`search` at a dim above it) while a
+background build (`background_refit`) makes it: the answer is the exact one meanwhile."""
 REFIT_FRACTION = 0.10
 """A fitted transform (PCA, adaptor) or router made for an earlier generation is kept, and new
 vectors are projected with it, until more than this share of the rows it was fitted on has
@@ -254,6 +260,8 @@ class Library:
         self._due: set[str] = set()  # fits to make again in the background
         self._graph_due = False
         self._refitting: set[str] = set()
+        self._refit_seconds: dict[str, float] = {}
+        """What each background refit ("pca", "router_pca", "hnsw") last took, in seconds."""
         self._worker: threading.Thread | None = None
         self._idle = threading.Event()
         self._idle.set()
@@ -680,6 +688,9 @@ class Library:
                 self._swap_transform(generation, name, ids, fitted, index)
                 graph = self.graph is not None or graph
                 self.graph = None  # built on the old fit's vectors
+                self._refitting.discard(name)  # `fit_status` is true when `_said` is heard
+                self._refitting |= {"hnsw"} if graph else set()
+                self._refit_seconds[name] = time.perf_counter() - started
             self._said(
                 f"{name} refitted in the background on {len(ids):,} chunks "
                 f"({time.perf_counter() - started:.1f} s); in use now"
@@ -691,6 +702,7 @@ class Library:
                 if generation != self._loaded_generation or self.index is None:
                     return
                 index, ids, transform = self.index, self._ids, self.transform
+            started = time.perf_counter()
             router = self._calibrate(index, ids, transform)
             with self._state_lock:
                 if self.index is not index or self._closed:
@@ -698,17 +710,22 @@ class Library:
                 self._fit_ids = ids
                 self._router = self._kept_fit(router_name, generation, router, fresh=True)
                 self._keep(router_name, generation, ".json", (index.n, self.full_dim), router)
+                self._refitting.discard(router_name)
+                self._refit_seconds[router_name] = time.perf_counter() - started
         if graph:
             with self._state_lock:
                 if generation != self._loaded_generation or self.index is None:
                     return
                 index = self.index
+            started = time.perf_counter()
             built = HnswGraph.build(index.vectors(), ANCHOR_DIM)
             with self._state_lock:
                 if self.index is not index or self._closed:
                     return
                 self.graph = built
                 self._keep(f"hnsw_{name}", generation, ".bin", (index.n, ANCHOR_DIM), built)
+                self._refitting.discard("hnsw")
+                self._refit_seconds["hnsw"] = time.perf_counter() - started
             self._said(f"HNSW graph of {index.n:,} chunks built in the background; in use now")
 
     def _swap_transform(
@@ -760,7 +777,9 @@ class Library:
     def fit_status(self) -> dict[str, Any]:
         """Which fits the loaded index uses (`info --json`, status lines): per fitted part, the
         generation and rows it was fitted on, the rows changed since, and whether it is being
-        fitted again; and the HNSW graph's state."""
+        fitted again, and what its last background refit took (``refit_s``, seconds; None if
+        none ran in this process); and the HNSW graph's state ("ready", "building", "none") and
+        what its last background build took (``graph_built_s``)."""
         with self._state_lock:
             ids = self._ids
             parts: dict[str, Any] = {}
@@ -774,10 +793,11 @@ class Library:
                     "fitted_rows": None if basis is None else basis.rows,
                     "changed_since": None if basis is None else basis.changed(ids),
                     "refitting": name in self._due or name in self._refitting,
+                    "refit_s": self._refit_seconds.get(name),
                     "note": self.fit_notes.get(name, ""),
                 }
             big = self.index is not None and self.index.n >= HNSW_MIN_CHUNKS
-            building = self._graph_due or "hnsw" in self._refitting
+            building = self._graph_building()
             graph = "ready" if self.graph is not None else "building" if building else "none"
             engine = {}
             if self.engine is not None:
@@ -787,9 +807,15 @@ class Library:
                 "transform": self.transform.name,
                 "fits": parts,
                 "graph": graph if big or self.graph is not None else "none",
+                "graph_built_s": self._refit_seconds.get("hnsw"),
                 "refit_fraction": REFIT_FRACTION,
                 **engine,
             }
+
+    def _graph_building(self) -> bool:
+        """Under the state lock: the loaded generation's HNSW graph is due or being built in the
+        background (`background_refit`); searches are exact until it is ready."""
+        return self.graph is None and (self._graph_due or "hnsw" in self._refitting)
 
     @property
     def chunk_count(self) -> int:
@@ -920,11 +946,11 @@ class Library:
             return self._view_search(query, dim, k, transform, mode, precision)
         if precision != "float32":
             return self._rescored_search(query, dim, k, precision, rescore)
-        if mode == "graph" and self.graph is None:
+        building = self._graph_building()
+        if mode == "graph" and self.graph is None and not building:
             raise InputError("graph search needs an HNSW graph: this index is small, use exact")
-        use_graph = self.graph is not None and (
-            mode == "graph" or (mode == "auto" and dim > self.graph.dim)
-        )
+        wants_graph = mode == "graph" or (mode == "auto" and dim > ANCHOR_DIM)
+        use_graph = self.graph is not None and wants_graph
         vector = self._index_vector(query)
         started = time.perf_counter()
         if use_graph:
@@ -935,7 +961,12 @@ class Library:
             found = self.index.search(vector, dim, k)
         elapsed = (time.perf_counter() - started) * 1000
         return SearchResult(
-            query, dim, self._hits(found), elapsed, "graph" if use_graph else "exact"
+            query,
+            dim,
+            self._hits(found),
+            elapsed,
+            "graph" if use_graph else "exact",
+            note=GRAPH_BUILDING_NOTE if building and wants_graph else "",
         )
 
     @_repairing
@@ -971,6 +1002,7 @@ class Library:
         depth = max(k, hybrid.CANDIDATES)
         lexical = self._keyword_rows(query, depth)
         lexical_rows = [row for row, _ in lexical]
+        note = ""  # the dense half's, in hybrid (exact while the graph is built)
         if retrieval == "lexical":
             rows = lexical_rows[:k]
             scores = [score for _, score in lexical[:k]]
@@ -978,6 +1010,7 @@ class Library:
         else:
             assert self.index is not None
             dense = self.search(query, dim, depth, mode=mode)
+            note = dense.note
             dense_rows = self._rows_of([h.id for h in dense.hits])
             vector = self._index_vector(query)
             index = self.index
@@ -1000,7 +1033,7 @@ class Library:
             )
             for hit, row in zip(self._hits(found), rows, strict=True)
         ]
-        return SearchResult(query, dim, hits, elapsed, "exact", retrieval=retrieval)
+        return SearchResult(query, dim, hits, elapsed, "exact", retrieval=retrieval, note=note)
 
     def _rows_of(self, chunk_ids: list[int]) -> list[int]:
         """Loaded rows of these chunk ids (the ids are sorted: one binary search each)."""

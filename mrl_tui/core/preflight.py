@@ -1,7 +1,8 @@
 """Checks that need no model: run before loading one, so a typo fails in milliseconds.
 
 Loading the model takes seconds (tens on a cold disk); a dimension out of range, an empty query or
-an empty folder can be told without it. Pure Python: nothing here imports numpy or torch.
+an empty folder can be told without it. Pure Python: nothing here imports numpy or torch, and
+the model registry is imported only to check a dim (the warm `search` imports little).
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from mrl_tui.core.embedding.models import DEFAULT_MODEL, find_spec
 from mrl_tui.core.errors import InputError
 from mrl_tui.core.search.query_syntax import ParsedQuery, parse_query
 
@@ -17,6 +17,8 @@ from mrl_tui.core.search.query_syntax import ParsedQuery, parse_query
 def known_full_dim(model: str | None) -> tuple[str, int] | None:
     """(model name, full dim) where the registry knows the model's dimension without loading it;
     None for unknown models and for local folders (their files decide)."""
+    from mrl_tui.core.embedding.models import DEFAULT_MODEL, find_spec
+
     name = model or DEFAULT_MODEL
     if model is not None and Path(model).expanduser().exists():
         return None

@@ -27,6 +27,7 @@ from textual.screen import Screen
 
 from mrl_tui.core.embedding.choice import ModelChoice
 from mrl_tui.core.errors import MrlError
+from mrl_tui.ui.fit_status import fit_line
 from mrl_tui.ui.literal import shown
 from mrl_tui.ui.screens.search import SearchScreen
 from mrl_tui.ui.state import FolderView, Remembered
@@ -182,6 +183,7 @@ class MrlApp(App[int]):
         self.watch = watch
         self.watcher: Any = None  # a `FolderWatcher` once the first index is ready
         self._watching = False
+        self._fit_seq = 0  # the newest read of the fit status; older ones are dropped
         self.train_settings: TrainSettings | None = None
         """What the palette's training runs with (None: `train`'s defaults, as the CLI's)."""
         self.title = shown(f"mrl-tui · {self.path.name or self.path}")
@@ -251,6 +253,19 @@ class MrlApp(App[int]):
     @dataclass
     class FolderChanged(Message):
         update: Any  # a `watch.WatchUpdate`
+
+    @dataclass
+    class Refitted(Message):
+        """A background refit or graph build ended (`Library.on_refit`): its line."""
+
+        line: str
+
+    @dataclass
+    class FitRead(Message):
+        """`Library.fit_status()`, read in a worker (it waits for the library's lock)."""
+
+        seq: int
+        status: dict[str, Any]
 
     def _post(self, message: Message) -> None:
         """Post from a worker thread; quietly dropped once the app's loop is gone."""
@@ -329,6 +344,12 @@ class MrlApp(App[int]):
             self.sub_title += f" · {library.engine.engine.engine}"
         self.search_screen.model_ready(library.full_dim)
 
+    def _count_chunks(self, library: Library, chunks: int) -> None:
+        """The header: the model, then how many chunks the index holds and their size."""
+        self._describe(library)
+        full_bytes = chunks * library.full_dim * 4
+        self.sub_title += f" · {chunks} chunks, {human_size(full_bytes)} at full dim"
+
     def _failed(self, message: str) -> None:
         if self.search_screen.ready and self.search_screen.library is not None:
             # A re-index behind the results failed (the folder gone, the disk full): the index
@@ -349,15 +370,39 @@ class MrlApp(App[int]):
                 "F3 lists skipped files."
             )
             return
-        full_bytes = report.chunks_total * library.full_dim * 4
-        self.sub_title += f" · {report.chunks_total} chunks, {human_size(full_bytes)} at full dim"
+        self._count_chunks(library, report.chunks_total)
         note = ""
         if report.cancelled:
             note = "Indexing stopped: searching what was indexed so far. Ctrl+R resumes."
         await self.search_screen.library_ready(library, note)
         if self.watch and not self._watching:
             self._watching = True
+            # A save is searchable at once: a stale fit is refitted, a large folder's graph
+            # rebuilt, in a thread of the library's, and the status line says which is in use.
+            library.background_refit = True
+            library.on_refit = lambda line: self._post(self.Refitted(line))
             self._watch_folder(library)
+        if self._watching:
+            self._read_fit(library)
+
+    def _read_fit(self, library: Library) -> None:
+        """Show which fit `library` uses, as soon as a worker has read it."""
+        self._fit_seq += 1
+        self._fit_worker(library, self._fit_seq)
+
+    @work(thread=True, group="fit")
+    def _fit_worker(self, library: Library, seq: int) -> None:
+        self._post(self.FitRead(seq, library.fit_status()))
+
+    def on_mrl_app_fit_read(self, message: FitRead) -> None:
+        if message.seq == self._fit_seq and self.library is not None:
+            self.search_screen.fit = fit_line(message.status)
+
+    def on_mrl_app_refitted(self, message: Refitted) -> None:
+        if "failed" in message.line:  # the current fit stays in use: the user should know why
+            self.notify(message.line, severity="warning", markup=False, timeout=10)
+        if self.library is not None:
+            self._read_fit(self.library)
 
     @work(thread=True, group="watch")
     def _watch_folder(self, library: Library) -> None:
@@ -381,8 +426,10 @@ class MrlApp(App[int]):
         """Files changed and were re-indexed: say so, and search the shown query again."""
         update = message.update
         self._tell_messages()
-        fit = f" · {update.fit}" if update.fit else ""
-        self.search_screen.refresh_query(f"Watching: {update.line}{fit}")
+        self.search_screen.refresh_query(f"Watching: {update.line}")
+        if self.library is not None:
+            self._count_chunks(self.library, update.chunks)
+            self._read_fit(self.library)
 
     def on_search_screen_cancel_indexing(self, _: SearchScreen.CancelIndexing) -> None:
         self._stop.set()
@@ -549,6 +596,8 @@ class MrlApp(App[int]):
             self.watcher.stop.set()
             self.watcher = None
         self._watching = False
+        self._fit_seq += 1  # a read of the old library's fit still in flight is dropped
+        self.search_screen.fit = ""
         self.model_choice = dataclasses.replace(self.model_choice, model=model)
         self.library = None  # the old one is dropped; a query worker may still be reading it
         await self.search_screen.model_switching()

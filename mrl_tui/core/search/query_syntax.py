@@ -15,14 +15,17 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 _TERM = re.compile(r'(?<!\S)(-?)path:(?:"([^"]*)"|(\S*))', re.IGNORECASE)
 _GLOB = re.compile(r"[*?\[]")
 
 
-@dataclass(frozen=True)
-class PathFilter:
+class PathFilter(NamedTuple):
+    """Paths a query keeps (any of `include`, if given) and leaves out (any of `exclude`).
+    A NamedTuple, not a dataclass: the warm `search` checks the query without importing
+    dataclasses (and the `inspect` it pulls in)."""
+
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
 
@@ -37,8 +40,7 @@ class PathFilter:
         )
 
 
-@dataclass(frozen=True)
-class ParsedQuery:
+class ParsedQuery(NamedTuple):
     words: str
     """The query without its ``path:`` terms: what is embedded."""
     paths: PathFilter | None = None

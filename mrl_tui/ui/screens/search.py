@@ -247,6 +247,8 @@ class SearchScreen(Screen[None]):
     """The side panels (latency, storage) are shown (`p`)."""
     note: var[tuple[str, bool]] = var(("", False), init=False)
     """The message line: (text, is it an error)."""
+    fit: var[str] = var("", init=False)
+    """Which fit a watched folder's index uses (`ui.fit_status`), after the note on its line."""
 
     def __init__(self, *, frozen_timings: bool = False, auto_router: bool = True) -> None:
         super().__init__()
@@ -361,11 +363,22 @@ class SearchScreen(Screen[None]):
         if remembered is not None:
             remembered.panels = shown
 
-    def watch_note(self, note: tuple[str, bool]) -> None:
-        text, error = note
+    def watch_note(self) -> None:
+        self._show_status()
+
+    def watch_fit(self) -> None:
+        self._show_status()
+
+    def _show_status(self) -> None:
+        """The status line: the note (an error in red), then which fit is in use (dim)."""
+        text, error = self.note
+        line = Text(shown(text), style="bold red" if error else "")
+        if self.fit:
+            line.append(" · " if text else "")
+            line.append(shown(self.fit), style="dim")
         message = self.query_one("#message", Static)
-        message.update(Text(shown(text), style="bold red" if error else ""))
-        message.display = bool(text)
+        message.update(line)
+        message.display = bool(text or self.fit)
 
     def watch_live_search(self, live: bool) -> None:
         self.query_one("#query", Input).placeholder = PLACEHOLDERS[live]
