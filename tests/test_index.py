@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from collections.abc import Iterator
+
 import numpy as np
 import pytest
 
@@ -68,6 +72,23 @@ def minilm_vectors(embedder) -> np.ndarray:
 def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     """Several scan chunks even on small data, so the running top-k merge is exercised."""
     monkeypatch.setattr(index_module, "CHUNK_ROWS", 128)
+    monkeypatch.setattr(index_module, "FUSED_CHUNK_ROWS", 136)  # not a multiple of 8 rows
+
+
+@pytest.fixture(autouse=True, params=["fused", "fused-baseline", "numpy"])
+def scan(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Every test on each CPU scan: the C kernel (its AVX2 copy where the CPU has it, and its
+    portable copy), and the numpy scan that runs where the kernel was not built."""
+    fused = index_module._fused
+    if request.param == "numpy":
+        monkeypatch.setattr(index_module, "_fused", None)
+    elif fused is None:
+        pytest.skip("the C kernel was not built (no compiler at install time)")
+    elif request.param == "fused-baseline":
+        fused.use_baseline(True)
+    yield request.param
+    if fused is not None:
+        fused.use_baseline(False)
 
 
 @pytest.mark.parametrize("dim", DIMS)
@@ -354,3 +375,72 @@ def test_one_scan_thread_when_small_or_busy(monkeypatch: pytest.MonkeyPatch) -> 
 def test_an_index_lives_on_the_embedders_gpu_cuda_or_mps_else_on_the_cpu() -> None:
     assert [index_device(d) for d in ("cuda", "mps", "cpu")] == ["cuda", "mps", "cpu"]
     assert NestedIndex(np.eye(16, dtype=np.float32), device=index_device("cpu")).backend == "numpy"
+
+
+@pytest.mark.parametrize("n", [3, 8, 13, 300])
+def test_every_dim_up_to_384_matches_reference(scan: str, n: int) -> None:
+    """Every prefix 1..384 of the 384-d layout (blocks 32, 32, 64, 128, 128) at several N, below
+    k too, with a row tied to another and a zero row: the same hits as the plain reference. The
+    kernel scores equal rows bitwise equal (BLAS may not: its rows take different code paths)."""
+    rng = np.random.default_rng(n)
+    x = rng.standard_normal((n, 384)).astype(np.float32)
+    x *= rng.uniform(0.1, 3.0, size=(n, 1)).astype(np.float32)
+    x[-1] = x[0]  # tied with row 0 at every dim
+    x[n // 2] = 0.0
+    query = x[0] + rng.standard_normal(384).astype(np.float32) * 0.5
+    index = NestedIndex(x)
+    for dim in range(1, 385):
+        hits = index.search(query, dim, 10)
+        assert_matches_reference(hits, x, query, dim, 10)
+        order = hits.ids.tolist()
+        if n - 1 in order and scan != "numpy":  # the tie: the same score, the lower id first
+            assert hits.scores[order.index(0)] == hits.scores[order.index(n - 1)]
+            assert order.index(0) < order.index(n - 1)
+
+
+def test_the_kernel_refuses_bad_arguments() -> None:
+    """The C kernel checks what it is given (a wrong call is an error, not a crash)."""
+    fused = index_module._fused
+    if fused is None:
+        pytest.skip("the C kernel was not built (no compiler at install time)")
+    block = np.ones((16, 8), np.float32)
+    inv = np.ones(16, np.float32)
+    ids, scores = np.empty(4, np.int64), np.empty(4, np.float32)
+    q = np.ones(8, np.float32)
+    assert fused.scan((block,), (8,), q, inv, None, 0, 16, 4, ids, scores, 0) == 4
+    assert sorted(ids.tolist()) == [0, 1, 2, 3]
+    bad = [
+        ((block,), (9,), q, inv, None, 0, 16, 4, ids, scores, 0),  # wider than the block
+        ((block,), (4,), q, inv, None, 0, 16, 4, ids, scores, 0),  # widths != len(q)
+        ((block,), (8,), q, inv, None, 0, 17, 4, ids, scores, 0),  # past the last row
+        ((block,), (8,), q, inv[:8], None, 0, 16, 4, ids, scores, 0),  # inv too short
+        ((block,), (8,), q, None, None, 0, 16, 4, ids, scores, 0),  # no norms at all
+        ((block,), (8,), q, inv, None, 0, 16, 5, ids, scores, 0),  # no room for k
+        ((block.astype(np.float64),), (8,), q, inv, None, 0, 16, 4, ids, scores, 0),
+        ((block[:, :4],), (4,), q[:4], inv, None, 0, 16, 4, ids, scores, 0),  # not contiguous
+    ]
+    for args in bad:
+        with pytest.raises((ValueError, TypeError, BufferError)):
+            fused.scan(*args)
+
+
+def test_an_install_without_the_kernel_scans_with_numpy() -> None:
+    """Where the C kernel was not built (no compiler at install time) the index still imports
+    and searches, with the numpy scan."""
+    code = """
+import sys
+class NoKernel:
+    def find_spec(self, name, path=None, target=None):
+        if name == "mrl_tui.core.search._fused":
+            raise ImportError("not built")
+sys.meta_path.insert(0, NoKernel())
+import numpy as np
+from mrl_tui.core.search import index
+assert index._fused is None
+x = np.eye(4, dtype=np.float32)
+print(index.NestedIndex(x).search(x[2], 4, 2).ids.tolist())
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.strip() == "[2, 0]"

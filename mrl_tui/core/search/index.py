@@ -9,8 +9,10 @@ Layout (CPU): the columns are stored in blocks (`block_bounds`: 0–32, 32–64,
 then 128 wide), each block a contiguous ``(N, width)`` array, so a prefix reads whole contiguous
 blocks and, of the last one, only its first ``d - lo`` columns of every row. Rows are scanned in
 chunks that stay in cache, and each chunk is merged into a running top-k with a threshold, so no
-``N``-long score array is ever sorted or partitioned. The numbers
-behind these choices are in ``benchmarks/README.md``.
+``N``-long score array is ever sorted or partitioned. Where the optional C kernel (`_fused.c`) was
+built, a single-query search does all of that in one pass over the rows (dot products over the
+blocks, times the stored inverse norms, into a heap); `search_many` and `score_ids` stay numpy.
+The numbers behind these choices are in ``benchmarks/README.md``.
 
 On CUDA/MPS the vectors are one torch tensor on the device and top-k is ``torch.topk``.
 """
@@ -29,6 +31,11 @@ import numpy as np
 
 from mrl_tui.core.errors import InputError
 
+try:  # the optional C kernel (setup.py); without it the scan runs in numpy
+    from mrl_tui.core.search import _fused
+except ImportError:  # pragma: no cover - an install without a C compiler
+    _fused = None
+
 STEP = 8
 """The UI's slider step; prefix norms are stored at every multiple of it."""
 
@@ -44,6 +51,9 @@ a matrix-vector product over 128 columns does a quarter of the per-row reduction
 
 CHUNK_ROWS = 16_384
 """Rows per scan chunk: a chunk of one block (2 MiB) and its scores stay in L2 cache."""
+
+FUSED_CHUNK_ROWS = 16_384
+"""Rows per call of the C kernel: each call is one chunk that scan threads take from the queue."""
 
 SCAN_THREADS = max(1, min(4, os.cpu_count() or 1))
 """Threads that share a scan's row chunks (the calling thread is one); a few saturate memory
@@ -310,10 +320,18 @@ class NestedIndex:
     def _search_numpy(self, q: np.ndarray, dim: int, k: int) -> tuple[np.ndarray, np.ndarray]:
         parts = self._block_parts(dim)
         threads = _scan_threads(self.n * dim)
-        with _single_threaded_blas():
+        if _fused is not None:
             results = _share_chunks(
-                self.n, CHUNK_ROWS, lambda chunks: self._scan(parts, q, dim, k, chunks), threads
+                self.n,
+                FUSED_CHUNK_ROWS,
+                lambda chunks: self._scan_fused(parts, q, dim, k, chunks),
+                threads,
             )
+        else:
+            with _single_threaded_blas():
+                results = _share_chunks(
+                    self.n, CHUNK_ROWS, lambda chunks: self._scan(parts, q, dim, k, chunks), threads
+                )
         if len(results) == 1:
             ids, scores = results[0]
         else:
@@ -366,6 +384,32 @@ class NestedIndex:
             if len(best_scores) == k:
                 threshold = best_scores[-1]
         return best_ids, best_scores
+
+    def _scan_fused(
+        self,
+        parts: list[tuple[np.ndarray, int, int]],
+        q: np.ndarray,
+        dim: int,
+        k: int,
+        chunks: Iterator[tuple[int, int]],
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """`_scan` in the C kernel: one call per chunk, each continuing the same heap."""
+        assert _fused is not None
+        blocks = tuple(block for block, _, _ in parts)
+        widths = tuple(width for _, _, width in parts)
+        qd = np.ascontiguousarray(q[:dim])
+        groups, extra = divmod(dim, STEP)
+        inv = self._inv_prefix[groups - 1] if groups else None
+        cols = None
+        if extra:
+            i = self._block_of(groups * STEP)
+            cols = (self._blocks[i], groups * STEP - self._bounds[i][0], extra)
+        ids = np.empty(k, np.int64)
+        scores = np.empty(k, np.float32)
+        count = 0
+        for a, b in chunks:
+            count = _fused.scan(blocks, widths, qd, inv, cols, a, b, k, ids, scores, count)
+        return _best_k(ids[:count], scores[:count], k)
 
     def _search_many_numpy(self, queries: np.ndarray, dim: int, k: int) -> list[Hits]:
         parts = self._block_parts(dim)
@@ -462,7 +506,7 @@ class NestedIndex:
         if not extra:
             return self._inv_prefix[groups - 1, a:b]
         lo = groups * STEP
-        i = next(i for i, (first, end) in enumerate(self._bounds) if first <= lo < end)
+        i = self._block_of(lo)
         first = self._bounds[i][0]
         cols = self._blocks[i][a:b, lo - first : lo - first + extra]
         return _inverse(self._stored_sq(groups, slice(a, b)) + np.einsum("ij,ij->i", cols, cols))
@@ -473,9 +517,13 @@ class NestedIndex:
         if not extra:
             return self._inv_prefix[groups - 1, ids]
         lo = groups * STEP
-        i = next(i for i, (first, end) in enumerate(self._bounds) if first <= lo < end)
+        i = self._block_of(lo)
         cols = self._blocks[i][ids, lo - self._bounds[i][0] : lo - self._bounds[i][0] + extra]
         return _inverse(self._stored_sq(groups, ids) + np.einsum("ij,ij->i", cols, cols))
+
+    def _block_of(self, column: int) -> int:
+        """The stored block holding this column."""
+        return next(i for i, (first, end) in enumerate(self._bounds) if first <= column < end)
 
     def _stored_sq(self, groups: int, rows: slice | np.ndarray) -> np.ndarray:
         """Squared norm of the first ``groups * STEP`` columns for the given rows."""
