@@ -72,7 +72,9 @@ def minilm_vectors(embedder) -> np.ndarray:
 def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     """Several scan chunks even on small data, so the running top-k merge is exercised."""
     monkeypatch.setattr(index_module, "CHUNK_ROWS", 128)
-    monkeypatch.setattr(index_module, "FUSED_CHUNK_ROWS", 136)  # not a multiple of 8 rows
+    for name in ("FUSED_SOLO_ROWS", "FUSED_MIN_ROWS"):  # not a multiple of 8 rows
+        monkeypatch.setattr(index_module, name, 136)
+    monkeypatch.setattr(index_module, "FUSED_CHUNK_VALUES", 0)
 
 
 @pytest.fixture(autouse=True, params=["fused", "fused-baseline", "numpy"])
@@ -249,6 +251,7 @@ def threads(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
     scans in small pieces, so spans, GEMM rows and query blocks all take several steps."""
     monkeypatch.setattr(index_module, "SCAN_THREADS", request.param)
     monkeypatch.setattr(index_module, "SMALL_SCAN", 0)
+    monkeypatch.setattr(index_module, "_runnable", lambda: 0)  # however busy the machine
     monkeypatch.setattr(index_module, "BUSY_LOAD", float("inf"))
     monkeypatch.setattr(index_module, "BATCH_VALUES", 40 * 64)
     monkeypatch.setattr(index_module, "SCORE_VALUES", 3 * 200)
@@ -362,12 +365,26 @@ def test_chunks_are_shared_once_each_in_order() -> None:
     assert index_module._share_chunks(10, 64, work, threads=3) == [1]  # one chunk: no helper
 
 
+def test_the_run_queue_is_read() -> None:
+    assert index_module._runnable() >= (1 if sys.platform == "linux" else 0)
+
+
 def test_one_scan_thread_when_small_or_busy(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(index_module, "SCAN_THREADS", 2)
     monkeypatch.setattr(index_module, "BUSY_LOAD", 3.0)
     monkeypatch.setattr(index_module.os, "getloadavg", lambda: (0.5, 0.5, 0.5))
     assert index_module._scan_threads(index_module.SMALL_SCAN - 1) == 1
+    monkeypatch.setattr(index_module, "CORES", 2)
+    monkeypatch.setattr(index_module, "_runnable", lambda: 1)  # only this search: a core idle
     assert index_module._scan_threads(index_module.SMALL_SCAN) == 2
+    monkeypatch.setattr(index_module, "_runnable", lambda: 2)  # a CPU-bound neighbour, say
+    assert index_module._scan_threads(index_module.SMALL_SCAN) == 1
+    monkeypatch.setattr(index_module, "SCAN_THREADS", 4)
+    monkeypatch.setattr(index_module, "CORES", 4)  # 4 cores, 2 busy besides this search
+    monkeypatch.setattr(index_module, "_runnable", lambda: 3)
+    assert index_module._scan_threads(index_module.SMALL_SCAN) == 2
+    monkeypatch.setattr(index_module, "_runnable", lambda: 0)  # unknown: all of them
+    assert index_module._scan_threads(index_module.SMALL_SCAN) == 4
     monkeypatch.setattr(index_module.os, "getloadavg", lambda: (4.0, 0.5, 0.5))
     assert index_module._scan_threads(index_module.SMALL_SCAN) == 1
 

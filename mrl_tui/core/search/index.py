@@ -52,9 +52,6 @@ a matrix-vector product over 128 columns does a quarter of the per-row reduction
 CHUNK_ROWS = 16_384
 """Rows per scan chunk: a chunk of one block (2 MiB) and its scores stay in L2 cache."""
 
-FUSED_CHUNK_ROWS = 16_384
-"""Rows per call of the C kernel: each call is one chunk that scan threads take from the queue."""
-
 SCAN_THREADS = max(1, min(4, os.cpu_count() or 1))
 """Threads that share a scan's row chunks (the calling thread is one); a few saturate memory
 bandwidth."""
@@ -63,9 +60,26 @@ SMALL_SCAN = 1 << 21
 """A scan of fewer values (N·d) runs on the calling thread alone: at 100k rows and d = 16 handing
 chunks to a second thread costs more than it saves."""
 
+FUSED_CHUNK_VALUES = 1 << 20
+"""Values (rows × d) per call of the C kernel when threads share a scan: 4 MiB, a fraction of a
+millisecond, so a thread that is descheduled holding one delays the search little. One thread
+scans all rows in one call."""
+
+FUSED_MIN_ROWS = 4096
+"""At least this many rows per shared call (a call costs about 2 µs)."""
+
+FUSED_SOLO_ROWS = 1 << 62
+"""Rows per call on one thread: all of them (the tests make it small)."""
+
 BUSY_LOAD = (os.cpu_count() or 1) + 1
 """From this 1-minute load average on, scans run on one thread: on the 2-core machine at load 3–5
 a second scan thread made single searches 10–20 % slower at 100k rows and gained nothing at 400k."""
+
+CORES = os.cpu_count() or 1
+"""A scan takes helper threads only for cores that are idle right now (cores minus the tasks
+runnable, this one included): a helper on a busy core is descheduled holding a chunk (with one
+CPU-bound neighbour on the 2-core machine, a second thread made searches slower, not faster).
+The load average takes a minute to see a new neighbour; the run queue sees it at once."""
 
 QUERY_BLOCK = 128
 """Queries `search_many` scores together: one pass over the vectors per block of queries."""
@@ -91,14 +105,26 @@ def _scan_pool() -> ThreadPoolExecutor:
 
 
 def _scan_threads(values: int) -> int:
-    """Threads for a scan reading ``values`` floats (see `SMALL_SCAN`, `BUSY_LOAD`)."""
+    """Threads for a scan reading ``values`` floats (see `SMALL_SCAN`, `BUSY_LOAD`, `CORES`)."""
     if SCAN_THREADS == 1 or values < SMALL_SCAN:
         return 1
     try:
         busy = os.getloadavg()[0] >= BUSY_LOAD
     except OSError:  # no load average on this platform
         busy = False
-    return 1 if busy else SCAN_THREADS
+    if busy:
+        return 1
+    running = _runnable()
+    return SCAN_THREADS if running == 0 else max(1, min(SCAN_THREADS, 1 + CORES - running))
+
+
+def _runnable() -> int:
+    """Tasks runnable on the machine now, this one included (Linux); 0 where unknown."""
+    try:
+        with open("/proc/loadavg", "rb") as f:
+            return int(f.read().split()[3].split(b"/")[0])
+    except (OSError, IndexError, ValueError):
+        return 0
 
 
 def _share_chunks(
@@ -319,15 +345,16 @@ class NestedIndex:
 
     def _search_numpy(self, q: np.ndarray, dim: int, k: int) -> tuple[np.ndarray, np.ndarray]:
         parts = self._block_parts(dim)
-        threads = _scan_threads(self.n * dim)
         if _fused is not None:
+            threads = _scan_threads(self.n * dim)
+            rows = (
+                FUSED_SOLO_ROWS if threads == 1 else max(FUSED_MIN_ROWS, FUSED_CHUNK_VALUES // dim)
+            )
             results = _share_chunks(
-                self.n,
-                FUSED_CHUNK_ROWS,
-                lambda chunks: self._scan_fused(parts, q, dim, k, chunks),
-                threads,
+                self.n, rows, lambda chunks: self._scan_fused(parts, q, dim, k, chunks), threads
             )
         else:
+            threads = _scan_threads(self.n * dim)
             with _single_threaded_blas():
                 results = _share_chunks(
                     self.n, CHUNK_ROWS, lambda chunks: self._scan(parts, q, dim, k, chunks), threads
