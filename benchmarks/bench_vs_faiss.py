@@ -3,6 +3,7 @@
     pip install -e '.[bench]'                       # faiss-cpu, benchmark only
     python benchmarks/bench_vs_faiss.py             # N = 100k and 1M
     python benchmarks/bench_vs_faiss.py --n 100000 --neighbour   # with a CPU-bound neighbour
+    python benchmarks/bench_vs_faiss.py --batch 0 --compare-numpy  # and the numpy scan
 
 mrl-tui searches its one copy of the vectors at each d (`NestedIndex.search`, and
 `search_many` for a batch); faiss gets what suits it best: an `IndexFlatIP` on one thread over a
