@@ -77,19 +77,28 @@ def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(index_module, "FUSED_CHUNK_VALUES", 0)
 
 
-@pytest.fixture(autouse=True, params=["fused", "fused-baseline", "numpy"])
-def scan(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """Every test on each CPU scan: the C kernel (its AVX2 copy where the CPU has it, and its
-    portable copy), and the numpy scan that runs where the kernel was not built."""
-    fused = index_module._fused
+@pytest.fixture(autouse=True, params=["fused", "numpy"])
+def scan(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test on both CPU scans: the C kernel (its best copy for this CPU; the portable copy
+    has its own test below), and the numpy scan that runs where the kernel was not built."""
     if request.param == "numpy":
         monkeypatch.setattr(index_module, "_fused", None)
-    elif fused is None:
+    elif index_module._fused is None:
         pytest.skip("the C kernel was not built (no compiler at install time)")
-    elif request.param == "fused-baseline":
-        fused.use_baseline(True)
-    yield request.param
-    if fused is not None:
+    return request.param
+
+
+@pytest.fixture
+def portable_copy(scan: str) -> Iterator[None]:
+    """The kernel's portable (baseline) copy instead of the AVX2 one, for one test."""
+    fused = index_module._fused
+    if scan != "fused":
+        pytest.skip("a test of the C kernel")
+    assert fused is not None
+    fused.use_baseline(True)
+    try:
+        yield
+    finally:
         fused.use_baseline(False)
 
 
@@ -413,6 +422,26 @@ def test_every_dim_up_to_384_matches_reference(scan: str, n: int) -> None:
         if n - 1 in order and scan != "numpy":  # the tie: the same score, the lower id first
             assert hits.scores[order.index(0)] == hits.scores[order.index(n - 1)]
             assert order.index(0) < order.index(n - 1)
+
+
+def test_the_portable_copy_matches_reference(portable_copy: None, threads: int) -> None:
+    """The kernel's baseline copy (CPUs without AVX2/FMA): every dim of a 300-d index (a last,
+    odd-width block), ties and a zero row, k below and above N."""
+    assert index_module._fused is not None and index_module._fused.kernel() == "baseline"
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((301, 300)).astype(np.float32)
+    x[77] = x[5]
+    x[300] = x[5]  # the last row, past the 8-row groups
+    x[9] = 0.0
+    query = x[5] + rng.standard_normal(300).astype(np.float32) * 0.3
+    index = NestedIndex(x)
+    for dim in range(1, 301):
+        assert_matches_reference(index.search(query, dim, 10), x, query, dim, 10)
+        hits = index.search(x[5], dim, 400)
+        order = hits.ids.tolist()
+        assert order.index(5) < order.index(77) < order.index(300)
+        assert hits.scores[order.index(5)] == hits.scores[order.index(300)]
+        assert hits.scores[order.index(9)] == 0
 
 
 def test_the_kernel_refuses_bad_arguments() -> None:
