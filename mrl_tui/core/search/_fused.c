@@ -99,17 +99,17 @@ static inline void offer(float *s, int64_t *ids, Py_ssize_t *n, Py_ssize_t k, fl
 
 static inline __attribute__((always_inline)) v8 loadu(const float *p) { return *(const v8u *)p; }
 
-/* Lane sums of 8 accumulators: out[r] = ((a0+a1)+(a2+a3))+((a4+a5)+(a6+a7)) of acc[r]. */
+/* Lane sums of 8 accumulators: out[r] = ((a0+a1)+(a2+a3))+((a4+a5)+(a6+a7)) of acc[r]. Pairs are
+ * added with in-lane shuffles (one instruction each on AVX), the two 128-bit halves last. */
+static inline __attribute__((always_inline)) v8 hadd(v8 a, v8 b) {
+    /* [a0+a1, a2+a3, b0+b1, b2+b3, a4+a5, a6+a7, b4+b5, b6+b7] */
+    return SHUF(a, b, 0, 2, 8, 10, 4, 6, 12, 14) + SHUF(a, b, 1, 3, 9, 11, 5, 7, 13, 15);
+}
+
 static inline __attribute__((always_inline)) v8 reduce8(const v8 *a) {
-    v8 z0 = SHUF(a[0], a[1], 0, 2, 4, 6, 8, 10, 12, 14) + SHUF(a[0], a[1], 1, 3, 5, 7, 9, 11, 13, 15);
-    v8 z1 = SHUF(a[2], a[3], 0, 2, 4, 6, 8, 10, 12, 14) + SHUF(a[2], a[3], 1, 3, 5, 7, 9, 11, 13, 15);
-    v8 z2 = SHUF(a[4], a[5], 0, 2, 4, 6, 8, 10, 12, 14) + SHUF(a[4], a[5], 1, 3, 5, 7, 9, 11, 13, 15);
-    v8 z3 = SHUF(a[6], a[7], 0, 2, 4, 6, 8, 10, 12, 14) + SHUF(a[6], a[7], 1, 3, 5, 7, 9, 11, 13, 15);
-    /* z0 = [r0:01 23 45 67, r1:01 23 45 67] */
-    v8 w0 = SHUF(z0, z1, 0, 2, 4, 6, 8, 10, 12, 14) + SHUF(z0, z1, 1, 3, 5, 7, 9, 11, 13, 15);
-    v8 w1 = SHUF(z2, z3, 0, 2, 4, 6, 8, 10, 12, 14) + SHUF(z2, z3, 1, 3, 5, 7, 9, 11, 13, 15);
-    /* w0 = [r0:0123 4567, r1:.., r2:.., r3:..] */
-    return SHUF(w0, w1, 0, 2, 4, 6, 8, 10, 12, 14) + SHUF(w0, w1, 1, 3, 5, 7, 9, 11, 13, 15);
+    v8 u0 = hadd(hadd(a[0], a[1]), hadd(a[2], a[3])); /* rows 0-3: low-half sums, high-half sums */
+    v8 u1 = hadd(hadd(a[4], a[5]), hadd(a[6], a[7]));
+    return SHUF(u0, u1, 0, 1, 2, 3, 8, 9, 10, 11) + SHUF(u0, u1, 4, 5, 6, 7, 12, 13, 14, 15);
 }
 
 /* The same order for one accumulator. */
@@ -166,9 +166,10 @@ static inline __attribute__((always_inline)) void scan_body(
             for (int i = 0; i < ROWS; i++) offer(hs, hi, hn, k, s[i], r + i);
         } else {
             float t = hs[0];
-            int any = 0;
-            for (int i = 0; i < ROWS; i++) any |= s[i] > t;
-            if (any)
+            v8i above = s > (v8){t, t, t, t, t, t, t, t};
+            uint64_t w[4];
+            memcpy(w, &above, sizeof w);
+            if (w[0] | w[1] | w[2] | w[3])
                 for (int i = 0; i < ROWS; i++) offer(hs, hi, hn, k, s[i], r + i);
         }
     }

@@ -271,6 +271,8 @@ class NestedIndex:
             self._blocks = [np.ascontiguousarray(x[:, lo:hi]) for lo, hi in self._bounds]
             # Stored inverted: a search at a multiple of STEP then multiplies by it directly.
             self._inv_prefix = _inverse(prefix_sq, out=prefix_sq)
+            # The C kernel's arguments per dim (views of the arrays above), made on first use.
+            self._kernel_args: dict[int, tuple] = {}
         else:
             self._init_torch(x, prefix_sq)
 
@@ -350,9 +352,12 @@ class NestedIndex:
             rows = (
                 FUSED_SOLO_ROWS if threads == 1 else max(FUSED_MIN_ROWS, FUSED_CHUNK_VALUES // dim)
             )
-            results = _share_chunks(
-                self.n, rows, lambda chunks: self._scan_fused(parts, q, dim, k, chunks), threads
-            )
+            if threads == 1 and rows >= self.n:  # one call, no queue
+                results = [self._scan_fused(parts, q, dim, k, iter([(0, self.n)]))]
+            else:
+                results = _share_chunks(
+                    self.n, rows, lambda chunks: self._scan_fused(parts, q, dim, k, chunks), threads
+                )
         else:
             threads = _scan_threads(self.n * dim)
             with _single_threaded_blas():
@@ -422,15 +427,22 @@ class NestedIndex:
     ) -> tuple[np.ndarray, np.ndarray]:
         """`_scan` in the C kernel: one call per chunk, each continuing the same heap."""
         assert _fused is not None
-        blocks = tuple(block for block, _, _ in parts)
-        widths = tuple(width for _, _, width in parts)
+        args = self._kernel_args.get(dim)
+        if args is None:
+            groups, extra = divmod(dim, STEP)
+            cols = None
+            if extra:
+                i = self._block_of(groups * STEP)
+                cols = (self._blocks[i], groups * STEP - self._bounds[i][0], extra)
+            args = (
+                tuple(block for block, _, _ in parts),
+                tuple(width for _, _, width in parts),
+                self._inv_prefix[groups - 1] if groups else None,
+                cols,
+            )
+            self._kernel_args[dim] = args
+        blocks, widths, inv, cols = args
         qd = np.ascontiguousarray(q[:dim])
-        groups, extra = divmod(dim, STEP)
-        inv = self._inv_prefix[groups - 1] if groups else None
-        cols = None
-        if extra:
-            i = self._block_of(groups * STEP)
-            cols = (self._blocks[i], groups * STEP - self._bounds[i][0], extra)
         ids = np.empty(k, np.int64)
         scores = np.empty(k, np.float32)
         count = 0
