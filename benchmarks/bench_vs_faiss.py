@@ -3,6 +3,7 @@
     pip install -e '.[bench]'                       # faiss-cpu, benchmark only
     python benchmarks/bench_vs_faiss.py             # N = 100k and 1M
     python benchmarks/bench_vs_faiss.py --n 100000 --neighbour   # with a CPU-bound neighbour
+    python benchmarks/bench_vs_faiss.py --batch 0 --compare-numpy  # and the numpy scan
 
 mrl-tui searches its one copy of the vectors at each d (`NestedIndex.search`, and
 `search_many` for a batch); faiss gets what suits it best: an `IndexFlatIP` on one thread over a
@@ -61,6 +62,15 @@ def interleaved(a, b, items, rounds: int = 1, cpu: list | None = None):
     return statistics.median(ta), statistics.median(tb), ra, rb
 
 
+def numpy_scan(index: NestedIndex, q: np.ndarray, d: int) -> np.ndarray:
+    """`index.search` with the numpy scan, as where the C kernel was not built."""
+    fused, index_module._fused = index_module._fused, None
+    try:
+        return index.search(q, d, K).ids
+    finally:
+        index_module._fused = fused
+
+
 def bench(
     n: int,
     dims: list[int],
@@ -69,9 +79,11 @@ def bench(
     bandwidth: Bandwidth,
     rounds: int = 1,
     compare_blocks: bool = False,
+    compare_numpy: bool = False,
 ) -> None:
     """One table for ``n`` rows; ``batch`` = 0 times single queries only. ``compare_blocks`` also
-    times an index of 32-wide column blocks (the layout before `MAX_BLOCK`) in the same run."""
+    times an index of 32-wide column blocks (the layout before `MAX_BLOCK`) in the same run;
+    ``compare_numpy`` the numpy scan that runs where the C kernel was not built."""
     rng = np.random.default_rng(0)
     x = unit_vectors(n, rng)
     index = NestedIndex(x)
@@ -111,6 +123,17 @@ def bench(
         ours, theirs, got, want = interleaved(
             lambda q, d=d: index.search(q, d, K).ids, faiss_single, singles, rounds, cpu
         )
+        if compare_numpy and index_module._fused is not None:
+            cpu_np: list[float] = []
+            plain, theirs_np, _, _ = interleaved(
+                lambda q, d=d: numpy_scan(index, q, d), faiss_single, singles, rounds, cpu_np
+            )
+            print(
+                f"{'':>4} numpy scan: {plain * 1e3:.2f} ms, faiss {theirs_np * 1e3:.2f} ms, "
+                f"ratio {plain / theirs_np:.2f} (CPU {cpu_np[0] / cpu_np[1]:.2f}); C kernel "
+                f"{ours / theirs:.2f} (CPU {cpu[0] / cpu[1]:.2f})",
+                flush=True,
+            )
         if narrow is not None:  # the same run, the 32-wide blocks the index had before
             cpu_old: list[float] = []
             old, theirs_again, _, _ = interleaved(
@@ -157,6 +180,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64, help="0: single queries only")
     parser.add_argument("--rounds", type=int, default=1, help="passes over the single queries")
     parser.add_argument("--compare-blocks", action="store_true", help="also 32-wide blocks")
+    parser.add_argument(
+        "--compare-numpy", action="store_true", help="also the numpy scan (no C kernel)"
+    )
     parser.add_argument("--neighbour", action="store_true", help="run a CPU-bound process too")
     args = parser.parse_args()
     faiss.omp_set_num_threads(1)
@@ -164,13 +190,26 @@ def main() -> None:
     if args.neighbour:
         neighbour = multiprocessing.Process(target=_spin, daemon=True)
         neighbour.start()
-    print(f"faiss {faiss.__version__} on 1 thread, numpy {np.__version__}, {os.cpu_count()} cores")
+    kernel = index_module._fused.kernel() if index_module._fused else "not built: numpy scan"
+    print(
+        f"faiss {faiss.__version__} on 1 thread, numpy {np.__version__}, {os.cpu_count()} cores, "
+        f"mrl-tui C kernel: {kernel}"
+    )
     print(f"load average at start: {_load()}" + (" (+ a CPU-bound neighbour)" if neighbour else ""))
     try:
         bandwidth = Bandwidth()
         for n in args.n or [100_000, 1_000_000]:
             dims = [int(d) for d in args.dims.split(",")]
-            bench(n, dims, args.queries, args.batch, bandwidth, args.rounds, args.compare_blocks)
+            bench(
+                n,
+                dims,
+                args.queries,
+                args.batch,
+                bandwidth,
+                args.rounds,
+                args.compare_blocks,
+                args.compare_numpy,
+            )
     finally:
         if neighbour is not None:
             neighbour.terminate()

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from collections.abc import Iterator
+
 import numpy as np
 import pytest
 
@@ -68,6 +72,34 @@ def minilm_vectors(embedder) -> np.ndarray:
 def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     """Several scan chunks even on small data, so the running top-k merge is exercised."""
     monkeypatch.setattr(index_module, "CHUNK_ROWS", 128)
+    for name in ("FUSED_SOLO_ROWS", "FUSED_MIN_ROWS"):  # not a multiple of 8 rows
+        monkeypatch.setattr(index_module, name, 136)
+    monkeypatch.setattr(index_module, "FUSED_CHUNK_VALUES", 0)
+
+
+@pytest.fixture(autouse=True, params=["fused", "numpy"])
+def scan(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test on both CPU scans: the C kernel (its best copy for this CPU; the portable copy
+    has its own test below), and the numpy scan that runs where the kernel was not built."""
+    if request.param == "numpy":
+        monkeypatch.setattr(index_module, "_fused", None)
+    elif index_module._fused is None:
+        pytest.skip("the C kernel was not built (no compiler at install time)")
+    return request.param
+
+
+@pytest.fixture
+def portable_copy(scan: str) -> Iterator[None]:
+    """The kernel's portable (baseline) copy instead of the AVX2 one, for one test."""
+    fused = index_module._fused
+    if scan != "fused":
+        pytest.skip("a test of the C kernel")
+    assert fused is not None
+    fused.use_baseline(True)
+    try:
+        yield
+    finally:
+        fused.use_baseline(False)
 
 
 @pytest.mark.parametrize("dim", DIMS)
@@ -228,6 +260,7 @@ def threads(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
     scans in small pieces, so spans, GEMM rows and query blocks all take several steps."""
     monkeypatch.setattr(index_module, "SCAN_THREADS", request.param)
     monkeypatch.setattr(index_module, "SMALL_SCAN", 0)
+    monkeypatch.setattr(index_module, "_runnable", lambda: 0)  # however busy the machine
     monkeypatch.setattr(index_module, "BUSY_LOAD", float("inf"))
     monkeypatch.setattr(index_module, "BATCH_VALUES", 40 * 64)
     monkeypatch.setattr(index_module, "SCORE_VALUES", 3 * 200)
@@ -341,12 +374,26 @@ def test_chunks_are_shared_once_each_in_order() -> None:
     assert index_module._share_chunks(10, 64, work, threads=3) == [1]  # one chunk: no helper
 
 
+def test_the_run_queue_is_read() -> None:
+    assert index_module._runnable() >= (1 if sys.platform == "linux" else 0)
+
+
 def test_one_scan_thread_when_small_or_busy(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(index_module, "SCAN_THREADS", 2)
     monkeypatch.setattr(index_module, "BUSY_LOAD", 3.0)
     monkeypatch.setattr(index_module.os, "getloadavg", lambda: (0.5, 0.5, 0.5))
     assert index_module._scan_threads(index_module.SMALL_SCAN - 1) == 1
+    monkeypatch.setattr(index_module, "CORES", 2)
+    monkeypatch.setattr(index_module, "_runnable", lambda: 1)  # only this search: a core idle
     assert index_module._scan_threads(index_module.SMALL_SCAN) == 2
+    monkeypatch.setattr(index_module, "_runnable", lambda: 2)  # a CPU-bound neighbour, say
+    assert index_module._scan_threads(index_module.SMALL_SCAN) == 1
+    monkeypatch.setattr(index_module, "SCAN_THREADS", 4)
+    monkeypatch.setattr(index_module, "CORES", 4)  # 4 cores, 2 busy besides this search
+    monkeypatch.setattr(index_module, "_runnable", lambda: 3)
+    assert index_module._scan_threads(index_module.SMALL_SCAN) == 2
+    monkeypatch.setattr(index_module, "_runnable", lambda: 0)  # unknown: all of them
+    assert index_module._scan_threads(index_module.SMALL_SCAN) == 4
     monkeypatch.setattr(index_module.os, "getloadavg", lambda: (4.0, 0.5, 0.5))
     assert index_module._scan_threads(index_module.SMALL_SCAN) == 1
 
@@ -354,3 +401,92 @@ def test_one_scan_thread_when_small_or_busy(monkeypatch: pytest.MonkeyPatch) -> 
 def test_an_index_lives_on_the_embedders_gpu_cuda_or_mps_else_on_the_cpu() -> None:
     assert [index_device(d) for d in ("cuda", "mps", "cpu")] == ["cuda", "mps", "cpu"]
     assert NestedIndex(np.eye(16, dtype=np.float32), device=index_device("cpu")).backend == "numpy"
+
+
+@pytest.mark.parametrize("n", [3, 8, 13, 300])
+def test_every_dim_up_to_384_matches_reference(scan: str, n: int) -> None:
+    """Every prefix 1..384 of the 384-d layout (blocks 32, 32, 64, 128, 128) at several N, below
+    k too, with a row tied to another and a zero row: the same hits as the plain reference. The
+    kernel scores equal rows bitwise equal (BLAS may not: its rows take different code paths)."""
+    rng = np.random.default_rng(n)
+    x = rng.standard_normal((n, 384)).astype(np.float32)
+    x *= rng.uniform(0.1, 3.0, size=(n, 1)).astype(np.float32)
+    x[-1] = x[0]  # tied with row 0 at every dim
+    x[n // 2] = 0.0
+    query = x[0] + rng.standard_normal(384).astype(np.float32) * 0.5
+    index = NestedIndex(x)
+    for dim in range(1, 385):
+        hits = index.search(query, dim, 10)
+        assert_matches_reference(hits, x, query, dim, 10)
+        order = hits.ids.tolist()
+        if n - 1 in order and scan != "numpy":  # the tie: the same score, the lower id first
+            assert hits.scores[order.index(0)] == hits.scores[order.index(n - 1)]
+            assert order.index(0) < order.index(n - 1)
+
+
+def test_the_portable_copy_matches_reference(portable_copy: None, threads: int) -> None:
+    """The kernel's baseline copy (CPUs without AVX2/FMA): every dim of a 300-d index (a last,
+    odd-width block), ties and a zero row, k below and above N."""
+    assert index_module._fused is not None and index_module._fused.kernel() == "baseline"
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((301, 300)).astype(np.float32)
+    x[77] = x[5]
+    x[300] = x[5]  # the last row, past the 8-row groups
+    x[9] = 0.0
+    query = x[5] + rng.standard_normal(300).astype(np.float32) * 0.3
+    index = NestedIndex(x)
+    for dim in range(1, 301):
+        assert_matches_reference(index.search(query, dim, 10), x, query, dim, 10)
+        hits = index.search(x[5], dim, 400)
+        order = hits.ids.tolist()
+        assert order.index(5) < order.index(77) < order.index(300)
+        assert hits.scores[order.index(5)] == hits.scores[order.index(300)]
+        assert hits.scores[order.index(9)] == 0
+
+
+def test_the_kernel_refuses_bad_arguments() -> None:
+    """The C kernel checks what it is given (a wrong call is an error, not a crash)."""
+    fused = index_module._fused
+    if fused is None:
+        pytest.skip("the C kernel was not built (no compiler at install time)")
+    block = np.ones((16, 8), np.float32)
+    inv = np.ones(16, np.float32)
+    ids, scores = np.empty(4, np.int64), np.empty(4, np.float32)
+    q = np.ones(8, np.float32)
+    assert fused.scan((block,), (8,), q, inv, None, 0, 16, 4, ids, scores, 0) == 4
+    assert sorted(ids.tolist()) == [0, 1, 2, 3]
+    bad = [
+        ((block,), (9,), q, inv, None, 0, 16, 4, ids, scores, 0),  # wider than the block
+        ((block,), (4,), q, inv, None, 0, 16, 4, ids, scores, 0),  # widths != len(q)
+        ((block,), (8,), q, inv, None, 0, 17, 4, ids, scores, 0),  # past the last row
+        ((block,), (8,), q, inv[:8], None, 0, 16, 4, ids, scores, 0),  # inv too short
+        ((block,), (8,), q, None, None, 0, 16, 4, ids, scores, 0),  # no norms at all
+        ((block,), (8,), q, inv, None, 0, 16, 5, ids, scores, 0),  # no room for k
+        ((block.astype(np.float64),), (8,), q, inv, None, 0, 16, 4, ids, scores, 0),
+        ((block[:, :4],), (4,), q[:4], inv, None, 0, 16, 4, ids, scores, 0),  # not contiguous
+    ]
+    for args in bad:
+        with pytest.raises((ValueError, TypeError, BufferError)):
+            fused.scan(*args)
+
+
+def test_an_install_without_the_kernel_scans_with_numpy() -> None:
+    """Where the C kernel was not built (no compiler at install time) the index still imports
+    and searches, with the numpy scan."""
+    code = """
+import sys
+class NoKernel:
+    def find_spec(self, name, path=None, target=None):
+        if name == "mrl_tui.core.search._fused":
+            raise ImportError("not built")
+sys.meta_path.insert(0, NoKernel())
+import numpy as np
+from mrl_tui.core.search import index
+assert index._fused is None
+x = np.eye(4, dtype=np.float32)
+print(index.NestedIndex(x).search(x[2], 4, 2).ids.tolist())
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.strip() == "[2, 0]"

@@ -9,8 +9,10 @@ Layout (CPU): the columns are stored in blocks (`block_bounds`: 0–32, 32–64,
 then 128 wide), each block a contiguous ``(N, width)`` array, so a prefix reads whole contiguous
 blocks and, of the last one, only its first ``d - lo`` columns of every row. Rows are scanned in
 chunks that stay in cache, and each chunk is merged into a running top-k with a threshold, so no
-``N``-long score array is ever sorted or partitioned. The numbers
-behind these choices are in ``benchmarks/README.md``.
+``N``-long score array is ever sorted or partitioned. Where the optional C kernel (`_fused.c`) was
+built, a single-query search does all of that in one pass over the rows (dot products over the
+blocks, times the stored inverse norms, into a heap); `search_many` and `score_ids` stay numpy.
+The numbers behind these choices are in ``benchmarks/README.md``.
 
 On CUDA/MPS the vectors are one torch tensor on the device and top-k is ``torch.topk``.
 """
@@ -28,6 +30,11 @@ from typing import TypeVar
 import numpy as np
 
 from mrl_tui.core.errors import InputError
+
+try:  # the optional C kernel (setup.py); without it the scan runs in numpy
+    from mrl_tui.core.search import _fused
+except ImportError:  # pragma: no cover - an install without a C compiler
+    _fused = None
 
 STEP = 8
 """The UI's slider step; prefix norms are stored at every multiple of it."""
@@ -53,9 +60,27 @@ SMALL_SCAN = 1 << 21
 """A scan of fewer values (N·d) runs on the calling thread alone: at 100k rows and d = 16 handing
 chunks to a second thread costs more than it saves."""
 
+FUSED_CHUNK_VALUES = 1 << 20
+"""Values (rows × d) per call of the C kernel when threads share a scan: 4 MiB, a fraction of a
+millisecond, so a thread that is descheduled holding one delays the search little. One thread
+scans all rows in one call."""
+
+FUSED_MIN_ROWS = 4096
+"""At least this many rows per shared call (a call costs about 2 µs)."""
+
+FUSED_SOLO_ROWS = 1 << 62
+"""Rows per call on one thread: all of them (the tests make it small)."""
+
 BUSY_LOAD = (os.cpu_count() or 1) + 1
 """From this 1-minute load average on, scans run on one thread: on the 2-core machine at load 3–5
 a second scan thread made single searches 10–20 % slower at 100k rows and gained nothing at 400k."""
+
+CORES = os.cpu_count() or 1
+"""A scan takes helper threads only for cores that are idle right now (cores minus the tasks
+runnable, this one included): a helper on a busy core is descheduled holding a chunk. On the
+2-core machine at load 0.7 one CPU-bound neighbour took the two-thread numpy scan at 100k rows,
+d >= 128, from 0.56–0.90× faiss's time to 1.02–1.34×. The load average takes a minute to see a
+new neighbour; the run queue sees it at once. (Not yet measured quiet with the C kernel.)"""
 
 QUERY_BLOCK = 128
 """Queries `search_many` scores together: one pass over the vectors per block of queries."""
@@ -81,14 +106,26 @@ def _scan_pool() -> ThreadPoolExecutor:
 
 
 def _scan_threads(values: int) -> int:
-    """Threads for a scan reading ``values`` floats (see `SMALL_SCAN`, `BUSY_LOAD`)."""
+    """Threads for a scan reading ``values`` floats (see `SMALL_SCAN`, `BUSY_LOAD`, `CORES`)."""
     if SCAN_THREADS == 1 or values < SMALL_SCAN:
         return 1
     try:
         busy = os.getloadavg()[0] >= BUSY_LOAD
     except OSError:  # no load average on this platform
         busy = False
-    return 1 if busy else SCAN_THREADS
+    if busy:
+        return 1
+    running = _runnable()
+    return SCAN_THREADS if running == 0 else max(1, min(SCAN_THREADS, 1 + CORES - running))
+
+
+def _runnable() -> int:
+    """Tasks runnable on the machine now, this one included (Linux); 0 where unknown."""
+    try:
+        with open("/proc/loadavg", "rb") as f:
+            return int(f.read().split()[3].split(b"/")[0])
+    except (OSError, IndexError, ValueError):
+        return 0
 
 
 def _share_chunks(
@@ -235,6 +272,8 @@ class NestedIndex:
             self._blocks = [np.ascontiguousarray(x[:, lo:hi]) for lo, hi in self._bounds]
             # Stored inverted: a search at a multiple of STEP then multiplies by it directly.
             self._inv_prefix = _inverse(prefix_sq, out=prefix_sq)
+            # The C kernel's arguments per dim (views of the arrays above), made on first use.
+            self._kernel_args: dict[int, tuple] = {}
         else:
             self._init_torch(x, prefix_sq)
 
@@ -309,11 +348,23 @@ class NestedIndex:
 
     def _search_numpy(self, q: np.ndarray, dim: int, k: int) -> tuple[np.ndarray, np.ndarray]:
         parts = self._block_parts(dim)
-        threads = _scan_threads(self.n * dim)
-        with _single_threaded_blas():
-            results = _share_chunks(
-                self.n, CHUNK_ROWS, lambda chunks: self._scan(parts, q, dim, k, chunks), threads
+        if _fused is not None:
+            threads = _scan_threads(self.n * dim)
+            rows = (
+                FUSED_SOLO_ROWS if threads == 1 else max(FUSED_MIN_ROWS, FUSED_CHUNK_VALUES // dim)
             )
+            if threads == 1 and rows >= self.n:  # one call, no queue
+                results = [self._scan_fused(parts, q, dim, k, iter([(0, self.n)]))]
+            else:
+                results = _share_chunks(
+                    self.n, rows, lambda chunks: self._scan_fused(parts, q, dim, k, chunks), threads
+                )
+        else:
+            threads = _scan_threads(self.n * dim)
+            with _single_threaded_blas():
+                results = _share_chunks(
+                    self.n, CHUNK_ROWS, lambda chunks: self._scan(parts, q, dim, k, chunks), threads
+                )
         if len(results) == 1:
             ids, scores = results[0]
         else:
@@ -366,6 +417,39 @@ class NestedIndex:
             if len(best_scores) == k:
                 threshold = best_scores[-1]
         return best_ids, best_scores
+
+    def _scan_fused(
+        self,
+        parts: list[tuple[np.ndarray, int, int]],
+        q: np.ndarray,
+        dim: int,
+        k: int,
+        chunks: Iterator[tuple[int, int]],
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """`_scan` in the C kernel: one call per chunk, each continuing the same heap."""
+        assert _fused is not None
+        args = self._kernel_args.get(dim)
+        if args is None:
+            groups, extra = divmod(dim, STEP)
+            cols = None
+            if extra:
+                i = self._block_of(groups * STEP)
+                cols = (self._blocks[i], groups * STEP - self._bounds[i][0], extra)
+            args = (
+                tuple(block for block, _, _ in parts),
+                tuple(width for _, _, width in parts),
+                self._inv_prefix[groups - 1] if groups else None,
+                cols,
+            )
+            self._kernel_args[dim] = args
+        blocks, widths, inv, cols = args
+        qd = np.ascontiguousarray(q[:dim])
+        ids = np.empty(k, np.int64)
+        scores = np.empty(k, np.float32)
+        count = 0
+        for a, b in chunks:
+            count = _fused.scan(blocks, widths, qd, inv, cols, a, b, k, ids, scores, count)
+        return _best_k(ids[:count], scores[:count], k)
 
     def _search_many_numpy(self, queries: np.ndarray, dim: int, k: int) -> list[Hits]:
         parts = self._block_parts(dim)
@@ -462,7 +546,7 @@ class NestedIndex:
         if not extra:
             return self._inv_prefix[groups - 1, a:b]
         lo = groups * STEP
-        i = next(i for i, (first, end) in enumerate(self._bounds) if first <= lo < end)
+        i = self._block_of(lo)
         first = self._bounds[i][0]
         cols = self._blocks[i][a:b, lo - first : lo - first + extra]
         return _inverse(self._stored_sq(groups, slice(a, b)) + np.einsum("ij,ij->i", cols, cols))
@@ -473,9 +557,13 @@ class NestedIndex:
         if not extra:
             return self._inv_prefix[groups - 1, ids]
         lo = groups * STEP
-        i = next(i for i, (first, end) in enumerate(self._bounds) if first <= lo < end)
+        i = self._block_of(lo)
         cols = self._blocks[i][ids, lo - self._bounds[i][0] : lo - self._bounds[i][0] + extra]
         return _inverse(self._stored_sq(groups, ids) + np.einsum("ij,ij->i", cols, cols))
+
+    def _block_of(self, column: int) -> int:
+        """The stored block holding this column."""
+        return next(i for i, (first, end) in enumerate(self._bounds) if first <= column < end)
 
     def _stored_sq(self, groups: int, rows: slice | np.ndarray) -> np.ndarray:
         """Squared norm of the first ``groups * STEP`` columns for the given rows."""
