@@ -257,3 +257,45 @@ async def test_training_in_the_background_while_searching(embedder, tmp_path: Pa
         await wait_for(pilot, lambda: search.library is not None, timeout=90)
         assert not jobs.display  # its line did its work
         assert search.trained_base is not None  # and `b` is offered now
+
+
+def test_snapshot_trained_at_32_against_the_base_model_with_pca_at_32(
+    snap_compare, trained_library: Library, notes_library: Library, base_from_session: str
+) -> None:
+    """Both sides differ: the trained model's 32-d prefix against the base model's PCA at 32.
+    Timings frozen, the header's model path (a temporary folder) replaced by a fixed line."""
+    app = MrlApp(
+        SAMPLES / "notes",
+        device="cpu",
+        cache_root=notes_library.store.directory.parent,
+        library=trained_library,
+        auto_router=False,
+        frozen_timings=True,
+        remember=False,
+        watch=False,
+    )
+    moves: list[str] = []
+
+    async def run_before(pilot) -> None:
+        search = app.search_screen
+        await wait_for(pilot, lambda: search.library is not None)
+        search.show_latency_profile(LATENCY)
+        box = search.query_one("#query", Input)
+        box.cursor_blink = False
+        box.value = QUERY
+        await pilot.click("#query")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: search.comparison is not None)
+        await pilot.press("shift+left", "b")
+        await wait_for(
+            pilot, lambda: search.comparison.ref_model is not None and search.comparison.dim == 32
+        )
+        await pilot.press("tab", "down")  # the left table: select the second hit
+        await pilot.pause()
+        app.sub_title = "trained on notes (MiniLM) · cpu · native MRL"
+        app.clear_notifications()
+        moves.extend(shown_column(app, "#left", "move"))
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=(120, 36), run_before=run_before)
+    assert set(moves) - {"="}, "the two sides agree: a degenerate state"
