@@ -214,14 +214,18 @@ class TrainingRun:
         """One line for the search screen while the modal is hidden ("" once nothing is left to
         say): the progress, or, after an ending not yet seen, what it made and how to use it."""
         if self.running:
-            status = self.status()
-            figures = self.detail() if status == "training" else ""
-            return f"training in the background: {figures or status} · Ctrl+P → Train… shows it"
+            status, p = self.status(), self.last_progress
+            figures = ""
+            if p is not None and p.step and not self.job.stop.is_set():  # 80 columns: no steps/s
+                figures = progress_line(p, None)
+                if self.rate.per_s and p.total:
+                    figures += f" · ETA {eta_text((p.total - p.step) / self.rate.per_s)}"
+            return f"training: {figures or status} — Ctrl+P → Train… shows it"
         if self.seen:
             return ""
         if self.model_path is not None:
-            return f"training done: a Matryoshka model of this folder is ready · {SWITCH_HINT}"
-        return f"training {self.status()}: Ctrl+P → Train… says why"
+            return "training done: model ready — Ctrl+P → Search with the trained model"
+        return f"training {self.status()} — Ctrl+P → Train… says why"
 
     def ending_notice(self) -> tuple[str, bool]:
         """(the notification for an ending the modal did not show, whether it is an error)."""
