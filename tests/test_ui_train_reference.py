@@ -1,14 +1,16 @@
 """Searching with a model trained on the folder, against its base model at the same dim (`b`:
 PCA, then naive truncation), and training in the background while searching.
 
-The comparison runs on sample_corpora/notes with the session's trained model (`trained_notes`)
-on the left and the session's base index of the notes (`notes_library`) on the right: the seeds'
-comparison on a real Matryoshka model. The app opens the base side itself, in its worker, from
-the same cache (nothing is embedded again)."""
+The comparison runs on three topics of sample_corpora/notes (156 chunks) with the session's
+trained model (`trained_notes`) on the left and the base model on the right (the session's, whose
+vectors of the notes are already made: `notes_library.embedder`): the seeds' comparison on a real
+Matryoshka model. The app opens the base side itself, in its worker, from the same cache."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 from conftest import SAMPLES, TrainedNotes, tiny_folder
@@ -18,7 +20,7 @@ from ui_helpers import screen_text, wait_for
 import mrl_tui.core.library as library_module
 from mrl_tui.core.library import Library
 from mrl_tui.core.search.compare import movement_label, movements
-from mrl_tui.core.search.side_by_side import compare_with_base, embed_and_rank
+from mrl_tui.core.search.side_by_side import compare_with_base, comparison_record, embed_and_rank
 from mrl_tui.core.training.train import TrainSettings
 from mrl_tui.ui.app import MrlApp
 from mrl_tui.ui.screens.train import TrainScreen
@@ -28,6 +30,8 @@ QUERY = "what to do after an injury"
 LONG = TrainSettings(max_steps=500, batch_size=4, max_seq_length=16, evaluations=500, patience=1000)
 """Validates after every step (cheap here), so a stop always has a checkpoint to keep; never
 stops by itself before the test stops it."""
+BASE = "sentence-transformers/all-MiniLM-L6-v2"
+"""The bundled model, as the trained model's provenance names its base."""
 LATENCY = {8: 0.05, 16: 0.06, 32: 0.07, 64: 0.09, 128: 0.12, 256: 0.2, 384: 0.27}
 
 
@@ -42,13 +46,35 @@ def _one_torch_thread():
     torch.set_num_threads(before)
 
 
+TOPICS = ("cooking", "first-aid", "cycling")
+
+
+class Topics(NamedTuple):
+    folder: Path
+    cache: Path
+    base: Library  # the base model's index of `folder`, in `cache`
+
+
 @pytest.fixture(scope="module")
-def trained_library(trained_notes: TrainedNotes, notes_library: Library) -> Library:
-    """The notes indexed with the trained model, in the cache that holds the base's index."""
+def topics(tmp_path_factory: pytest.TempPathFactory, notes_library: Library) -> Topics:
+    folder = tmp_path_factory.mktemp("topics") / "notes"
+    for topic in TOPICS:
+        shutil.copytree(SAMPLES / "notes" / topic, folder / topic)
+    cache = tmp_path_factory.mktemp("topics-cache")
+    base = Library(folder, notes_library.embedder, cache_root=cache)  # vectors already made
+    base.update()
+    base.load()
+    yield Topics(folder, cache, base)
+    base.close()
+
+
+@pytest.fixture(scope="module")
+def trained_library(trained_notes: TrainedNotes, topics: Topics) -> Library:
+    """The topics indexed with the trained model, in the cache that holds the base's index."""
     from mrl_tui.core.embedding.embed import Embedder
 
-    cache = notes_library.store.directory.parent
-    library = Library(SAMPLES / "notes", Embedder(str(trained_notes.path)), cache_root=cache)
+    embedder = Embedder(str(trained_notes.path), device="cpu")
+    library = Library(topics.folder, embedder, cache_root=topics.cache)
     library.update()
     library.load()
     yield library
@@ -80,15 +106,16 @@ def shown_column(app: MrlApp, side: str, column: str) -> list[str]:
 
 
 def test_the_base_side_names_the_trained_index_chunks_and_its_moves_follow(
-    trained_library: Library, notes_library: Library
+    trained_library: Library, topics: Topics
 ) -> None:
+    base = topics.base
     state = embed_and_rank(trained_library, QUERY)
     for transform in ("pca", "naive"):
-        comparison = compare_with_base(trained_library, notes_library, state, 32, transform)
+        comparison = compare_with_base(trained_library, base, state, 32, transform)
         assert (comparison.dim, comparison.ref_dim, comparison.ref_transform) == (32, 32, transform)
-        assert comparison.ref_model == notes_library.embedder.name
+        assert comparison.ref_model == base.embedder.name == BASE
         # the right side is the base model's own ranking at 32 under the transform …
-        own = notes_library.search(notes_library.query(QUERY), 32, 10, transform=transform)
+        own = base.search(base.query(QUERY), 32, 10, transform=transform)
         assert [key(h) for h in comparison.right] == [key(h) for h in own.hits]
         # … named by the trained index's chunk ids, which hold the same chunks
         ids = [hit.id for hit in comparison.right]
@@ -100,18 +127,20 @@ def test_the_base_side_names_the_trained_index_chunks_and_its_moves_follow(
         by_chunk = movements([key(h) for h in comparison.left], [key(h) for h in comparison.right])
         assert comparison.ranking.left_moves == by_chunk
         assert comparison.left == trained_library.search(state.query, 32, 10).hits
+        record = comparison_record(state, comparison, trained_library.full_dim)  # the export
+        assert record["reference"] == {"dim": 32, "transform": transform, "model": BASE}
     # the next slider move reuses the base model's query embedding
-    again = compare_with_base(trained_library, notes_library, state, 64, "pca", comparison)
+    again = compare_with_base(trained_library, base, state, 64, "pca", comparison)
     assert again.ref_query is comparison.ref_query and again.ref_dim == 64
 
 
 async def test_b_shows_the_base_model_at_the_same_dim_with_marks(
-    trained_library: Library, notes_library: Library, base_from_session: str
+    trained_library: Library, topics: Topics, base_from_session: str
 ) -> None:
     app = MrlApp(
-        SAMPLES / "notes",
+        topics.folder,
         device="cpu",
-        cache_root=notes_library.store.directory.parent,
+        cache_root=topics.cache,
         library=trained_library,
         auto_router=False,
         frozen_timings=True,
@@ -141,7 +170,8 @@ async def test_b_shows_the_base_model_at_the_same_dim_with_marks(
         assert "reference: base PCA @32" in text and "at dim 32 (native MRL)" in text
         assert "dim 32 vs base PCA @32" in text
         # the marks shown are the moves of the chunks between the two models' rankings
-        base_hits = notes_library.search(notes_library.query(QUERY), 32, 10, transform="pca").hits
+        base = topics.base
+        base_hits = base.search(base.query(QUERY), 32, 10, transform="pca").hits
         expected = movements([key(h) for h in comparison.left], [key(h) for h in base_hits])
         assert shown_column(app, "#left", "move") == [movement_label(m) for m in expected]
         assert set(shown_column(app, "#left", "move")) - {"="}, "the two models agree here"
@@ -160,9 +190,14 @@ async def test_b_shows_the_base_model_at_the_same_dim_with_marks(
         assert "reference: base" not in screen_text(app)
 
 
-async def test_b_is_off_without_a_trained_model(notes_library: Library) -> None:
+async def test_b_is_off_without_a_trained_model(topics: Topics) -> None:
     app = MrlApp(
-        SAMPLES / "notes", device="cpu", library=notes_library, remember=False, watch=False
+        topics.folder,
+        device="cpu",
+        library=topics.base,
+        auto_router=False,
+        remember=False,
+        watch=False,
     )
     async with app.run_test(size=(100, 30)) as pilot:
         search = app.search_screen
@@ -260,14 +295,14 @@ async def test_training_in_the_background_while_searching(embedder, tmp_path: Pa
 
 
 def test_snapshot_trained_at_32_against_the_base_model_with_pca_at_32(
-    snap_compare, trained_library: Library, notes_library: Library, base_from_session: str
+    snap_compare, trained_library: Library, topics: Topics, base_from_session: str
 ) -> None:
     """Both sides differ: the trained model's 32-d prefix against the base model's PCA at 32.
     Timings frozen, the header's model path (a temporary folder) replaced by a fixed line."""
     app = MrlApp(
-        SAMPLES / "notes",
+        topics.folder,
         device="cpu",
-        cache_root=notes_library.store.directory.parent,
+        cache_root=topics.cache,
         library=trained_library,
         auto_router=False,
         frozen_timings=True,
