@@ -220,7 +220,7 @@ class TrainingRun:
                 figures = progress_line(p, None)
                 if self.rate.per_s and p.total:
                     figures += f" · ETA {eta_text((p.total - p.step) / self.rate.per_s)}"
-            return f"training: {figures or status} — Ctrl+P → Train… shows it"
+            return f"training: {figures or status} — Ctrl+P → Train…"
         if self.seen:
             return ""
         if self.model_path is not None:
