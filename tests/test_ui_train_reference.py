@@ -334,3 +334,37 @@ def test_snapshot_trained_at_32_against_the_base_model_with_pca_at_32(
 
     assert snap_compare(app, terminal_size=(120, 36), run_before=run_before)
     assert set(moves) - {"="}, "the two sides agree: a degenerate state"
+
+
+async def test_a_base_model_that_cannot_open_is_one_line_and_the_reference_stays(
+    trained_library: Library, topics: Topics, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mrl_tui.core.errors import ModelLoadError
+
+    def unavailable(cls, root, **kwargs):  # as when the base model's weights are gone
+        raise ModelLoadError(f"cannot load model {kwargs['model']!r}: not a local folder")
+
+    monkeypatch.setattr(Library, "open", classmethod(unavailable))
+    app = MrlApp(
+        topics.folder,
+        device="cpu",
+        cache_root=topics.cache,
+        library=trained_library,
+        auto_router=False,
+        remember=False,
+        watch=False,
+    )
+    async with app.run_test(size=(100, 30)) as pilot:
+        search = app.search_screen
+        await wait_for(pilot, lambda: search.library is not None)
+        search.query_one("#query", Input).value = QUERY
+        await pilot.click("#query")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: search.comparison is not None)
+        before = search.comparison.ref_dim
+        await pilot.press("b")
+        line = f"The base model's index could not be opened: cannot load model {BASE!r}"
+        await wait_for(pilot, lambda: any(n.message.startswith(line) for n in app._notifications))
+        await pilot.pause()
+        assert search.comparison.ref_model is None and search.comparison.ref_dim == before
+        assert search.base_library is None and not search.query_one(JobsLine).display

@@ -694,11 +694,11 @@ class MrlApp(App[int]):
                 return
             self._post(self.BaseProgress("base model's index (for b): loading…"))
             library.load()
-        except MrlError as exc:
-            self._post(self.BaseOpened(model, None, str(exc)))
-            return
         except Exception as exc:  # one readable line, never a traceback
-            self._post(self.BaseOpened(model, None, f"{type(exc).__name__}: {exc}"))
+            if library is not None:
+                library.close()
+            line = str(exc) if isinstance(exc, MrlError) else f"{type(exc).__name__}: {exc}"
+            self._post(self.BaseOpened(model, None, line))
             return
         self._post(self.BaseOpened(model, library))
 
