@@ -462,15 +462,14 @@ class MrlApp(App[int]):
             "Save the two rankings, their movements and agreement as JSON (in Downloads)",
             self.action_export_comparison,
         )
-        running = self.training is not None and self.training.running
-        yield SystemCommand(
-            "Train a Matryoshka model on this folder",
-            "Show the training running in the background"
-            if running
-            else "Fine-tune the base model on this folder's own text (Esc stops, keeping the "
-            "best; b runs it in the background)",
-            self.action_train,
+        run = self.training
+        about = (
+            "Fine-tune the base model on this folder's own text (Esc stops, keeping the best; "
+            "b runs it in the background)"
         )
+        if run is not None and (run.running or not run.seen):
+            about = f"Show the training in the background ({run.status()})"
+        yield SystemCommand("Train a Matryoshka model on this folder", about, self.action_train)
         if search.trained_base is not None:
             yield SystemCommand(
                 "Reference: the base model at this dim",
