@@ -31,6 +31,8 @@ from mrl_tui.ui.fit_status import fit_line
 from mrl_tui.ui.literal import shown
 from mrl_tui.ui.screens.search import SearchScreen
 from mrl_tui.ui.state import FolderView, Remembered
+from mrl_tui.ui.training import TrainingEnded, TrainingProgressed, TrainingRun
+from mrl_tui.ui.widgets.jobs import JobsLine
 
 if TYPE_CHECKING:
     from mrl_tui.core.cache.indexer import IndexProgress, IndexReport
@@ -100,6 +102,7 @@ class MrlApp(App[int]):
         HERE / "widgets" / "panels.tcss",
         HERE / "widgets" / "indexing.tcss",
         HERE / "screens" / "train.tcss",
+        HERE / "widgets" / "jobs.tcss",
     ]
     # The tooltips are the help screen's text (F1 lists these bindings).
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -186,6 +189,12 @@ class MrlApp(App[int]):
         self._fit_seq = 0  # the newest read of the fit status; older ones are dropped
         self.train_settings: TrainSettings | None = None
         """What the palette's training runs with (None: `train`'s defaults, as the CLI's)."""
+        self.training: TrainingRun | None = None
+        """The palette's training run, running or ended (its modal may be hidden)."""
+        self.base_library: Library | None = None
+        """The base model's index of the folder, while a model trained from it is searched (the
+        reference side's `b`)."""
+        self._base_stop = threading.Event()
         self.title = shown(f"mrl-tui · {self.path.name or self.path}")
 
     def get_default_screen(self) -> Screen[Any]:
@@ -505,11 +514,21 @@ class MrlApp(App[int]):
             "Save the two rankings, their movements and agreement as JSON (in Downloads)",
             self.action_export_comparison,
         )
-        yield SystemCommand(
-            "Train a Matryoshka model on this folder",
-            "Fine-tune the base model on this folder's own text (Esc stops, keeping the best)",
-            self.action_train,
+        run = self.training
+        about = (
+            "Fine-tune the base model on this folder's own text (Esc stops, keeping the best; "
+            "b runs it in the background)"
         )
+        if run is not None and (run.running or not run.seen):
+            about = f"Show the training in the background ({run.status()})"
+        yield SystemCommand("Train a Matryoshka model on this folder", about, self.action_train)
+        if search.trained_base is not None:
+            yield SystemCommand(
+                "Reference: the base model at this dim",
+                "Right side: the model this one was trained from, at the same dim, under PCA, "
+                "then naive truncation, then off (b)",
+                search.action_cycle_base_reference,
+            )
         trained = self._trained_model()
         if trained is not None and trained != self.model:
             yield SystemCommand(
@@ -543,21 +562,63 @@ class MrlApp(App[int]):
         return self.model if record is None else str(record["base_model"])
 
     def action_train(self) -> None:
+        """Show the training run: the one going on in the background, or one that ended
+        unseen; else start a new run (the folder unchanged since the last: "up to date")."""
         from mrl_tui.ui.screens.train import TrainJob, TrainScreen
 
-        if isinstance(self.screen, TrainScreen):
+        if any(isinstance(screen, TrainScreen) for screen in self.screen_stack):
             return
-        job = TrainJob(
-            self.folder_key,
-            model=self._base_model(),
-            device=self.model_choice.device,
-            cache_root=self.cache_root,
-            trust_remote_code=self.model_choice.trust_remote_code,
-            settings=self.train_settings,
-        )
-        self.push_screen(TrainScreen(job), self._after_training)
+        run = self.training
+        if run is None or (not run.running and run.seen):
+            job = TrainJob(
+                self.folder_key,
+                model=self._base_model(),
+                device=self.model_choice.device,
+                cache_root=self.cache_root,
+                trust_remote_code=self.model_choice.trust_remote_code,
+                settings=self.train_settings,
+            )
+            run = self.training = TrainingRun(job)
+            self._train(run)
+        self.push_screen(TrainScreen(run), self._after_training)
+        self._show_training()
+
+    @work(thread=True, group="train")
+    def _train(self, run: TrainingRun) -> None:
+        """The app's, not the modal's: hiding the modal leaves it running."""
+        from mrl_tui.ui.training import train_in_thread
+
+        train_in_thread(run, self._post)
+
+    def _train_screen(self) -> Any:
+        """The training modal, if it is open (under another modal or not)."""
+        from mrl_tui.ui.screens.train import TrainScreen
+
+        shown = [screen for screen in self.screen_stack if isinstance(screen, TrainScreen)]
+        return shown[0] if shown else None
+
+    def on_training_progressed(self, message: TrainingProgressed) -> None:
+        message.run.progressed(message.progress)
+        self._show_training()
+
+    def on_training_ended(self, message: TrainingEnded) -> None:
+        run = message.run
+        run.ended(message.result, message.error)
+        if self._train_screen() is None:  # hidden: say how it ended, and how to use it
+            text, error = run.ending_notice()
+            self.notify(text, severity="error" if error else "information", timeout=20)
+        self._show_training()
+
+    def _show_training(self) -> None:
+        """The run in its modal if open, else as a line on the search screen."""
+        run, screen = self.training, self._train_screen()
+        if run is not None and screen is not None and screen.run is run:
+            screen.show_run()
+        line = "" if run is None or screen is not None else run.line()
+        self.search_screen.query_one(JobsLine).training = line
 
     async def _after_training(self, model: str | None) -> None:
+        self._show_training()  # hidden while it runs: its line takes over
         if model is None:
             return
         if self.search_screen.indexing:
@@ -596,12 +657,124 @@ class MrlApp(App[int]):
             self.watcher.stop.set()
             self.watcher = None
         self._watching = False
+        if self.training is not None and not self.training.running:
+            self.training.seen = True  # its "ready" line has done its work
+            self._show_training()
         self._fit_seq += 1  # a read of the old library's fit still in flight is dropped
         self.search_screen.fit = ""
+        old = self.library
         self.model_choice = dataclasses.replace(self.model_choice, model=model)
         self.library = None  # the old one is dropped; a query worker may still be reading it
+        self._keep_base(old, model)
         await self.search_screen.model_switching()
         self.start_indexing()
+
+    # -- the base model's index, for the reference side of a trained model (`b`) --------------
+
+    def _keep_base(self, old: Library | None, model: str | None) -> None:
+        """Switching models: the library of the model a trained one was trained from is kept
+        for the reference side; switching back to that model searches it again (no reload)."""
+        from mrl_tui.core.training.train import base_model_id
+        from mrl_tui.core.training.trained import read_provenance
+
+        record = read_provenance(model) if model else None
+        base = None if record is None else str(record["base_model"])
+        kept = None
+        for candidate in (old, self.base_library):
+            if candidate is None:
+                continue
+            name = base_model_id(candidate.embedder.name)
+            if base is not None and name == base:
+                kept = candidate
+            elif self.library is None and name == base_model_id(model):
+                self.library = candidate  # back to the base model: its index is still loaded
+        self.base_library = kept
+        self._base_stop.set()  # a base index being built for the old model is not needed now
+        self.search_screen.base_ready(kept)
+
+    @dataclass
+    class BaseProgress(Message):
+        text: str
+
+    @dataclass
+    class BaseOpened(Message):
+        model: str
+        library: Library | None
+        error: str = ""
+
+    def on_search_screen_need_base(self, message: SearchScreen.NeedBase) -> None:
+        if self.base_library is not None:
+            self.search_screen.base_ready(self.base_library)
+            return
+        if self.search_screen.query_one(JobsLine).base:
+            self.notify("The base model's index is being built; it shows when ready.")
+            return
+        self._base_stop = threading.Event()
+        self.search_screen.query_one(JobsLine).base = f"base model {message.model}: loading…"
+        self._open_base(message.model, self._base_stop)
+
+    @work(thread=True, group="base")
+    def _open_base(self, model: str, stop: threading.Event) -> None:
+        """The base model's library of this folder, indexed (once: its cache is kept) and
+        loaded, with its progress on the search screen's jobs line."""
+        from mrl_tui.ui.widgets.indexing import eta_text
+
+        library = None
+        try:
+            from mrl_tui.core.library import Library
+
+            library = Library.open(
+                self.path,
+                model_choice=dataclasses.replace(self.model_choice, model=model),
+                cache_root=self.cache_root,
+            )
+
+            def progress(p: IndexProgress) -> None:
+                text = f"base model's index (for b): {p.phase}"
+                if p.chunks_total:
+                    text += f" · chunks {p.chunks_done}/{p.chunks_total}"
+                if p.phase == "embedding" and p.elapsed_s > 0 and p.chunks_done:
+                    rate = p.chunks_done / p.elapsed_s
+                    text += f" · ETA {eta_text((p.chunks_total - p.chunks_done) / rate)}"
+                self._post(self.BaseProgress(text))
+
+            report = library.update(on_progress=progress, should_stop=stop.is_set)
+            if report.cancelled or not report.chunks_total:
+                library.close()
+                self._post(self.BaseOpened(model, None, "" if stop.is_set() else "nothing indexed"))
+                return
+            self._post(self.BaseProgress("base model's index (for b): loading…"))
+            library.load()
+        except Exception as exc:  # one readable line, never a traceback
+            if library is not None:
+                library.close()
+            line = str(exc) if isinstance(exc, MrlError) else f"{type(exc).__name__}: {exc}"
+            self._post(self.BaseOpened(model, None, line))
+            return
+        self._post(self.BaseOpened(model, library))
+
+    def on_mrl_app_base_progress(self, message: BaseProgress) -> None:
+        self.search_screen.query_one(JobsLine).base = message.text
+
+    def on_mrl_app_base_opened(self, message: BaseOpened) -> None:
+        self.search_screen.query_one(JobsLine).base = ""
+        search = self.search_screen
+        if message.library is None:
+            if message.error:
+                self.notify(
+                    f"The base model's index could not be opened: {message.error}",
+                    severity="error",
+                    markup=False,
+                )
+            search.base_ready(self.base_library)  # a `b` waiting for it gives up
+            return
+        if search.trained_base != message.model:  # the search moved to another model meanwhile
+            message.library.close()
+            return
+        for line in message.library.take_messages():
+            self.notify(line, markup=False, timeout=10)
+        self.base_library = message.library
+        search.base_ready(message.library)
 
     def action_export_comparison(self, directory: Path | None = None) -> None:
         """Write the current comparison as JSON to `directory` (default: the user's Downloads
@@ -633,6 +806,9 @@ class MrlApp(App[int]):
 
     def on_unmount(self) -> None:
         self._stop.set()  # an indexing thread still running stops at its next batch
+        self._base_stop.set()
+        if self.training is not None:
+            self.training.job.stop.set()  # a training run stops at its next step
         if self.watcher is not None:
             self.watcher.stop.set()
 

@@ -416,6 +416,21 @@ class IndexStore:
             raise CacheDamaged(f"the cache at {self.directory} lost chunk ids {missing[:5]}")
         return [found[i] for i in wanted]
 
+    def ids_of_chunks(self, chunks: Sequence[Chunk]) -> list[int | None]:
+        """The id of each chunk this cache holds exactly (same file, lines and text), else None:
+        how two indexes of one folder (two models' caches) name the same chunk."""
+        query = (
+            "SELECT id FROM chunks WHERE path = ? AND start_line = ? AND end_line = ? "
+            "AND text = ? LIMIT 1"
+        )
+        found: list[int | None] = []
+        with self._sql():
+            for chunk in chunks:
+                spot = (_sql_path(chunk.path), chunk.start_line, chunk.end_line, chunk.text)
+                row = self._db.execute(query, spot).fetchone()
+                found.append(None if row is None else int(row[0]))
+        return found
+
     def keyword_search(self, words: str, limit: int | None = None) -> list[tuple[int, float]]:
         """(chunk id, bm25 score) best first for the query's words (`lexical.search`)."""
         if not self.has_keywords:

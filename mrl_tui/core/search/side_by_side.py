@@ -7,6 +7,7 @@ A query is embedded once (`QueryState`); every slider move only re-scores it (`c
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import statistics
 import time
@@ -15,6 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from mrl_tui.core.errors import InputError
 from mrl_tui.core.search.compare import (
     RankingComparison,
     agreement,
@@ -72,6 +74,11 @@ class Comparison:
     k: int = TOP_K  # hits on each side ("more results" raises it)
     retrieval: str = "dense"  # the left side's: "dense", "hybrid" or "lexical"
     ref_retrieval: str = "dense"  # the right side's: "dense" or "hybrid" (at `ref_dim`)
+    ref_model: str | None = None
+    """None: both sides search the same index; else the model whose own index of the folder the
+    right side searched (`compare_with_base`), at `dim` under `ref_transform`."""
+    ref_query: Query | None = None
+    """The query as `ref_model` embedded it, reused while the query stays the same."""
     ranking: RankingComparison = field(init=False)
     """The two rankings compared (moves, what each lost, overlap@k, τ), once, where the pair is
     made (off the UI thread)."""
@@ -155,6 +162,66 @@ def compare_at(
     )
 
 
+BASE_TRANSFORMS = ("pca", "naive")
+"""How the base model's vectors are cut to the dim on the reference side (`compare_with_base`)."""
+
+
+def compare_with_base(
+    library: Library,
+    base: Library,
+    state: QueryState,
+    dim: int,
+    transform: str = "pca",
+    previous: Comparison | None = None,
+    k: int = TOP_K,
+    retrieval: str = "dense",
+) -> Comparison:
+    """The left side as `compare_at` ranks it, in `library` (a model trained on the folder); the
+    right side in `base`, the base model's own index of the same folder, at the same `dim` under
+    `transform` ("pca" or "naive"): what the training bought over rotating or cutting the model
+    it started from.
+
+    The base model embeds the query once per query (kept as `ref_query` for the next slider
+    move). The right side's hits carry `library`'s chunk ids, so moves, overlap and τ compare
+    the same chunks; one that `library`'s index does not hold (the file changed between the two
+    indexes) gets an id of its own, negative, and counts as different."""
+    if transform not in BASE_TRANSFORMS:
+        raise InputError(f"the base model's side is pca or naive, not {transform}")
+    if dim > base.full_dim:
+        raise InputError(f"dim {dim} is above {base.embedder.name}'s {base.full_dim}")
+    if retrieval == "dense":
+        left = library.search(state.query, dim, k)
+    else:
+        left = library.retrieve(state.query, dim, k, retrieval)
+    name = base.embedder.name
+    base_query = None
+    if previous is not None and previous.query is state.query and previous.ref_model == name:
+        base_query = previous.ref_query
+    if base_query is None:
+        base_query = base.query(state.query.text)
+    found = base.search(base_query, dim, k, mode="exact", transform=transform).hits
+    ids = library.store.ids_of_chunks([hit.chunk for hit in found])
+    right = [
+        dataclasses.replace(hit, id=-1 - hit.id if same is None else same)
+        for hit, same in zip(found, ids, strict=True)
+    ]
+    return Comparison(
+        dim,
+        dim,
+        "exact",
+        transform,
+        left.hits,
+        right,
+        left.search_ms,
+        state.query,
+        k,
+        retrieval,
+        "dense",
+        ref_model=name,
+        ref_query=base_query,
+    )
+
+
 def measure_latency(
     library: Library,
     query: Query,
@@ -203,6 +270,8 @@ def comparison_record(state: QueryState, comparison: Comparison, full_dim: int) 
     reference: dict[str, Any] = {"dim": comparison.ref_dim, "mode": comparison.ref_mode}
     if comparison.ref_transform is not None:
         reference = {"dim": comparison.dim, "transform": comparison.ref_transform}
+        if comparison.ref_model is not None:
+            reference["model"] = comparison.ref_model
     elif comparison.ref_retrieval != "dense":
         reference["retrieval"] = comparison.ref_retrieval
     record: dict[str, Any] = {

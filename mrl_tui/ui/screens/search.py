@@ -39,6 +39,7 @@ from mrl_tui.core.search.side_by_side import (
     Comparison,
     QueryState,
     compare_at,
+    compare_with_base,
     embed_and_rank,
     keyword_matches,
     measure_latency,
@@ -49,6 +50,7 @@ from mrl_tui.ui.literal import shown
 from mrl_tui.ui.reference import default_reference
 from mrl_tui.ui.widgets.dim_slider import DimSlider
 from mrl_tui.ui.widgets.indexing import IndexingPanel
+from mrl_tui.ui.widgets.jobs import JobsLine
 from mrl_tui.ui.widgets.panels import (
     Calibrating,
     Latency,
@@ -87,17 +89,25 @@ HYBRID_HELP = (
 MORE_STEP, MAX_K = 10, 100
 """`m` shows ten more hits on each side, up to `MAX_K`; `M` ten fewer, down to `TOP_K`."""
 MORE_HELP = f"ten more / fewer results per side ({TOP_K} to {MAX_K})"
+BASE_SIDES: tuple[str | None, ...] = (None, "pca", "naive")
+"""`b` order: the base model's index at the same dim under PCA, then naive, then off."""
 
 
 @dataclass(frozen=True)
 class Reference:
-    """What the right side shows (`r`, `t`, `f`, `H`)."""
+    """What the right side shows (`r`, `t`, `f`, `H`, `b`)."""
 
     dim: int | None = None  # None until the model's full dim is known
     mode: str = "exact"  # or "graph": HNSW candidates reranked (large indexes only)
     transform: str | None = None  # another transform at the chosen dim (`t`)
     retrieval: str = "dense"  # or "hybrid": keywords fused with dense at `dim` (`H`)
     auto: bool = True  # `dim` follows `default_reference` until `r` or `f`
+    base: bool = False  # with `transform`: the base model's own index at the chosen dim (`b`)
+
+    @property
+    def base_side(self) -> str | None:
+        """The base model's transform when the right side is that model (`b`), else None."""
+        return self.transform if self.base else None
 
 
 def typed_actions(bindings: list[BindingType]) -> frozenset[str]:
@@ -184,6 +194,13 @@ class SearchScreen(Screen[None]):
             show=False,
             tooltip=HYBRID_HELP,
         ),
+        Binding(
+            "b",
+            "cycle_base_reference",
+            "base",
+            tooltip="reference side, with a model trained on this folder: the base model at the "
+            "same dim, under PCA, then naive truncation, then back (its own index, built once)",
+        ),
         Binding("p", "toggle_panels", "panels", tooltip="show / hide the side panels"),
         Binding("m", "more_results", "more", show=False, tooltip=MORE_HELP),
         Binding("M", "fewer_results", "fewer", show=False, tooltip=MORE_HELP),
@@ -191,6 +208,13 @@ class SearchScreen(Screen[None]):
 
     class CancelIndexing(Message):
         """Escape while indexing: the app owns the indexing worker."""
+
+    @dataclass
+    class NeedBase(Message):
+        """`b` with a trained model: the base model's index of the folder is needed (the app
+        opens it in a worker, then calls `base_ready`)."""
+
+        model: str
 
     # What the workers report (messages up); each stays on this screen.
     class Calibrating(Message, bubble=False):
@@ -265,6 +289,11 @@ class SearchScreen(Screen[None]):
         self._view_seq = 0
         self._compare_pending = False
         self._selected: int | None = None  # chunk id
+        self.trained_base: str | None = None
+        """The base model of the model searched, when that one was trained by mrl-tui."""
+        self.base_library: Library | None = None
+        """The base model's index of the folder, for the `b` reference (the app opens it)."""
+        self._base_wanted: str | None = None  # the `b` side waiting for `base_library`
 
     # The reference's parts, read by the tests and the remembered view.
     @property
@@ -290,6 +319,8 @@ class SearchScreen(Screen[None]):
             return False
         if action == "cancel_indexing":
             return self.indexing
+        if action == "cycle_base_reference" and self.trained_base is None:
+            return False  # only with a trained model
         if action in (
             "open_in_editor",
             "copy_location",
@@ -297,6 +328,7 @@ class SearchScreen(Screen[None]):
             "cycle_transform",
             "toggle_graph",
             "toggle_reference_hybrid",
+            "cycle_base_reference",
             "more_results",
             "fewer_results",
         ):
@@ -329,6 +361,7 @@ class SearchScreen(Screen[None]):
                 with VerticalScroll(id="side"):
                     yield LatencyPanel(frozen=self.frozen_timings, id="latency")
                     yield StoragePanel(id="storage")
+            yield JobsLine(id="jobs")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -443,6 +476,9 @@ class SearchScreen(Screen[None]):
             reference = dataclasses.replace(reference, dim=full)
         if library.graph is None:
             reference = dataclasses.replace(reference, mode="exact")
+        self.trained_base = self._trained_base(library)
+        if reference.base and (self.trained_base is None or self.base_library is None):
+            reference = dataclasses.replace(reference, transform=None, base=False)
         self.reference = reference
         if not self.query(DimSlider):
             await self.query_one("#dim-row").mount(
@@ -611,19 +647,25 @@ class SearchScreen(Screen[None]):
         if library is None or reference.dim is None:
             return
         measured = {**(self.latency_profile or {}), **self.latency_more}
+        base = self.base_library
         try:
-            comparison = compare_at(
-                library,
-                state,
-                dim,
-                reference.dim,
-                reference.mode,
-                reference.transform,
-                previous=self.comparison,
-                k=k,
-                retrieval=retrieval,
-                ref_retrieval=reference.retrieval,
-            )
+            if reference.base_side is not None and base is not None:
+                comparison = compare_with_base(
+                    library, base, state, dim, reference.base_side, self.comparison, k, retrieval
+                )
+            else:
+                comparison = compare_at(
+                    library,
+                    state,
+                    dim,
+                    reference.dim,
+                    reference.mode,
+                    reference.transform,
+                    previous=self.comparison,
+                    k=k,
+                    retrieval=retrieval,
+                    ref_retrieval=reference.retrieval,
+                )
             more = {}
             if self.latency_profile is not None and not self.frozen_timings and dim not in measured:
                 more = measure_latency(library, state.query, dims=[dim])
@@ -798,6 +840,8 @@ class SearchScreen(Screen[None]):
 
     @staticmethod
     def _reference_name(comparison: Comparison) -> str:
+        if comparison.ref_model is not None and comparison.ref_transform is not None:
+            return f"base {kind_for(comparison.ref_transform).short} @{comparison.ref_dim}"
         if comparison.ref_transform is not None:
             return f"{kind_for(comparison.ref_transform).short} @{comparison.ref_dim}"
         if comparison.ref_mode == "graph":
@@ -880,10 +924,51 @@ class SearchScreen(Screen[None]):
         loaded = self.library.transform.name
         others = [kind.choice for kind in KINDS if kind.fitted != loaded]
         cycle: list[str | None] = [None, *others]
-        transform = cycle[(cycle.index(self.reference.transform) + 1) % len(cycle)]
+        now = None if self.reference.base else self.reference.transform  # `b` ends here
+        transform = cycle[(cycle.index(now) + 1) % len(cycle)]
         if transform == "adaptor" and not self.library.transform_ready("adaptor"):
             self.notify("Fitting the adaptor on this folder (a few seconds; kept afterwards)…")
-        self.reference = dataclasses.replace(self.reference, transform=transform)
+        self.reference = dataclasses.replace(self.reference, transform=transform, base=False)
+
+    # The base model as the reference (`b`): the seeds' comparison on the user's own folder.
+
+    @staticmethod
+    def _trained_base(library: Library) -> str | None:
+        from mrl_tui.core.training.trained import read_provenance
+
+        record = read_provenance(library.embedder.name)
+        return None if record is None else str(record["base_model"])
+
+    def action_cycle_base_reference(self) -> None:
+        """Reference, searching with a model trained on this folder: the base model's own index
+        at the chosen dim under PCA, then naive truncation, then back to the reference before."""
+        if self.library is None or self.trained_base is None:  # `b` is off (`check_action`)
+            return
+        side = BASE_SIDES[(BASE_SIDES.index(self.reference.base_side) + 1) % len(BASE_SIDES)]
+        if side is None:
+            self._base_wanted = None
+            self.reference = dataclasses.replace(self.reference, transform=None, base=False)
+            self.notify("Reference side: the trained model again.")
+            return
+        if self.base_library is None:
+            self._base_wanted = side
+            self.post_message(self.NeedBase(self.trained_base))
+            return
+        self._show_base(side)
+
+    def base_ready(self, library: Library | None) -> None:
+        """The app opened the base model's index (None: it could not); a `b` waiting shows it."""
+        self.base_library = library
+        side, self._base_wanted = self._base_wanted, None
+        if library is not None and side is not None and self.trained_base is not None:
+            self._show_base(side)
+
+    def _show_base(self, side: str) -> None:
+        self.reference = dataclasses.replace(
+            self.reference, transform=side, base=True, mode="exact", retrieval="dense"
+        )
+        cut = "PCA" if side == "pca" else "naive truncation"
+        self.notify(f"Reference side: the base model at the same dim, under {cut}.")
 
     def action_toggle_reference_hybrid(self) -> None:
         """Reference: hybrid (keywords fused with dense) at the reference's dim, full unless
