@@ -90,7 +90,7 @@ def test_settings_are_tuned_once_kept_with_the_graphs_and_used_per_dim(
             assert asked == [(want.graph, want.candidates, want.ef)]
         exact = library.search(query, dim, 5, mode="exact")
         overlap = len({h.id for h in result.hits} & {h.id for h in exact.hits})
-        assert overlap >= 4  # tuned for 99 % of the top-10 on corpus rows
+        assert overlap >= 4  # tuned for 99 % of the top-10 on probe queries
     table = graphs.table
     library.close()
 

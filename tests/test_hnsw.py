@@ -102,7 +102,7 @@ def test_tune_measures_a_setting_per_dim_and_graph_search_uses_it(
     for dim, setting in chosen.items():
         assert 10 <= setting.candidates <= setting.ef and setting.ef in hnsw.TUNE_EFS
         assert setting.recall >= 0.95 and setting.ms > 0
-        # The measured recall holds on queries that are not corpus rows.
+        # The measured recall holds on fresh queries.
         recalls = []
         for q in clustered(30, seed=5):
             truth = set(index.search(q, dim, 10).ids.tolist())
@@ -188,7 +188,7 @@ def test_tiers_are_tuned_per_dim_on_graphs_no_larger_and_keep_their_recall(
             np.testing.assert_allclose(got.scores, index.score_ids(q, dim, got.ids), atol=1e-6)
             assert (np.diff(got.scores) <= 0).all()
         assert set(asked) == {(want.graph, want.candidates, want.ef)}, dim
-        assert np.mean(recalls) / 10 >= 0.9, dim  # what tune promised on corpus rows (0.95)
+        assert np.mean(recalls) / 10 >= 0.9, dim  # what tune promised on probe queries (0.95)
 
 
 def test_tuned_settings_round_trip_only_for_the_graph_files_they_were_measured_on(
