@@ -52,7 +52,7 @@ def test_settings_are_tuned_once_kept_with_the_graphs_and_used_per_dim(
     library = _open(tmp_path)
     graphs = library.graph
     assert graphs is not None and list(graphs.graphs) == [64, 80]
-    assert tuned == [hnsw.tune_dims(LIBRARY_DIM)] == [[64, 96]]
+    assert tuned == [hnsw.tune_dims(LIBRARY_DIM)] == [[32, 64, 96]]
     assert sorted(p.name.split("-")[0] for p in library.store.directory.glob("hnsw_*.bin")) == [
         "hnsw_pca",
         "hnsw_pca_d80",
@@ -64,6 +64,7 @@ def test_settings_are_tuned_once_kept_with_the_graphs_and_used_per_dim(
         entry = library.store.entry(graph_path.name)
         assert entry is not None and data["graphs"][str(tier)] == entry.sha256
     assert {(row["dim"], row["graph"]) for row in data["settings"]} == {
+        (32, 64),
         (64, 64),
         (96, 64),
         (96, 80),
@@ -130,4 +131,4 @@ def test_a_rebuilt_graph_is_tuned_again(
     rebuilt.close()
     _open(tmp_path).close()  # and those new settings are kept
     assert len(tuned) == 2
-    np.testing.assert_equal(len(after["settings"]), 3)
+    np.testing.assert_equal(len(after["settings"]), 4)

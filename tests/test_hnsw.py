@@ -7,7 +7,7 @@ import pytest
 
 from mrl_tui.core.errors import CacheError, InputError
 from mrl_tui.core.search import hnsw
-from mrl_tui.core.search.hnsw import GraphSet, HnswGraph, graph_search
+from mrl_tui.core.search.hnsw import FunnelSetting, GraphSet, HnswGraph, graph_search
 from mrl_tui.core.search.index import NestedIndex
 
 
@@ -212,3 +212,26 @@ def test_tuned_settings_round_trip_only_for_the_graph_files_they_were_measured_o
     only_low = GraphSet([graphs.graphs[16]])
     with pytest.raises(CacheError):  # names a tier this set does not have
         only_low.read_table(path, {16: "a" * 64, 32: "b" * 64})
+
+
+def test_a_dim_takes_a_setting_whose_recall_holds_there() -> None:
+    """Between tuned dims: the larger one's, on a tier no larger than d. Below the lowest tier:
+    the lowest tier's for the largest tuned d at or below (further below the tier is harder)."""
+    x = clustered(50, dim=128)
+    graphs = GraphSet([HnswGraph.build(x, d, M=4, ef_construction=10, threads=1) for d in (64, 96)])
+    assert graphs.setting(100) is None
+
+    def s(ms: float, graph: int) -> FunnelSetting:
+        return FunnelSetting(ef=int(ms * 10), candidates=10, recall=0.99, ms=ms, graph=graph)
+
+    graphs.table = {
+        32: {64: s(1.0, 64)},
+        64: {64: s(2.0, 64)},
+        128: {64: s(9.0, 64), 96: s(3.0, 96)},
+    }
+    assert graphs.setting(8) == graphs.setting(32) == graphs.setting(48) == s(1.0, 64)
+    assert graphs.setting(64) == s(2.0, 64)
+    assert graphs.setting(80) == s(9.0, 64)  # the 96-d tier's recall at 128 says nothing at 80
+    assert graphs.setting(96) == graphs.setting(128) == graphs.setting(200) == s(3.0, 96)
+    graphs.table = {128: {64: s(9.0, 64)}}  # a new table: nothing remembered from the old one
+    assert graphs.setting(128) == graphs.setting(8) == s(9.0, 64)

@@ -58,7 +58,7 @@ TUNE_TIMED_QUERIES = 64
 TUNE_RECALL = 0.99
 """`tune` wants the funnel's top-k to hold 99 % of the exact top-k at the same d, on average."""
 TUNE_K = 10
-TUNE_DIMS = (64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096)
+TUNE_DIMS = (32, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096)
 """Dims the library tunes (those up to the full dim, and the full dim); a d between two of them
 takes the larger one's setting (`setting`), whose recall holds at d too for a graph <= d."""
 
@@ -251,14 +251,26 @@ class GraphSet:
 
     def setting(self, dim: int) -> FunnelSetting | None:
         """For the smallest tuned d >= ``dim`` (else the largest), the fastest setting on a tier
-        of at most ``dim`` (else on the lowest tier): that tier's recall at the tuned d then
-        holds at ``dim``, which lies between the tier's d and the tuned one."""
+        of at most ``dim``: that tier's recall at the tuned d then holds at ``dim``, which lies
+        between the tier's d and the tuned one. Below the lowest tier, the lowest tier's setting
+        for the largest tuned d <= ``dim`` (else the smallest): further below the tier is harder.
+        """
         if dim not in self._chosen:
-            tuned = _ceiling(self.table, dim)
-            row = {} if tuned is None else self.table[tuned]
-            fits = [s for g, s in row.items() if g <= dim] or [row[g] for g in sorted(row)[:1]]
-            self._chosen[dim] = _fastest(fits) if fits else None
+            self._chosen[dim] = self._setting(dim)
         return self._chosen[dim]
+
+    def _setting(self, dim: int) -> FunnelSetting | None:
+        if not self.table:
+            return None
+        if dim >= self.dim:
+            row = self.table[_ceiling(self.table, dim)]  # type: ignore[index]
+            fits = [s for g, s in row.items() if g <= dim]
+            if fits:
+                return _fastest(fits)
+        below = [d for d in self.table if d <= dim and self.dim in self.table[d]]
+        tuned = max(below) if below else min(self.table)
+        row = self.table[tuned]
+        return row.get(self.dim) or _fastest(row.values())
 
     def graph(self, setting: FunnelSetting | None) -> HnswGraph:
         if setting is not None and setting.graph in self.graphs:
