@@ -692,7 +692,9 @@ class Library:
                 if self.index is not index or self._closed:
                     return
                 self.graph = built
-            self._said(f"HNSW graph of {index.n:,} chunks built in the background; in use now")
+            self._said(
+                f"HNSW graphs of {index.n:,} chunks built and tuned in the background; in use now"
+            )
 
     def _swap_transform(
         self,
