@@ -9,12 +9,12 @@
 
 Data: `bench_search.clustered` (2,000 clusters, a decaying PCA-like spectrum), queries are fresh
 draws; truth is the exact top-10 at each d. mrl-tui: the library's graph tiers (`--tiers`,
-default `hnsw.GRAPH_DIMS`: hnswlib graphs over the 64- and 256-d prefixes, M = 16,
-ef_construction = 200), candidates reranked exactly at d, with the tier, ef and the candidate
-count chosen per d by `hnsw.tune` on rows of the corpus (not on these queries); with
-``--with-anchor`` the one 64-d graph alone (as before the tiers) is timed in the same loop.
-faiss: an
-`IndexHNSWFlat` (M = 16, efConstruction = 200, inner product) built per d over a
+default `hnsw.GRAPH_DIMS`: hnswlib graphs over the 64-, 128- and 256-d prefixes, M = 16,
+ef_construction = 200), with the tier, ef and the candidate count chosen per d by `hnsw.tune`
+on probe queries made from corpus rows (not these), candidates reranked exactly at d (not at a
+tier's own d); with ``--with-anchor`` the one 64-d graph alone (as before the tiers), tuned the
+same way, is timed in passes of its own. faiss: an `IndexHNSWFlat` (M = 16, efConstruction =
+200, inner product) built per d over a
 prefix-normalised copy, on one thread, with the smallest efSearch that reaches recall 0.99 on
 these very queries (which favours faiss). Each query is timed on one side, then the other, in
 wall time and in this thread's CPU time (which leaves out waits for a loaded machine's run queue).
@@ -93,7 +93,7 @@ def main() -> None:
         t, c = time.perf_counter(), time.process_time()
         hnsw.tune(index, g, dims, K, target=args.target)
         print(
-            f"hnsw.tune ({name}) over {hnsw.TUNE_QUERIES} corpus rows, {len(dims)} dims: "
+            f"hnsw.tune ({name}) on {hnsw.TUNE_QUERIES} probe queries, {len(dims)} dims: "
             f"{time.perf_counter() - t:.1f} s wall, {time.process_time() - c:.1f} s CPU"
         )
     settings = {d: graphs.setting(d) for d in dims}
