@@ -192,7 +192,7 @@ def test_tiers_are_tuned_per_dim_on_graphs_no_larger_and_keep_their_recall(
 
 
 def test_tuned_settings_round_trip_only_for_the_graph_files_they_were_measured_on(
-    tiers: tuple[NestedIndex, GraphSet], tmp_path
+    tiers: tuple[NestedIndex, GraphSet], tmp_path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _, graphs = tiers
     sha = {16: "a" * 64, 32: "b" * 64}
@@ -205,6 +205,9 @@ def test_tuned_settings_round_trip_only_for_the_graph_files_they_were_measured_o
     assert not hnsw.settings_are_stale(path, sha)
     rebuilt = {16: "a" * 64, 32: "c" * 64}  # the 32-d graph was built again
     assert hnsw.settings_are_stale(path, rebuilt)
+    with monkeypatch.context() as m:  # measured for another recall than tune now wants
+        m.setattr(hnsw, "TUNE_RECALL", 0.9)
+        assert hnsw.settings_are_stale(path, sha)
     with pytest.raises(CacheError):
         fresh.read_table(path, rebuilt)
     with pytest.raises(CacheError):  # a graph never saved has no file to vouch for
