@@ -5,10 +5,10 @@ graphs ("tiers", `GRAPH_DIMS`: 64, 128 and 256) index the normalised prefixes of
 vectors; a search at any ``d`` asks one of them for candidates and reranks them exactly at ``d``
 with the ``NestedIndex`` ("graph search"; a "funnel" is the exact cascade of `funnel.py`).
 Which tier, how wide a beam (ef) and how many candidates is measured once per corpus by `tune`
-(recall@10 >= 0.99 against exact at d, on queries made from corpus rows) and saved with the
-graphs. One 64-d graph alone needs a beam of 768-1024 at d >= 256 where a graph at 256 needs
-about 100; and at a tier's own d the graph's cosine is the exact one, so nothing is reranked.
-For small corpora the exact scan is fast enough and needs no graph.
+(recall@10 >= 0.995 against exact at d on queries made from corpus rows, for 0.99 on real
+ones) and saved with the graphs. One 64-d graph alone needs a beam of 768-1024 at d >= 256
+where a graph at 256 needs 100-200; and at a tier's own d the graph's cosine is the exact one,
+so nothing is reranked. For small corpora the exact scan is fast enough and needs no graph.
 """
 
 from __future__ import annotations
