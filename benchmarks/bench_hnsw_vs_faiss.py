@@ -2,14 +2,19 @@
 
     pip install -e '.[bench]'                                  # faiss-cpu, benchmark only
     python benchmarks/bench_hnsw_vs_faiss.py --n 50000         # d = 32, 64, 128, 256, 384
+    python benchmarks/bench_hnsw_vs_faiss.py --n 200000 --dims 64,128,256,384 --with-anchor \
+        --graph-cache /tmp/hnsw-bench                          # keeps the graphs for a rerun
     python benchmarks/bench_hnsw_vs_faiss.py --n 200000 --dims 128,384 --phases
     python benchmarks/bench_hnsw_vs_faiss.py --n 200000 --dims 128,256,384 --phases-only
 
 Data: `bench_search.clustered` (2,000 clusters, a decaying PCA-like spectrum), queries are fresh
-draws; truth is the exact top-10 at each d. mrl-tui: one hnswlib graph over the 64-d prefix
-(M = 16, ef_construction = 200) for every d, candidates reranked exactly at d, with ef and the
-candidate count chosen by `hnsw.tune` on rows of the corpus (not on these queries). faiss: an
-`IndexHNSWFlat` (M = 16, efConstruction = 200, inner product) built per d over a
+draws; truth is the exact top-10 at each d. mrl-tui: the library's graph tiers (`--tiers`,
+default `hnsw.GRAPH_DIMS`: hnswlib graphs over the 64-, 128- and 256-d prefixes, M = 16,
+ef_construction = 200), with the tier, ef and the candidate count chosen per d by `hnsw.tune`
+on probe queries made from corpus rows (not these), candidates reranked exactly at d (not at a
+tier's own d); with ``--with-anchor`` the one 64-d graph alone (as before the tiers), tuned the
+same way, is timed in passes of its own. faiss: an `IndexHNSWFlat` (M = 16, efConstruction =
+200, inner product) built per d over a
 prefix-normalised copy, on one thread, with the smallest efSearch that reaches recall 0.99 on
 these very queries (which favours faiss). Each query is timed on one side, then the other, in
 wall time and in this thread's CPU time (which leaves out waits for a loaded machine's run queue).
@@ -23,13 +28,14 @@ import argparse
 import os
 import statistics
 import time
+from pathlib import Path
 
 import faiss
 import numpy as np
 from bench_search import K, clustered
 
 from mrl_tui.core.search import hnsw
-from mrl_tui.core.search.hnsw import ANCHOR_DIM, HnswGraph, graph_search
+from mrl_tui.core.search.hnsw import ANCHOR_DIM, GraphSet, HnswGraph, graph_search
 from mrl_tui.core.search.index import NestedIndex
 
 DIMS = [32, 64, 128, 256, 384]
@@ -53,50 +59,55 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="timed passes over the queries")
     parser.add_argument("--phases", action="store_true")
     parser.add_argument("--phases-only", action="store_true", help="no faiss, no tune")
+    parser.add_argument("--tiers", default=",".join(map(str, hnsw.GRAPH_DIMS)))
+    parser.add_argument("--with-anchor", action="store_true", help="time the 64-d graph alone too")
+    parser.add_argument("--target", type=float, default=hnsw.TUNE_RECALL, help="tune's recall")
+    parser.add_argument("--graph-cache", help="folder to keep built graphs in between runs")
+    parser.add_argument("--build-only", action="store_true", help="fill --graph-cache, no timing")
     args = parser.parse_args()
     dims = [int(d) for d in args.dims.split(",")]
+    tiers = [int(d) for d in args.tiers.split(",")]
     print(f"faiss {faiss.__version__}, numpy {np.__version__}, {os.cpu_count()} cores")
     print(f"load average at start: {_load()}")
     rng = np.random.default_rng(1)
     x = clustered(args.n + args.queries, rng)
     queries, x = x[args.n :].copy(), x[: args.n]
     index = NestedIndex(x)
-    t = time.perf_counter()
-    graph = HnswGraph.build(x, ANCHOR_DIM, M=16, ef_construction=200)
-    print(
-        f"N = {args.n:,}: hnswlib graph at {ANCHOR_DIM} d built in {time.perf_counter() - t:.0f} s"
-    )
+    built_tiers = [_graph(x, d, args.graph_cache) for d in sorted({ANCHOR_DIM, *tiers})]
+    graph = built_tiers[0]
+    graphs = GraphSet([g for g in built_tiers if g.dim in tiers])
+    anchor = GraphSet([graph])
+    if args.build_only:
+        for d in dims:
+            _faiss(x, d, args)
+        return
     if args.phases_only:
         for d in dims:
             exact = _timed(lambda q, d=d: index.search(q, d, K), queries[:20])
             print(f"d = {d}: exact scan median {statistics.median(exact) * 1e3:.2f} ms  {_load()}")
             phases(index, graph, queries, d)
         return
-    t = time.perf_counter()
-    settings = hnsw.tune(index, graph, dims, K)
+    for name, g in (("tiers " + args.tiers, graphs), (f"{ANCHOR_DIM} d alone", anchor)):
+        if g is anchor and not args.with_anchor:
+            continue
+        t, c = time.perf_counter(), time.process_time()
+        hnsw.tune(index, g, dims, K, target=args.target)
+        print(
+            f"hnsw.tune ({name}) on {hnsw.TUNE_QUERIES} probe queries, {len(dims)} dims: "
+            f"{time.perf_counter() - t:.1f} s wall, {time.process_time() - c:.1f} s CPU"
+        )
+    settings = {d: graphs.setting(d) for d in dims}
     print(
-        f"hnsw.tune over {hnsw.TUNE_QUERIES} corpus rows, {len(dims)} dims: "
-        f"{time.perf_counter() - t:.1f} s"
-    )
-    print(
-        f"{'d':>4} {'exact':>7} {'ef':>5} {'cand':>5} {'mrl ms':>7} {'recall':>6} "
+        f"{'d':>4} {'exact':>7} {'tier':>4} {'ef':>5} {'cand':>5} {'mrl ms':>7} {'recall':>6} "
         f"{'faiss ef':>8} {'faiss ms':>8} {'recall':>6} {'ratio':>6} {'mrl cpu':>7} "
         f"{'f cpu':>7} {'ratio':>6}  load"
     )
     for d in dims:
         truth_hits = index.search_many(queries, d, K)
         truth = [set(h.ids.tolist()) for h in truth_hits]
-        copy = np.ascontiguousarray(x[:, :d])
-        copy /= np.linalg.norm(copy, axis=1, keepdims=True)
         qd = np.ascontiguousarray(queries[:, :d])
         qd /= np.linalg.norm(qd, axis=1, keepdims=True)
-        faiss.omp_set_num_threads(os.cpu_count() or 1)
-        t = time.perf_counter()
-        peer = faiss.IndexHNSWFlat(d, 16, faiss.METRIC_INNER_PRODUCT)
-        peer.hnsw.efConstruction = 200
-        peer.add(copy)
-        built = time.perf_counter() - t
-        del copy
+        peer, built = _faiss(x, d, args)
         faiss.omp_set_num_threads(1)
         chosen_ef = FAISS_EFS[-1]
         for ef in FAISS_EFS:
@@ -106,32 +117,55 @@ def main() -> None:
                 break
         peer.hnsw.efSearch = chosen_ef
 
-        def ours(i: int, d: int = d) -> np.ndarray:
-            return graph_search(index, graph, queries[i], d, K).ids
+        def ours(i: int, d: int = d, g: GraphSet = graphs) -> np.ndarray:
+            return graph_search(index, g, queries[i], d, K).ids
 
         def theirs(i: int, peer=peer, qd=qd) -> np.ndarray:
             return peer.search(qd[i : i + 1], K)[1][0]
 
-        ta, tb, ca, cb = [], [], [], []
+        # Each query once on our side, then on faiss's. The 64-d graph alone is timed in passes
+        # of its own (against faiss again), not on the same query as the tiers: a second walk
+        # of the same graph for the same query would find it in the cache.
+        ta, tb, ca, cb, tc, cc, tb0, cb0 = [], [], [], [], [], [], [], []
         for _ in range(args.rounds):
-            got, want = [], []
-            for i in range(len(queries)):
-                c, s = time.thread_time(), time.perf_counter()
-                got.append(ours(i))
-                ta.append(time.perf_counter() - s)
-                ca.append(time.thread_time() - c)
-                c, s = time.thread_time(), time.perf_counter()
-                want.append(theirs(i))
-                tb.append(time.perf_counter() - s)
-                cb.append(time.thread_time() - c)
+            passes = [(graphs, ta, ca, tb, cb)]
+            if args.with_anchor:
+                passes.append((anchor, tc, cc, tb0, cb0))
+            for side, wall, cpu, wall_f, cpu_f in passes:
+                found, want = [], []
+                for i in range(len(queries)):
+                    c, s = time.thread_time(), time.perf_counter()
+                    found.append(ours(i, d, side))
+                    wall.append(time.perf_counter() - s)
+                    cpu.append(time.thread_time() - c)
+                    c, s = time.thread_time(), time.perf_counter()
+                    want.append(theirs(i))
+                    wall_f.append(time.perf_counter() - s)
+                    cpu_f.append(time.thread_time() - c)
+                if side is graphs:
+                    got = found
+                else:
+                    alone = found
         exact = statistics.median(
             _timed(lambda q, d=d: index.search(q, d, K), queries[: min(20, len(queries))])
         )
         a, b = statistics.median(ta), statistics.median(tb)
         cpu_a, cpu_b = statistics.median(ca), statistics.median(cb)
         st = settings[d]
+        assert st is not None
+        if args.with_anchor:
+            sa = anchor.setting(d)
+            assert sa is not None
+            a0, c0 = statistics.median(tc), statistics.median(cc)
+            b0, f0 = statistics.median(tb0), statistics.median(cb0)
+            print(
+                f"{d:>4} {'':>7} {ANCHOR_DIM:>4} {sa.ef:>5} {sa.candidates:>5} {a0 * 1e3:>7.3f} "
+                f"{recall(alone, truth):>6.3f} {'':>8} {b0 * 1e3:>8.3f} {'':>6} {a0 / b0:>6.2f} "
+                f"{c0 * 1e3:>7.3f} {f0 * 1e3:>7.3f} {c0 / f0:>6.2f}  ({ANCHOR_DIM}-d graph alone)"
+            )
         print(
-            f"{d:>4} {exact * 1e3:>7.2f} {st.ef:>5} {st.candidates:>5} {a * 1e3:>7.3f} "
+            f"{d:>4} {exact * 1e3:>7.2f} {st.graph:>4} {st.ef:>5} {st.candidates:>5} "
+            f"{a * 1e3:>7.3f} "
             f"{recall(got, truth):>6.3f} {chosen_ef:>8} {b * 1e3:>8.3f} "
             f"{recall(want, truth):>6.3f} {a / b:>6.2f} {cpu_a * 1e3:>7.3f} {cpu_b * 1e3:>7.3f} "
             f"{cpu_a / cpu_b:>6.2f}  {_load()} (faiss build {built:.0f} s)",
@@ -140,6 +174,51 @@ def main() -> None:
         if args.phases:
             phases(index, graph, queries, d)
         del peer
+
+
+def _faiss(x: np.ndarray, d: int, args: argparse.Namespace) -> tuple[faiss.Index, float]:
+    """faiss's HNSW over the prefix-normalised copy at ``d`` (built on every core, or from
+    ``--graph-cache``), and the seconds it took."""
+    faiss.omp_set_num_threads(os.cpu_count() or 1)
+    t = time.perf_counter()
+    kept = args.graph_cache and os.path.join(args.graph_cache, f"faiss-{args.n}-{d}.index")
+    if kept and os.path.exists(kept):
+        return faiss.read_index(kept), time.perf_counter() - t
+    copy = np.ascontiguousarray(x[:, :d])
+    copy /= np.linalg.norm(copy, axis=1, keepdims=True)
+    peer = faiss.IndexHNSWFlat(d, 16, faiss.METRIC_INNER_PRODUCT)
+    peer.hnsw.efConstruction = 200
+    peer.add(copy)
+    built = time.perf_counter() - t
+    print(f"faiss HNSW at {d} d built in {built:.0f} s  {_load()}", flush=True)
+    if kept:
+        faiss.write_index(peer, kept)
+    return peer, built
+
+
+def _graph(x: np.ndarray, dim: int, cache: str | None) -> HnswGraph:
+    """The hnswlib graph over ``x[:, :dim]``, built (timed, with its size) or from ``cache``."""
+    path = None
+    if cache is not None:
+        os.makedirs(cache, exist_ok=True)
+        path = os.path.join(cache, f"bench-{len(x)}-{x.shape[1]}-{dim}.bin")
+        if os.path.exists(path):
+            print(f"hnswlib graph at {dim} d: loaded from {path}")
+            return HnswGraph.load(Path(path), dim, len(x))
+    t, c = time.perf_counter(), time.process_time()
+    graph = HnswGraph.build(x, dim, M=16, ef_construction=200)
+    wall, cpu = time.perf_counter() - t, time.process_time() - c
+    target = path or os.path.join("/tmp", f"bench-hnsw-{os.getpid()}-{dim}.bin")
+    graph.save(Path(target))
+    size = os.path.getsize(target)
+    if path is None:
+        os.unlink(target)
+    print(
+        f"N = {len(x):,}: hnswlib graph at {dim} d built in {wall:.0f} s wall, {cpu:.0f} s CPU, "
+        f"{size / 2**20:.0f} MiB ({size / len(x):.0f} B a row)  {_load()}",
+        flush=True,
+    )
+    return graph
 
 
 def _timed(fn, items) -> list[float]:

@@ -18,15 +18,22 @@ import mrl_tui.core.library as library_module
 from mrl_tui import cli
 from mrl_tui.core.embedding.choice import ModelChoice
 from mrl_tui.core.library import Library
+from mrl_tui.core.search import hnsw
+from mrl_tui.core.search.hnsw import FunnelSetting
 
 QUERIES = ("bread oven flour", "planet moon volcano", "river bridge harbour")
 
 
 def _use_graphs(mp: pytest.MonkeyPatch) -> None:
-    """A small corpus gets an HNSW graph too, and graph search asks it for candidates (100 of
-    the 160 rows at k=5), so a damaged graph would reach hnswlib's search."""
+    """A small corpus gets an HNSW graph too, and graph search asks it for 100 candidates of the
+    160 rows, so a damaged graph would reach hnswlib's search. That fixed setting stands in for
+    `tune`, whose timed choice could differ between the clean and the repaired cache."""
     mp.setattr(library_module, "HNSW_MIN_CHUNKS", 2)
-    mp.setattr(library_module, "GRAPH_CANDIDATES", 0)
+    mp.setattr(hnsw, "tune", _wide_beams)
+
+
+def _wide_beams(index, graphs: hnsw.GraphSet, dims, *args, **kwargs) -> None:
+    graphs.table = {d: {graphs.dim: FunnelSetting(100, 100, 1.0, 1.0, graphs.dim)} for d in dims}
 
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,7 @@ import pytest
 
 from mrl_tui.core.errors import CacheError, InputError
 from mrl_tui.core.search import hnsw
-from mrl_tui.core.search.hnsw import HnswGraph, graph_search
+from mrl_tui.core.search.hnsw import FunnelSetting, GraphSet, HnswGraph, graph_search
 from mrl_tui.core.search.index import NestedIndex
 
 
@@ -102,24 +102,29 @@ def test_tune_measures_a_setting_per_dim_and_graph_search_uses_it(
     for dim, setting in chosen.items():
         assert 10 <= setting.candidates <= setting.ef and setting.ef in hnsw.TUNE_EFS
         assert setting.recall >= 0.95 and setting.ms > 0
-        # The measured recall holds on queries that are not corpus rows.
+        # The measured recall holds on fresh queries.
         recalls = []
         for q in clustered(30, seed=5):
             truth = set(index.search(q, dim, 10).ids.tolist())
             recalls.append(len(truth & set(graph_search(index, graph, q, dim, 10).ids.tolist())))
         assert np.mean(recalls) / 10 >= 0.9
-    # Without candidates, graph_search takes the nearest tuned d's setting (ties: the larger d).
+    # Without candidates, graph_search takes the setting of the smallest tuned d >= the d asked
+    # (a d between two tuned ones is nearer the graph than the larger: its recall holds), else
+    # of the largest; a larger k than tuned for widens it in proportion.
     asked = []
     real = graph.candidates
     monkeypatch.setattr(
         graph, "candidates", lambda q, c, ef: asked.append((c, ef)) or real(q, c, ef)
     )
-    graph_search(index, graph, x[0], 20, 10)
-    graph_search(index, graph, x[0], 32, 10)
+    graph_search(index, graph, x[0], 8, 10)
+    graph_search(index, graph, x[0], 17, 10)
+    graph_search(index, graph, x[0], 30, 20)
     graph_search(index, graph, x[0], 30, 10, candidates=20)  # explicit: no floor of 200 any more
+    low, high = chosen[16], chosen[48]
     assert asked == [
-        (chosen[16].candidates, chosen[16].ef),
-        (chosen[48].candidates, chosen[48].ef),
+        (low.candidates, low.ef),
+        (high.candidates, high.ef),
+        (max(2 * high.candidates, 20), max(2 * high.ef, 20)),
         (20, 20),
     ]
 
@@ -132,3 +137,104 @@ def test_tune_falls_back_to_the_best_recall_when_the_target_is_out_of_reach(
     small = NestedIndex(x[:300])
     (setting,) = hnsw.tune(small, graph, [48], k=10, target=1.01, queries=10).values()
     assert setting.recall <= 1.0 and np.isnan(setting.ms)
+
+
+@pytest.fixture(scope="module")
+def tiers(data: tuple[np.ndarray, NestedIndex, HnswGraph]) -> tuple[NestedIndex, GraphSet]:
+    """Tiers at 16 and 32 of the 48-d set, tuned at 16, 24, 32 and 48 for recall 0.95."""
+    x, index, _ = data
+    graphs = GraphSet(
+        [HnswGraph.build(x, d, M=12, ef_construction=100, threads=2) for d in (32, 16)]
+    )
+    hnsw.tune(index, graphs, [16, 24, 32, 48], k=10, target=0.95, queries=40)
+    return index, graphs
+
+
+def test_tiers_are_tuned_per_dim_on_graphs_no_larger_and_keep_their_recall(
+    tiers: tuple[NestedIndex, GraphSet], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    index, graphs = tiers
+    assert graphs.dim == 16 and list(graphs.graphs) == [16, 32]
+    assert sorted(graphs.table) == [16, 24, 32, 48]
+    assert list(graphs.table[16]) == [16] and list(graphs.table[24]) == [16]
+    assert list(graphs.table[32]) == [16, 32] and list(graphs.table[48]) == [16, 32]
+    for dim, row in graphs.table.items():
+        for tier, setting in row.items():
+            assert setting.graph == tier and setting.recall >= 0.95 and setting.ms > 0
+        assert graphs.settings[dim] == min(row.values(), key=lambda s: s.ms)
+    # What graph search at each d then asks, of which tier: the tuned d at or above it, on the
+    # fastest tier no larger than d (a d between 24 and 32 may not use the 32-d graph).
+    asked: list[tuple[int, int, int]] = []
+    for tier in graphs.graphs.values():
+        real = tier._knn  # under both `candidates` and `nearest`
+        monkeypatch.setattr(
+            tier,
+            "_knn",
+            lambda q, c, ef, t=tier.dim, real=real: asked.append((t, c, ef)) or real(q, c, ef),
+        )
+    queries = clustered(30, seed=6)
+    for dim in (16, 20, 28, 32, 40, 48):
+        tuned = min(d for d in graphs.table if d >= dim)
+        fits = [s for g, s in graphs.table[tuned].items() if g <= dim]
+        want = min(fits, key=lambda s: s.ms)
+        assert graphs.setting(dim) == want
+        asked.clear()
+        recalls = []
+        for q in queries:
+            truth = set(index.search(q, dim, 10).ids.tolist())
+            got = graph_search(index, graphs, q, dim, 10)
+            recalls.append(len(truth & set(got.ids.tolist())))
+            # At a tier's own d its cosine is the exact score (no rerank needed), best first.
+            np.testing.assert_allclose(got.scores, index.score_ids(q, dim, got.ids), atol=1e-6)
+            assert (np.diff(got.scores) <= 0).all()
+        assert set(asked) == {(want.graph, want.candidates, want.ef)}, dim
+        assert np.mean(recalls) / 10 >= 0.9, dim  # what tune promised on probe queries (0.95)
+
+
+def test_tuned_settings_round_trip_only_for_the_graph_files_they_were_measured_on(
+    tiers: tuple[NestedIndex, GraphSet], tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, graphs = tiers
+    sha = {16: "a" * 64, 32: "b" * 64}
+    path = tmp_path / "tuned.json"
+    path.write_text(graphs.to_json(sha))
+    fresh = GraphSet(list(graphs.graphs.values()))
+    assert fresh.setting(48) is None
+    assert fresh.read_table(path, sha) == graphs.table and fresh.k == 10
+    assert fresh.setting(40) == graphs.setting(40)
+    assert not hnsw.settings_are_stale(path, sha)
+    rebuilt = {16: "a" * 64, 32: "c" * 64}  # the 32-d graph was built again
+    assert hnsw.settings_are_stale(path, rebuilt)
+    with monkeypatch.context() as m:  # measured for another recall than tune now wants
+        m.setattr(hnsw, "TUNE_RECALL", 0.9)
+        assert hnsw.settings_are_stale(path, sha)
+    with pytest.raises(CacheError):
+        fresh.read_table(path, rebuilt)
+    with pytest.raises(CacheError):  # a graph never saved has no file to vouch for
+        fresh.read_table(path, {16: "a" * 64, 32: ""})
+    only_low = GraphSet([graphs.graphs[16]])
+    with pytest.raises(CacheError):  # names a tier this set does not have
+        only_low.read_table(path, {16: "a" * 64, 32: "b" * 64})
+
+
+def test_a_dim_takes_a_setting_whose_recall_holds_there() -> None:
+    """Between tuned dims: the larger one's, on a tier no larger than d. Below the lowest tier:
+    the lowest tier's for the largest tuned d at or below (further below the tier is harder)."""
+    x = clustered(50, dim=128)
+    graphs = GraphSet([HnswGraph.build(x, d, M=4, ef_construction=10, threads=1) for d in (64, 96)])
+    assert graphs.setting(100) is None
+
+    def s(ms: float, graph: int) -> FunnelSetting:
+        return FunnelSetting(ef=int(ms * 10), candidates=10, recall=0.99, ms=ms, graph=graph)
+
+    graphs.table = {
+        32: {64: s(1.0, 64)},
+        64: {64: s(2.0, 64)},
+        128: {64: s(9.0, 64), 96: s(3.0, 96)},
+    }
+    assert graphs.setting(8) == graphs.setting(32) == graphs.setting(48) == s(1.0, 64)
+    assert graphs.setting(64) == s(2.0, 64)
+    assert graphs.setting(80) == s(9.0, 64)  # the 96-d tier's recall at 128 says nothing at 80
+    assert graphs.setting(96) == graphs.setting(128) == graphs.setting(200) == s(3.0, 96)
+    graphs.table = {128: {64: s(9.0, 64)}}  # a new table: nothing remembered from the old one
+    assert graphs.setting(128) == graphs.setting(8) == s(9.0, 64)

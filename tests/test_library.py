@@ -57,8 +57,12 @@ def test_large_corpora_get_an_hnsw_graph_that_is_cached(
     library.update()
     library.load()
     assert library.graph is not None
-    graph_files = list(library.store.directory.glob("hnsw_*.bin"))
-    assert len(graph_files) == 1
+    graph_files = sorted(library.store.directory.glob("hnsw_*.bin"))  # the tiers (`GRAPH_DIMS`)
+    assert [p.name.split("-")[0] for p in graph_files] == [
+        "hnsw_pca",
+        "hnsw_pca_d128",
+        "hnsw_pca_d256",
+    ]
     query = library.query("budget and savings")
     graph = library.search(query, 384, 3)
     exact = library.search(query, 384, 3, mode="exact")

@@ -65,15 +65,15 @@ embed.Embedder = StandIn  # what `ModelChoice.load` makes
 if os.environ.get("STANDIN_GRAPH_AT"):
     library.HNSW_MIN_CHUNKS = int(os.environ["STANDIN_GRAPH_AT"])
 if os.environ.get("STANDIN_SLOW_GRAPH"):
-    build, builds = library.HnswGraph.build, []
+    build, builds = library.hnsw.load_or_build, []
 
-    def slow_build(cls, *args, **kwargs):
+    def slow_build(*args, **kwargs):  # the graph tiers of one generation, then their tuning
         builds.append(1)
         if len(builds) > 1:
             time.sleep(float(os.environ["STANDIN_SLOW_GRAPH"]))
         return build(*args, **kwargs)
 
-    library.HnswGraph.build = classmethod(slow_build)
+    library.hnsw.load_or_build = slow_build
 from mrl_tui.cli import main
 sys.exit(main(sys.argv[2:]))
 """

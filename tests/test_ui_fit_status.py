@@ -106,7 +106,7 @@ async def test_the_status_line_says_the_graph_is_being_rebuilt(
     async with app.run_test(size=(110, 34)) as pilot:
         await wait_for(pilot, lambda: app.watcher is not None, timeout=WAIT_S)
         await wait_for(pilot, lambda: "PCA fit on" in _line(app), WAIT_S)
-        release = _held(monkeypatch, "HnswGraph", "build")
+        release = _held(monkeypatch, "hnsw", "load_or_build")  # the graph tiers, then tune
         await _saved(
             pilot, app, 1, "lighthouse quokka", "graph: building, exact search until ready"
         )

@@ -244,7 +244,7 @@ def test_a_new_generation_searches_exactly_while_its_graph_is_built(
     query = lib.query("planet moon volcano")
     assert lib.graph is not None and lib.search(query, 96).mode == "graph"
     lib.background_refit = True
-    release = _blocked(monkeypatch, "HnswGraph", "build")
+    release = _blocked(monkeypatch, "hnsw", "load_or_build")  # the graph tiers, then tune
     (folder / "notes/n000.md").write_text("# One\n\nriver bridge harbour\n", encoding="utf-8")
     lib.update()
     lib.load()

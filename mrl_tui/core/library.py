@@ -37,10 +37,10 @@ from mrl_tui.core.errors import (
     MrlError,
 )
 from mrl_tui.core.preflight import check_folder, check_query
-from mrl_tui.core.search import hybrid
+from mrl_tui.core.search import hnsw, hybrid
 from mrl_tui.core.search.codes import DEFAULT_RESCORE, PRECISIONS, Codes, encode, rescored_search
 from mrl_tui.core.search.funnel import auto_funnel
-from mrl_tui.core.search.hnsw import ANCHOR_DIM, HNSW_MIN_CHUNKS, HnswGraph, graph_search
+from mrl_tui.core.search.hnsw import ANCHOR_DIM, HNSW_MIN_CHUNKS, GraphSet, graph_search
 from mrl_tui.core.search.index import Hits, NestedIndex, index_device
 from mrl_tui.core.search.pseudo import SHORT, WINDOWS, pseudo_queries
 from mrl_tui.core.search.query_features import TermStats
@@ -93,8 +93,6 @@ MODE_ALIASES = {"funnel": "graph"}
 mean only the exact cascade (`mrl_tui.core.search.funnel`)."""
 TRANSFORMS = CHOICES
 """The user's transform choices (`mrl_tui.core.transforms.kind`)."""
-GRAPH_CANDIDATES = 200
-"""Candidates the HNSW graph hands to the exact rerank (at least 20 per requested hit)."""
 GRAPH_BUILDING_NOTE = (
     "exact search: the HNSW graph of this index is being built in the background; graph search "
     "once it is ready"
@@ -238,7 +236,7 @@ class Library:
         self._told = 0
         self.transform: Transform | Adaptor = IDENTITY
         self.index: NestedIndex | None = None
-        self.graph: HnswGraph | None = None
+        self.graph: GraphSet | None = None
         self._ids = np.zeros(0, dtype=np.int64)
         self._codes: dict[str, Codes] = {}
         self._views: dict[str, tuple[Transform, NestedIndex]] = {}
@@ -495,25 +493,37 @@ class Library:
 
     def _load_graph(
         self, generation: int, on_progress: Callable[[int, int], None] | None
-    ) -> HnswGraph | None:
+    ) -> GraphSet | None:
         assert self.index is not None
         if self.index.n < HNSW_MIN_CHUNKS or self.full_dim <= ANCHOR_DIM:
             return None
-        # The graph is built on transformed vectors, so each transform has its own. hnswlib
+        # The graphs are built on transformed vectors, so each transform has its own. hnswlib
         # reads only a verified file: it crashes on an edited one.
-        index = self.index
-        path = self.store.derived_path(f"hnsw_{self.transform.name}", generation, ".bin")
-        if self.background_refit and self._loads > 0 and not path.exists():
+        paths = self._graph_paths(self.transform.name, generation)
+        if self.background_refit and self._loads > 0 and not all(p.exists() for p in paths):
             self._graph_due = True  # exact searches until it is built (minutes on a CPU)
             return None
-        return self._shelf().get(
-            path,
-            (index.n, ANCHOR_DIM),
-            load=lambda p: HnswGraph.load(p, ANCHOR_DIM, index.n),
-            build=lambda: HnswGraph.build(index.vectors(), ANCHOR_DIM, progress=on_progress),
-            writer=lambda graph: graph.write,
-            what="HNSW graph",
-        )
+        return self._graphs(self.index, self.transform.name, generation, on_progress)
+
+    def _graph_paths(self, name: str, generation: int) -> list[Path]:
+        """The graph tiers' files, then their tuned settings' (`hnsw.load_or_build`)."""
+        tiers: list[int | None] = [*hnsw.tier_dims(self.full_dim), None]
+        return [
+            self.store.derived_path(hnsw.file_name(name, t), generation, ".bin" if t else ".json")
+            for t in tiers
+        ]
+
+    def _graphs(
+        self,
+        index: NestedIndex,
+        name: str,
+        generation: int,
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> GraphSet:
+        """The graph tiers and their settings, loaded, or built and tuned once, and kept."""
+        *graphs, settings = self._graph_paths(name, generation)
+        tiers = dict(zip(hnsw.tier_dims(self.full_dim), graphs, strict=True))
+        return hnsw.load_or_build(self._shelf(), tiers, settings, index, on_progress)
 
     @property
     def transform_kind(self) -> TransformKind:
@@ -718,15 +728,16 @@ class Library:
                     return
                 index = self.index
             started = time.perf_counter()
-            built = HnswGraph.build(index.vectors(), ANCHOR_DIM)
+            built = self._graphs(index, name, generation)  # kept as it is made
             with self._state_lock:
                 if self.index is not index or self._closed:
                     return
                 self.graph = built
-                self._keep(f"hnsw_{name}", generation, ".bin", (index.n, ANCHOR_DIM), built)
                 self._refitting.discard("hnsw")
                 self._refit_seconds["hnsw"] = time.perf_counter() - started
-            self._said(f"HNSW graph of {index.n:,} chunks built in the background; in use now")
+            self._said(
+                f"HNSW graphs of {index.n:,} chunks built and tuned in the background; in use now"
+            )
 
     def _swap_transform(
         self,
@@ -738,11 +749,10 @@ class Library:
     ) -> None:
         """Under the state lock: `fitted` and its index replace the loaded ones; what was
         derived from the old fit (graph, router, codes, views) goes, on disk too."""
-        for stale in (f"hnsw_{name}", f"router_{name}"):
-            for suffix in (".bin", ".json"):
-                path = self.store.derived_path(stale, generation, suffix)
-                if os.path.lexists(path) and not self.store.read_only:
-                    artifacts.remove(path)
+        stale = [self.store.derived_path(f"router_{name}", generation, ".json")]
+        for path in [*stale, *self._graph_paths(name, generation)]:
+            if os.path.lexists(path) and not self.store.read_only:
+                artifacts.remove(path)
         self._fit_ids = ids
         self._kept_fit(name, generation, fitted, fresh=True)
         self._keep(f"transform_{name}", generation, ".npz", (self.full_dim,), fitted)
@@ -954,9 +964,8 @@ class Library:
         vector = self._index_vector(query)
         started = time.perf_counter()
         if use_graph:
-            assert self.graph is not None
-            candidates = max(GRAPH_CANDIDATES, 20 * k)
-            found = graph_search(self.index, self.graph, vector, dim, k, candidates)
+            assert self.graph is not None  # its tier, ef and candidates: as tuned for dim
+            found = graph_search(self.index, self.graph, vector, dim, k)
         else:
             found = self.index.search(vector, dim, k)
         elapsed = (time.perf_counter() - started) * 1000
