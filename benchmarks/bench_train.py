@@ -45,6 +45,8 @@ def bench_set(folder: Path, args: argparse.Namespace) -> dict:
         evaluations=args.evaluations,
         distill=args.distill,
         **({"learning_rate": args.learning_rate} if args.learning_rate else {}),
+        **({"head_share": args.head_share} if args.head_share is not None else {}),
+        **({"head_learning_rate": args.head_learning_rate} if args.head_learning_rate else {}),
     )
     load_before = os.getloadavg()
     result = train(
@@ -82,6 +84,9 @@ def bench_set(folder: Path, args: argparse.Namespace) -> dict:
                 "batch_size",
                 "max_seq_length",
                 "learning_rate",
+                "head_learning_rate",
+                "head_only_steps",
+                "loss",
                 "train_seconds",
                 "validation_seconds",
                 "pairs_per_second",
@@ -96,6 +101,9 @@ def bench_set(folder: Path, args: argparse.Namespace) -> dict:
         "pairs": record["pairs"],
         "validation": {
             "base": record["validation"]["base"]["mean_ndcg10"],
+            "start": record["validation"].get("base_pca", record["validation"]["base"])[
+                "mean_ndcg10"
+            ],
             "best": record["validation"]["best"]["mean_ndcg10"],
         },
         "load_average": {"before": load_before, "after_training": load_after},
@@ -116,9 +124,20 @@ def print_set(out: dict) -> None:
     print(
         f"trained on {out['pairs']['train']} corpus pairs: {t['steps_run']} steps of "
         f"{t['batch_size']} at {t['max_seq_length']} tokens ({t['device']}, {t['precision']}), "
-        f"best step {t['steps']}; {t['train_seconds']:.0f} s ({t['validation_seconds']:.0f} s "
+        f"{t['loss']}, lr {t['learning_rate']:g}"
+        + (
+            f", head lr {t['head_learning_rate']:g} ({t['head_only_steps']} steps head only)"
+            if "head_learning_rate" in t
+            else ""
+        )
+        + f"; best step {t['steps']}; {t['train_seconds']:.0f} s ({t['validation_seconds']:.0f} s "
         f"validating), {t['pairs_per_second']:.1f} pairs/s; load average "
         f"{load['before'][0]:.1f} before, {load['after_training'][0]:.1f} after"
+    )
+    print(
+        f"validation (held-out pseudo-queries, mean nDCG@10 over the dims): base "
+        f"{out['validation']['base']:.4f}, start {out['validation']['start']:.4f}, best "
+        f"{out['validation']['best']:.4f}"
     )
     names = list(out["rows"][0])[1:]
     print("| dim | " + " | ".join(names) + " |")
@@ -151,6 +170,12 @@ def main() -> None:
         default=0.0,
         help="weight of a term keeping full-dim passage vectors close to the starting model's",
     )
+    parser.add_argument(
+        "--head-share",
+        type=float,
+        help="share of the steps that train the PCA head alone, encoder frozen (1: head only)",
+    )
+    parser.add_argument("--head-learning-rate", type=float, help="the PCA head's learning rate")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--cache-dir", type=Path)
     parser.add_argument("--force", action="store_true", help="train again even if up to date")

@@ -132,6 +132,73 @@ def test_small_prefixes_agree_with_full_more_than_base_naive_prefixes(
     assert mine >= base + 0.03, (base, mine)
 
 
+def test_the_pca_head_keeps_full_dim_cosines_at_step_0_and_loads_plainly(tmp_path: Path) -> None:
+    """The trainable head starts as the corpus' PCA rotation: full-dim cosines are the base
+    model's, prefixes are PCA's, and the folder saved with it loads with plain
+    `SentenceTransformer(path)` to the same vectors."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.base.modules.dense import Dense
+
+    from mrl_tui.core.transforms.pca import fit_pca
+
+    texts = [f"{title}. {body}" for title, body in tiny_texts().values()]
+    model = SentenceTransformer(str(bundled_model_path()), device="cpu")
+    before = model.encode(texts)
+    rotation = fit_pca(before)
+    where = train_module._insert_rotation(model, rotation.matrix)
+    assert isinstance(model[where], Dense) and where == len(model) - 2  # before Normalize
+    after = model.encode(texts)
+    np.testing.assert_allclose(after @ after.T, before @ before.T, atol=1e-5)
+    np.testing.assert_allclose(after[:, :32], rotation.apply(before)[:, :32], atol=1e-5)
+    assert not np.allclose(after[:, :32], before[:, :32], atol=1e-2)  # not naive prefixes
+
+    model.save(str(tmp_path / "m"), create_model_card=False, safe_serialization=True)
+    assert (tmp_path / "m" / f"{where}_Dense" / "model.safetensors").is_file()
+    loaded = SentenceTransformer(str(tmp_path / "m"), device="cpu")
+    np.testing.assert_allclose(loaded.encode(texts), after, atol=1e-5)
+
+
+def _encoder_weights(path: Path) -> dict[str, np.ndarray]:
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(path), device="cpu")
+    return {k: v.numpy().copy() for k, v in model[0].state_dict().items()}
+
+
+def test_the_head_alone_trains_while_the_encoder_is_frozen(tmp_path: Path) -> None:
+    """`head_share=1`: the saved encoder is the base's, bit for bit; the head moved off the
+    orthogonal PCA start. With a share below 1 the encoder trains after the head's steps."""
+    from sentence_transformers import SentenceTransformer
+
+    folder = tiny_folder(tmp_path / "tiny")
+    base = _encoder_weights(bundled_model_path())
+    settings = TrainSettings(
+        max_steps=3, batch_size=4, max_seq_length=16, evaluations=1, head_share=1.0,
+        head_learning_rate=1e-4,
+    )  # fmt: skip
+    result = train(folder, device="cpu", settings=settings, cache_root=tmp_path / "a")
+    record = result.provenance
+    assert result.model_path is not None and record["head_only_steps"] == 3
+    assert record["head_learning_rate"] == 1e-4
+    mine = _encoder_weights(result.model_path)
+    assert all(np.array_equal(mine[k], base[k]) for k in base)
+    head = SentenceTransformer(str(result.model_path), device="cpu")[-2].linear.weight
+    gram = (head @ head.T).detach().numpy()
+    assert not np.allclose(gram, np.eye(len(gram)), atol=1e-6)
+
+    mixed = train(
+        folder,
+        device="cpu",
+        settings=TrainSettings(
+            max_steps=4, batch_size=4, max_seq_length=16, evaluations=1, head_share=0.5
+        ),
+        cache_root=tmp_path / "b",
+    )
+    assert mixed.model_path is not None and mixed.provenance["head_only_steps"] == 2
+    moved = _encoder_weights(mixed.model_path)
+    assert any(not np.array_equal(moved[k], base[k]) for k in base)
+
+
 def test_registry_and_info_treat_it_as_native_mrl(
     trained: TrainedNotes, capsys: pytest.CaptureFixture[str]
 ) -> None:
