@@ -50,6 +50,12 @@ class StandIn(HashEmbedder):
         return super().embed_query(text)
 
 library.Embedder = embed.Embedder = StandIn
+real_choose_device = embed.choose_device
+# The stand-in runs on the CPU: asking torch which device "auto" means would import it in each
+# server (1-2 s of CPU a start, some twenty starts), and the answer is not what is tested here.
+embed.choose_device = lambda requested="auto": (
+    "cpu" if requested in ("auto", "cpu") else real_choose_device(requested)
+)
 from mrl_tui.cli import main
 sys.exit(main(sys.argv[2:]))
 """
