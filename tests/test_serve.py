@@ -27,8 +27,11 @@ TESTS = Path(__file__).resolve().parent
 # answered by the server); STANDIN_SLOW_QUERY=FILE: a query touches FILE and then hangs;
 # STANDIN_VERSION: this process calls itself another version of mrl-tui.
 _DRIVER = """
-import os, sys, time
+import os, signal, sys, time
 from pathlib import Path
+# Ctrl-C as in a terminal, whatever the test runner's worker that started this process does with it
+signal.signal(signal.SIGINT, signal.default_int_handler)
+signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 sys.path.insert(0, sys.argv[1])
 import mrl_tui
 mrl_tui.__version__ = os.environ.get("STANDIN_VERSION", mrl_tui.__version__)

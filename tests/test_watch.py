@@ -133,11 +133,21 @@ def test_a_small_change_keeps_the_fit_a_large_one_refits(tmp_path: Path) -> None
     assert lib.chunk_count < rows  # the changed files are shorter: rows were removed too
 
 
+_AS_IN_A_TERMINAL = """
+import runpy, signal
+signal.signal(signal.SIGINT, signal.default_int_handler)
+signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+runpy.run_module("mrl_tui", run_name="__main__", alter_sys=True)
+"""
+"""`python -m mrl_tui` with Ctrl-C as in a terminal, whatever the test runner's worker that starts
+it does with SIGINT (a pytest-xdist worker's child did not stop on it)."""
+
+
 def test_watch_command_prints_a_line_per_update_and_ctrl_c_exits_130(tmp_path: Path) -> None:
     folder = write_files(tmp_path / "folder", {"a.md": "# A\n\nalpha\n"})
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mrl_tui", "watch", str(folder), "--device", "cpu"],
+        [sys.executable, "-c", _AS_IN_A_TERMINAL, "watch", str(folder), "--device", "cpu"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
