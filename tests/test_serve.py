@@ -29,7 +29,7 @@ TESTS = Path(__file__).resolve().parent
 _DRIVER = """
 import os, signal, sys, time
 from pathlib import Path
-# Ctrl-C as in a terminal, whatever the test runner's worker that started this process does with it
+# Ctrl-C as in a terminal, even when pytest runs as a background job (which ignores SIGINT)
 signal.signal(signal.SIGINT, signal.default_int_handler)
 signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 sys.path.insert(0, sys.argv[1])

@@ -139,8 +139,8 @@ signal.signal(signal.SIGINT, signal.default_int_handler)
 signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 runpy.run_module("mrl_tui", run_name="__main__", alter_sys=True)
 """
-"""`python -m mrl_tui` with Ctrl-C as in a terminal, whatever the test runner's worker that starts
-it does with SIGINT (a pytest-xdist worker's child did not stop on it)."""
+"""`python -m mrl_tui` with Ctrl-C as in a terminal, even when pytest runs as a background job of a
+shell, which starts it with SIGINT ignored (and its children then never see a Ctrl-C)."""
 
 
 def test_watch_command_prints_a_line_per_update_and_ctrl_c_exits_130(tmp_path: Path) -> None:
