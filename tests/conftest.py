@@ -1,11 +1,23 @@
 """Shared fixtures: the real bundled model (loaded once per session), a real Matryoshka model
-trained on the notes sample (once per session), and small temp corpora."""
+trained on the notes sample (once per run), and small temp corpora.
+
+Under pytest-xdist (`pytest -n 2`) each worker is a session of its own: the notes index and the
+trained model are built once for all workers (`built_once`), and each worker's torch and BLAS
+take their share of the cores instead of all of them."""
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
+
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):  # set before this import, read at torch's
+    _cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    _share = str(max(1, (_cores or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+    for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(_name, _share)  # two workers × two threads on two cores spin-wait
 
 import numpy as np
 import pytest
@@ -54,17 +66,59 @@ def _one_model_per_session(request: pytest.FixtureRequest, monkeypatch: pytest.M
     monkeypatch.setattr(ModelChoice, "load", shared)
 
 
+def built_once(
+    tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None]
+) -> tuple[Path, bool]:
+    """(folder, built here): `build(folder)` runs once per test run. Without xdist the folder is
+    a plain session folder. Under xdist the first worker to ask builds it, under a file lock, in
+    a folder all the workers share (the parent of their temp folders); the others wait for it and
+    find it built. A build that failed half-way is started again by the next worker."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        folder = tmp_path_factory.mktemp(name)
+        build(folder)
+        return folder, True
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp().parent
+    folder, done = root / name, root / f"{name}.built"
+    with FileLock(str(root / f"{name}.lock")):
+        if done.exists():
+            return folder, False
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir()
+        build(folder)
+        done.touch()
+        return folder, True
+
+
 @pytest.fixture(scope="session")
 def notes_library(embedder, tmp_path_factory: pytest.TempPathFactory):
-    """The notes sample indexed once per session with the real model (about 40 s on 2 cores).
+    """The notes sample indexed once per run with the real model (about 40 s on 2 cores).
 
-    Tests share it read-only: they search it, they do not index it again or close it."""
+    Tests share it read-only: they search it, they do not index it again or close it. Each
+    xdist worker opens its own copy of the index, with the vectors the model gave each text."""
     from mrl_tui.core.library import Library
 
     remembering = Remembering(embedder)
-    library = Library(SAMPLES / "notes", remembering, cache_root=tmp_path_factory.mktemp("notes"))
+
+    def build(folder: Path) -> None:
+        library = Library(SAMPLES / "notes", remembering, cache_root=folder / "cache")
+        report = library.update()
+        assert report.chunks_total > 100 and not report.cancelled
+        library.load()  # the derived files (vector snapshot, PCA) are made here too
+        library.close()
+        remembering.save(folder / "known.npz")
+
+    folder, here = built_once(tmp_path_factory, "notes", build)
+    cache = folder / "cache"
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # the shared folder stays as built
+        cache = tmp_path_factory.mktemp("notes-copy") / "cache"
+        shutil.copytree(folder / "cache", cache)
+    if not here:
+        remembering.load(folder / "known.npz")
+    library = Library(SAMPLES / "notes", remembering, cache_root=cache)
     report = library.update()
-    assert report.chunks_total > 100 and not report.cancelled
+    assert report.chunks_total > 100 and report.chunks_embedded == 0
     library.load()
     yield library
     library.close()
@@ -98,21 +152,30 @@ def trained_notes(tmp_path_factory: pytest.TempPathFactory) -> TrainedNotes:
     import torch
 
     from mrl_tui.core.training.train import TrainSettings, train
+    from mrl_tui.core.training.trained import trained_for
 
-    cache = tmp_path_factory.mktemp("trained-notes")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # two OpenMP threads spin-wait on each other on a busy 2-core box
-    try:
-        result = train(
-            SAMPLES / "notes",
-            device="cpu",
-            settings=TrainSettings(**TRAINED_NOTES_SETTINGS),
-            cache_root=cache,
-        )
-    finally:
-        torch.set_num_threads(threads)
-    assert result.model_path is not None and not result.provenance["partial"]
-    return TrainedNotes(SAMPLES / "notes", cache, result.model_path, result.provenance)
+    def build(cache: Path) -> None:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # two OpenMP threads spin-wait on each other on a busy 2-core box
+        try:
+            result = train(
+                SAMPLES / "notes",
+                device="cpu",
+                settings=TrainSettings(**TRAINED_NOTES_SETTINGS),
+                cache_root=cache,
+            )
+        finally:
+            torch.set_num_threads(threads)
+        assert result.model_path is not None and not result.provenance["partial"]
+
+    shared, _ = built_once(tmp_path_factory, "trained-notes", build)
+    cache = shared
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # a cache of this worker's own: tests index into it
+        cache = tmp_path_factory.mktemp("trained-notes-copy") / "cache"
+        shutil.copytree(shared, cache)
+    found = trained_for(SAMPLES / "notes", cache)
+    assert found is not None and not found.partial
+    return TrainedNotes(SAMPLES / "notes", cache, found.path, found.provenance)
 
 
 class Remembering:
@@ -144,6 +207,15 @@ class Remembering:
         for i, text in enumerate(texts):
             out[i] = self._known[text]
         return out
+
+    def save(self, path: Path) -> None:
+        texts = list(self._known)
+        vectors = np.stack([self._known[t] for t in texts]) if texts else np.zeros((0, 0))
+        np.savez(path, texts=np.array(texts, dtype=str), vectors=vectors)
+
+    def load(self, path: Path) -> None:
+        with np.load(path, allow_pickle=False) as saved:
+            self._known.update(zip(saved["texts"].tolist(), saved["vectors"], strict=True))
 
 
 @pytest.fixture

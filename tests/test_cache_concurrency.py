@@ -75,7 +75,7 @@ def test_a_busy_database_is_an_error_never_a_rebuild(
 
 
 WRITER = """
-import sys
+import sys, time
 sys.path.insert(0, {tests!r})
 from pathlib import Path
 from fakes import LIBRARY_DIM, HashEmbedder
@@ -86,11 +86,15 @@ indexer.COMMIT_EVERY_CHUNKS = 2
 slow = HashEmbedder(LIBRARY_DIM, delay_s=0.25)
 library = Library(Path({folder!r}), slow, cache_root=Path({cache!r}))
 told = False
+go = Path({go!r})
 def progress(p):
     global told
     if p.phase == "embedding" and p.files_done and not told:
         told = True
         print("committed", flush=True)
+        deadline = time.monotonic() + 60
+        while not go.exists() and time.monotonic() < deadline:  # the test says when to go on
+            time.sleep(0.02)
 report = library.update(on_progress=progress)
 print("done", report.chunks_total, flush=True)
 """
@@ -101,7 +105,10 @@ def test_one_writer_at_a_time(
 ) -> None:
     folder = write_corpus(tmp_path / "folder", files=8, paragraphs=2)
     cache = tmp_path / "cache"
-    script = WRITER.format(tests=str(Path(__file__).parent), folder=str(folder), cache=str(cache))
+    go = tmp_path / "go"  # the writer holds the lock, one file committed, until this exists
+    script = WRITER.format(
+        tests=str(Path(__file__).parent), folder=str(folder), cache=str(cache), go=str(go)
+    )
     writer = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     assert writer.stdout is not None
     try:
@@ -119,7 +126,13 @@ def test_one_writer_at_a_time(
         embedder = HashEmbedder(LIBRARY_DIM)
         library = Library(folder, embedder, cache_root=cache)
         phases: list[IndexProgress] = []
-        report = library.update(on_progress=phases.append)
+
+        def progress(p: IndexProgress) -> None:
+            phases.append(p)
+            if p.phase == "waiting":
+                go.touch()  # the writer goes on only once this update is waiting for it
+
+        report = library.update(on_progress=progress)
         assert phases[0].phase == "waiting" and "waiting" in phases[0].current
         assert writer.wait(30) == 0
         assert writer.stdout.read().split() == ["done", str(report.chunks_total)]

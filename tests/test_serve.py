@@ -31,8 +31,11 @@ TESTS = Path(__file__).resolve().parent
 # build after this process's first takes SECONDS more;
 # STANDIN_VERSION: this process calls itself another version of mrl-tui.
 _DRIVER = """
-import os, sys, time
+import os, signal, sys, time
 from pathlib import Path
+# Ctrl-C as in a terminal, even when pytest runs as a background job (which ignores SIGINT)
+signal.signal(signal.SIGINT, signal.default_int_handler)
+signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 sys.path.insert(0, sys.argv[1])
 import mrl_tui
 mrl_tui.__version__ = os.environ.get("STANDIN_VERSION", mrl_tui.__version__)
@@ -62,6 +65,12 @@ class StandIn(HashEmbedder):
         return super().embed_documents(texts, **kwargs)
 
 embed.Embedder = StandIn  # what `ModelChoice.load` makes
+real_choose_device = embed.choose_device
+# The stand-in runs on the CPU: asking torch which device "auto" means would import it in each
+# server (1-2 s of CPU a start, some twenty starts), and the answer is not what is tested here.
+embed.choose_device = lambda requested="auto": (
+    "cpu" if requested in ("auto", "cpu") else real_choose_device(requested)
+)
 if os.environ.get("STANDIN_GRAPH_AT"):
     library.HNSW_MIN_CHUNKS = int(os.environ["STANDIN_GRAPH_AT"])
 if os.environ.get("STANDIN_SLOW_GRAPH"):

@@ -19,8 +19,9 @@ from mrl_tui.ui.screens.train import Rate, TrainScreen, progress_line
 from mrl_tui.ui.widgets.dim_slider import DimSlider
 
 TINY = TrainSettings(max_steps=2, batch_size=4, max_seq_length=16, evaluations=2)
-LONG = TrainSettings(max_steps=500, batch_size=4, max_seq_length=16, evaluations=500)
-"""Validates after every step (cheap here), so a stop always has a checkpoint to keep."""
+LONG = TrainSettings(max_steps=500, batch_size=4, max_seq_length=16, evaluations=500, patience=500)
+"""Validates after every step (cheap here), so a stop always has a checkpoint to keep; never
+ends by itself on no improvement (after two stale checks, before Esc on a quick machine)."""
 UNVALIDATED = TrainSettings(max_steps=500, batch_size=4, max_seq_length=16, evaluations=1)
 """Validates only at step 500: a stop before it has no checkpoint, however fast the machine."""
 

@@ -43,13 +43,20 @@ def watched(tmp_path: Path):
     # The watch is in place shortly after `ready`: touch a probe until its update comes.
     probe = folder / "probe.md"
     deadline = time.monotonic() + WAIT_S
+    writes = 0
     while True:
         probe.write_text(f"probe {time.monotonic()}\n", encoding="utf-8")
+        writes += 1
         try:
             updates.get(timeout=0.5)
             break
         except queue.Empty:
             assert time.monotonic() < deadline, "the watcher never reported"
+    while writes > 1:  # the probe's later writes may come in an update of their own: let it pass
+        try:
+            updates.get(timeout=2.0)
+        except queue.Empty:
+            break
     yield folder, lib, updates
     watcher.stop.set()
     thread.join(WAIT_S)
@@ -126,11 +133,21 @@ def test_a_small_change_keeps_the_fit_a_large_one_refits(tmp_path: Path) -> None
     assert lib.chunk_count < rows  # the changed files are shorter: rows were removed too
 
 
+_AS_IN_A_TERMINAL = """
+import runpy, signal
+signal.signal(signal.SIGINT, signal.default_int_handler)
+signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+runpy.run_module("mrl_tui", run_name="__main__", alter_sys=True)
+"""
+"""`python -m mrl_tui` with Ctrl-C as in a terminal, even when pytest runs as a background job of a
+shell, which starts it with SIGINT ignored (and its children then never see a Ctrl-C)."""
+
+
 def test_watch_command_prints_a_line_per_update_and_ctrl_c_exits_130(tmp_path: Path) -> None:
     folder = write_files(tmp_path / "folder", {"a.md": "# A\n\nalpha\n"})
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mrl_tui", "watch", str(folder), "--device", "cpu"],
+        [sys.executable, "-c", _AS_IN_A_TERMINAL, "watch", str(folder), "--device", "cpu"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
