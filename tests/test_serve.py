@@ -629,4 +629,9 @@ def test_while_the_server_rebuilds_the_graph_its_answer_says_it_searched_exactly
     assert cold.returncode == 0, cold.stderr
     warm_data, cold_data = _untimed(warm.stdout), _untimed(cold.stdout)
     assert warm_data.pop("note") == GRAPH_BUILDING_NOTE and "note" not in cold_data
+
+    def found(data: dict) -> list[tuple[str, int, int]]:  # scores: exact vs the graph tier's
+        return [(h["path"], h["start_line"], h["end_line"]) for h in data.pop("results")]
+
+    assert found(warm_data) == found(cold_data)
     assert warm_data == cold_data

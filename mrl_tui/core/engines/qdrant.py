@@ -170,7 +170,8 @@ class EdgeEngine(_Collection):
                 if "WouldBlock" in str(exc):  # its WAL is locked by the process that holds it
                     raise EngineError(
                         f"{self.label} is open in another process (a `watch` or `serve`?): "
-                        "search through `serve --backend`, or stop the other first"
+                        "search through a server that holds it (`mrl-tui serve` with this "
+                        "backend), or stop the other first"
                     ) from None
                 raise EngineError(f"{self.label}: cannot be loaded: {_first_line(exc)}") from None
 
