@@ -30,6 +30,7 @@ typedef int32_t v8i __attribute__((vector_size(32)));
 
 #define ROWS 8 /* rows scored together: their 8 sums are reduced in one shuffle tree */
 #define TINY 1e-30f
+#define AHEAD_BYTES 8192 /* of rows (all blocks together) prefetched ahead of the scan, 8..64 rows */
 
 typedef struct {
     const float *base; /* the block's first row */
@@ -141,6 +142,13 @@ static inline __attribute__((always_inline)) float tail_dot(const part_t *parts,
 static inline __attribute__((always_inline)) void scan_body(
     const part_t *parts, int nparts, int tails, const norm_t *nm, Py_ssize_t a, Py_ssize_t b,
     Py_ssize_t k, float *hs, int64_t *hi, Py_ssize_t *hn) {
+    /* Prefetching AHEAD_BYTES of rows ahead took one thread from 0.6-0.8x faiss's read rate to
+     * par (d = 64..384; more ahead lost at high d, where five blocks are read at once). A
+     * prefetch past the last row is a harmless hint. */
+    Py_ssize_t width = 0;
+    for (int p = 0; p < nparts; p++) width += 8 * parts[p].nv + parts[p].ntail;
+    Py_ssize_t ahead = AHEAD_BYTES / (4 * (width > 0 ? width : 1));
+    ahead = ahead < ROWS ? ROWS : ahead > 64 ? 64 : ahead;
     Py_ssize_t r = a;
     for (; r + ROWS <= b; r += ROWS) {
         v8 acc[ROWS];
@@ -151,7 +159,11 @@ static inline __attribute__((always_inline)) void scan_body(
             const float *q = parts[p].q;
             for (Py_ssize_t c = 0; c < parts[p].nv; c++) {
                 v8 qv = loadu(q + 8 * c);
-                for (int i = 0; i < ROWS; i++) acc[i] += loadu(x + i * st + 8 * c) * qv;
+                for (int i = 0; i < ROWS; i++) {
+                    if ((c & 1) == 0) /* one 64-byte line per two 8-float reads */
+                        __builtin_prefetch(x + (i + ahead) * st + 8 * c);
+                    acc[i] += loadu(x + i * st + 8 * c) * qv;
+                }
             }
         }
         v8 s = reduce8(acc);
