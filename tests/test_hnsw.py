@@ -238,3 +238,49 @@ def test_a_dim_takes_a_setting_whose_recall_holds_there() -> None:
     assert graphs.setting(96) == graphs.setting(128) == graphs.setting(200) == s(3.0, 96)
     graphs.table = {128: {64: s(9.0, 64)}}  # a new table: nothing remembered from the old one
     assert graphs.setting(128) == graphs.setting(8) == s(9.0, 64)
+
+
+def test_tune_on_given_queries_keeps_their_exact_top_k_at_the_chosen_setting(
+    data: tuple[np.ndarray, NestedIndex, HnswGraph],
+) -> None:
+    """``probes`` replaces the probe queries: what tune reports is the recall on them, which
+    graph search then reproduces against the exact top-10, best first as the exact scores."""
+    x, index, _ = data
+    graphs = GraphSet([HnswGraph.build(x, 32, M=12, ef_construction=100, threads=2)])
+    queries = clustered(40, seed=8)
+    chosen = hnsw.tune(index, graphs, [16, 32, 48], k=10, target=0.97, probes=queries)
+    for dim, setting in chosen.items():
+        assert setting.recall >= 0.97 and setting.ef in hnsw.TUNE_EFS
+        counts = {min(setting.ef, int(np.ceil(m * 10))) for m in hnsw.TUNE_CANDIDATES}
+        assert setting.candidates in counts | {setting.ef}
+        kept = []
+        for q in queries:
+            exact = index.search(q, dim, 10)
+            got = graph_search(index, graphs, q, dim, 10)
+            kept.append(len(set(exact.ids.tolist()) & set(got.ids.tolist())) / 10)
+            np.testing.assert_allclose(got.scores, index.score_ids(q, dim, got.ids), atol=1e-6)
+            assert (np.diff(got.scores) <= 0).all()
+            shared = [i for i in exact.ids if i in set(got.ids.tolist())]
+            assert [i for i in got.ids if i in set(shared)] == shared  # the exact order
+        assert np.mean(kept) == pytest.approx(setting.recall)
+    with pytest.raises(InputError):
+        hnsw.tune(index, graphs, [32], probes=queries[:, :16])
+    with pytest.raises(InputError):
+        hnsw.tune(index, graphs, [32], probes=np.full((2, 48), np.nan, np.float32))
+    assert hnsw.tune(index, graphs, [32], probes=queries[:0]) == {}
+
+
+def test_the_beam_is_set_only_when_it_changes_and_answers_as_a_fresh_graph(
+    data: tuple[np.ndarray, NestedIndex, HnswGraph],
+) -> None:
+    _, _, graph = data
+    q = clustered(1, seed=9)[0]
+    first = graph.candidates(q, 10, ef=16)
+    assert graph._index.ef == 16
+    wide = graph.candidates(q, 60, ef=16)  # the beam is never narrower than k
+    assert graph._index.ef == 60 and len(wide) == 60
+    np.testing.assert_array_equal(graph.candidates(q, 10, ef=16), first)
+    assert graph._index.ef == 16
+    rewrapped = HnswGraph(graph._index, graph.dim)  # the same hnswlib index, a new wrapper
+    np.testing.assert_array_equal(rewrapped.candidates(q, 10), graph.candidates(q, 10))
+    assert graph._index.ef == hnsw.DEFAULT_EF

@@ -45,8 +45,15 @@ DEFAULT_EF = 200
 """Beam width and candidate count of `graph_search` where `tune` has measured none for the graph."""
 BUILD_BATCH = 10_000
 
-TUNE_EFS = (10, 16, 24, 32, 48, 64, 80, 96, 112, 128, 160, 192, 256, 384, 512, 768, 1024)
-"""Beam widths `tune` tries; the candidates reranked are the first c of the beam, c <= ef."""
+TUNE_EFS = (
+    10, 16, 24, 32, 40, 48, 56, 64, 72, 80, 88, 96, 104, 112, 120, 128, 144, 160, 176, 192, 224,
+    256, 320, 384, 512, 768, 1024,
+)  # fmt: skip
+"""Beam widths `tune` tries (steps of 8 to 128, then of 1/8 to 1/4): the walk's time grows with
+the beam, so a step of a third (128 -> 160 -> 192) cost up to a third of a search. The
+candidates reranked are the first c of the beam, c <= ef (`TUNE_CANDIDATES`)."""
+TUNE_CANDIDATES = (1, 1.5, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96)
+"""Candidate counts `tune` tries, in multiples of k, up to the beam."""
 TUNE_QUERIES = 200
 """Probe queries `tune` measures on: with 64, its recall of 0.99 was 0.978-0.993 on fresh ones."""
 PROBE_REACH = 0.5
@@ -103,6 +110,7 @@ class HnswGraph:
     def __init__(self, index: hnswlib.Index, dim: int) -> None:
         self._index = index
         self._lock = threading.Lock()  # set_ef + knn_query must not interleave between threads
+        self._ef = DEFAULT_EF  # the beam hnswlib holds (`build` and `load` set it)
         self.dim = dim
         self.settings: dict[int, FunnelSetting] = {}
         """Per d, what `tune` chose (empty until it runs)."""
@@ -204,8 +212,11 @@ class HnswGraph:
         head = q[None, : self.dim]
         if not np.isfinite(head).all():
             raise InputError("query contains NaN or infinite values")
+        ef = max(ef or DEFAULT_EF, k)
         with self._lock:
-            self._index.set_ef(max(ef or DEFAULT_EF, k))
+            if ef != self._ef:
+                self._index.set_ef(ef)
+                self._ef = ef
             labels, distances = self._index.knn_query(head, k=k, num_threads=1)
         return labels[0].astype(np.int64), distances[0]
 
@@ -403,14 +414,16 @@ def tune(
     target: float = TUNE_RECALL,
     queries: int = TUNE_QUERIES,
     seed: int = 0,
+    probes: np.ndarray | None = None,
 ) -> dict[int, FunnelSetting]:
     """Measure, per d and per graph tier of at most d (the lowest tier where none is), the
     fastest (ef, candidates) whose graph search keeps ``target`` of the exact top-k; store them
     on ``graph`` (`GraphSet.table`, or `HnswGraph.settings`) for `graph_search`, and return the
     fastest per d.
 
-    Queries are made from the corpus (`probe_queries`). For each beam width of `TUNE_EFS` the
-    candidates are the first c of the beam, c doubling from k; per beam width the smallest c
+    Queries are made from the corpus (`probe_queries`), or are ``probes`` (an (m, D) matrix)
+    where given. For each beam width of `TUNE_EFS` the candidates are the first c of the beam,
+    c from k up by `TUNE_CANDIDATES`; per beam width the smallest c
     that reaches the target is timed (median CPU time over the queries), from the narrowest beam
     that reaches it and the next `TUNE_TIMED` - 1, and the fastest wins. Where nothing reaches
     it, the setting with the best recall.
@@ -419,10 +432,16 @@ def tune(
     if max(tiers) > index.full_dim or graph.n != index.n:
         raise InputError("the HNSW graph does not belong to this index")
     n = index.n
-    count = min(queries, n)
-    if count == 0 or k < 1:
+    if probes is not None:
+        qs = np.asarray(probes, dtype=np.float32)
+        if qs.ndim != 2 or qs.shape[1] != index.full_dim:
+            raise InputError(f"probe queries must be (m, {index.full_dim}), got {qs.shape}")
+        if not np.isfinite(qs).all():
+            raise InputError("probe queries contain NaN or infinite values")
+    if n == 0 or k < 1 or (probes is not None and len(qs) == 0):
         return {}
-    qs = probe_queries(index, count, seed)
+    if probes is None:
+        qs = probe_queries(index, min(queries, n), seed)
     efs = [ef for ef in TUNE_EFS if k <= ef < n] or [max(k, min(n, TUNE_EFS[0]))]
     # One beam per tier and width serves every c <= ef: hnswlib's c best of an ef-wide beam are
     # its first c, whatever count was asked. Beams are walked only for the widths some d needs,
@@ -479,14 +498,13 @@ def _tune_tier(
     fallback: FunnelSetting | None = None
     tried = 0
     for ef in efs:
-        c = k
-        while True:
+        counts = sorted({min(ef, math.ceil(m * k)) for m in TUNE_CANDIDATES} | {ef})
+        for c in counts:
             recall = recall_at(ef, c)
             if fallback is None or recall > fallback.recall:
                 fallback = FunnelSetting(ef, c, recall, float("nan"), tier.dim)
-            if recall >= target or c == ef:
+            if recall >= target:
                 break
-            c = min(2 * c, ef)
         if recall < target:
             continue
         ms = _median_ms(
