@@ -182,7 +182,7 @@ def _smallest_ef(peer: faiss.Index, qd: np.ndarray, truth: list[set[int]], targe
     """faiss's smallest efSearch of `FAISS_EFS` whose recall@10 on ``qd`` reaches ``target``."""
     for ef in FAISS_EFS:
         peer.hnsw.efSearch = ef
-        if recall([peer.search(q[None], K)[1][0] for q in qd], truth) >= target:
+        if recall([peer.search(q[None], K)[1][0] for q in qd], truth) >= target - 1e-9:
             return ef
     return FAISS_EFS[-1]
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -284,3 +286,33 @@ def test_the_beam_is_set_only_when_it_changes_and_answers_as_a_fresh_graph(
     rewrapped = HnswGraph(graph._index, graph.dim)  # the same hnswlib index, a new wrapper
     np.testing.assert_array_equal(rewrapped.candidates(q, 10), graph.candidates(q, 10))
     assert graph._index.ef == hnsw.DEFAULT_EF
+
+
+def test_tune_times_a_wider_beam_only_where_it_reranks_fewer(
+    data: tuple[np.ndarray, NestedIndex, HnswGraph], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Timing settings 1/8 apart picks by the noise: a wider beam is timed only where it needs
+    fewer candidates, and the first timed is the narrowest beam that reaches the target."""
+    _, index, graph = data
+    queries = clustered(40, seed=10)
+    timed: list[tuple[int, int]] = []
+
+    def wider_looks_faster(search, _queries) -> float:
+        ef, c = search.__defaults__
+        timed.append((ef, c))
+        return 1.0 / ef
+
+    monkeypatch.setattr(hnsw, "_median_ms", wider_looks_faster)
+    graphs = GraphSet([graph])
+    chosen = hnsw.tune(index, graphs, [48], k=10, target=0.97, probes=queries)
+    assert timed and (chosen[48].ef, chosen[48].candidates) == timed[-1]
+    assert all(e1 < e2 and c1 > c2 for (e1, c1), (e2, c2) in itertools.pairwise(timed))
+    assert len(timed) <= hnsw.TUNE_TIMED and timed[-1][0] <= hnsw.TUNE_REACH * timed[0][0]
+    truth = [set(index.search(q, 48, 10).ids.tolist()) for q in queries]
+
+    def kept(ef: int, c: int) -> float:
+        got = [graph_search(index, graph, q, 48, 10, c, ef).ids.tolist() for q in queries]
+        return float(np.mean([len(set(g) & t) / 10 for g, t in zip(got, truth, strict=True)]))
+
+    assert kept(*timed[0]) >= 0.97
+    assert all(kept(ef, ef) < 0.97 for ef in hnsw.TUNE_EFS if 10 <= ef < timed[0][0])

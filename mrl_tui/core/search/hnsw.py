@@ -59,7 +59,14 @@ TUNE_QUERIES = 200
 PROBE_REACH = 0.5
 """How far `probe_queries` moves a row from its nearest neighbour, in their distance."""
 TUNE_TIMED = 3
-"""Beam widths timed per d, from the narrowest that reaches the target recall."""
+"""Settings timed per d and tier: the narrowest beam that reaches the target recall, then wider
+ones only where they need fewer candidates (a wider beam with as many costs more: timing them
+against each other, 1/8 apart, picked by the noise; at 50k it chose 160-176 where 128 did)."""
+TUNE_REACH = 2
+"""How much wider than the narrowest beam that reaches the target `tune` looks for fewer
+candidates."""
+RECALL_SLACK = 1e-9
+"""A mean of per-query recalls may round below a target it meets exactly."""
 TUNE_TIMED_QUERIES = 64
 """Probe queries each timed setting runs (a median; the recall takes them all)."""
 TUNE_RECALL = 0.995
@@ -424,9 +431,10 @@ def tune(
     Queries are made from the corpus (`probe_queries`), or are ``probes`` (an (m, D) matrix)
     where given. For each beam width of `TUNE_EFS` the candidates are the first c of the beam,
     c from k up by `TUNE_CANDIDATES`; per beam width the smallest c
-    that reaches the target is timed (median CPU time over the queries), from the narrowest beam
-    that reaches it and the next `TUNE_TIMED` - 1, and the fastest wins. Where nothing reaches
-    it, the setting with the best recall.
+    that reaches the target is timed (median CPU time over the queries): the narrowest beam that
+    reaches it, then up to `TUNE_TIMED` - 1 wider ones (up to `TUNE_REACH` times as wide) that
+    need fewer candidates than any narrower one, and the fastest wins (per tier, then over the
+    tiers). Where nothing reaches it, the setting with the best recall.
     """
     tiers = _tiers(graph)
     if max(tiers) > index.full_dim or graph.n != index.n:
@@ -497,16 +505,22 @@ def _tune_tier(
     best: FunnelSetting | None = None
     fallback: FunnelSetting | None = None
     tried = 0
+    narrowest = fewest = 0  # the narrowest beam that reached the target; the fewest candidates
     for ef in efs:
+        if narrowest and ef > TUNE_REACH * narrowest:
+            break
         counts = sorted({min(ef, math.ceil(m * k)) for m in TUNE_CANDIDATES} | {ef})
+        if fewest:
+            counts = [c for c in counts if c < fewest]
         for c in counts:
             recall = recall_at(ef, c)
             if fallback is None or recall > fallback.recall:
                 fallback = FunnelSetting(ef, c, recall, float("nan"), tier.dim)
-            if recall >= target:
+            if recall >= target - RECALL_SLACK:
                 break
-        if recall < target:
-            continue
+        else:
+            continue  # not reached, or only with as many candidates as a narrower beam
+        narrowest, fewest = narrowest or ef, c
         ms = _median_ms(
             lambda q, ef=ef, c=c: graph_search(index, tier, q, dim, k, c, ef),
             qs[:TUNE_TIMED_QUERIES],
@@ -514,8 +528,8 @@ def _tune_tier(
         if best is None or ms < best.ms:
             best = FunnelSetting(ef, c, recall, ms, tier.dim)
         tried += 1
-        if tried == TUNE_TIMED:
-            break  # wider beams than these cost more: each step widens it by half
+        if tried == TUNE_TIMED or c <= k:
+            break  # a wider beam would rerank no fewer: it costs more
     assert fallback is not None  # efs is never empty
     return best or fallback
 
