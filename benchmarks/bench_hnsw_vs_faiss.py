@@ -10,14 +10,19 @@
 Data: `bench_search.clustered` (2,000 clusters, a decaying PCA-like spectrum), queries are fresh
 draws; truth is the exact top-10 at each d. mrl-tui: the library's graph tiers (`--tiers`,
 default `hnsw.GRAPH_DIMS`: hnswlib graphs over the 64-, 128- and 256-d prefixes, M = 16,
-ef_construction = 200), with the tier, ef and the candidate count chosen per d by `hnsw.tune`
-on probe queries made from corpus rows (not these), candidates reranked exactly at d (not at a
-tier's own d); with ``--with-anchor`` the one 64-d graph alone (as before the tiers), tuned the
-same way, is timed in passes of its own. faiss: an `IndexHNSWFlat` (M = 16, efConstruction =
-200, inner product) built per d over a
-prefix-normalised copy, on one thread, with the smallest efSearch that reaches recall 0.99 on
-these very queries (which favours faiss). Each query is timed on one side, then the other, in
-wall time and in this thread's CPU time (which leaves out waits for a loaded machine's run queue).
+ef_construction = 200), with the tier, ef and the candidate count chosen per d by `hnsw.tune`,
+candidates reranked exactly at d (not at a tier's own d); with ``--with-anchor`` the one 64-d
+graph alone (as before the tiers), tuned the same way, is timed in passes of its own. faiss: an
+`IndexHNSWFlat` (M = 16, efConstruction = 200, inner product) built per d over a
+prefix-normalised copy, on one thread, at the smallest efSearch that reaches the recall asked.
+
+Like for like, each side's beam is picked by the same rule, two ways (rows "probe" and "test"):
+"probe" on `hnsw.TUNE_QUERIES` probe queries made from corpus rows (`hnsw.probe_queries`) for
+``--target`` (`hnsw.TUNE_RECALL`, what the library does); "test" on these very test queries for
+recall 0.99 (an oracle's pick). Every row prints recall@10 against exact at d on the test
+queries. Each rule is timed in passes of its own: each query on our side, then on faiss's, in
+wall time and in this thread's CPU time (which leaves out waits for a loaded machine's run
+queue).
 ``--phases`` also splits the funnel's time into graph walk and rerank at fixed 200 and 400
 candidates (ef = max(200, c), the old rule), with the slowest query, to look for outliers.
 """

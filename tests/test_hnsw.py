@@ -272,7 +272,7 @@ def test_tune_on_given_queries_keeps_their_exact_top_k_at_the_chosen_setting(
     assert hnsw.tune(index, graphs, [32], probes=queries[:0]) == {}
 
 
-def test_the_beam_is_set_only_when_it_changes_and_answers_as_a_fresh_graph(
+def test_the_beam_is_the_one_asked_never_below_k_and_answers_as_a_fresh_graph(
     data: tuple[np.ndarray, NestedIndex, HnswGraph],
 ) -> None:
     _, _, graph = data

@@ -117,7 +117,6 @@ class HnswGraph:
     def __init__(self, index: hnswlib.Index, dim: int) -> None:
         self._index = index
         self._lock = threading.Lock()  # set_ef + knn_query must not interleave between threads
-        self._ef = DEFAULT_EF  # the beam hnswlib holds (`build` and `load` set it)
         self.dim = dim
         self.settings: dict[int, FunnelSetting] = {}
         """Per d, what `tune` chose (empty until it runs)."""
@@ -219,11 +218,8 @@ class HnswGraph:
         head = q[None, : self.dim]
         if not np.isfinite(head).all():
             raise InputError("query contains NaN or infinite values")
-        ef = max(ef or DEFAULT_EF, k)
-        with self._lock:
-            if ef != self._ef:
-                self._index.set_ef(ef)
-                self._ef = ef
+        with self._lock:  # set_ef costs 0.1 us: set on every call, never stale
+            self._index.set_ef(max(ef or DEFAULT_EF, k))
             labels, distances = self._index.knn_query(head, k=k, num_threads=1)
         return labels[0].astype(np.int64), distances[0]
 
