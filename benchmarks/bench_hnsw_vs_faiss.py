@@ -10,14 +10,19 @@
 Data: `bench_search.clustered` (2,000 clusters, a decaying PCA-like spectrum), queries are fresh
 draws; truth is the exact top-10 at each d. mrl-tui: the library's graph tiers (`--tiers`,
 default `hnsw.GRAPH_DIMS`: hnswlib graphs over the 64-, 128- and 256-d prefixes, M = 16,
-ef_construction = 200), with the tier, ef and the candidate count chosen per d by `hnsw.tune`
-on probe queries made from corpus rows (not these), candidates reranked exactly at d (not at a
-tier's own d); with ``--with-anchor`` the one 64-d graph alone (as before the tiers), tuned the
-same way, is timed in passes of its own. faiss: an `IndexHNSWFlat` (M = 16, efConstruction =
-200, inner product) built per d over a
-prefix-normalised copy, on one thread, with the smallest efSearch that reaches recall 0.99 on
-these very queries (which favours faiss). Each query is timed on one side, then the other, in
-wall time and in this thread's CPU time (which leaves out waits for a loaded machine's run queue).
+ef_construction = 200), with the tier, ef and the candidate count chosen per d by `hnsw.tune`,
+candidates reranked exactly at d (not at a tier's own d); with ``--with-anchor`` the one 64-d
+graph alone (as before the tiers), tuned the same way, is timed in passes of its own. faiss: an
+`IndexHNSWFlat` (M = 16, efConstruction = 200, inner product) built per d over a
+prefix-normalised copy, on one thread, at the smallest efSearch that reaches the recall asked.
+
+Like for like, each side's beam is picked by the same rule, two ways (rows "probe" and "test"):
+"probe" on `hnsw.TUNE_QUERIES` probe queries made from corpus rows (`hnsw.probe_queries`) for
+``--target`` (`hnsw.TUNE_RECALL`, what the library does); "test" on these very test queries for
+recall 0.99 (an oracle's pick). Every row prints recall@10 against exact at d on the test
+queries. Each rule is timed in passes of its own: each query on our side, then on faiss's, in
+wall time and in this thread's CPU time (which leaves out waits for a loaded machine's run
+queue).
 ``--phases`` also splits the funnel's time into graph walk and rerank at fixed 200 and 400
 candidates (ef = max(200, c), the old rule), with the slowest query, to look for outliers.
 """
@@ -39,7 +44,7 @@ from mrl_tui.core.search.hnsw import ANCHOR_DIM, GraphSet, HnswGraph, graph_sear
 from mrl_tui.core.search.index import NestedIndex
 
 DIMS = [32, 64, 128, 256, 384]
-FAISS_EFS = (10, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
+FAISS_EFS = hnsw.TUNE_EFS  # the same grid as ours
 TARGET = 0.99
 
 
@@ -87,93 +92,104 @@ def main() -> None:
             print(f"d = {d}: exact scan median {statistics.median(exact) * 1e3:.2f} ms  {_load()}")
             phases(index, graph, queries, d)
         return
-    for name, g in (("tiers " + args.tiers, graphs), (f"{ANCHOR_DIM} d alone", anchor)):
-        if g is anchor and not args.with_anchor:
-            continue
+    probes = hnsw.probe_queries(index, hnsw.TUNE_QUERIES)
+    # Like for like: each side's beam picked by the same rule, two ways. "probe": on probe
+    # queries made from corpus rows (what the library does, `hnsw.tune`'s target); "test": on
+    # these very test queries, for recall 0.99 (what an oracle would pick). faiss takes the
+    # smallest efSearch that reaches the target, ours `tune`'s fastest (tier, ef, candidates).
+    on_test = GraphSet(list(graphs.graphs.values()))
+    rules = [("probe", graphs, probes, args.target), ("test", on_test, queries, TARGET)]
+    for rule, g, qs, target in rules:
         t, c = time.perf_counter(), time.process_time()
-        hnsw.tune(index, g, dims, K, target=args.target)
+        hnsw.tune(index, g, dims, K, target=target, probes=qs)
         print(
-            f"hnsw.tune ({name}) on {hnsw.TUNE_QUERIES} probe queries, {len(dims)} dims: "
+            f"hnsw.tune (tiers {args.tiers}, rule {rule}: {len(qs)} queries, recall {target}), "
+            f"{len(dims)} dims: {time.perf_counter() - t:.1f} s wall, "
+            f"{time.process_time() - c:.1f} s CPU"
+        )
+    if args.with_anchor:
+        t, c = time.perf_counter(), time.process_time()
+        hnsw.tune(index, anchor, dims, K, target=args.target, probes=probes)
+        print(
+            f"hnsw.tune ({ANCHOR_DIM} d alone, rule probe), {len(dims)} dims: "
             f"{time.perf_counter() - t:.1f} s wall, {time.process_time() - c:.1f} s CPU"
         )
-    settings = {d: graphs.setting(d) for d in dims}
     print(
-        f"{'d':>4} {'exact':>7} {'tier':>4} {'ef':>5} {'cand':>5} {'mrl ms':>7} {'recall':>6} "
-        f"{'faiss ef':>8} {'faiss ms':>8} {'recall':>6} {'ratio':>6} {'mrl cpu':>7} "
+        f"rule probe: both sides' beams picked on {len(probes)} probe queries off the corpus for "
+        f"recall {args.target}; rule test: on the {len(queries)} test queries for {TARGET}. "
+        "recall: of the exact top-10 at d, on the test queries."
+    )
+    print(
+        f"{'d':>4} {'exact':>7} {'rule':>5} {'tier':>4} {'ef':>5} {'cand':>5} {'mrl ms':>7} "
+        f"{'recall':>6} {'faiss ef':>8} {'faiss ms':>8} {'recall':>6} {'ratio':>6} {'mrl cpu':>7} "
         f"{'f cpu':>7} {'ratio':>6}  load"
     )
     for d in dims:
-        truth_hits = index.search_many(queries, d, K)
-        truth = [set(h.ids.tolist()) for h in truth_hits]
-        qd = np.ascontiguousarray(queries[:, :d])
-        qd /= np.linalg.norm(qd, axis=1, keepdims=True)
+        truth = [set(h.ids.tolist()) for h in index.search_many(queries, d, K)]
+        probe_truth = [set(h.ids.tolist()) for h in index.search_many(probes, d, K)]
+        qd, pd = _normalised(queries, d), _normalised(probes, d)
         peer, built = _faiss(x, d, args)
         faiss.omp_set_num_threads(1)
-        chosen_ef = FAISS_EFS[-1]
-        for ef in FAISS_EFS:
-            peer.hnsw.efSearch = ef
-            if recall([peer.search(q[None], K)[1][0] for q in qd], truth) >= TARGET:
-                chosen_ef = ef
-                break
-        peer.hnsw.efSearch = chosen_ef
-
-        def ours(i: int, d: int = d, g: GraphSet = graphs) -> np.ndarray:
-            return graph_search(index, g, queries[i], d, K).ids
-
-        def theirs(i: int, peer=peer, qd=qd) -> np.ndarray:
-            return peer.search(qd[i : i + 1], K)[1][0]
-
-        # Each query once on our side, then on faiss's. The 64-d graph alone is timed in passes
-        # of its own (against faiss again), not on the same query as the tiers: a second walk
-        # of the same graph for the same query would find it in the cache.
-        ta, tb, ca, cb, tc, cc, tb0, cb0 = [], [], [], [], [], [], [], []
+        faiss_ef = {
+            "test": _smallest_ef(peer, qd, truth, TARGET),
+            "probe": _smallest_ef(peer, pd, probe_truth, args.target),
+        }
+        passes = [(rule, g, faiss_ef[rule]) for rule, g, _, _ in rules]
+        if args.with_anchor:
+            passes.append(("alone", anchor, faiss_ef["probe"]))
+        # Each pass times every query once on our side, then on faiss's, in passes of their
+        # own: a second walk of the same graph for the same query would find it in the cache.
+        times = {rule: ([], [], [], []) for rule, _, _ in passes}
+        found: dict[str, list[np.ndarray]] = {}
+        want: dict[str, list[np.ndarray]] = {}
         for _ in range(args.rounds):
-            passes = [(graphs, ta, ca, tb, cb)]
-            if args.with_anchor:
-                passes.append((anchor, tc, cc, tb0, cb0))
-            for side, wall, cpu, wall_f, cpu_f in passes:
-                found, want = [], []
+            for rule, g, ef in passes:
+                peer.hnsw.efSearch = ef
+                wall, cpu, wall_f, cpu_f = times[rule]
+                found[rule], want[rule] = [], []
                 for i in range(len(queries)):
                     c, s = time.thread_time(), time.perf_counter()
-                    found.append(ours(i, d, side))
+                    found[rule].append(graph_search(index, g, queries[i], d, K).ids)
                     wall.append(time.perf_counter() - s)
                     cpu.append(time.thread_time() - c)
                     c, s = time.thread_time(), time.perf_counter()
-                    want.append(theirs(i))
+                    want[rule].append(peer.search(qd[i : i + 1], K)[1][0])
                     wall_f.append(time.perf_counter() - s)
                     cpu_f.append(time.thread_time() - c)
-                if side is graphs:
-                    got = found
-                else:
-                    alone = found
         exact = statistics.median(
             _timed(lambda q, d=d: index.search(q, d, K), queries[: min(20, len(queries))])
         )
-        a, b = statistics.median(ta), statistics.median(tb)
-        cpu_a, cpu_b = statistics.median(ca), statistics.median(cb)
-        st = settings[d]
-        assert st is not None
-        if args.with_anchor:
-            sa = anchor.setting(d)
-            assert sa is not None
-            a0, c0 = statistics.median(tc), statistics.median(cc)
-            b0, f0 = statistics.median(tb0), statistics.median(cb0)
+        for rule, g, ef in passes:
+            a, cpu_a, b, cpu_b = (statistics.median(t) for t in times[rule])
+            st = g.setting(d)
+            assert st is not None
+            first = rule == passes[0][0]
             print(
-                f"{d:>4} {'':>7} {ANCHOR_DIM:>4} {sa.ef:>5} {sa.candidates:>5} {a0 * 1e3:>7.3f} "
-                f"{recall(alone, truth):>6.3f} {'':>8} {b0 * 1e3:>8.3f} {'':>6} {a0 / b0:>6.2f} "
-                f"{c0 * 1e3:>7.3f} {f0 * 1e3:>7.3f} {c0 / f0:>6.2f}  ({ANCHOR_DIM}-d graph alone)"
+                f"{d:>4} {f'{exact * 1e3:.2f}' if first else '':>7} {rule:>5} {st.graph:>4} "
+                f"{st.ef:>5} {st.candidates:>5} {a * 1e3:>7.3f} {recall(found[rule], truth):>6.3f} "
+                f"{ef:>8} {b * 1e3:>8.3f} {recall(want[rule], truth):>6.3f} {a / b:>6.2f} "
+                f"{cpu_a * 1e3:>7.3f} {cpu_b * 1e3:>7.3f} {cpu_a / cpu_b:>6.2f}  {_load()}"
+                + (f" (faiss build {built:.0f} s)" if first else ""),
+                flush=True,
             )
-        print(
-            f"{d:>4} {exact * 1e3:>7.2f} {st.graph:>4} {st.ef:>5} {st.candidates:>5} "
-            f"{a * 1e3:>7.3f} "
-            f"{recall(got, truth):>6.3f} {chosen_ef:>8} {b * 1e3:>8.3f} "
-            f"{recall(want, truth):>6.3f} {a / b:>6.2f} {cpu_a * 1e3:>7.3f} {cpu_b * 1e3:>7.3f} "
-            f"{cpu_a / cpu_b:>6.2f}  {_load()} (faiss build {built:.0f} s)",
-            flush=True,
-        )
         if args.phases:
             phases(index, graph, queries, d)
         del peer
+
+
+def _normalised(queries: np.ndarray, d: int) -> np.ndarray:
+    qd = np.ascontiguousarray(queries[:, :d], dtype=np.float32)
+    qd /= np.linalg.norm(qd, axis=1, keepdims=True)
+    return qd
+
+
+def _smallest_ef(peer: faiss.Index, qd: np.ndarray, truth: list[set[int]], target: float) -> int:
+    """faiss's smallest efSearch of `FAISS_EFS` whose recall@10 on ``qd`` reaches ``target``."""
+    for ef in FAISS_EFS:
+        peer.hnsw.efSearch = ef
+        if recall([peer.search(q[None], K)[1][0] for q in qd], truth) >= target - 1e-9:
+            return ef
+    return FAISS_EFS[-1]
 
 
 def _faiss(x: np.ndarray, d: int, args: argparse.Namespace) -> tuple[faiss.Index, float]:

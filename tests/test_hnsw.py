@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -238,3 +240,79 @@ def test_a_dim_takes_a_setting_whose_recall_holds_there() -> None:
     assert graphs.setting(96) == graphs.setting(128) == graphs.setting(200) == s(3.0, 96)
     graphs.table = {128: {64: s(9.0, 64)}}  # a new table: nothing remembered from the old one
     assert graphs.setting(128) == graphs.setting(8) == s(9.0, 64)
+
+
+def test_tune_on_given_queries_keeps_their_exact_top_k_at_the_chosen_setting(
+    data: tuple[np.ndarray, NestedIndex, HnswGraph],
+) -> None:
+    """``probes`` replaces the probe queries: what tune reports is the recall on them, which
+    graph search then reproduces against the exact top-10, best first as the exact scores."""
+    x, index, _ = data
+    graphs = GraphSet([HnswGraph.build(x, 32, M=12, ef_construction=100, threads=2)])
+    queries = clustered(40, seed=8)
+    chosen = hnsw.tune(index, graphs, [16, 32, 48], k=10, target=0.97, probes=queries)
+    for dim, setting in chosen.items():
+        assert setting.recall >= 0.97 and setting.ef in hnsw.TUNE_EFS
+        counts = {min(setting.ef, int(np.ceil(m * 10))) for m in hnsw.TUNE_CANDIDATES}
+        assert setting.candidates in counts | {setting.ef}
+        kept = []
+        for q in queries:
+            exact = index.search(q, dim, 10)
+            got = graph_search(index, graphs, q, dim, 10)
+            kept.append(len(set(exact.ids.tolist()) & set(got.ids.tolist())) / 10)
+            np.testing.assert_allclose(got.scores, index.score_ids(q, dim, got.ids), atol=1e-6)
+            assert (np.diff(got.scores) <= 0).all()
+            shared = [i for i in exact.ids if i in set(got.ids.tolist())]
+            assert [i for i in got.ids if i in set(shared)] == shared  # the exact order
+        assert np.mean(kept) == pytest.approx(setting.recall)
+    with pytest.raises(InputError):
+        hnsw.tune(index, graphs, [32], probes=queries[:, :16])
+    with pytest.raises(InputError):
+        hnsw.tune(index, graphs, [32], probes=np.full((2, 48), np.nan, np.float32))
+    assert hnsw.tune(index, graphs, [32], probes=queries[:0]) == {}
+
+
+def test_the_beam_is_the_one_asked_never_below_k_and_answers_as_a_fresh_graph(
+    data: tuple[np.ndarray, NestedIndex, HnswGraph],
+) -> None:
+    _, _, graph = data
+    q = clustered(1, seed=9)[0]
+    first = graph.candidates(q, 10, ef=16)
+    assert graph._index.ef == 16
+    wide = graph.candidates(q, 60, ef=16)  # the beam is never narrower than k
+    assert graph._index.ef == 60 and len(wide) == 60
+    np.testing.assert_array_equal(graph.candidates(q, 10, ef=16), first)
+    assert graph._index.ef == 16
+    rewrapped = HnswGraph(graph._index, graph.dim)  # the same hnswlib index, a new wrapper
+    np.testing.assert_array_equal(rewrapped.candidates(q, 10), graph.candidates(q, 10))
+    assert graph._index.ef == hnsw.DEFAULT_EF
+
+
+def test_tune_times_a_wider_beam_only_where_it_reranks_fewer(
+    data: tuple[np.ndarray, NestedIndex, HnswGraph], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Timing settings 1/8 apart picks by the noise: a wider beam is timed only where it needs
+    fewer candidates, and the first timed is the narrowest beam that reaches the target."""
+    _, index, graph = data
+    queries = clustered(40, seed=10)
+    timed: list[tuple[int, int]] = []
+
+    def wider_looks_faster(search, _queries) -> float:
+        ef, c = search.__defaults__
+        timed.append((ef, c))
+        return 1.0 / ef
+
+    monkeypatch.setattr(hnsw, "_median_ms", wider_looks_faster)
+    graphs = GraphSet([graph])
+    chosen = hnsw.tune(index, graphs, [48], k=10, target=0.97, probes=queries)
+    assert timed and (chosen[48].ef, chosen[48].candidates) == timed[-1]
+    assert all(e1 < e2 and c1 > c2 for (e1, c1), (e2, c2) in itertools.pairwise(timed))
+    assert len(timed) <= hnsw.TUNE_TIMED and timed[-1][0] <= hnsw.TUNE_REACH * timed[0][0]
+    truth = [set(index.search(q, 48, 10).ids.tolist()) for q in queries]
+
+    def kept(ef: int, c: int) -> float:
+        got = [graph_search(index, graph, q, 48, 10, c, ef).ids.tolist() for q in queries]
+        return float(np.mean([len(set(g) & t) / 10 for g, t in zip(got, truth, strict=True)]))
+
+    assert kept(*timed[0]) >= 0.97
+    assert all(kept(ef, ef) < 0.97 for ef in hnsw.TUNE_EFS if 10 <= ef < timed[0][0])

@@ -45,14 +45,28 @@ DEFAULT_EF = 200
 """Beam width and candidate count of `graph_search` where `tune` has measured none for the graph."""
 BUILD_BATCH = 10_000
 
-TUNE_EFS = (10, 16, 24, 32, 48, 64, 80, 96, 112, 128, 160, 192, 256, 384, 512, 768, 1024)
-"""Beam widths `tune` tries; the candidates reranked are the first c of the beam, c <= ef."""
+TUNE_EFS = (
+    10, 16, 24, 32, 40, 48, 56, 64, 72, 80, 88, 96, 104, 112, 120, 128, 144, 160, 176, 192, 224,
+    256, 320, 384, 512, 768, 1024,
+)  # fmt: skip
+"""Beam widths `tune` tries (steps of 8 to 128, then of 1/8 to 1/4): the walk's time grows with
+the beam, so a step of a third (128 -> 160 -> 192) cost up to a third of a search. The
+candidates reranked are the first c of the beam, c <= ef (`TUNE_CANDIDATES`)."""
+TUNE_CANDIDATES = (1, 1.5, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96)
+"""Candidate counts `tune` tries, in multiples of k, up to the beam."""
 TUNE_QUERIES = 200
 """Probe queries `tune` measures on: with 64, its recall of 0.99 was 0.978-0.993 on fresh ones."""
 PROBE_REACH = 0.5
 """How far `probe_queries` moves a row from its nearest neighbour, in their distance."""
 TUNE_TIMED = 3
-"""Beam widths timed per d, from the narrowest that reaches the target recall."""
+"""Settings timed per d and tier: the narrowest beam that reaches the target recall, then wider
+ones only where they need fewer candidates (a wider beam with as many costs more: timing them
+against each other, 1/8 apart, picked by the noise; at 50k it chose 160-176 where 128 did)."""
+TUNE_REACH = 2
+"""How much wider than the narrowest beam that reaches the target `tune` looks for fewer
+candidates."""
+RECALL_SLACK = 1e-9
+"""A mean of per-query recalls may round below a target it meets exactly."""
 TUNE_TIMED_QUERIES = 64
 """Probe queries each timed setting runs (a median; the recall takes them all)."""
 TUNE_RECALL = 0.995
@@ -204,7 +218,7 @@ class HnswGraph:
         head = q[None, : self.dim]
         if not np.isfinite(head).all():
             raise InputError("query contains NaN or infinite values")
-        with self._lock:
+        with self._lock:  # set_ef costs 0.1 us: set on every call, never stale
             self._index.set_ef(max(ef or DEFAULT_EF, k))
             labels, distances = self._index.knn_query(head, k=k, num_threads=1)
         return labels[0].astype(np.int64), distances[0]
@@ -403,26 +417,35 @@ def tune(
     target: float = TUNE_RECALL,
     queries: int = TUNE_QUERIES,
     seed: int = 0,
+    probes: np.ndarray | None = None,
 ) -> dict[int, FunnelSetting]:
     """Measure, per d and per graph tier of at most d (the lowest tier where none is), the
     fastest (ef, candidates) whose graph search keeps ``target`` of the exact top-k; store them
     on ``graph`` (`GraphSet.table`, or `HnswGraph.settings`) for `graph_search`, and return the
     fastest per d.
 
-    Queries are made from the corpus (`probe_queries`). For each beam width of `TUNE_EFS` the
-    candidates are the first c of the beam, c doubling from k; per beam width the smallest c
-    that reaches the target is timed (median CPU time over the queries), from the narrowest beam
-    that reaches it and the next `TUNE_TIMED` - 1, and the fastest wins. Where nothing reaches
-    it, the setting with the best recall.
+    Queries are made from the corpus (`probe_queries`), or are ``probes`` (an (m, D) matrix)
+    where given. For each beam width of `TUNE_EFS` the candidates are the first c of the beam,
+    c from k up by `TUNE_CANDIDATES`; per beam width the smallest c
+    that reaches the target is timed (median CPU time over the queries): the narrowest beam that
+    reaches it, then up to `TUNE_TIMED` - 1 wider ones (up to `TUNE_REACH` times as wide) that
+    need fewer candidates than any narrower one, and the fastest wins (per tier, then over the
+    tiers). Where nothing reaches it, the setting with the best recall.
     """
     tiers = _tiers(graph)
     if max(tiers) > index.full_dim or graph.n != index.n:
         raise InputError("the HNSW graph does not belong to this index")
     n = index.n
-    count = min(queries, n)
-    if count == 0 or k < 1:
+    if probes is not None:
+        qs = np.asarray(probes, dtype=np.float32)
+        if qs.ndim != 2 or qs.shape[1] != index.full_dim:
+            raise InputError(f"probe queries must be (m, {index.full_dim}), got {qs.shape}")
+        if not np.isfinite(qs).all():
+            raise InputError("probe queries contain NaN or infinite values")
+    if n == 0 or k < 1 or (probes is not None and len(qs) == 0):
         return {}
-    qs = probe_queries(index, count, seed)
+    if probes is None:
+        qs = probe_queries(index, min(queries, n), seed)
     efs = [ef for ef in TUNE_EFS if k <= ef < n] or [max(k, min(n, TUNE_EFS[0]))]
     # One beam per tier and width serves every c <= ef: hnswlib's c best of an ef-wide beam are
     # its first c, whatever count was asked. Beams are walked only for the widths some d needs,
@@ -478,17 +501,22 @@ def _tune_tier(
     best: FunnelSetting | None = None
     fallback: FunnelSetting | None = None
     tried = 0
+    narrowest = fewest = 0  # the narrowest beam that reached the target; the fewest candidates
     for ef in efs:
-        c = k
-        while True:
+        if narrowest and ef > TUNE_REACH * narrowest:
+            break
+        counts = sorted({min(ef, math.ceil(m * k)) for m in TUNE_CANDIDATES} | {ef})
+        if fewest:
+            counts = [c for c in counts if c < fewest]
+        for c in counts:
             recall = recall_at(ef, c)
             if fallback is None or recall > fallback.recall:
                 fallback = FunnelSetting(ef, c, recall, float("nan"), tier.dim)
-            if recall >= target or c == ef:
+            if recall >= target - RECALL_SLACK:
                 break
-            c = min(2 * c, ef)
-        if recall < target:
-            continue
+        else:
+            continue  # not reached, or only with as many candidates as a narrower beam
+        narrowest, fewest = narrowest or ef, c
         ms = _median_ms(
             lambda q, ef=ef, c=c: graph_search(index, tier, q, dim, k, c, ef),
             qs[:TUNE_TIMED_QUERIES],
@@ -496,8 +524,8 @@ def _tune_tier(
         if best is None or ms < best.ms:
             best = FunnelSetting(ef, c, recall, ms, tier.dim)
         tried += 1
-        if tried == TUNE_TIMED:
-            break  # wider beams than these cost more: each step widens it by half
+        if tried == TUNE_TIMED or c <= k:
+            break  # a wider beam would rerank no fewer: it costs more
     assert fallback is not None  # efs is never empty
     return best or fallback
 
