@@ -165,7 +165,6 @@ def trained_notes(tmp_path_factory: pytest.TempPathFactory) -> TrainedNotes:
     """A real Matryoshka model: MiniLM trained by `mrl-tui train` on sample_corpora/notes (read
     only, nothing is written there), kept in a session cache. The native-MRL paths (registry,
     library, `info`, `search --model`) are tested on it rather than on a random model."""
-
     from mrl_tui.core.training.train import TrainSettings, train
     from mrl_tui.core.training.trained import trained_for
 
