@@ -625,38 +625,27 @@ def _index_bar() -> Iterator[Callable[[Any], None]]:
     with Progress(*columns, console=console, transient=True) as bar:
         task = bar.add_task("scanning", total=None, rate="", current="")
 
+        def step(description: str, done: int, total: int, rate: str = "", now: str = "") -> None:
+            bar.update(
+                task,
+                description=description,
+                total=total or None,  # 0: not known yet
+                completed=done,
+                rate=rate,
+                current=shown(now[-40:]),
+            )
+
         def show(p: IndexProgress) -> None:
             if p.phase == "waiting":
                 bar.console.print(f"mrl-tui: {p.current}", markup=False, highlight=False)
                 bar.update(task, description="waiting", current="")
             elif p.phase == "embedding":
                 rate = p.chunks_done / p.elapsed_s if p.elapsed_s else 0.0
-                bar.update(
-                    task,
-                    description="embedding",
-                    total=p.chunks_total or None,
-                    completed=p.chunks_done,
-                    rate=f"{rate:.1f} chunks/s",
-                    current=shown(p.current[-40:]),
-                )
+                step("embedding", p.chunks_done, p.chunks_total, f"{rate:.1f} chunks/s", p.current)
             elif p.phase == "reading":
-                bar.update(
-                    task,
-                    description="reading",
-                    total=p.files_total or None,
-                    completed=p.files_done,
-                    rate="",
-                    current=shown(p.current[-40:]),
-                )
+                step("reading", p.files_done, p.files_total, now=p.current)
             elif p.phase == "graph":  # from a server (the cold path shows its own bar)
-                bar.update(
-                    task,
-                    description="building the search graph",
-                    total=p.total or None,
-                    completed=p.done,
-                    rate="",
-                    current="",
-                )
+                step("building the search graph", p.done, p.total)
 
         yield show
 

@@ -7,9 +7,10 @@ take their share of the cores instead of all of them."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -144,28 +145,37 @@ thread (README, Development), and a real Matryoshka model: its held-out 32-dim n
 clearly above the base's naive prefix (0.57 → 0.68 when measured)."""
 
 
+@contextlib.contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """One torch thread meanwhile (training, mostly): on a shared, loaded 2-core machine two
+    OpenMP threads spin-wait on each other: a fixture-sized run took 23 s of CPU with two
+    threads, 3.5 s with one. On an idle machine one thread costs little: these runs are tiny."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def trained_notes(tmp_path_factory: pytest.TempPathFactory) -> TrainedNotes:
     """A real Matryoshka model: MiniLM trained by `mrl-tui train` on sample_corpora/notes (read
     only, nothing is written there), kept in a session cache. The native-MRL paths (registry,
     library, `info`, `search --model`) are tested on it rather than on a random model."""
-    import torch
-
     from mrl_tui.core.training.train import TrainSettings, train
     from mrl_tui.core.training.trained import trained_for
 
     def build(cache: Path) -> None:
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # two OpenMP threads spin-wait on each other on a busy 2-core box
-        try:
+        with one_torch_thread():
             result = train(
                 SAMPLES / "notes",
                 device="cpu",
                 settings=TrainSettings(**TRAINED_NOTES_SETTINGS),
                 cache_root=cache,
             )
-        finally:
-            torch.set_num_threads(threads)
         assert result.model_path is not None and not result.provenance["partial"]
 
     shared, _ = built_once(tmp_path_factory, "trained-notes", build)

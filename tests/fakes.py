@@ -1,4 +1,5 @@
-"""The one stand-in embedder of the tests, and small folders to index with it.
+"""The one stand-in embedder of the tests, small folders to index with it, and a way to hold a
+background job until the test lets it go.
 
 Plain Python with no pytest in it: `benchmarks/fault_injection.py`, `benchmarks/bench_reopen.py`
 and the subprocess drivers of some tests import it too. It imports nothing of `mrl_tui` at import
@@ -8,10 +9,12 @@ time (the reopen benchmark times the library's imports).
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -140,3 +143,30 @@ def write_corpus(root: Path, files: int = 12, paragraphs: int = 3, seed: int = 0
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("\n\n".join(parts) + "\n", encoding="utf-8")
     return root
+
+
+class Patcher(Protocol):
+    """What `held` needs of pytest's `monkeypatch` (this module has no pytest in it)."""
+
+    def setattr(self, target: object, name: str, value: object) -> None: ...
+
+
+def held(
+    monkeypatch: Patcher, module: ModuleType, name: str, attr: str | None = None, *, wait_s: float
+) -> threading.Event:
+    """`module.<name>` (or its `attr`, a static method) made to wait for the returned event
+    first: a background refit held while the test looks at the state in between. A wait past
+    `wait_s` fails the held call."""
+    release = threading.Event()
+    original = getattr(module, name)
+    target = getattr(original, attr) if attr else original
+
+    def waiting(*args: Any, **kwargs: Any) -> Any:
+        assert release.wait(wait_s)
+        return target(*args, **kwargs)
+
+    if attr:
+        monkeypatch.setattr(original, attr, staticmethod(waiting))
+    else:
+        monkeypatch.setattr(module, name, waiting)
+    return release

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import one_torch_thread
 from test_beir import write_beir
 from test_bench import run
 from test_train import TINY, tiny_texts
@@ -25,17 +26,11 @@ QRELS = "q1 lamp-0 1\nq1 lamp-8 1\nq2 tent-7 1\nq2 tent-15 1\nq3 violin-4 1\n"
 @pytest.fixture(scope="module")
 def trained_set(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     """(BEIR folder, cache root, trained model) with one torch thread (see test_train)."""
-    import torch
-
     root = tmp_path_factory.mktemp("trained-bench")
     beir = write_beir(root / "household", tiny_texts(), QUERIES, QRELS)
     cache = root / "cache"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_torch_thread():
         result = train(beir, beir=True, device="cpu", settings=TINY, cache_root=cache)
-    finally:
-        torch.set_num_threads(threads)
     assert result.model_path is not None
     return beir, cache, result.model_path
 

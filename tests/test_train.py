@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from conftest import (
     TOPICS,
     TRAINED_NOTES_SETTINGS,
     TrainedNotes,
+    one_torch_thread,
     tiny_folder,
     tiny_texts,
     write_files,
@@ -45,16 +47,9 @@ def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """One thread while training here: on a shared, loaded 2-core machine two OpenMP threads
-    spin-wait on each other: a fixture-sized run took 23 s of CPU with two threads, 3.5 s with
-    one. On an idle machine one thread costs little: these runs are tiny."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_torch_thread() -> Iterator[None]:
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture

@@ -4,11 +4,10 @@ refitted in the background after a large one, and a large folder's graph rebuilt
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import pytest
-from fakes import LIBRARY_DIM, HashEmbedder, write_corpus
+from fakes import LIBRARY_DIM, HashEmbedder, held, write_corpus
 from textual.widgets import Static
 from ui_helpers import wait_for
 
@@ -18,24 +17,6 @@ from mrl_tui.ui.app import MrlApp
 
 WAIT_S = 30.0  # a loaded machine; each wait ends as soon as the line is there
 FILES = 30
-
-
-def _held(monkeypatch: pytest.MonkeyPatch, name: str, attr: str | None = None) -> threading.Event:
-    """`library_module.<name>` (or its `attr`) made to wait for the returned event: a background
-    refit held while the test looks at the status line."""
-    release = threading.Event()
-    original = getattr(library_module, name)
-    target = getattr(original, attr) if attr else original
-
-    def waiting(*args, **kwargs):  # type: ignore[no-untyped-def]
-        assert release.wait(WAIT_S)
-        return target(*args, **kwargs)
-
-    if attr:
-        monkeypatch.setattr(original, attr, staticmethod(waiting))
-    else:
-        monkeypatch.setattr(library_module, name, waiting)
-    return release
 
 
 def _library(tmp_path: Path) -> Library:
@@ -82,7 +63,7 @@ async def test_the_status_line_says_which_fit_is_in_use_and_when_it_is_refitted(
         assert f"PCA fit on {rows:,} chunks · " in _line(app) and "Watching: 1 file" in _line(app)
 
         # A large one: refitted in the background, the current fit in use meanwhile.
-        release = _held(monkeypatch, "fit_pca")
+        release = held(monkeypatch, library_module, "fit_pca", wait_s=WAIT_S)
         many = int(library_module.REFIT_FRACTION * FILES) + 3
         await _saved(pilot, app, many, "soil compost", "refitting PCA in the background…")
         assert f"(the fit on {rows:,} chunks is in use)" in _line(app)
@@ -106,7 +87,8 @@ async def test_the_status_line_says_the_graph_is_being_rebuilt(
     async with app.run_test(size=(110, 34)) as pilot:
         await wait_for(pilot, lambda: app.watcher is not None, timeout=WAIT_S)
         await wait_for(pilot, lambda: "PCA fit on" in _line(app), WAIT_S)
-        release = _held(monkeypatch, "hnsw", "load_or_build")  # the graph tiers, then tune
+        # The graph tiers, then tune.
+        release = held(monkeypatch, library_module, "hnsw", "load_or_build", wait_s=WAIT_S)
         await _saved(
             pilot, app, 1, "lighthouse quokka", "graph: building, exact search until ready"
         )

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from fakes import LIBRARY_DIM, HashEmbedder
 from textual.content import Content
 from textual.widget import Widget
 from textual.widgets import Input
@@ -382,3 +383,36 @@ async def test_a_repair_made_while_searching_is_said_at_once(
         markup_library.take_messages()  # what opening said is not this test's business
         await run_query(pilot, "sourdough bread plan")
         await wait_for(pilot, lambda: any(n.message == line for n in app._notifications))
+
+
+SOURCE = (
+    "def describe(obj, console):\n"
+    + "".join(f"    rows.append(row(obj,{i}))\n" for i in range(30))  # a token a line
+    + '    console.print("[b cyan]hello[/]")\n'
+    + '    console.print("[/]")\n'
+    + "    return rows\n"
+)
+"""A chunk longer than the preview whose last lines hold Rich markup (`[b cyan]…[/]`, `[/]`)."""
+
+
+async def test_markup_below_the_fold_of_the_preview_is_shown_literally(tmp_path: Path) -> None:
+    folder = tmp_path / "src"
+    folder.mkdir()
+    (folder / "inspect_panel.py").write_text(SOURCE, encoding="utf-8")
+    lib = Library(folder, HashEmbedder(LIBRARY_DIM), cache_root=tmp_path / "cache")
+    lib.update()
+    lib.load()
+    app = MrlApp(folder, device="cpu", library=lib, auto_router=False, remember=False, watch=False)
+    async with app.run_test(size=(120, 36)) as pilot:
+        screen = await run_query(pilot, "describe console rows")
+        preview = screen.query_one(Preview)
+        await wait_for(pilot, lambda: preview.selected is not None)
+        chunk = preview.selected.hit.chunk  # type: ignore[union-attr]
+        assert "[b cyan]hello[/]" in chunk.text and chunk.end_line - chunk.start_line > 30
+        await pilot.pause()
+        assert "[b cyan]" not in region_text(app, preview)  # below the fold at first
+        preview.scroll_end(animate=False)
+        await pilot.pause()
+        shown = region_text(app, preview)
+        assert 'console.print("[b cyan]hello[/]")' in shown, shown
+        assert 'console.print("[/]")' in shown

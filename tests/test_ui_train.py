@@ -4,10 +4,11 @@ trained model (its own index, native MRL). Real training on a tiny corpus, a few
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import tiny_folder
+from conftest import one_torch_thread, tiny_folder
 from textual.widgets import Input, Static
 from ui_helpers import wait_for
 
@@ -27,14 +28,9 @@ UNVALIDATED = TrainSettings(max_steps=500, batch_size=4, max_seq_length=16, eval
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """As in test_train: two OpenMP threads spin-wait on each other on a busy 2-core machine."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_torch_thread() -> Iterator[None]:
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture

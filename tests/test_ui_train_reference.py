@@ -9,11 +9,12 @@ Matryoshka model. The app opens the base side itself, in its worker, from the sa
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
 import pytest
-from conftest import SAMPLES, TrainedNotes, tiny_folder
+from conftest import SAMPLES, TrainedNotes, one_torch_thread, tiny_folder
 from textual.widgets import Input, Static
 from ui_helpers import screen_text, wait_for
 
@@ -23,6 +24,7 @@ from mrl_tui.core.search.compare import movement_label, movements
 from mrl_tui.core.search.side_by_side import compare_with_base, comparison_record, embed_and_rank
 from mrl_tui.core.training.train import TrainSettings
 from mrl_tui.ui.app import MrlApp
+from mrl_tui.ui.screens.search import SearchScreen
 from mrl_tui.ui.screens.train import TrainScreen
 from mrl_tui.ui.widgets.jobs import JobsLine
 
@@ -36,14 +38,9 @@ LATENCY = {8: 0.05, 16: 0.06, 32: 0.07, 64: 0.09, 128: 0.12, 256: 0.2, 384: 0.27
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """As in test_train: two OpenMP threads spin-wait on each other on a busy 2-core machine."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_torch_thread() -> Iterator[None]:
+    with one_torch_thread():
+        yield
 
 
 TOPICS = ("cooking", "first-aid", "cycling")
@@ -105,6 +102,40 @@ def shown_column(app: MrlApp, side: str, column: str) -> list[str]:
     return [str(table.get_row_at(row)[index]).strip() for row in range(table.row_count)]
 
 
+def topics_app(topics: Topics, library: Library, frozen_timings: bool = False) -> MrlApp:
+    """The app on the topics folder with `library` open, in the topics' cache: no router
+    calibration, no watch, nothing remembered."""
+    return MrlApp(
+        topics.folder,
+        device="cpu",
+        cache_root=topics.cache,
+        library=library,
+        auto_router=False,
+        frozen_timings=frozen_timings,
+        remember=False,
+        watch=False,
+    )
+
+
+async def searched(
+    pilot, app: MrlApp, text: str = QUERY, latency: bool = False, timeout: float = 30
+) -> SearchScreen:
+    """Once the search screen has its library, `text` searched from the query box (Enter there,
+    so the slider has the keyboard after), until the comparison is shown. `latency`: the fixed
+    latency profile first (snapshots, the fit line)."""
+    search = app.search_screen
+    await wait_for(pilot, lambda: search.library is not None)
+    if latency:
+        search.show_latency_profile(LATENCY)
+    box = search.query_one("#query", Input)
+    box.cursor_blink = False  # a still frame for snapshots
+    box.value = text
+    await pilot.click("#query")
+    await pilot.press("enter")
+    await wait_for(pilot, lambda: search.comparison is not None, timeout=timeout)
+    return search
+
+
 def test_the_base_side_names_the_trained_index_chunks_and_its_moves_follow(
     trained_library: Library, topics: Topics
 ) -> None:
@@ -137,25 +168,10 @@ def test_the_base_side_names_the_trained_index_chunks_and_its_moves_follow(
 async def test_b_shows_the_base_model_at_the_same_dim_with_marks(
     trained_library: Library, topics: Topics, base_from_session: str
 ) -> None:
-    app = MrlApp(
-        topics.folder,
-        device="cpu",
-        cache_root=topics.cache,
-        library=trained_library,
-        auto_router=False,
-        frozen_timings=True,
-        remember=False,
-        watch=False,
-    )
+    app = topics_app(topics, trained_library, frozen_timings=True)
     async with app.run_test(size=(120, 36)) as pilot:
-        search = app.search_screen
-        await wait_for(pilot, lambda: search.library is not None)
+        search = await searched(pilot, app, latency=True)
         assert search.trained_base == base_from_session
-        search.show_latency_profile(LATENCY)
-        search.query_one("#query", Input).value = QUERY
-        await pilot.click("#query")
-        await pilot.press("enter")
-        await wait_for(pilot, lambda: search.comparison is not None)
         await pilot.press("shift+left")  # 64 → 32 (the slider has the keyboard after Enter)
         await wait_for(pilot, lambda: search.comparison.dim == 32)
         footer = screen_text(app).splitlines()[-1]
@@ -190,22 +206,21 @@ async def test_b_shows_the_base_model_at_the_same_dim_with_marks(
         assert "reference: base" not in screen_text(app)
 
 
+async def test_the_footer_with_a_trained_model_fits_80_columns_f1_included(
+    trained_library: Library, topics: Topics, base_from_session: str
+) -> None:
+    app = topics_app(topics, trained_library)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await searched(pilot, app)  # the slider has the keyboard: every letter key is shown
+        footer = screen_text(app).splitlines()[-1]
+        assert " b base " in footer and " f1 help " in footer, footer
+        assert footer.rstrip().endswith("^p palette"), footer
+
+
 async def test_b_is_off_without_a_trained_model(topics: Topics) -> None:
-    app = MrlApp(
-        topics.folder,
-        device="cpu",
-        library=topics.base,
-        auto_router=False,
-        remember=False,
-        watch=False,
-    )
+    app = topics_app(topics, topics.base)
     async with app.run_test(size=(100, 30)) as pilot:
-        search = app.search_screen
-        await wait_for(pilot, lambda: search.library is not None)
-        search.query_one(Input).value = QUERY
-        await pilot.click("#query")
-        await pilot.press("enter")
-        await wait_for(pilot, lambda: search.comparison is not None)
+        search = await searched(pilot, app)
         assert " b base " not in screen_text(app).splitlines()[-1]  # not offered
         before = search.comparison
         await pilot.press("b")
@@ -259,10 +274,7 @@ async def test_training_in_the_background_while_searching(embedder, tmp_path: Pa
         assert jobs.display and "training: step " in screen_text(app)
 
         # a search while it trains
-        search.query_one("#query", Input).value = "how often to clean the kettle"
-        await pilot.click("#query")
-        await pilot.press("enter")
-        await wait_for(pilot, lambda: search.comparison is not None, timeout=60)
+        await searched(pilot, app, "how often to clean the kettle", timeout=60)
         assert run.running and search.query_one("#left").table.row_count > 0
         step = run.last_progress.step
         await wait_for(pilot, lambda: run.last_progress.step > step, timeout=60)  # still going
@@ -299,28 +311,11 @@ def test_snapshot_trained_at_32_against_the_base_model_with_pca_at_32(
 ) -> None:
     """Both sides differ: the trained model's 32-d prefix against the base model's PCA at 32.
     Timings frozen, the header's model path (a temporary folder) replaced by a fixed line."""
-    app = MrlApp(
-        topics.folder,
-        device="cpu",
-        cache_root=topics.cache,
-        library=trained_library,
-        auto_router=False,
-        frozen_timings=True,
-        remember=False,
-        watch=False,
-    )
+    app = topics_app(topics, trained_library, frozen_timings=True)
     moves: list[str] = []
 
     async def run_before(pilot) -> None:
-        search = app.search_screen
-        await wait_for(pilot, lambda: search.library is not None)
-        search.show_latency_profile(LATENCY)
-        box = search.query_one("#query", Input)
-        box.cursor_blink = False
-        box.value = QUERY
-        await pilot.click("#query")
-        await pilot.press("enter")
-        await wait_for(pilot, lambda: search.comparison is not None)
+        search = await searched(pilot, app, latency=True)
         await pilot.press("shift+left", "b")
         await wait_for(
             pilot, lambda: search.comparison.ref_model is not None and search.comparison.dim == 32
@@ -346,22 +341,9 @@ async def test_a_base_model_that_cannot_open_is_one_line_and_the_reference_stays
         raise ModelLoadError(f"cannot load model {model!r}: not a local folder")
 
     monkeypatch.setattr(Library, "open", classmethod(unavailable))
-    app = MrlApp(
-        topics.folder,
-        device="cpu",
-        cache_root=topics.cache,
-        library=trained_library,
-        auto_router=False,
-        remember=False,
-        watch=False,
-    )
+    app = topics_app(topics, trained_library)
     async with app.run_test(size=(100, 30)) as pilot:
-        search = app.search_screen
-        await wait_for(pilot, lambda: search.library is not None)
-        search.query_one("#query", Input).value = QUERY
-        await pilot.click("#query")
-        await pilot.press("enter")
-        await wait_for(pilot, lambda: search.comparison is not None)
+        search = await searched(pilot, app)
         before = search.comparison.ref_dim
         await pilot.press("b")
         line = f"The base model's index could not be opened: cannot load model {BASE!r}"

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import write_files
-from fakes import LIBRARY_DIM, HashEmbedder, write_corpus
+from fakes import LIBRARY_DIM, HashEmbedder, held, write_corpus
 
 from mrl_tui.core import library as library_module
 from mrl_tui.core.cache.watch import FolderWatcher, WatchUpdate
@@ -177,24 +177,6 @@ def test_watch_command_prints_a_line_per_update_and_ctrl_c_exits_130(tmp_path: P
         proc.kill()
 
 
-def _blocked(monkeypatch: pytest.MonkeyPatch, name: str, attr: str | None = None):
-    """`library_module.<name>` (or its `attr`) made to wait for the returned event first: a
-    background refit held until the test has looked at the state in between."""
-    release = threading.Event()
-    original = getattr(library_module, name)
-    target = getattr(original, attr) if attr else original
-
-    def waiting(*args, **kwargs):
-        assert release.wait(WAIT_S)
-        return target(*args, **kwargs)
-
-    if attr:
-        monkeypatch.setattr(original, attr, staticmethod(waiting))
-    else:
-        monkeypatch.setattr(library_module, name, waiting)
-    return release
-
-
 def test_a_large_change_is_refitted_in_the_background(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -213,7 +195,7 @@ def test_a_large_change_is_refitted_in_the_background(
         heard.append(lib.fit_status()["fits"]["pca"]["refitting"])
 
     lib.on_refit = told
-    release = _blocked(monkeypatch, "fit_pca")
+    release = held(monkeypatch, library_module, "fit_pca", wait_s=WAIT_S)
     for i in range(int(library_module.REFIT_FRACTION * 30) + 3):
         (folder / f"notes/n{i:03d}.md").write_text(f"# C{i}\n\nsoil compost {i}\n", "utf-8")
     lib.update()
@@ -261,7 +243,8 @@ def test_a_new_generation_searches_exactly_while_its_graph_is_built(
     query = lib.query("planet moon volcano")
     assert lib.graph is not None and lib.search(query, 96).mode == "graph"
     lib.background_refit = True
-    release = _blocked(monkeypatch, "hnsw", "load_or_build")  # the graph tiers, then tune
+    # The graph tiers, then tune.
+    release = held(monkeypatch, library_module, "hnsw", "load_or_build", wait_s=WAIT_S)
     (folder / "notes/n000.md").write_text("# One\n\nriver bridge harbour\n", encoding="utf-8")
     lib.update()
     lib.load()
@@ -291,7 +274,7 @@ def test_a_fit_saved_stale_is_refitted_by_the_next_watching_process(
     first.update()
     first.load()
     first.background_refit = True
-    release = _blocked(monkeypatch, "fit_pca")
+    release = held(monkeypatch, library_module, "fit_pca", wait_s=WAIT_S)
     for i in range(int(library_module.REFIT_FRACTION * 30) + 3):
         (folder / f"notes/n{i:03d}.md").write_text(f"# C{i}\n\nriver sail {i}\n", "utf-8")
     first.update()

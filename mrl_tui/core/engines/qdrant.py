@@ -128,6 +128,14 @@ def _filter(api: Any, where: PathSelect | None) -> Any:
     return api.Filter(must=[condition]) if where.keep else api.Filter(must_not=[condition])
 
 
+def _params(api: Any, exact: bool, ef: int | None) -> Any:
+    """A search's parameters: exact (a full scan, the int8 codes ignored), a beam of `ef`, or
+    the engine's default (None); `api` as in `_filter`."""
+    if exact:
+        return api.SearchParams(exact=True, quantization=api.QuantizationSearchParams(ignore=True))
+    return api.SearchParams(hnsw_ef=ef) if ef else None
+
+
 def _hits(found: Sequence[Any], full: str | None) -> EngineHits:
     ids = np.asarray([int(p.id) for p in found], dtype=np.int64)
     scores = np.asarray([p.score for p in found], dtype=np.float32)
@@ -278,13 +286,7 @@ class EdgeEngine(_Collection):
     ) -> EngineHits:
         qe, tiers = self.qe, self.tiers()
         check_stages(tiers, dim, stages)
-        params = (
-            qe.SearchParams(exact=True, quantization=qe.QuantizationSearchParams(ignore=True))
-            if exact
-            else qe.SearchParams(hnsw_ef=ef)
-            if ef
-            else None
-        )
+        params = _params(qe, exact, ef)
         kept_only = _filter(qe, where)
         inner = None
         for stage_dim, kept in stages or ():
@@ -508,13 +510,7 @@ class ServerEngine(_Collection):
     ) -> EngineHits:
         m, tiers = self.m, self.tiers()
         check_stages(tiers, dim, stages)
-        params = (
-            m.SearchParams(exact=True, quantization=m.QuantizationSearchParams(ignore=True))
-            if exact
-            else m.SearchParams(hnsw_ef=ef)
-            if ef
-            else None
-        )
+        params = _params(m, exact, ef)
         kept_only = _filter(m, where)
         inner = None
         for stage_dim, kept in stages or ():

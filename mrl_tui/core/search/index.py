@@ -226,6 +226,14 @@ def _best_k(ids: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np
     return ids[order], scores[order]
 
 
+def _merged(parts: list[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k best of the threads' top-k lists (`_share_chunks`' results for one query): the one
+    list as it is, else `_best_k` of them all."""
+    if len(parts) == 1:
+        return parts[0]
+    return _best_k(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), k)
+
+
 def _inverse(norms_sq: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """1/sqrt of squared norms. A zero prefix gets a huge but finite factor; its dot product is
     exactly 0, so its score is 0 rather than NaN."""
@@ -349,8 +357,8 @@ class NestedIndex:
 
     def _search_numpy(self, q: np.ndarray, dim: int, k: int) -> tuple[np.ndarray, np.ndarray]:
         parts = self._block_parts(dim)
+        threads = _scan_threads(self.n * dim)
         if _fused is not None:
-            threads = _scan_threads(self.n * dim)
             rows = (
                 FUSED_SOLO_ROWS if threads == 1 else max(FUSED_MIN_ROWS, FUSED_CHUNK_VALUES // dim)
             )
@@ -361,19 +369,11 @@ class NestedIndex:
                     self.n, rows, lambda chunks: self._scan_fused(parts, q, dim, k, chunks), threads
                 )
         else:
-            threads = _scan_threads(self.n * dim)
             with _single_threaded_blas():
                 results = _share_chunks(
                     self.n, CHUNK_ROWS, lambda chunks: self._scan(parts, q, dim, k, chunks), threads
                 )
-        if len(results) == 1:
-            ids, scores = results[0]
-        else:
-            ids, scores = _best_k(
-                np.concatenate([r[0] for r in results]),
-                np.concatenate([r[1] for r in results]),
-                k,
-            )
+        ids, scores = _merged(results, k)
         return ids, scores * _query_inv(q, dim)
 
     def _scan(
@@ -471,13 +471,7 @@ class NestedIndex:
                     threads,
                 )
                 for i, q in enumerate(queries[first : first + block]):
-                    ids, scores = results[0][i]
-                    if len(results) > 1:
-                        ids, scores = _best_k(
-                            np.concatenate([r[i][0] for r in results]),
-                            np.concatenate([r[i][1] for r in results]),
-                            k,
-                        )
+                    ids, scores = _merged([r[i] for r in results], k)
                     out.append(Hits(ids, (scores * _query_inv(q, dim)).astype(np.float32)))
         return out
 

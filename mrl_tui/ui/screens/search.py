@@ -88,6 +88,9 @@ HYBRID_HELP = (
 """One help row for both keys (the help screen joins bindings that share a tooltip)."""
 MORE_STEP, MAX_K = 10, 100
 """`m` shows ten more hits on each side, up to `MAX_K`; `M` ten fewer, down to `TOP_K`."""
+COMPACT_FOOTER_BELOW = 90
+"""Columns under which the footer drops the padding around its keys: with a trained model and a
+comparison shown, every key it shows takes 86 columns padded ("f1 help" was cut at 80), 77 not."""
 MORE_HELP = f"ten more / fewer results per side ({TOP_K} to {MAX_K})"
 BASE_SIDES: tuple[str | None, ...] = (None, "pca", "naive")
 """`b` order: the base model's index at the same dim under PCA, then naive, then off."""
@@ -372,6 +375,9 @@ class SearchScreen(Screen[None]):
             self.panels = remembered.panels
         self._show_router()
         self._show_results_area()
+
+    def on_resize(self, event: events.Resize) -> None:
+        self.query_one(Footer).compact = event.size.width < COMPACT_FOOTER_BELOW
 
     def watch_indexing(self) -> None:
         self._show_results_area()
