@@ -28,6 +28,7 @@ from mrl_tui.core.corpus.walk import DEFAULT_MAX_FILE_BYTES
 from mrl_tui.core.embedding import facts
 from mrl_tui.core.embedding.choice import ModelChoice
 from mrl_tui.core.embedding.embed import EmbedderInfo
+from mrl_tui.core.embedding.onnx_embed import vectors_name
 from mrl_tui.core.errors import (
     CacheDamaged,
     CacheError,
@@ -220,7 +221,7 @@ class Library:
         }
         backend = getattr(embedder, "backend", "torch")
         if backend != "torch":  # other vectors, so another index; torch's key is as before
-            settings["embed_backend"] = backend
+            settings["embed_backend"] = vectors_name(backend)
         directory = index_dir_for(cache_root or default_cache_root(), self.root, settings)
         facts.record(cache_root or default_cache_root(), embedder)  # for `open(lazy=True)`
         started = time.perf_counter()

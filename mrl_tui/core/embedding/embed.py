@@ -212,7 +212,7 @@ class Embedder:
             path = exported_model(
                 self._model, self.name, self.backend, cache_root or default_cache_root()
             )
-            return OnnxEncoder(self._model, path)
+            return OnnxEncoder(self._model, path, per_text=self.backend == "onnx-int8")
         except (InputError, ModelLoadError):
             raise
         except Exception as exc:  # the exporter raises many types; the user needs one line
@@ -223,7 +223,9 @@ class Embedder:
     def cache_name(self) -> str:
         """The model's name in cache keys: another backend gives other vectors, so another key
         (torch keeps the plain name, so its caches from before backends existed stay valid)."""
-        return self.name if self.backend == "torch" else f"{self.name}+{self.backend}"
+        from mrl_tui.core.embedding.onnx_embed import vectors_name
+
+        return self.name if self.backend == "torch" else f"{self.name}+{vectors_name(self.backend)}"
 
     def _prompt(self, kind: str, registry_prompt: str | None) -> str:
         """The model's own saved prompt wins; the registry fills in where the model saved none."""
@@ -246,7 +248,7 @@ class Embedder:
     def dtype(self) -> str:
         """What the weights actually are, e.g. "float32"."""
         if self.backend == "onnx-int8":
-            return "int8"  # dynamically quantised weights (activations stay float32)
+            return "int8"  # int8 weights; activations quantised per text as it runs
         weights = next(iter(self._model.parameters()), None)
         return "float32" if weights is None else str(weights.dtype).removeprefix("torch.")
 
