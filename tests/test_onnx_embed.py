@@ -111,6 +111,21 @@ def test_onnx_vectors_agree_with_torch(
 
 
 @needs_onnx
+def test_int8_keeps_the_down_projections_float(onnx_cache: Path):
+    """Every weight MatMul is int8 but the feed-forward 1536 → 384 ones (six in MiniLM-L6)."""
+    import onnx
+
+    (path,) = (onnx_cache / "onnx").glob("*/model_int8.onnx")
+    graph = onnx.load(str(path)).graph
+    shapes = {t.name: tuple(t.dims) for t in graph.initializer}
+    float_weights = [
+        shapes[n.input[1]] for n in graph.node if n.op_type == "MatMul" and n.input[1] in shapes
+    ]
+    assert float_weights == [(1536, 384)] * 6
+    assert sum(n.op_type == "MatMulInteger" for n in graph.node) == 6 * 5  # q, k, v, out, up
+
+
+@needs_onnx
 @pytest.mark.parametrize(("backend", "maker"), [("onnx", "_export"), ("onnx-int8", "_quantize")])
 def test_export_is_cached_reused_and_checked(
     torch_embedder, onnx_cache: Path, monkeypatch, backend: str, maker: str
