@@ -52,18 +52,19 @@ def onnx_export(torch_embedder, tmp_path_factory: pytest.TempPathFactory):
     work = tmp_path_factory.mktemp("onnx-cwd")
     temp = tmp_path_factory.mktemp("onnx-tmp")
     if not _has_onnx():
-        return cache, set(), set()
+        return cache, set(), set(), []
     before, old_temp = Path.cwd(), tempfile.tempdir
     os.chdir(work)
     tempfile.tempdir = str(temp)
+    lines: list[str] = []
     try:
         model, name = torch_embedder.model, torch_embedder.name
         for backend in ("onnx", "onnx-int8"):
-            onnx_embed.exported_model(model, name, backend, cache)
+            onnx_embed.exported_model(model, name, backend, cache, lines.append)
     finally:
         os.chdir(before)
         tempfile.tempdir = old_temp
-    return cache, _files(work), _files(temp)
+    return cache, _files(work), _files(temp), lines
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +73,45 @@ def onnx_cache(onnx_export) -> Path:
 
 
 @needs_onnx
+def test_export_says_each_step_once(torch_embedder, onnx_export):
+    cache, *_, lines = onnx_export
+    name = torch_embedder.name
+    assert lines == [
+        f"exporting {name} to ONNX (once, into the cache)",
+        f"quantising {name} to int8 (once, into the cache)",
+    ]
+    again: list[str] = []
+    onnx_embed.exported_model(torch_embedder.model, name, "onnx-int8", cache, again.append)
+    assert again == []  # made before: nothing to say
+
+
+def test_auto_backend_is_int8_on_a_cpu_with_onnxruntime(monkeypatch):
+    assert onnx_embed.resolve_backend("auto", "cuda") == "torch"
+    assert onnx_embed.resolve_backend("auto", "mps") == "torch"
+    for backend in ("torch", "onnx", "onnx-int8"):
+        assert onnx_embed.resolve_backend(backend, "cpu") == backend
+    expected = "onnx-int8" if _has_onnx() else "torch"
+    assert onnx_embed.resolve_backend("auto", "cpu") == expected
+    assert onnx_embed.resolve_backend("auto", "cpu", bundled=False) == "torch"
+    monkeypatch.setattr(onnx_embed, "onnx_available", lambda: False)
+    assert onnx_embed.resolve_backend("auto", "cpu") == "torch"
+    onnx_embed.check_backend("auto", "cuda")  # auto never asks for what is missing
+
+
+@needs_onnx
+def test_auto_embedder_on_a_cpu_runs_int8(onnx_cache: Path):
+    from mrl_tui.core.embedding.embed import Embedder
+
+    auto = Embedder(device="cpu", cache_root=onnx_cache)
+    assert auto.backend == "onnx-int8" and auto.dtype == "int8"
+    int8 = _onnx_embedder("onnx-int8", onnx_cache)
+    assert auto.cache_name == int8.cache_name  # the same vectors, so the same caches
+    np.testing.assert_array_equal(auto.embed_documents(TEXTS), int8.embed_documents(TEXTS))
+
+
+@needs_onnx
 def test_export_writes_only_into_the_cache_dir(onnx_export):
-    cache, in_cwd, in_temp = onnx_export
+    cache, in_cwd, in_temp, _ = onnx_export
     assert in_cwd == set() and in_temp == set()  # nothing left in the working or temp folder
     written = _files(cache)
     (folder,) = {p.parts[:2] for p in written}  # one export folder, under onnx/

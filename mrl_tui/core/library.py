@@ -323,20 +323,22 @@ class Library:
         cache_root: Path | None = None,
         transform: str = "auto",
         lazy: bool = False,
+        on_status: Callable[[str], None] | None = None,
     ) -> Library:
         """Check the folder first (fast), then load the model `model_choice` says (slow; None:
         the bundled model on the best device).
 
         `lazy`: when an earlier run recorded this model (`core.embedding.facts`), open the index
         without it; it loads on the first embedding (a changed file, a dense query). A keyword
-        search of an indexed folder then never imports torch."""
+        search of an indexed folder then never imports torch. `on_status(line)`: told what a first
+        load does that takes a while (the model's one-time ONNX export)."""
         folder = check_folder(root)
         check_choice(transform)
         check_cache_root(cache_root or default_cache_root())
         choice = model_choice or ModelChoice()
 
         def load() -> Embedder:
-            return choice.load(cache_root=cache_root)
+            return choice.load(cache_root=cache_root, on_status=on_status)
 
         embedder: Any = None
         if lazy:

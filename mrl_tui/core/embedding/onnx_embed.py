@@ -20,7 +20,7 @@ import hashlib
 import json
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,7 +36,8 @@ if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
 BACKENDS = EMBED_BACKENDS
-"""torch is the default everywhere; see the README's "CPU embedding backend" for the figures."""
+"""auto is the default: onnx-int8 on a CPU where onnxruntime is installed, torch on CUDA / MPS
+(see the README's "CPU embedding backend" for the figures)."""
 VECTOR_NAMES = {"onnx-int8": "onnx-int8-per-text"}
 """A backend's name in cache keys where its vectors changed: int8 vectors were batched (they
 depended on their batch) before they were per text, so caches of the old ones are not reused."""
@@ -67,11 +68,23 @@ def onnx_available() -> bool:
     return True
 
 
+def resolve_backend(backend: str, device: str, *, bundled: bool = True) -> str:
+    """What "auto" means on `device` (a resolved one: cpu, cuda or mps): int8 on ONNX Runtime
+    on a CPU when onnxruntime and onnx are importable, for the `bundled` model (the one measured:
+    README, "CPU embedding backend"); else torch. Another model runs torch unless asked: its
+    pipeline may not be one `OnnxEncoder` runs, and int8 noise at its prefixes is not measured
+    (a model trained here, say). Any other backend is itself."""
+    if backend != "auto":
+        return backend
+    return "onnx-int8" if device == "cpu" and bundled and onnx_available() else "torch"
+
+
 def check_backend(backend: str, device: str) -> None:
-    """A clear line for an unknown backend, a GPU device, or missing packages."""
+    """A clear line for an unknown backend, a GPU device, or missing packages ("auto" always
+    resolves to a backend that runs)."""
     if backend not in BACKENDS:
         raise InputError(f"unknown embedding backend {backend!r}; choose one of {BACKENDS}")
-    if backend == "torch":
+    if backend in ("torch", "auto"):
         return
     if device != "cpu":
         raise InputError(
@@ -216,18 +229,33 @@ def _verified(path: Path) -> bool:
 
 
 def exported_model(
-    model: SentenceTransformer, model_name: str, backend: str, cache_root: Path
+    model: SentenceTransformer,
+    model_name: str,
+    backend: str,
+    cache_root: Path,
+    on_status: Callable[[str], None] | None = None,
 ) -> Path:
     """The cached ONNX file for `backend`, exported (and quantised) on first use, checksum-checked
-    on every load; a file that fails the check is made again."""
+    on every load; a file that fails the check is made again. `on_status(line)` is told before
+    each step that makes a file (seconds each, once per model)."""
     directory = export_dir(cache_root, model_name, model)
     directory.mkdir(parents=True, exist_ok=True)
     name = "model_int8.onnx" if backend == "onnx-int8" else "model.onnx"
+    say = on_status or (lambda line: None)
+
+    def export(tmp: Path) -> None:
+        say(f"exporting {model_name} to ONNX (once, into the cache)")
+        _export(model, tmp)
+
+    def quantize(tmp: Path, src: Path) -> None:
+        say(f"quantising {model_name} to int8 (once, into the cache)")
+        _quantize(src, tmp)
+
     for _ in range(2):
-        fp32 = _write_verified(directory, "model.onnx", lambda tmp: _export(model, tmp))
+        fp32 = _write_verified(directory, "model.onnx", export)
         path = fp32
         if backend == "onnx-int8":
-            path = _write_verified(directory, name, lambda tmp, src=fp32: _quantize(src, tmp))
+            path = _write_verified(directory, name, lambda tmp, src=fp32: quantize(tmp, src))
         if _verified(fp32) and _verified(path):
             return path
         for stale in (directory / "model.onnx", directory / name):
