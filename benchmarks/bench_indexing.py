@@ -44,7 +44,7 @@ def main() -> None:
     from mrl_tui.core.embedding.embed import Embedder
     from mrl_tui.core.library import Library
 
-    embedder = Embedder(device=args.device)
+    embedder = Embedder(device=args.device, backend="torch")  # the README's figure: torch
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.folder
         if args.beir:

@@ -47,7 +47,9 @@ def notes_set() -> tuple[str, np.ndarray, np.ndarray]:
         texts = [row[0] for row in list(csv.reader(fh, delimiter="\t"))[1:]]
     with tempfile.TemporaryDirectory() as cache:
         library = Library.open(
-            corpus, model_choice=ModelChoice(device="cpu"), cache_root=Path(cache)
+            corpus,
+            model_choice=ModelChoice(device="cpu", embed_backend="torch"),
+            cache_root=Path(cache),
         )
         library.update()
         _, docs = library.store.load_vectors()

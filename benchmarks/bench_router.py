@@ -43,7 +43,9 @@ def scores_of(es, rankings: list[np.ndarray]) -> Scores:
 
 
 def run(folder: Path, device: str, transform: str) -> None:
-    es = beir_eval_set(folder, load_beir(folder), Embedder(device=device), transform=transform)
+    es = beir_eval_set(
+        folder, load_beir(folder), Embedder(device=device, backend="torch"), transform=transform
+    )
     index, n, full = es.index, es.index.n, es.index.full_dim
     depth = min(n, RECALL_K)
     rows: list[tuple[str, float, Scores]] = []

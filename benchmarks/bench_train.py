@@ -64,7 +64,7 @@ def bench_set(folder: Path, args: argparse.Namespace) -> dict:
     raw = beir_eval_set(folder, data, base, None, args.cache_dir, transform="naive")
     directory = beir_cache_dir(folder, data.name, base.name, args.cache_dir)
     sets = {label: retransformed(raw, name, False, directory) for name, label in COLUMNS.items()}
-    mine = Embedder(str(result.model_path), device=args.device)
+    mine = Embedder(str(result.model_path), device=args.device, backend="torch")
     sets[TRAINED] = beir_eval_set(folder, data, mine, None, args.cache_dir, transform="auto")
     report = run_compare(sets, TRAINED, DIMS, k=10).to_dict()
     compared = report["compare"]["rows"]

@@ -55,7 +55,9 @@ def main() -> None:
 
         folder = Path(tmp) / "notes"
         shutil.copytree(REPO / "sample_corpora" / "notes", folder)
-        library = Library.open(folder, model_choice=ModelChoice(device="cpu"))
+        library = Library.open(
+            folder, model_choice=ModelChoice(device="cpu", embed_backend="torch")
+        )
         library.update()
         library.load()
         if args.app:

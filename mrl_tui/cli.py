@@ -100,10 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--device", default="auto", choices=DEVICES)
     common.add_argument(
         "--embed-backend",
-        default="torch",
+        default="auto",
         choices=EMBED_BACKENDS,
-        help="onnx / onnx-int8 (CPU only, needs mrl-tui[onnx]): run the model on ONNX Runtime, "
-        "fp32 or int8-quantised (faster; see README); each backend has its own index",
+        help="auto (default): onnx-int8 for the bundled model on a CPU with mrl-tui[onnx], else "
+        "torch; onnx / onnx-int8 (CPU only): run the model on ONNX Runtime, fp32 or int8 (faster; "
+        "see README); each backend has its own index",
     )
     common.add_argument(
         "--cache-dir",
@@ -553,13 +554,14 @@ def _open_library(args: argparse.Namespace, lazy: bool = False) -> Library:
     from mrl_tui.core.library import Library
 
     what = "opening the index" if lazy else f"loading {args.model or 'the bundled model'}"
-    with _status(what):
+    with _status(what) as status:
         library = Library.open(
             args.path,
             model_choice=model_choice(args),
             cache_root=args.cache_dir,
             transform=getattr(args, "transform", "auto"),  # `bench` has no such flags (yet)
             lazy=lazy,
+            on_status=lambda line: status.update(f"{line}…"),
         )
     if getattr(args, "backend", None):
         try:
@@ -582,7 +584,7 @@ def _say(message: str) -> None:
     print(f"mrl-tui: {spelled(message, FLAGS)}", file=sys.stderr)
 
 
-def _status(text: str) -> AbstractContextManager[object]:
+def _status(text: str) -> AbstractContextManager[Any]:
     from rich.console import Console
 
     return Console(stderr=True).status(text)

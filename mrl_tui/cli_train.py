@@ -43,7 +43,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         **({"dims": parse_dims(args.dims)} if args.dims else {}),
     )
     resolve_trained(args, source)
-    if args.embed_backend != "torch":
+    if args.embed_backend not in ("torch", "auto"):
         raise InputError("mrl-tui train trains on torch; drop --embed-backend")
     with _stop_on_ctrl_c() as stop, _progress() as show:
         try:

@@ -8,6 +8,7 @@ take their share of the cores instead of all of them."""
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import shutil
 from collections.abc import Callable, Iterator
@@ -42,7 +43,18 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
 def embedder():
     from mrl_tui.core.embedding.embed import Embedder
 
-    return Embedder(device="cpu")
+    return Embedder(device="cpu", backend="torch")  # the tests' vectors are torch's (see below)
+
+
+@pytest.fixture(scope="session")
+def default_embedder(embedder):
+    """The session's torch model standing for the default backend (auto): the same model, keyed
+    as an auto choice is, so a lazy open finds what it recorded (`facts.record`)."""
+    from mrl_tui.core.embedding.choice import ModelChoice
+
+    stand = copy.copy(embedder)
+    stand.facts_key = ModelChoice(device="cpu").facts_key
+    return stand
 
 
 @pytest.fixture(autouse=True)
@@ -50,18 +62,22 @@ def _one_model_per_session(request: pytest.FixtureRequest, monkeypatch: pytest.M
     """`ModelChoice.load` (how the CLI, the app, bench and the server get their model) is handed
     the session's model when it asks for the bundled one on the CPU, instead of loading it again
     for each command; any other model, device, backend or `--mrl` loads for real, and so does
-    training's (it changes the weights). A test's own stand-in wins."""
+    training's (it changes the weights). A test's own stand-in wins. The default backend, auto
+    (int8 on a CPU), is handed the torch model too: the suite's figures and pinned outputs are
+    torch vectors, and an export per test would cost seconds; `test_onnx_embed` runs auto for
+    real."""
     from mrl_tui.core.embedding.choice import ModelChoice
 
     real = ModelChoice.load
 
     def shared(choice: ModelChoice, **kwargs: Any) -> object:
-        plain = choice.embed_backend == "torch" and not choice.mrl
+        plain = choice.embed_backend in ("torch", "auto") and not choice.mrl
         if choice.model is None and plain and not kwargs.get("full_precision"):
             from mrl_tui.core.embedding.embed import choose_device
 
             if choice.device in ("cpu", "auto") and choose_device(choice.device) == "cpu":
-                return request.getfixturevalue("embedder")
+                name = "embedder" if choice.embed_backend == "torch" else "default_embedder"
+                return request.getfixturevalue(name)
         return real(choice, **kwargs)
 
     monkeypatch.setattr(ModelChoice, "load", shared)

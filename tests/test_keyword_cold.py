@@ -52,7 +52,8 @@ def test_a_keyword_search_of_an_indexed_folder_never_loads_the_model(
     library.update()
     library.close()
 
-    data, probe, said = _search(folder, cache, "parse_rate", "--retrieval", "lexical")
+    torch = ("--embed-backend", "torch")  # the session model's backend, recorded above
+    data, probe, said = _search(folder, cache, "parse_rate", "--retrieval", "lexical", *torch)
     assert probe == {"rc": 0, "torch": False, "st": False}, said
     assert [r["path"] for r in data["results"]] == ["a.md"]
     assert data["model"] == embedder.name and data["full_dim"] == embedder.full_dim
@@ -60,7 +61,7 @@ def test_a_keyword_search_of_an_indexed_folder_never_loads_the_model(
 
     # A new file must be embedded first: then (and only then) the model loads, and finds it.
     (folder / "c.md").write_text("# Sails\n\nharbour zeppelin\n", encoding="utf-8")
-    data, probe, said = _search(folder, cache, "zeppelin", "--retrieval", "lexical")
+    data, probe, said = _search(folder, cache, "zeppelin", "--retrieval", "lexical", *torch)
     assert probe["rc"] == 0 and probe["torch"], said
     assert [r["path"] for r in data["results"]] == ["c.md"]
 

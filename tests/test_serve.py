@@ -472,7 +472,7 @@ def test_tcp_needs_the_token_and_answers_as_the_socket_does(corpus: Path, tmp_pa
             "search",
             path=str(corpus.resolve()),
             options={"model": None, "device": "auto", "trust_remote_code": False,
-                     "mrl": False, "embed_backend": "torch"},
+                     "mrl": False, "embed_backend": "auto"},
             cache_root=os.environ["MRL_TUI_CACHE_DIR"],
             transform="auto",
             search={"query": "bread oven", "dim": None, "route": "off", "k": 10,
@@ -523,7 +523,7 @@ def _keyword_request(folder: Path, cache: Path) -> dict[str, object]:
         "search",
         path=str(folder),
         options={"model": None, "device": "auto", "trust_remote_code": False, "mrl": False}
-        | {"embed_backend": "torch"},
+        | {"embed_backend": "auto"},
         cache_root=str(cache),
         transform="auto",
         search={"query": "planet", "dim": None, "route": "off", "k": 3, "precision": "float32"}

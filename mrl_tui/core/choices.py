@@ -13,8 +13,9 @@ FUSIONS = ("rrf", "mix")
 """How hybrid retrieval fuses: reciprocal ranks, or a calibrated score mix."""
 DEVICES = ("auto", "cpu", "cuda", "mps")
 """Where the model runs (auto: the fastest available)."""
-EMBED_BACKENDS = ("torch", "onnx", "onnx-int8")
-"""What runs the model: torch, or ONNX Runtime in fp32 or int8 (CPU only)."""
+EMBED_BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
+"""What runs the model: torch, or ONNX Runtime in fp32 or int8 (CPU only); auto: int8 on a CPU
+where onnxruntime is installed, torch on a GPU (`onnx_embed.resolve_backend`)."""
 TRANSFORMS = ("auto", "naive", "pca", "adaptor")
 """`--transform`: `core.transforms.kind.CHOICES` (a test keeps them equal), named here too so the
 CLI's parser needs no dataclasses (the warm `search` imports as little as it can)."""

@@ -28,6 +28,7 @@ from mrl_tui.core.corpus.walk import DEFAULT_MAX_FILE_BYTES
 from mrl_tui.core.embedding import facts
 from mrl_tui.core.embedding.choice import ModelChoice
 from mrl_tui.core.embedding.embed import EmbedderInfo
+from mrl_tui.core.embedding.onnx_embed import vectors_name
 from mrl_tui.core.errors import (
     CacheDamaged,
     CacheError,
@@ -220,7 +221,7 @@ class Library:
         }
         backend = getattr(embedder, "backend", "torch")
         if backend != "torch":  # other vectors, so another index; torch's key is as before
-            settings["embed_backend"] = backend
+            settings["embed_backend"] = vectors_name(backend)
         directory = index_dir_for(cache_root or default_cache_root(), self.root, settings)
         facts.record(cache_root or default_cache_root(), embedder)  # for `open(lazy=True)`
         started = time.perf_counter()
@@ -322,20 +323,22 @@ class Library:
         cache_root: Path | None = None,
         transform: str = "auto",
         lazy: bool = False,
+        on_status: Callable[[str], None] | None = None,
     ) -> Library:
         """Check the folder first (fast), then load the model `model_choice` says (slow; None:
         the bundled model on the best device).
 
         `lazy`: when an earlier run recorded this model (`core.embedding.facts`), open the index
         without it; it loads on the first embedding (a changed file, a dense query). A keyword
-        search of an indexed folder then never imports torch."""
+        search of an indexed folder then never imports torch. `on_status(line)`: told what a first
+        load does that takes a while (the model's one-time ONNX export)."""
         folder = check_folder(root)
         check_choice(transform)
         check_cache_root(cache_root or default_cache_root())
         choice = model_choice or ModelChoice()
 
         def load() -> Embedder:
-            return choice.load(cache_root=cache_root)
+            return choice.load(cache_root=cache_root, on_status=on_status)
 
         embedder: Any = None
         if lazy:

@@ -137,7 +137,7 @@ class MrlApp(App[int]):
         trust_remote_code: bool = False,
         transform: str = "auto",
         mrl: bool = False,
-        embed_backend: str = "torch",
+        embed_backend: str = "auto",
         library: Library | None = None,
         autostart: bool = True,
         frozen_timings: bool = False,
@@ -294,6 +294,7 @@ class MrlApp(App[int]):
                     model_choice=self.model_choice,
                     cache_root=self.cache_root,
                     transform=self.transform,
+                    on_status=lambda line: self._post(self.Status(f"{line}…")),
                 )
                 if self.backend:
                     try:
@@ -822,7 +823,7 @@ def run_app(
     trust_remote_code: bool,
     transform: str = "auto",
     mrl: bool = False,
-    embed_backend: str = "torch",
+    embed_backend: str = "auto",
     exit_process: bool = False,
     backend: str | None = None,
 ) -> int:

@@ -7,6 +7,7 @@ Nothing heavy is imported until then: the CLI's warm path imports this module.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,8 +28,9 @@ class ModelChoice:
     """Run a model's own code from its repository (a custom model class)."""
     mrl: bool = False
     """The user says the model was trained with a Matryoshka loss (`models.resolve_spec`)."""
-    embed_backend: str = "torch"
-    """torch, or onnx / onnx-int8 on onnxruntime (`onnx_embed.check_backend`)."""
+    embed_backend: str = "auto"
+    """auto (int8 on a CPU with onnxruntime, torch on a GPU), torch, or onnx / onnx-int8 on
+    onnxruntime (`onnx_embed.resolve_backend`, `check_backend`)."""
 
     @property
     def source(self) -> str:
@@ -48,10 +50,16 @@ class ModelChoice:
         name, source = resolve_model(self.model)
         return facts_key(name, source, mrl=self.mrl, backend=self.embed_backend)
 
-    def load(self, *, cache_root: Path | None = None, full_precision: bool = False) -> Embedder:
+    def load(
+        self,
+        *,
+        cache_root: Path | None = None,
+        full_precision: bool = False,
+        on_status: Callable[[str], None] | None = None,
+    ) -> Embedder:
         """The model, loaded (seconds: the ML stack). `cache_root`: where an ONNX export is
         cached (default: the platform cache dir); `full_precision`: float32 weights even on CUDA
-        (training)."""
+        (training); `on_status`: told of the one-time ONNX export while it runs."""
         from mrl_tui.core.embedding.embed import Embedder
 
         return Embedder(
@@ -62,4 +70,5 @@ class ModelChoice:
             backend=self.embed_backend,
             full_precision=full_precision,
             cache_root=cache_root,
+            on_status=on_status,
         )

@@ -25,7 +25,7 @@ from mrl_tui.core.embedding.models import (
     find_spec,
     resolve_spec,
 )
-from mrl_tui.core.embedding.onnx_embed import check_backend
+from mrl_tui.core.embedding.onnx_embed import check_backend, resolve_backend
 from mrl_tui.core.errors import Cancelled, InputError, Message, ModelLoadError
 
 if TYPE_CHECKING:
@@ -120,15 +120,18 @@ class Embedder:
         batch_size: int = DEFAULT_BATCH_SIZE,
         mrl: bool = False,
         full_precision: bool = False,
-        backend: str = "torch",
+        backend: str = "auto",
         cache_root: Path | None = None,
+        on_status: Callable[[str], None] | None = None,
     ) -> None:
         """`mrl`: the user says the model was trained with a Matryoshka loss (the mrl setting).
         `full_precision`: float32 weights even on CUDA (training keeps float32 master weights).
         `backend`: "onnx" / "onnx-int8" run the model on onnxruntime (CPU only); the export is
-        cached under `cache_root` (default: the platform cache dir)."""
+        cached under `cache_root` (default: the platform cache dir); "auto": int8 on a CPU where
+        onnxruntime is installed, torch on a GPU. `on_status(line)`: told what a first load does
+        that takes seconds (the one-time export)."""
         self.full_precision = full_precision
-        self.backend = backend
+        self.backend = backend  # the one asked for until the device is known (below)
         self.name, self._source = resolve_model(model)
         self.facts_key = facts_key(self.name, self._source, mrl=mrl, backend=backend)
         """Where `core.embedding.facts` keeps what this model says about itself."""
@@ -141,10 +144,12 @@ class Embedder:
                 settings=("trust remote code",),
             )
         self.device = choose_device(device)
-        check_backend(backend, self.device)
+        bundled = (self.name, self._source) == resolve_model(None)
+        self.backend = resolve_backend(backend, self.device, bundled=bundled)
+        check_backend(self.backend, self.device)
         self.batch_size = batch_size
         self._model = self._load(trust_remote_code)
-        self._onnx = self._load_onnx(cache_root) if backend != "torch" else None
+        self._onnx = self._load_onnx(cache_root, on_status) if self.backend != "torch" else None
         get_dim = getattr(self._model, "get_embedding_dimension", None) or (
             self._model.get_sentence_embedding_dimension
         )
@@ -204,15 +209,17 @@ class Embedder:
             raise ModelLoadError(f"cannot load model {self.name!r}: {exc}") from exc
         return model
 
-    def _load_onnx(self, cache_root: Path | None) -> OnnxEncoder:
+    def _load_onnx(
+        self, cache_root: Path | None, on_status: Callable[[str], None] | None
+    ) -> OnnxEncoder:
         from mrl_tui.core.cache.store import default_cache_root
         from mrl_tui.core.embedding.onnx_embed import OnnxEncoder, exported_model
 
         try:
             path = exported_model(
-                self._model, self.name, self.backend, cache_root or default_cache_root()
+                self._model, self.name, self.backend, cache_root or default_cache_root(), on_status
             )
-            return OnnxEncoder(self._model, path)
+            return OnnxEncoder(self._model, path, per_text=self.backend == "onnx-int8")
         except (InputError, ModelLoadError):
             raise
         except Exception as exc:  # the exporter raises many types; the user needs one line
@@ -223,7 +230,9 @@ class Embedder:
     def cache_name(self) -> str:
         """The model's name in cache keys: another backend gives other vectors, so another key
         (torch keeps the plain name, so its caches from before backends existed stay valid)."""
-        return self.name if self.backend == "torch" else f"{self.name}+{self.backend}"
+        from mrl_tui.core.embedding.onnx_embed import vectors_name
+
+        return self.name if self.backend == "torch" else f"{self.name}+{vectors_name(self.backend)}"
 
     def _prompt(self, kind: str, registry_prompt: str | None) -> str:
         """The model's own saved prompt wins; the registry fills in where the model saved none."""
@@ -246,7 +255,7 @@ class Embedder:
     def dtype(self) -> str:
         """What the weights actually are, e.g. "float32"."""
         if self.backend == "onnx-int8":
-            return "int8"  # dynamically quantised weights (activations stay float32)
+            return "int8"  # int8 weights; activations quantised per text as it runs
         weights = next(iter(self._model.parameters()), None)
         return "float32" if weights is None else str(weights.dtype).removeprefix("torch.")
 

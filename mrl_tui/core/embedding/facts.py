@@ -12,6 +12,7 @@ file to index, a dense query), so it is never wrong, only sometimes slower.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import threading
@@ -42,8 +43,12 @@ _FIELDS: dict[str, type] = {
 
 def facts_key(name: str, source: str, *, mrl: bool, backend: str) -> str:
     """The record's name: the model (and, for a model folder, its config files' size and
-    mtime: a folder rewritten in place gets a new record), the mrl setting and the backend."""
+    mtime: a folder rewritten in place gets a new record), the mrl setting and the backend. For
+    the auto backend, whether onnxruntime and onnx can be imported (found, not imported: cheap):
+    installing or removing them changes what auto runs, so the record of the other is not used."""
     key: dict[str, Any] = {"name": name, "source": source, "mrl": mrl, "backend": backend}
+    if backend == "auto":
+        key["onnx"] = all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "onnx"))
     folder = Path(source)
     if folder.is_dir():
         stamps = []

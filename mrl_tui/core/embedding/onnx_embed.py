@@ -1,6 +1,13 @@
 """The ONNX Runtime CPU backend: the loaded torch model exported once to the cache, then run by
 onnxruntime, optionally dynamically quantised to int8.
 
+int8 runs each text on its own (a batch of one, one text per CPU core at a time): dynamic
+quantisation scales a MatMul's activations by the largest value in the whole input tensor, so in
+a batch a text's vector would depend on the texts batched with it (cosine 0.987-0.994 to itself
+alone). Alone, the scales come from the text itself: its vector is the same bit for bit in any
+batch, in bench, the router's calibration and an incremental re-index. It is also faster than
+the batched run on a CPU (no padding, one single-threaded run per core).
+
 sentence-transformers' own ``backend="onnx"`` goes through optimum-onnx, which pins
 transformers < 4.58 (this project runs transformers 5), so the export is done here with
 ``torch.onnx.export`` and run with a plain ``InferenceSession``. Only the plain
@@ -13,7 +20,8 @@ import hashlib
 import json
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,12 +36,27 @@ if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
 BACKENDS = EMBED_BACKENDS
-"""torch is the default everywhere. int8 is 1.4-2.5x faster on a 2-core CPU with nDCG@10 within
-0.003, but dynamic quantisation scales activations per batch, so a text's int8 vector depends on
-the texts batched with it (cosine 0.987-0.994 to its vector alone): not a default."""
+"""auto is the default: onnx-int8 on a CPU where onnxruntime is installed, torch on CUDA / MPS
+(see the README's "CPU embedding backend" for the figures)."""
+VECTOR_NAMES = {"onnx-int8": "onnx-int8-per-text"}
+"""A backend's name in cache keys where its vectors changed: int8 vectors were batched (they
+depended on their batch) before they were per text, so caches of the old ones are not reused."""
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-EXPORT_VERSION = 1
+EXPORT_VERSION = 2
 """Bumped when the export or quantisation settings change: a new cache entry, never a stale one."""
+
+
+def vectors_name(backend: str) -> str:
+    """What the vectors of `backend` are called in cache and index keys."""
+    return VECTOR_NAMES.get(backend, backend)
+
+
+def cpu_workers() -> int:
+    """The CPU cores this process may use (one single-threaded int8 run on each)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
 
 
 def onnx_available() -> bool:
@@ -45,11 +68,23 @@ def onnx_available() -> bool:
     return True
 
 
+def resolve_backend(backend: str, device: str, *, bundled: bool = True) -> str:
+    """What "auto" means on `device` (a resolved one: cpu, cuda or mps): int8 on ONNX Runtime
+    on a CPU when onnxruntime and onnx are importable, for the `bundled` model (the one measured:
+    README, "CPU embedding backend"); else torch. Another model runs torch unless asked: its
+    pipeline may not be one `OnnxEncoder` runs, and int8 noise at its prefixes is not measured
+    (a model trained here, say). Any other backend is itself."""
+    if backend != "auto":
+        return backend
+    return "onnx-int8" if device == "cpu" and bundled and onnx_available() else "torch"
+
+
 def check_backend(backend: str, device: str) -> None:
-    """A clear line for an unknown backend, a GPU device, or missing packages."""
+    """A clear line for an unknown backend, a GPU device, or missing packages ("auto" always
+    resolves to a backend that runs)."""
     if backend not in BACKENDS:
         raise InputError(f"unknown embedding backend {backend!r}; choose one of {BACKENDS}")
-    if backend == "torch":
+    if backend in ("torch", "auto"):
         return
     if device != "cpu":
         raise InputError(
@@ -128,11 +163,44 @@ def _export(model: SentenceTransformer, path: Path) -> None:
         )
 
 
-def _quantize(source: Path, target: Path) -> None:
+def _down_projections(source: Path) -> list[str]:
+    """The MatMuls whose weight has more rows than columns: the feed-forward blocks' 1536 → 384
+    projections. Their input, just after the GELU, holds the largest activation outliers, which
+    one int8 scale per tensor resolves worst; they stay float32."""
+    import onnx
+
+    model = onnx.load(str(source))
+    shapes = {t.name: tuple(t.dims) for t in model.graph.initializer}
+    return [
+        node.name
+        for node in model.graph.node
+        if node.op_type == "MatMul"
+        and len(shapes.get(node.input[1], ())) == 2
+        and shapes[node.input[1]][0] > shapes[node.input[1]][1]
+    ]
+
+
+def _quantize(source: Path, target: Path, *, keep_float: bool = True) -> None:
+    """`keep_float`: leave the down-projections float32 (False: every MatMul int8, as before)."""
+    import logging
+
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     # Per-channel int8 weights: measured cosine to torch 0.98-0.99 per text; per-tensor 0.91-0.97.
-    quantize_dynamic(str(source), str(target), per_channel=True, weight_type=QuantType.QInt8)
+    # The quantiser logs advice ("consider pre-processing") on the root logger: not for a TUI.
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        quantize_dynamic(
+            str(source),
+            str(target),
+            per_channel=True,
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=_down_projections(source) if keep_float else [],
+        )
+    finally:
+        root.setLevel(level)
 
 
 def _write_verified(directory: Path, name: str, make: Any) -> Path:
@@ -161,18 +229,33 @@ def _verified(path: Path) -> bool:
 
 
 def exported_model(
-    model: SentenceTransformer, model_name: str, backend: str, cache_root: Path
+    model: SentenceTransformer,
+    model_name: str,
+    backend: str,
+    cache_root: Path,
+    on_status: Callable[[str], None] | None = None,
 ) -> Path:
     """The cached ONNX file for `backend`, exported (and quantised) on first use, checksum-checked
-    on every load; a file that fails the check is made again."""
+    on every load; a file that fails the check is made again. `on_status(line)` is told before
+    each step that makes a file (seconds each, once per model)."""
     directory = export_dir(cache_root, model_name, model)
     directory.mkdir(parents=True, exist_ok=True)
     name = "model_int8.onnx" if backend == "onnx-int8" else "model.onnx"
+    say = on_status or (lambda line: None)
+
+    def export(tmp: Path) -> None:
+        say(f"exporting {model_name} to ONNX (once, into the cache)")
+        _export(model, tmp)
+
+    def quantize(tmp: Path, src: Path) -> None:
+        say(f"quantising {model_name} to int8 (once, into the cache)")
+        _quantize(src, tmp)
+
     for _ in range(2):
-        fp32 = _write_verified(directory, "model.onnx", lambda tmp: _export(model, tmp))
+        fp32 = _write_verified(directory, "model.onnx", export)
         path = fp32
         if backend == "onnx-int8":
-            path = _write_verified(directory, name, lambda tmp, src=fp32: _quantize(src, tmp))
+            path = _write_verified(directory, name, lambda tmp, src=fp32: quantize(tmp, src))
         if _verified(fp32) and _verified(path):
             return path
         for stale in (directory / "model.onnx", directory / name):
@@ -182,17 +265,28 @@ def exported_model(
 
 
 class OnnxEncoder:
-    """`SentenceTransformer.encode` for the mean-pooled pipeline, on onnxruntime."""
+    """`SentenceTransformer.encode` for the mean-pooled pipeline, on onnxruntime.
 
-    def __init__(self, model: SentenceTransformer, path: Path, threads: int = 0) -> None:
+    `per_text`: run each text alone (int8: its vector then does not depend on its batch), on
+    `threads` single-threaded runs at once (0: one per CPU core); otherwise run padded batches
+    on `threads` intra-op threads (0: onnxruntime's choice)."""
+
+    def __init__(
+        self, model: SentenceTransformer, path: Path, threads: int = 0, *, per_text: bool = False
+    ) -> None:
         import onnxruntime as ort
 
         self._normalize = _pipeline_check(model)
         self._tokenizer = model.tokenizer
         self._max_length = int(model.max_seq_length or 512)
+        self.path = path
+        self.per_text = per_text
+        self._workers = (threads or cpu_workers()) if per_text else 1
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads:
+        if per_text:
+            options.intra_op_num_threads = 1  # the texts run side by side instead
+        elif threads:
             options.intra_op_num_threads = threads
         self._session = ort.InferenceSession(
             str(path), sess_options=options, providers=["CPUExecutionProvider"]
@@ -202,27 +296,56 @@ class OnnxEncoder:
         """Mean of the token vectors under the attention mask, then L2 (as the pipeline does).
         The prompt is prefixed to the text: mean pooling here includes the prompt tokens, as
         sentence-transformers' Pooling does unless told otherwise (`_pipeline_check`)."""
-        rows = []
-        for start in range(0, len(texts), max(1, batch_size)):
-            batch = [prompt + t for t in texts[start : start + batch_size]]
-            enc = self._tokenizer(
-                batch,
-                padding=True,
-                truncation=True,
-                max_length=self._max_length,
-                return_tensors="np",
-            )
-            ids = enc["input_ids"].astype(np.int64)
-            feeds = {
-                "input_ids": ids,
-                "attention_mask": enc["attention_mask"].astype(np.int64),
-                "token_type_ids": enc.get("token_type_ids", np.zeros_like(ids)).astype(np.int64),
-            }
-            hidden = self._session.run(None, feeds)[0]
-            mask = feeds["attention_mask"][..., None].astype(np.float32)
-            pooled = (hidden * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1e-9)
-            rows.append(pooled.astype(np.float32))
-        out = np.concatenate(rows) if rows else np.zeros((0, 0), dtype=np.float32)
+        prompted = [prompt + t for t in texts]
+        if self.per_text:
+            out = self._encode_each(prompted)
+        else:
+            rows = [
+                self._encode_batch(prompted[start : start + max(1, batch_size)])
+                for start in range(0, len(prompted), max(1, batch_size))
+            ]
+            out = np.concatenate(rows) if rows else np.zeros((0, 0), dtype=np.float32)
         if self._normalize and len(out):
             out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
         return out
+
+    def _encode_batch(self, batch: list[str]) -> np.ndarray:
+        enc = self._tokenizer(
+            batch, padding=True, truncation=True, max_length=self._max_length, return_tensors="np"
+        )
+        ids = enc["input_ids"].astype(np.int64)
+        feeds = {
+            "input_ids": ids,
+            "attention_mask": enc["attention_mask"].astype(np.int64),
+            "token_type_ids": enc.get("token_type_ids", np.zeros_like(ids)).astype(np.int64),
+        }
+        hidden = self._session.run(None, feeds)[0]
+        mask = feeds["attention_mask"][..., None].astype(np.float32)
+        pooled = (hidden * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1e-9)
+        return pooled.astype(np.float32)
+
+    def _encode_each(self, texts: list[str]) -> np.ndarray:
+        """Each text a batch of one (no padding, so no mask to apply: the mean of its tokens);
+        onnxruntime releases the GIL while it runs, so the threads use every core."""
+        if not texts:
+            return np.zeros((0, 0), dtype=np.float32)
+        enc = self._tokenizer(texts, truncation=True, max_length=self._max_length)
+        types = enc.get("token_type_ids")
+
+        def one(i: int) -> np.ndarray:
+            ids = np.asarray([enc["input_ids"][i]], dtype=np.int64)
+            feeds = {
+                "input_ids": ids,
+                "attention_mask": np.ones_like(ids),
+                "token_type_ids": (
+                    np.zeros_like(ids) if types is None else np.asarray([types[i]], np.int64)
+                ),
+            }
+            return self._session.run(None, feeds)[0][0].mean(axis=0, dtype=np.float32)
+
+        if self._workers == 1 or len(texts) == 1:
+            rows = [one(i) for i in range(len(texts))]
+        else:
+            with ThreadPoolExecutor(min(self._workers, len(texts))) as pool:
+                rows = list(pool.map(one, range(len(texts))))
+        return np.stack(rows).astype(np.float32)
