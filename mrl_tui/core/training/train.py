@@ -406,7 +406,6 @@ def _fit(
     if settings.pca_start and not embedder.spec.native_mrl:
         fit_texts = _fit_texts(pairs, settings.seed)
         fit_docs = len(fit_texts)
-        tell("validating", note=f"fitting the PCA start on {fit_docs} training passages")
         vectors = model.encode(
             fit_texts,
             prompt=embedder.info.document_prompt or None,
@@ -473,7 +472,8 @@ def _fit(
 
         def on_step_end(self, args, state_, control, **kwargs):  # type: ignore[no-untyped-def]
             step = state_.global_step
-            best = state["figures"]["mean_ndcg10"] if state["figures"] else None
+            kept = state["figures"]["mean_ndcg10"]  # the start's, until a checkpoint beats it
+            best = kept if len(history) > 1 else None  # shown once training has validated
             tell("training", step=step, total=self.total, loss=self.loss, best=best)
             if should_stop is not None and should_stop():
                 state["reason"] = "stopped"
@@ -484,7 +484,7 @@ def _fit(
             tell("validating", step=step, total=self.total, loss=self.loss, best=best)
             figures = validate(model)
             history.append({"step": step, "mean_ndcg10": figures["mean_ndcg10"]})
-            if best is None or figures["mean_ndcg10"] > best:
+            if figures["mean_ndcg10"] > kept:
                 state.update(best=snapshot(), best_step=step, figures=figures, stale=0)
             else:
                 state["stale"] += 1
