@@ -147,6 +147,8 @@ def test_the_pca_head_keeps_full_dim_cosines_at_step_0_and_loads_plainly(tmp_pat
     np.testing.assert_allclose(after[:, :32], rotation.apply(before)[:, :32], atol=1e-5)
     assert not np.allclose(after[:, :32], before[:, :32], atol=1e-2)  # not naive prefixes
 
+    train_module.plain_heads(model)
+    np.testing.assert_allclose(model.encode(texts), after, atol=1e-6)
     model.save(str(tmp_path / "m"), create_model_card=False, safe_serialization=True)
     assert (tmp_path / "m" / f"{where}_Dense" / "model.safetensors").is_file()
     loaded = SentenceTransformer(str(tmp_path / "m"), device="cpu")
@@ -161,8 +163,9 @@ def _encoder_weights(path: Path) -> dict[str, np.ndarray]:
 
 
 def test_the_head_alone_trains_while_the_encoder_is_frozen(tmp_path: Path) -> None:
-    """`head_share=1`: the saved encoder is the base's, bit for bit; the head moved off the
-    orthogonal PCA start. With a share below 1 the encoder trains after the head's steps."""
+    """`head_share=1`: the saved encoder is the base's, bit for bit; the head moved off the PCA
+    start but stayed orthogonal, so full-dim similarities are the base model's (within 1e-5).
+    With a share below 1 the encoder trains after the head's steps."""
     from sentence_transformers import SentenceTransformer
 
     folder = tiny_folder(tmp_path / "tiny")
@@ -177,9 +180,14 @@ def test_the_head_alone_trains_while_the_encoder_is_frozen(tmp_path: Path) -> No
     assert record["head_learning_rate"] == 1e-4
     mine = _encoder_weights(result.model_path)
     assert all(np.array_equal(mine[k], base[k]) for k in base)
-    head = SentenceTransformer(str(result.model_path), device="cpu")[-2].linear.weight
-    gram = (head @ head.T).detach().numpy()
-    assert not np.allclose(gram, np.eye(len(gram)), atol=1e-6)
+    trained_model = SentenceTransformer(str(result.model_path), device="cpu")
+    head = trained_model[-2].linear.weight.detach().numpy()
+    np.testing.assert_allclose(head @ head.T, np.eye(len(head)), atol=1e-5)
+    texts = [f"{title}. {body}" for title, body in tiny_texts().values()]
+    base_model = SentenceTransformer(str(bundled_model_path()), device="cpu")
+    base_model.max_seq_length = trained_model.max_seq_length
+    before, after = base_model.encode(texts), trained_model.encode(texts)
+    np.testing.assert_allclose(after @ after.T, before @ before.T, atol=1e-5)
 
     mixed = train(
         folder,
@@ -192,6 +200,26 @@ def test_the_head_alone_trains_while_the_encoder_is_frozen(tmp_path: Path) -> No
     assert mixed.model_path is not None and mixed.provenance["head_only_steps"] == 2
     moved = _encoder_weights(mixed.model_path)
     assert any(not np.array_equal(moved[k], base[k]) for k in base)
+
+
+def test_the_start_is_a_checkpoint_so_a_run_that_only_gets_worse_keeps_it(tmp_path: Path) -> None:
+    """A rate that wrecks the encoder: validation falls, so the saved model is the start (step 0:
+    the base encoder, bit for bit, under its PCA head), never the worse trained weights."""
+    folder = tiny_folder(tmp_path / "tiny")
+    settings = TrainSettings(
+        max_steps=3, batch_size=4, max_seq_length=16, evaluations=3, patience=5, learning_rate=0.5
+    )
+    result = train(folder, device="cpu", settings=settings, cache_root=tmp_path)
+    record = result.provenance
+    validation = record["validation"]
+    assert result.model_path is not None and record["steps_run"] == 3
+    start, later = validation["base_pca"]["mean_ndcg10"], validation["history"][1:]
+    assert all(h["mean_ndcg10"] <= start for h in later), later
+    assert later[-1]["mean_ndcg10"] < start, later  # it did get worse
+    assert record["steps"] == 0 and validation["best"] == validation["base_pca"]
+    base = _encoder_weights(bundled_model_path())
+    mine = _encoder_weights(result.model_path)
+    assert all(np.array_equal(mine[k], base[k]) for k in base)
 
 
 def test_registry_and_info_treat_it_as_native_mrl(
@@ -267,7 +295,7 @@ def test_json_summary_of_a_short_run(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 def test_a_distillation_term_trains_on_passages_as_well(tmp_path: Path) -> None:
     folder = tiny_folder(tmp_path / "tiny")
-    settings = TrainSettings(max_steps=3, batch_size=4, max_seq_length=16, distill=1.0)
+    settings = TrainSettings(max_steps=3, batch_size=4, max_seq_length=16, distill=1.0, patience=5)
     result = train(folder, device="cpu", settings=settings, cache_root=tmp_path)
     record = result.provenance
     assert result.model_path is not None and record["steps_run"] == 3
@@ -291,7 +319,10 @@ def test_a_stop_after_a_validation_keeps_the_best_so_far_marked_partial(tmp_path
         folder, device="cpu", settings=settings, cache_root=tmp_path, should_stop=_stop_after(3)
     )
     assert result.model_path is not None and result.provenance["partial"] is True
-    assert result.provenance["steps"] == 2 and result.provenance["steps_run"] == 3
+    history = result.provenance["validation"]["history"]  # the start (step 0), then step 2
+    best = max(history, key=lambda h: h["mean_ndcg10"])  # the earliest of equals
+    assert [h["step"] for h in history] == [0, 2] and result.provenance["steps_run"] == 3
+    assert result.provenance["steps"] == best["step"]
     assert "stopped early" in resolve_spec(str(result.model_path))[1]
     assert model_folders(tmp_path) == [result.model_path]  # no temporary folder left
 

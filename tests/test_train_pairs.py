@@ -172,3 +172,36 @@ def test_a_folder_with_a_name_that_is_not_utf8_has_a_fingerprint(tmp_path: Path)
     with open(odd, "wb") as fh:
         fh.write(b"# Bad\n\nother words now\n")
     assert folder_fingerprint(root) != first
+
+
+def test_a_beir_title_is_the_query_of_a_pair_against_its_text(tmp_path: Path) -> None:
+    beir = tmp_path / "set"
+    beir.mkdir()
+    rows = [
+        {"_id": str(i), "title": f"Entity number {i}", "text": p.body}
+        for i, p in enumerate(corpus(MIN_PASSAGES + 4))
+    ]
+    (beir / "corpus.jsonl").write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
+    pairs = make_pairs(beir_passages(beir))
+    titled = [p for p in pairs.train + pairs.validation if p.kind == "heading"]
+    assert len(titled) == len(rows)
+    for pair in titled:
+        assert pair.query == rows[pair.passage]["title"]
+        assert pair.positive == rows[pair.passage]["text"]
+
+
+def test_a_file_name_is_the_query_of_a_pair_against_one_of_its_chunks(tmp_path: Path) -> None:
+    files = {f"sourdough_feeding-{i}.txt": corpus(1)[0].body for i in range(MIN_PASSAGES)}
+    files = {
+        name: f"Plain text number {i} without a heading. " + body
+        for i, (name, body) in enumerate(files.items())
+    }
+    files["2024.txt"] = "Digits only make no title at all. " + corpus(1)[0].body
+    root = write_files(tmp_path / "f", files)
+    passages = folder_passages(root, words, ChunkSettings(max_tokens=400))
+    assert {p.title for p in passages} >= {"sourdough feeding 0", ""}
+    pairs = make_pairs(passages)
+    titled = [p for p in pairs.train + pairs.validation if p.kind == "title"]
+    assert {p.query for p in titled} == {f"sourdough feeding {i}" for i in range(MIN_PASSAGES)}
+    for pair in titled:
+        assert pair.positive == pairs.passages[pair.passage].text

@@ -4,8 +4,10 @@ A corpus is a list of `Passage`s: a folder's chunks (the indexer's own walk, rea
 or a BEIR set's documents (``corpus.jsonl`` only, never its queries or judgements). Each passage
 gives up to three (pseudo-query, positive) pairs:
 
-- *heading*: its heading trail (or title) against its body; without one, its first sentence
-  against the rest (*first-sentence*);
+- *heading*: its heading trail (or a BEIR document's title) against its body; without one, its
+  first sentence against the rest (*first-sentence*);
+- *title*: for a folder's chunk, its file's name (the stem, ``_``/``-`` read as spaces) against
+  the chunk, where it differs from the heading (de-duplication keeps one chunk per name);
 - *sentence*: another sentence against the passage with that sentence taken out (the inverse
   cloze task: the answer must be found from its context, not by copying words);
 - *span*: a run of a few words against the whole passage.
@@ -49,6 +51,8 @@ class Passage:
     """What the model embeds as the document (heading trail, newline, body; as the indexer)."""
     body: str
     heading: str = ""
+    title: str = ""
+    """A folder chunk's file name as words (``sourdough_feeding.md`` → "sourdough feeding")."""
 
 
 @dataclass(frozen=True)
@@ -57,7 +61,7 @@ class Pair:
     positive: str
     passage: int
     """Index of the passage the pair was cut from, in `PairSet.passages`."""
-    kind: str  # "heading" | "first-sentence" | "sentence" | "span"
+    kind: str  # "heading" | "first-sentence" | "title" | "sentence" | "span"
 
 
 @dataclass
@@ -84,9 +88,19 @@ def folder_passages(
             document = read_document(walked.root, rel)
         except ReadError:
             continue
+        title = file_title(rel)
         for chunk in chunk_document(document, count_tokens, settings):
-            passages.append(Passage(embedding_text(chunk), chunk.text, chunk.heading))
+            passages.append(Passage(embedding_text(chunk), chunk.text, chunk.heading, title))
     return passages
+
+
+_NAME_SEPARATORS = re.compile(r"[_\-.+]+")
+
+
+def file_title(rel: str) -> str:
+    """A file's name as a query: its stem with separators read as spaces ("" if no letters)."""
+    words = " ".join(_NAME_SEPARATORS.sub(" ", Path(rel).stem).split())
+    return words if any(ch.isalpha() for ch in words) else ""
 
 
 def beir_passages(folder: Path) -> list[Passage]:
@@ -145,6 +159,9 @@ def passage_pairs(passage: Passage, index: int, rng: np.random.Generator) -> lis
         pairs.append(Pair(heading, body, index, "heading"))
     elif len(said) >= 2:
         pairs.append(Pair(said[0], " ".join(said[1:]), index, "first-sentence"))
+    title = " ".join(passage.title.split())
+    if title and _key(title) not in titles and len(passage.body.split()) >= MIN_WORDS:
+        pairs.append(Pair(title, passage.text, index, "title"))
     if len(said) >= 3:
         pick = int(rng.integers(1, len(said)))
         rest = " ".join(s for i, s in enumerate(said) if i != pick)

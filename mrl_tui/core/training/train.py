@@ -74,6 +74,8 @@ PATIENCE = 2
 """Stop when this many validations in a row do not beat the best."""
 VALIDATION_DOCS = 1000
 """Documents the validation queries are searched among: theirs, plus random others."""
+PCA_FIT_DOCS = 10000
+"""The PCA start is fitted on the training passages (all of them, up to this many at random)."""
 NDCG_K = 10
 SPACE_MARGIN = 1.2
 TRAIN_EXTRA = ("datasets", "accelerate")
@@ -99,8 +101,9 @@ class TrainSettings:
     whose full-dim vectors are kept close (cosine) to the starting model's (the base, or its PCA
     rotation), so that the full dimension does not drift while the prefixes are trained."""
     pca_start: bool = True
-    """Start a model that is not native MRL from its PCA rotation (a trainable `Dense` layer
-    fitted on the validation documents): its prefixes begin where PCA's are, not naive ones."""
+    """Start a model that is not native MRL from its PCA rotation (a `Dense` layer fitted on the
+    training passages, kept orthogonal while it trains): its prefixes begin where PCA's are, not
+    naive ones, and while the encoder is frozen its full dimension is exactly the base's."""
     head_share: float = HEAD_SHARE
     """With a PCA start: the share of the steps, from the first, in which only that head trains
     (the encoder frozen: cheaper steps, no drift); 1 trains the head alone throughout."""
@@ -386,7 +389,12 @@ def _fit(
 
     def validate(model: Any) -> dict[str, Any]:
         began = time.perf_counter()
-        figures = validation(model)
+        if head is not None and not any(p.requires_grad for p in encoder):
+            # the encoder is the base's: its vectors through the current (orthogonal) head
+            weight = model[head].linear.weight.detach().to("cpu", torch.float32).numpy()
+            figures = validation.score(queries @ weight.T, docs @ weight.T)
+        else:
+            figures = validation(model)
         spent[0] += time.perf_counter() - began
         return figures
 
@@ -394,8 +402,17 @@ def _fit(
     queries, docs = validation.encode(model)
     base = validation.score(queries, docs)
     start, base_pca, head = "base", base, None
+    fit_docs = 0
     if settings.pca_start and not embedder.spec.native_mrl:
-        rotation = fit_pca(docs)
+        fit_texts = _fit_texts(pairs, settings.seed)
+        fit_docs = len(fit_texts)
+        vectors = model.encode(
+            fit_texts,
+            prompt=embedder.info.document_prompt or None,
+            batch_size=32,
+            show_progress_bar=False,
+        )
+        rotation = fit_pca(np.asarray(vectors, dtype=np.float32))
         base_pca = validation.score(rotation.apply(queries), rotation.apply(docs))
         head = _insert_rotation(model, rotation.matrix)
         start = "pca"
@@ -415,11 +432,14 @@ def _fit(
         if prompt
     }
     history = [{"step": 0, "mean_ndcg10": base_pca["mean_ndcg10"]}]  # where training starts
-    state: dict[str, Any] = {"best": None, "best_step": 0, "figures": None, "stale": 0}
-    state["reason"] = "completed"
 
     def snapshot() -> dict[str, Any]:
         return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+    # The start is a candidate: the model kept is never worse on validation than where it began
+    # (a run stopped before its first validation still keeps nothing).
+    state: dict[str, Any] = {"best": snapshot(), "best_step": 0, "figures": base_pca, "stale": 0}
+    state["reason"] = "completed"
 
     head_rate = settings.head_learning_rate
     head_params = set() if head is None else {id(p) for p in model[head].parameters()}
@@ -452,7 +472,8 @@ def _fit(
 
         def on_step_end(self, args, state_, control, **kwargs):  # type: ignore[no-untyped-def]
             step = state_.global_step
-            best = state["figures"]["mean_ndcg10"] if state["figures"] else None
+            kept = state["figures"]["mean_ndcg10"]  # the start's, until a checkpoint beats it
+            best = kept if len(history) > 1 else None  # shown once training has validated
             tell("training", step=step, total=self.total, loss=self.loss, best=best)
             if should_stop is not None and should_stop():
                 state["reason"] = "stopped"
@@ -463,7 +484,7 @@ def _fit(
             tell("validating", step=step, total=self.total, loss=self.loss, best=best)
             figures = validate(model)
             history.append({"step": step, "mean_ndcg10": figures["mean_ndcg10"]})
-            if best is None or figures["mean_ndcg10"] > best:
+            if figures["mean_ndcg10"] > kept:
                 state.update(best=snapshot(), best_step=step, figures=figures, stale=0)
             else:
                 state["stale"] += 1
@@ -540,6 +561,7 @@ def _fit(
         "device": device,
         "precision": "bf16" if bf16 else "fp16" if fp16 else "fp32",
         "start": start,
+        **({"pca_fit_docs": fit_docs} if fit_docs else {}),
         **(
             {
                 "head_learning_rate": head_rate or settings.learning_rate,
@@ -567,7 +589,19 @@ def _fit(
             "history": history,
         },
     }
+    if state["reason"] == "stopped" and len(history) == 1:  # stopped before any validation
+        return _Outcome(None, record)
     return _Outcome(state["best"], record)
+
+
+def _fit_texts(pairs: PairSet, seed: int) -> list[str]:
+    """The training passages (not the held-out ones), up to `PCA_FIT_DOCS` of them at random."""
+    held = {p.passage for p in pairs.validation}
+    rows = [i for i in range(len(pairs.passages)) if i not in held]
+    if len(rows) > PCA_FIT_DOCS:
+        rng = np.random.default_rng(seed)
+        rows = sorted(rng.permutation(rows)[:PCA_FIT_DOCS].tolist())
+    return [pairs.passages[i].text for i in rows]
 
 
 def _weighted_distill(model: Any, weight: float) -> Any:
@@ -583,18 +617,31 @@ def _weighted_distill(model: Any, weight: float) -> Any:
 
 def _insert_rotation(model: Any, matrix: np.ndarray) -> int:
     """A trainable `Dense` layer holding the PCA rotation, before the model's `Normalize` (or at
-    its end): an orthogonal map, so full-dim scores are the base model's, prefixes PCA's.
-    Returns the layer's index in the model."""
+    its end), kept orthogonal while it trains (torch's `orthogonal` parametrization): full-dim
+    scores stay the base model's while the encoder is frozen, prefixes start at PCA's. `_save`
+    writes it as a plain `Dense` weight. Returns the layer's index in the model."""
     import torch
     from sentence_transformers.base.modules.dense import Dense
     from sentence_transformers.base.modules.normalize import Normalize
+    from torch.nn.utils.parametrizations import orthogonal
 
     dim = matrix.shape[0]
     weight = torch.tensor(np.ascontiguousarray(matrix.T), dtype=torch.float32)
     dense = Dense(dim, dim, bias=False, activation_function=None, init_weight=weight)
+    orthogonal(dense.linear)
     where = next((i for i, m in enumerate(model) if isinstance(m, Normalize)), len(model))
     model.insert(where, dense.to(model.device))
     return where
+
+
+def plain_heads(model: Any) -> None:
+    """Each parametrized (orthogonal) weight replaced by the plain weight it stands for, so that
+    the model saves as an ordinary `Dense` layer that plain `SentenceTransformer(path)` loads."""
+    from torch.nn.utils import parametrize
+
+    for module in model.modules():
+        if parametrize.is_parametrized(module, "weight"):
+            parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
 
 
 def _save(
@@ -607,6 +654,7 @@ def _save(
     """The best weights as safetensors in a temporary folder, renamed into place when whole."""
     model = embedder.model
     model.load_state_dict(best_state)
+    plain_heads(model)
     temp = new_temp_dir(cache_root)
     try:
         model.save(str(temp), create_model_card=False, safe_serialization=True)
