@@ -60,6 +60,16 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"mrl-tui: error: {message} (see mrl-tui --help)\n")
 
 
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -316,6 +326,13 @@ def _add_train_parser(
         "--max-seq-length",
         type=_positive_int,
         help="tokens per text while training (default: the model's); shorter is faster",
+    )
+    p_train.add_argument(
+        "--head-share",
+        type=_share,
+        help="share of the steps, from the first, that train only the orthogonal head with the "
+        "encoder frozen (default 1: the full dimension stays the base's); 0 trains the encoder "
+        "from the start",
     )
     p_train.add_argument(
         "--force", action="store_true", help="train again even if the model is up to date"

@@ -41,6 +41,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         max_seq_length=args.max_seq_length,
         **({"dims": parse_dims(args.dims)} if args.dims else {}),
+        **({"head_share": args.head_share} if args.head_share is not None else {}),
     )
     resolve_trained(args, source)
     if args.embed_backend not in ("torch", "auto"):

@@ -207,7 +207,13 @@ def test_the_start_is_a_checkpoint_so_a_run_that_only_gets_worse_keeps_it(tmp_pa
     the base encoder, bit for bit, under its PCA head), never the worse trained weights."""
     folder = tiny_folder(tmp_path / "tiny")
     settings = TrainSettings(
-        max_steps=3, batch_size=4, max_seq_length=16, evaluations=3, patience=5, learning_rate=0.5
+        max_steps=3,
+        batch_size=4,
+        max_seq_length=16,
+        evaluations=3,
+        patience=5,
+        learning_rate=0.5,
+        head_share=0.0,
     )
     result = train(folder, device="cpu", settings=settings, cache_root=tmp_path)
     record = result.provenance
@@ -471,3 +477,22 @@ def test_no_space_for_the_model_is_checked_before_training(
     monkeypatch.setattr(ModelChoice, "load", lambda *a, **k: pytest.fail("model loaded"))
     code, _, err = run(["train", str(folder), "--cache-dir", str(tmp_path)], capsys)
     assert code == 1 and "no space for the trained model" in err and "10 MB are free" in err
+
+
+def test_by_default_only_the_head_trains(trained: TrainedNotes) -> None:
+    """The session's model was trained with the default settings: its encoder is the base's, bit
+    for bit (the full dimension is the base's), and only the orthogonal head can differ."""
+    assert TrainSettings().head_share == 1.0
+    base = _encoder_weights(bundled_model_path())
+    mine = _encoder_weights(trained.path)
+    assert base.keys() == mine.keys()
+    assert all(np.array_equal(base[name], mine[name]) for name in base)
+
+
+@pytest.mark.parametrize("value", ["2", "-0.5", "half"])
+def test_head_share_outside_0_to_1_is_one_line(
+    value: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(["train", str(tmp_path), "--head-share", value], capsys)
+    assert code == 2 and out == ""
+    assert "--head-share: expected a number from 0 to 1" in err and len(err.splitlines()) == 1
