@@ -405,7 +405,8 @@ class MrlApp(App[int]):
         self._post(self.FitRead(seq, library.fit_status()))
 
     def on_mrl_app_fit_read(self, message: FitRead) -> None:
-        if message.seq == self._fit_seq and self.library is not None:
+        # read in a thread: the answer can arrive after the app began to exit, its screens gone
+        if message.seq == self._fit_seq and self.library is not None and self.screen_stack:
             self.search_screen.fit = fit_line(message.status)
 
     def on_mrl_app_refitted(self, message: Refitted) -> None:
