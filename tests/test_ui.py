@@ -19,6 +19,7 @@ import pytest
 from textual.widgets import Input
 from ui_helpers import QUERY, wait_for, write_corpus
 
+import mrl_tui.ui.screens.search as search_module
 from mrl_tui.core.corpus.chunking import Chunk
 from mrl_tui.core.library import Hit, Library
 from mrl_tui.core.search.compare import ids_of, movement_label, movements, power_of_two_dims
@@ -574,18 +575,21 @@ async def test_live_search_skips_short_and_repeated_text_and_can_be_turned_off(
     library: Library, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     embedded = record_embeds(monkeypatch)
+    # a longer pause than the app's: on a loaded machine two key presses can lie 0.25 s apart
+    delay = 1.0
+    monkeypatch.setattr(search_module, "LIVE_DELAY", delay)
     app = make_app(library)
     async with app.run_test(size=(100, 32)) as pilot:
         screen = app.search_screen
         await wait_for(pilot, lambda: screen.library is not None)
         await pilot.click("#query")
         await pilot.press("s")
-        await pilot.pause(LIVE_DELAY * 2)
+        await pilot.pause(delay * 2)
         assert embedded == [] and screen.state is None  # one letter: no search
         await pilot.press(*"ourdough")
         await wait_for(pilot, lambda: screen.comparison is not None)
         await pilot.press("x", "backspace")  # back to the text searched
-        await pilot.pause(LIVE_DELAY * 2)
+        await pilot.pause(delay * 2)
         await pilot.press("enter")  # its results are shown: Enter only moves to the slider
         assert embedded == ["sourdough"]
         assert isinstance(screen.focused, DimSlider)
