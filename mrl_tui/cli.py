@@ -60,44 +60,27 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"mrl-tui: error: {message} (see mrl-tui --help)\n")
 
 
-def _share(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text}")
-    return value
+def _number(
+    convert: Callable[[str], Any], noun: str, fits: Callable[[Any], bool], outside: str
+) -> Callable[[str], Any]:
+    """An argparse type: `convert` the text, or say it is not `noun`; outside `fits`, say so."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {noun}") from None
+        if not fits(value):
+            raise argparse.ArgumentTypeError(f"{value} is {outside}")
+        return value
+
+    return parse
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{value} is not above 0")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is below 1")
-    return value
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"{value} is not a port (0-65535)")
-    return value
+_share = _number(float, "a number", lambda v: 0.0 <= v <= 1.0, "not a number from 0 to 1")
+_positive_float = _number(float, "a number", lambda v: v > 0, "not above 0")
+_positive_int = _number(int, "a whole number", lambda v: v >= 1, "below 1")
+_port = _number(int, "a port number", lambda v: 0 <= v <= 65535, "not a port (0-65535)")
 
 
 def build_parser() -> argparse.ArgumentParser:

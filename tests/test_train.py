@@ -489,10 +489,17 @@ def test_by_default_only_the_head_trains(trained: TrainedNotes) -> None:
     assert all(np.array_equal(base[name], mine[name]) for name in base)
 
 
-@pytest.mark.parametrize("value", ["2", "-0.5", "half"])
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("2", "2.0 is not a number from 0 to 1"),
+        ("-0.5", "-0.5 is not a number from 0 to 1"),
+        ("half", "'half' is not a number"),
+    ],
+)
 def test_head_share_outside_0_to_1_is_one_line(
-    value: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    value: str, says: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code, out, err = run(["train", str(tmp_path), "--head-share", value], capsys)
     assert code == 2 and out == ""
-    assert "--head-share: expected a number from 0 to 1" in err and len(err.splitlines()) == 1
+    assert f"--head-share: {says}" in err and len(err.splitlines()) == 1
