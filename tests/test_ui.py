@@ -699,3 +699,13 @@ async def test_router_panel_lays_stages_out_again_when_resized(tmp_path: Path) -
 def test_a_latency_profile_is_flat_when_the_slowest_dim_is_not_twice_the_fastest() -> None:
     assert is_flat({8: 0.09, 64: 0.14, 384: 0.12})
     assert not is_flat({8: 0.05, 64: 0.09, 384: 0.27})
+
+
+def test_header_line_names_the_embedding_backend_unless_torch() -> None:
+    from mrl_tui.core.embedding.embed import EmbedderInfo
+    from mrl_tui.ui.app import header_line
+
+    info = EmbedderInfo("all-MiniLM-L6-v2", "cpu", "int8", 384, 256, False, backend="onnx-int8")
+    assert header_line(info, "PCA") == "all-MiniLM-L6-v2 · cpu onnx-int8 · PCA"
+    torch_info = EmbedderInfo("all-MiniLM-L6-v2", "cuda", "float16", 384, 256, False)
+    assert header_line(torch_info, "naive", "qdrant") == "all-MiniLM-L6-v2 · cuda · naive · qdrant"

@@ -36,6 +36,7 @@ from mrl_tui.ui.widgets.jobs import JobsLine
 
 if TYPE_CHECKING:
     from mrl_tui.core.cache.indexer import IndexProgress, IndexReport
+    from mrl_tui.core.embedding.embed import EmbedderInfo
     from mrl_tui.core.library import Library
     from mrl_tui.core.training.train import TrainSettings
 
@@ -89,6 +90,14 @@ class DaemonExecutor(concurrent.futures.ThreadPoolExecutor):
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Nothing to wait for: the threads are daemons, and the app has told its work to stop."""
+
+
+def header_line(info: EmbedderInfo, transform: str, engine: str | None = None) -> str:
+    """The header's model line: model · device (and the embedding backend where it is not torch,
+    whose vectors differ a little: int8 ones rank a little differently) · transform · engine."""
+    device = info.device if info.backend == "torch" else f"{info.device} {info.backend}"
+    parts = [info.model, device, transform, *([engine] if engine else [])]
+    return " · ".join(parts)
 
 
 class MrlApp(App[int]):
@@ -348,10 +357,8 @@ class MrlApp(App[int]):
         await self._indexed(message.library, message.report)
 
     def _describe(self, library: Library) -> None:
-        info = library.embedder.info
-        self.sub_title = f"{info.model} · {info.device} · {library.transform_name}"
-        if library.engine is not None:
-            self.sub_title += f" · {library.engine.engine.engine}"
+        engine = library.engine.engine.engine if library.engine is not None else None
+        self.sub_title = header_line(library.embedder.info, library.transform_name, engine)
         self.search_screen.model_ready(library.full_dim)
 
     def _count_chunks(self, library: Library, chunks: int) -> None:
