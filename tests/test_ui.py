@@ -705,7 +705,8 @@ def test_header_line_names_the_embedding_backend_unless_torch() -> None:
     from mrl_tui.core.embedding.embed import EmbedderInfo
     from mrl_tui.ui.app import header_line
 
-    info = EmbedderInfo("all-MiniLM-L6-v2", "cpu", "int8", 384, 256, False, backend="onnx-int8")
+    name = "sentence-transformers/all-MiniLM-L6-v2"
+    info = EmbedderInfo(name, "cpu", "int8", 384, 256, False, backend="onnx-int8")
     assert header_line(info, "PCA") == "all-MiniLM-L6-v2 · cpu onnx-int8 · PCA"
-    torch_info = EmbedderInfo("all-MiniLM-L6-v2", "cuda", "float16", 384, 256, False)
+    torch_info = EmbedderInfo(name, "cuda", "float16", 384, 256, False)
     assert header_line(torch_info, "naive", "qdrant") == "all-MiniLM-L6-v2 · cuda · naive · qdrant"

@@ -94,9 +94,11 @@ class DaemonExecutor(concurrent.futures.ThreadPoolExecutor):
 
 def header_line(info: EmbedderInfo, transform: str, engine: str | None = None) -> str:
     """The header's model line: model · device (and the embedding backend where it is not torch,
-    whose vectors differ a little: int8 ones rank a little differently) · transform · engine."""
+    whose vectors differ a little: int8 ones rank a little differently) · transform · engine.
+    The model by its last name only (`info` has the whole): at 80 columns the rest must fit."""
     device = info.device if info.backend == "torch" else f"{info.device} {info.backend}"
-    parts = [info.model, device, transform, *([engine] if engine else [])]
+    name = PurePath(info.model).name or info.model
+    parts = [name, device, transform, *([engine] if engine else [])]
     return " · ".join(parts)
 
 
