@@ -1,7 +1,7 @@
 """Routed search against the auto funnel and every fixed dim, with paired 95 % intervals.
 
     python benchmarks/bench_router.py --beir ../shared/datasets/dbpedia-entity-5k \
-        --beir ../shared/datasets/msmarco-trecdl-5k [--transform naive]
+        --beir ../shared/datasets/msmarco-trecdl-5k [--transform naive] [--embed-backend onnx-int8]
 
 Issue #13, target 5: routed search reads no more of a full scan than the auto funnel and keeps
 >= 99.5 % of full nDCG@10. The router keeps the cheaper (on pseudo-queries) of the funnel's cascade
@@ -24,8 +24,8 @@ import numpy as np
 
 from mrl_tui.core.embedding.embed import Embedder
 from mrl_tui.core.evaluation.beir import load_beir
-from mrl_tui.core.evaluation.bench import beir_eval_set
 from mrl_tui.core.evaluation.metrics import Scores, evaluate, paired_difference
+from mrl_tui.core.evaluation.sets import beir_eval_set
 from mrl_tui.core.search.funnel import auto_funnel, scan_fraction, staged_search
 from mrl_tui.core.search.query_features import TermStats
 from mrl_tui.core.search.router import Router
@@ -42,9 +42,9 @@ def scores_of(es, rankings: list[np.ndarray]) -> Scores:
     return evaluate(docs, es.qrels, ndcg_k=K, recall_k=RECALL_K)
 
 
-def run(folder: Path, device: str, transform: str) -> None:
+def run(folder: Path, device: str, transform: str, backend: str) -> None:
     es = beir_eval_set(
-        folder, load_beir(folder), Embedder(device=device, backend="torch"), transform=transform
+        folder, load_beir(folder), Embedder(device=device, backend=backend), transform=transform
     )
     index, n, full = es.index, es.index.n, es.index.full_dim
     depth = min(n, RECALL_K)
@@ -72,7 +72,10 @@ def run(folder: Path, device: str, transform: str) -> None:
     routed = scores_of(es, ranked)
     routed_scan = float(np.mean([r.values_read for r in routes])) / (n * full)
     full_ndcg = rows[len(DIMS)][2].ndcg
-    print(f"\n{es.name}: {n} rows, {len(es.query_ids)} queries, {es.transform}, full {full}d")
+    print(
+        f"\n{es.name}: {n} rows, {len(es.query_ids)} queries, {es.transform}, full {full}d, "
+        f"{backend} vectors"
+    )
     print(f"{'search':<26} {'scan':>7} {'nDCG@10':>8} {'of full':>8}   routed − it [95 % CI]")
     for label, scan, s in rows:
         diff, low, high = paired_difference(routed.per_query_ndcg, s.per_query_ndcg)
@@ -107,10 +110,15 @@ def main() -> None:
     parser.add_argument("--beir", type=Path, action="append", required=True)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--transform", default="auto", help="as bench's: auto, naive, pca, adaptor")
+    parser.add_argument(
+        "--embed-backend",
+        default="torch",
+        help="torch (the default, so figures stay comparable), onnx, onnx-int8 or auto",
+    )
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     for folder in args.beir:
-        run(folder, args.device, args.transform)
+        run(folder, args.device, args.transform, args.embed_backend)
 
 
 if __name__ == "__main__":
