@@ -83,6 +83,15 @@ runnable, this one included): a helper on a busy core is descheduled holding a c
 d >= 128, from 0.56–0.90× faiss's time to 1.02–1.34×. The load average takes a minute to see a
 new neighbour; the run queue sees it at once. (Not yet measured quiet with the C kernel.)"""
 
+HALF_MIRROR = True
+"""Keep a float16 mirror of the column blocks (+0.5× the float32 vectors in memory, built when
+the index is made, never stored) where the C kernel has its AVX2+F16C copy: single-query scans
+read it, half the bytes, and re-score the rows that may reach the top k from the float32 blocks,
+so results are exactly those of the float32 scan (`_fused.c` derives the bound)."""
+
+HALF_MAX = 2.0**50
+"""No mirror when some |value| reaches this (its bound's arithmetic must stay finite)."""
+
 QUERY_BLOCK = 128
 """Queries `search_many` scores together: one pass over the vectors per block of queries."""
 
@@ -245,6 +254,37 @@ def _inverse(norms_sq: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
 _TINY = np.float32(1e-30)
 
 
+def _half_mirror(
+    x: np.ndarray, bounds: list[tuple[int, int]]
+) -> tuple[list[np.ndarray], np.ndarray] | None:
+    """The float16 mirror of the blocks and each row's float32 scale back (see `HALF_MIRROR`).
+
+    Row r is stored as ``x[r] * 2**e`` with ``e`` putting its largest |value| in [2^14, 2^15)
+    (clipped to ±60: a row of tiny values then has some subnormal halves, which the kernel's
+    bound allows for): exact in float32, and no half overflows. ``rscale[r] = 2**-e``, 0 for an
+    all-zero row. Each mirror block is zero-padded to a multiple of 8 columns. None when a value
+    is too large (`HALF_MAX`)."""
+    n = len(x)
+    peak = np.empty(n, np.float32)
+    for a in range(0, n, CHUNK_ROWS):
+        np.max(np.abs(x[a : a + CHUNK_ROWS]), axis=1, out=peak[a : a + CHUNK_ROWS])
+    if n and peak.max() >= HALF_MAX:
+        return None
+    _, exp = np.frexp(peak)  # peak = m * 2**exp, m in [0.5, 1)
+    shift = np.clip(15 - exp, -60, 60)
+    scale = np.ldexp(np.float32(1.0), shift).astype(np.float32)
+    rscale = np.ldexp(np.float32(1.0), -shift).astype(np.float32)
+    rscale[peak == 0] = 0.0
+    mirror = []
+    for lo, hi in bounds:
+        block = np.zeros((n, -(-(hi - lo) // 8) * 8), np.float16)
+        for a in range(0, n, CHUNK_ROWS):
+            b = min(a + CHUNK_ROWS, n)
+            block[a:b, : hi - lo] = x[a:b, lo:hi] * scale[a:b, None]
+        mirror.append(block)
+    return mirror, rscale
+
+
 class NestedIndex:
     """All vectors once, searchable exactly at every prefix ``1 <= dim <= full_dim``.
 
@@ -283,6 +323,9 @@ class NestedIndex:
             self._inv_prefix = _inverse(prefix_sq, out=prefix_sq)
             # The C kernel's arguments per dim (views of the arrays above), made on first use.
             self._kernel_args: dict[int, tuple] = {}
+            self._half: tuple[list[np.ndarray], np.ndarray] | None = None
+            if HALF_MIRROR and _fused is not None and _fused.half():
+                self._half = _half_mirror(x, self._bounds)
         else:
             self._init_torch(x, prefix_sq)
 
@@ -436,20 +479,25 @@ class NestedIndex:
             if extra:
                 i = self._block_of(groups * STEP)
                 cols = (self._blocks[i], groups * STEP - self._bounds[i][0], extra)
+            half = None
+            if self._half is not None:
+                mirror, rscale = self._half
+                half = (tuple(mirror[: len(parts)]), rscale)
             args = (
                 tuple(block for block, _, _ in parts),
                 tuple(width for _, _, width in parts),
                 self._inv_prefix[groups - 1] if groups else None,
                 cols,
+                half,
             )
             self._kernel_args[dim] = args
-        blocks, widths, inv, cols = args
+        blocks, widths, inv, cols, half = args
         qd = np.ascontiguousarray(q[:dim])
         ids = np.empty(k, np.int64)
         scores = np.empty(k, np.float32)
         count = 0
         for a, b in chunks:
-            count = _fused.scan(blocks, widths, qd, inv, cols, a, b, k, ids, scores, count)
+            count = _fused.scan(blocks, widths, qd, inv, cols, a, b, k, ids, scores, count, half)
         return _best_k(ids[:count], scores[:count], k)
 
     def _search_many_numpy(self, queries: np.ndarray, dim: int, k: int) -> list[Hits]:
