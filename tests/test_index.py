@@ -594,3 +594,39 @@ def test_no_half_mirror_for_huge_values_or_the_portable_copy(
     index = NestedIndex(x)
     query = x[2] * np.float32(2.0**40)
     assert_matches_reference(index.search(query, 40, 5), x, query, 40, 5)
+
+
+def test_the_mirror_rounds_as_numpy_and_bad_mirrors_are_refused(
+    scan: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kernel's float16 conversion rounds as numpy's cast does (subnormals too), and scan
+    checks a mirror it is given (a wrong call is an error, not a crash)."""
+    if scan != "fused":
+        pytest.skip("one run is enough: this test picks its own scans")
+    x = adversarial_vectors(300, 301, 3)
+    half, _ = half_and_float32(x, monkeypatch)
+    mirror, rscale = half._half
+    scale = np.float32(1.0) / np.where(rscale > 0, rscale, 1).astype(np.float32)
+    for (lo, hi), block in zip(index_module.block_bounds(301), mirror, strict=True):
+        want = (x[:, lo:hi] * scale[:, None]).astype(np.float16)
+        assert np.array_equal(block[:, : hi - lo].view(np.uint16), want.view(np.uint16))
+        assert block.shape[1] % 8 == 0 and not block[:, hi - lo :].any()
+    assert rscale[6] == 0 and rscale[0] > 0
+    fused = index_module._fused
+    block, inv = np.ones((16, 8), np.float32), np.ones(16, np.float32)
+    h, rs = np.ones((16, 8), np.float16), np.ones(16, np.float32)
+    ids, scores, q = np.empty(4, np.int64), np.empty(4, np.float32), np.ones(8, np.float32)
+    assert fused.scan((block,), (8,), q, inv, None, 0, 16, 4, ids, scores, 0, ((h,), rs)) == 4
+    assert sorted(ids.tolist()) == [0, 1, 2, 3]
+    for bad in [
+        ((h[:8],), rs),  # short
+        ((h[:, :4],), rs),  # narrow, and not contiguous
+        ((h.astype(np.float32),), rs),
+        ((h, h), rs),  # one block too many
+        ((h,), rs[:8]),
+        (h, rs),
+    ]:
+        with pytest.raises((ValueError, TypeError, BufferError)):
+            fused.scan((block,), (8,), q, inv, None, 0, 16, 4, ids, scores, 0, bad)
+    with pytest.raises(ValueError):
+        fused.to_half(block, rs[:8], h)

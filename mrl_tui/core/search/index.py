@@ -264,10 +264,12 @@ def _half_mirror(
     bound allows for): exact in float32, and no half overflows. ``rscale[r] = 2**-e``, 0 for an
     all-zero row. Each mirror block is zero-padded to a multiple of 8 columns. None when a value
     is too large (`HALF_MAX`)."""
+    assert _fused is not None
     n = len(x)
     peak = np.empty(n, np.float32)
     for a in range(0, n, CHUNK_ROWS):
-        np.max(np.abs(x[a : a + CHUNK_ROWS]), axis=1, out=peak[a : a + CHUNK_ROWS])
+        part = x[a : a + CHUNK_ROWS]
+        np.maximum(part.max(axis=1), -part.min(axis=1), out=peak[a : a + CHUNK_ROWS])
     if n and peak.max() >= HALF_MAX:
         return None
     _, exp = np.frexp(peak)  # peak = m * 2**exp, m in [0.5, 1)
@@ -280,7 +282,7 @@ def _half_mirror(
         block = np.zeros((n, -(-(hi - lo) // 8) * 8), np.float16)
         for a in range(0, n, CHUNK_ROWS):
             b = min(a + CHUNK_ROWS, n)
-            block[a:b, : hi - lo] = x[a:b, lo:hi] * scale[a:b, None]
+            _fused.to_half(np.ascontiguousarray(x[a:b, lo:hi]), scale[a:b], block[a:b])
         mirror.append(block)
     return mirror, rscale
 
