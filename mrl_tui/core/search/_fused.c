@@ -223,8 +223,8 @@ __attribute__((target("avx2,fma"))) static void scan_avx2(
  * up holding exactly what scan_body's would: the top k of all rows by (score, lower id).
  *
  * The error bound. u = 2^-24 (float32), n = d + 8 (roundings along any dot path: d/8 per lane,
- * 3 in the lane tree, < 8 tail columns, the products), gamma = n*u / (1 - n*u). Let P = sum |q_i x_i|
- * over the prefix, inv the (stored or tail-corrected) inverse prefix norm, w = rs * inv.
+ * 3 in the lane tree, < 8 tail columns, the products), gamma = n*u / (1 - n*u). Let
+ * P = sum |q_i x_i| over the prefix, inv the (stored or tail-corrected) inverse prefix norm, w = rs * inv.
  *   - fp16 rounding: |y_i - h_i| <= 2^-11 |y_i| for a normal half, <= 2^-25 (half the subnormal
  *     spacing) below 2^-14; so |rs*h_i - x_i| <= 2^-11 |x_i| + 2^-25 rs, and the real approximate
  *     dot differs from the real exact one by <= 2^-11 P + 2^-25 rs |q|_1.
@@ -369,7 +369,8 @@ __attribute__((target("avx2,fma,f16c"))) static void scan16_avx2(
         v8 acc = {0};
         for (int p = 0; p < nparts; p++) {
             const uint16_t *x = hp[p].base + r * hp[p].stride;
-            for (Py_ssize_t c = 0; c < hp[p].nv; c++) acc += loadh(x + 8 * c) * loadu(hp[p].q + 8 * c);
+            for (Py_ssize_t c = 0; c < hp[p].nv; c++)
+                acc += loadh(x + 8 * c) * loadu(hp[p].q + 8 * c);
         }
         float w = rs[r] * (nm->cols ? row_inv(nm, r) : nm->inv[r]);
         float s = hsum8(acc) * w, e = c1 + c2 * w;
@@ -463,7 +464,8 @@ static int get_buffer(PyObject *obj, Py_buffer *view, const char *what, char kin
 }
 
 PyDoc_STRVAR(scan_doc,
-             "scan(blocks, widths, q, inv, norm_cols, start, stop, k, ids, scores, count) -> count\n\n"
+             "scan(blocks, widths, q, inv, norm_cols, start, stop, k, ids, scores, count[, half])"
+             " -> count\n\n"
              "Rows start..stop (ascending) into a running top-k of dot(x[:d], q) * 1/|x[:d]|.\n"
              "blocks: 2-D float32 column blocks in order; widths: columns used of each (they add\n"
              "up to d = len(q)); inv: stored 1/|x[:g*8]| per row (None if g == 0); norm_cols:\n"

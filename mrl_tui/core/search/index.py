@@ -12,6 +12,9 @@ chunks that stay in cache, and each chunk is merged into a running top-k with a 
 ``N``-long score array is ever sorted or partitioned. Where the optional C kernel (`_fused.c`) was
 built, a single-query search does all of that in one pass over the rows (dot products over the
 blocks, times the stored inverse norms, into a heap); `search_many` and `score_ids` stay numpy.
+On CPUs with F16C the kernel reads a float16 mirror of the blocks instead (`HALF_MIRROR`: half
+the bytes, +0.5× the vectors in memory) and re-scores, from the float32 blocks, every row whose
+score could reach the top k: the hits are bitwise those of the float32 scan.
 The numbers behind these choices are in ``benchmarks/README.md``.
 
 On CUDA/MPS the vectors are one torch tensor on the device and top-k is ``torch.topk``.
@@ -387,7 +390,8 @@ class NestedIndex:
         return dots.astype(np.float32, copy=False)
 
     def nbytes(self, dim: int) -> int:
-        """Bytes of float32 vectors a search at ``dim`` reads: ``n * dim * 4``."""
+        """Bytes of float32 vectors a search at ``dim`` reads: ``n * dim * 4`` (with the float16
+        mirror a single-query scan reads half of that, and a few rows again in float32)."""
         self._check_dim(dim)
         return self.n * dim * 4
 
