@@ -4,6 +4,7 @@
     python benchmarks/bench_vs_faiss.py             # N = 100k and 1M
     python benchmarks/bench_vs_faiss.py --n 100000 --neighbour   # with a CPU-bound neighbour
     python benchmarks/bench_vs_faiss.py --batch 0 --compare-numpy  # and the numpy scan
+    python benchmarks/bench_vs_faiss.py --batch 0 --scan both      # float16 mirror and float32
 
 mrl-tui searches its one copy of the vectors at each d (`NestedIndex.search`, and
 `search_many` for a batch); faiss gets what suits it best: an `IndexFlatIP` on one thread over a
@@ -71,6 +72,17 @@ def numpy_scan(index: NestedIndex, q: np.ndarray, d: int) -> np.ndarray:
         index_module._fused = fused
 
 
+def float32_scan(index: NestedIndex, q: np.ndarray, d: int) -> np.ndarray:
+    """`index.search` with the C kernel over the float32 blocks, as without the float16 mirror."""
+    half, index._half = index._half, None
+    index._kernel_args.clear()
+    try:
+        return index.search(q, d, K).ids
+    finally:
+        index._half = half
+        index._kernel_args.clear()
+
+
 def bench(
     n: int,
     dims: list[int],
@@ -80,13 +92,22 @@ def bench(
     rounds: int = 1,
     compare_blocks: bool = False,
     compare_numpy: bool = False,
+    scan: str = "default",
 ) -> None:
     """One table for ``n`` rows; ``batch`` = 0 times single queries only. ``compare_blocks`` also
     times an index of 32-wide column blocks (the layout before `MAX_BLOCK`) in the same run;
-    ``compare_numpy`` the numpy scan that runs where the C kernel was not built."""
+    ``compare_numpy`` the numpy scan that runs where the C kernel was not built. ``scan``:
+    "float32" builds no float16 mirror; "both" also times the float32 kernel in the same run."""
     rng = np.random.default_rng(0)
     x = unit_vectors(n, rng)
+    mirror = index_module.HALF_MIRROR
+    index_module.HALF_MIRROR = scan != "float32" and mirror
+    t = time.perf_counter()
     index = NestedIndex(x)
+    built = time.perf_counter() - t
+    index_module.HALF_MIRROR = mirror
+    half = getattr(index, "_half", None) is not None
+    print(f"\nindex built in {built:.1f} s; float16 mirror: {'yes' if half else 'no'}")
     narrow = None
     if compare_blocks:
         widest, index_module.MAX_BLOCK = index_module.MAX_BLOCK, index_module.BLOCK
@@ -134,6 +155,18 @@ def bench(
                 f"{ours / theirs:.2f} (CPU {cpu[0] / cpu[1]:.2f})",
                 flush=True,
             )
+        if scan == "both" and half:
+            cpu_32: list[float] = []
+            plain, theirs_32, _, _ = interleaved(
+                lambda q, d=d: float32_scan(index, q, d), faiss_single, singles, rounds, cpu_32
+            )
+            print(
+                f"{'':>4} float32 kernel: {plain * 1e3:.2f} ms, faiss {theirs_32 * 1e3:.2f} ms, "
+                f"ratio {plain / theirs_32:.2f} (CPU {cpu_32[0] / cpu_32[1]:.2f}); float16 "
+                f"mirror {ours / theirs:.2f} (CPU {cpu[0] / cpu[1]:.2f}), "
+                f"{ours / plain:.2f}x the float32 kernel's time",
+                flush=True,
+            )
         if narrow is not None:  # the same run, the 32-wide blocks the index had before
             cpu_old: list[float] = []
             old, theirs_again, _, _ = interleaved(
@@ -165,10 +198,11 @@ def bench(
         )
         del flat
     mib = 2**20
+    extra = sum(b.nbytes for b in index._half[0]) / mib if half else 0.0
     print(
         f"memory: mrl-tui one copy {x.nbytes / mib:,.0f} MiB + prefix norms "
-        f"{index.n * (D // 8) * 4 / mib:,.0f} MiB; faiss copies for d = "
-        f"{','.join(map(str, dims))}: {n * sum(dims) * 4 / mib:,.0f} MiB"
+        f"{index.n * (D // 8) * 4 / mib:,.0f} MiB + float16 mirror {extra:,.0f} MiB; faiss "
+        f"copies for d = {','.join(map(str, dims))}: {n * sum(dims) * 4 / mib:,.0f} MiB"
     )
 
 
@@ -184,6 +218,12 @@ def main() -> None:
         "--compare-numpy", action="store_true", help="also the numpy scan (no C kernel)"
     )
     parser.add_argument("--neighbour", action="store_true", help="run a CPU-bound process too")
+    parser.add_argument(
+        "--scan",
+        choices=["default", "float32", "both"],
+        default="default",
+        help="float32: no float16 mirror; both: time the float32 kernel too",
+    )
     args = parser.parse_args()
     faiss.omp_set_num_threads(1)
     neighbour = None
@@ -209,6 +249,7 @@ def main() -> None:
                 args.rounds,
                 args.compare_blocks,
                 args.compare_numpy,
+                args.scan,
             )
     finally:
         if neighbour is not None:

@@ -77,14 +77,18 @@ def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(index_module, "FUSED_CHUNK_VALUES", 0)
 
 
-@pytest.fixture(autouse=True, params=["fused", "numpy"])
+@pytest.fixture(autouse=True, params=["fused", "half", "numpy"])
 def scan(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Every test on both CPU scans: the C kernel (its best copy for this CPU; the portable copy
-    has its own test below), and the numpy scan that runs where the kernel was not built."""
+    """Every test on every CPU scan: the C kernel over float32 (its best copy for this CPU; the
+    portable copy has its own test below), the kernel over the float16 mirror with its exact
+    re-score (CPUs with F16C), and the numpy scan that runs where the kernel was not built."""
     if request.param == "numpy":
         monkeypatch.setattr(index_module, "_fused", None)
     elif index_module._fused is None:
         pytest.skip("the C kernel was not built (no compiler at install time)")
+    elif request.param == "half" and not index_module._fused.half():
+        pytest.skip("no float16 scan on this CPU (AVX2, FMA and F16C)")
+    monkeypatch.setattr(index_module, "HALF_MIRROR", request.param == "half")
     return request.param
 
 
@@ -490,3 +494,139 @@ print(index.NestedIndex(x).search(x[2], 4, 2).ids.tolist())
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
     assert out.stdout.strip() == "[2, 0]"
+
+
+# -- the float16 mirror: its scan must give exactly the float32 kernel's hits --------------------
+
+
+def adversarial_vectors(n: int, full: int, seed: int) -> np.ndarray:
+    """Rows the float16 mirror cannot tell apart or represent well: duplicates, near-duplicates
+    closer than a half's resolution, tiny and huge norms, values spanning 2^-40..1 in one row,
+    all-zero rows and rows zero in their first columns only."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, full)).astype(np.float32)
+    x *= rng.uniform(0.1, 3.0, size=(n, 1)).astype(np.float32)
+    base = x[1].copy()
+    near = rng.choice(np.arange(10, n), n // 4, replace=False)
+    x[near] = base + rng.standard_normal((len(near), full)).astype(np.float32) * 1e-5
+    x[2::37] = base  # exact duplicates of row 1 (ties)
+    x[3] *= 1e-20  # tiny: every half subnormal or zero
+    x[4] *= 1e13
+    x[5, ::2] *= 2.0**-40  # one row from 2^-40 to 1
+    x[6] = 0.0
+    x[7, :40] = 0.0
+    x[8] = base * 1e-30
+    x[9] = base * 3e12
+    return x
+
+
+def assert_same_as_float32(got: Hits, want: Hits) -> None:
+    assert got.ids.tolist() == want.ids.tolist()
+    assert np.array_equal(got.scores.view(np.int32), want.scores.view(np.int32))
+
+
+def half_and_float32(x: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> tuple:
+    fused = index_module._fused
+    if fused is None or not fused.half():
+        pytest.skip("no float16 scan here (no C kernel, or no AVX2/FMA/F16C)")
+    monkeypatch.setattr(index_module, "HALF_MIRROR", True)
+    half = NestedIndex(x)
+    monkeypatch.setattr(index_module, "HALF_MIRROR", False)
+    plain = NestedIndex(x)
+    assert half._half is not None and plain._half is None
+    return half, plain
+
+
+@pytest.mark.parametrize("full", [384, 301])
+def test_the_half_scan_equals_the_float32_kernel_at_every_dim(
+    scan: str, threads: int, full: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every prefix, on adversarial rows, k = 1, 10, 300 (most of N) and k >= N, queries near the
+    near-duplicates: the same ids, bitwise the same scores, the same tie order."""
+    if scan != "fused":
+        pytest.skip("one run is enough: this test picks its own scans")
+    x = adversarial_vectors(401, full, full)
+    half, plain = half_and_float32(x, monkeypatch)
+    rng = np.random.default_rng(5)
+    queries = [x[1], x[1] + rng.standard_normal(full).astype(np.float32) * 1e-3, x[5], x[9]]
+    queries += [rng.standard_normal(full).astype(np.float32)]
+    for dim in range(1, full + 1):
+        for i, q in enumerate(queries):
+            for k in (1, 10) if i else (1, 10, 300, 500):
+                assert_same_as_float32(half.search(q, dim, k), plain.search(q, dim, k))
+
+
+def test_the_half_scan_keeps_rows_it_cannot_tell_apart(
+    scan: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """5,000 rows within 1e-6 of one another (one float16 mirror for all of them) and more than
+    the kernel's candidate buffer holds: the exact top k among them, as the float32 kernel."""
+    if scan != "fused":
+        pytest.skip("one run is enough: this test picks its own scans")
+    rng = np.random.default_rng(8)
+    base = rng.standard_normal(64).astype(np.float32)
+    x = base + rng.standard_normal((5000, 64)).astype(np.float32) * 1e-6
+    x[::500] = base  # ties
+    half, plain = half_and_float32(x, monkeypatch)
+    assert len({tuple(r) for r in half._half[0][0][:, :32].view(np.uint16).tolist()}) < 50
+    for q in (base, base + rng.standard_normal(64).astype(np.float32) * 0.1):
+        for dim in (1, 8, 31, 32, 33, 64):
+            for k in (1, 10, 700):
+                assert_same_as_float32(half.search(q, dim, k), plain.search(q, dim, k))
+
+
+def test_no_half_mirror_for_huge_values_or_the_portable_copy(
+    scan: str, portable_copy: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A value at HALF_MAX or above gets no mirror; the portable copy never scans one; a query too
+    large for the bound's arithmetic scans float32; all still find the reference hits."""
+    assert index_module._fused is not None and not index_module._fused.half()
+    monkeypatch.setattr(index_module, "HALF_MIRROR", True)
+    x = np.random.default_rng(9).standard_normal((300, 40)).astype(np.float32)
+    assert NestedIndex(x)._half is None  # the portable copy: no F16C scan, no mirror
+    index_module._fused.use_baseline(False)
+    if not index_module._fused.half():
+        pytest.skip("no float16 scan on this CPU")
+    assert NestedIndex(x)._half is not None
+    x[7, 3] = index_module.HALF_MAX
+    assert NestedIndex(x)._half is None
+    x[7, 3] = 1.0
+    index = NestedIndex(x)
+    query = x[2] * np.float32(2.0**40)
+    assert_matches_reference(index.search(query, 40, 5), x, query, 40, 5)
+
+
+def test_the_mirror_rounds_as_numpy_and_bad_mirrors_are_refused(
+    scan: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kernel's float16 conversion rounds as numpy's cast does (subnormals too), and scan
+    checks a mirror it is given (a wrong call is an error, not a crash)."""
+    if scan != "fused":
+        pytest.skip("one run is enough: this test picks its own scans")
+    x = adversarial_vectors(300, 301, 3)
+    half, _ = half_and_float32(x, monkeypatch)
+    mirror, rscale = half._half
+    scale = np.float32(1.0) / np.where(rscale > 0, rscale, 1).astype(np.float32)
+    for (lo, hi), block in zip(index_module.block_bounds(301), mirror, strict=True):
+        want = (x[:, lo:hi] * scale[:, None]).astype(np.float16)
+        assert np.array_equal(block[:, : hi - lo].view(np.uint16), want.view(np.uint16))
+        assert block.shape[1] % 8 == 0 and not block[:, hi - lo :].any()
+    assert rscale[6] == 0 and rscale[0] > 0
+    fused = index_module._fused
+    block, inv = np.ones((16, 8), np.float32), np.ones(16, np.float32)
+    h, rs = np.ones((16, 8), np.float16), np.ones(16, np.float32)
+    ids, scores, q = np.empty(4, np.int64), np.empty(4, np.float32), np.ones(8, np.float32)
+    assert fused.scan((block,), (8,), q, inv, None, 0, 16, 4, ids, scores, 0, ((h,), rs)) == 4
+    assert sorted(ids.tolist()) == [0, 1, 2, 3]
+    for bad in [
+        ((h[:8],), rs),  # short
+        ((h[:, :4],), rs),  # narrow, and not contiguous
+        ((h.astype(np.float32),), rs),
+        ((h, h), rs),  # one block too many
+        ((h,), rs[:8]),
+        (h, rs),
+    ]:
+        with pytest.raises((ValueError, TypeError, BufferError)):
+            fused.scan((block,), (8,), q, inv, None, 0, 16, 4, ids, scores, 0, bad)
+    with pytest.raises(ValueError):
+        fused.to_half(block, rs[:8], h)

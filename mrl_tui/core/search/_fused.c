@@ -139,6 +139,22 @@ static inline __attribute__((always_inline)) float tail_dot(const part_t *parts,
     return t;
 }
 
+/* One row's score, bitwise as the 8-row loop of scan_body computes it (the same lane order, see
+ * hsum8): the rows past the last group of 8, and the float16 scan's exact re-score. */
+static inline __attribute__((always_inline)) float exact_row(const part_t *parts, int nparts,
+                                                             int tails, const norm_t *nm,
+                                                             Py_ssize_t r) {
+    v8 acc = {0};
+    for (int p = 0; p < nparts; p++) {
+        const float *x = parts[p].base + r * parts[p].stride;
+        for (Py_ssize_t c = 0; c < parts[p].nv; c++)
+            acc += loadu(x + 8 * c) * loadu(parts[p].q + 8 * c);
+    }
+    float s = hsum8(acc);
+    if (tails) s += tail_dot(parts, nparts, r);
+    return s * (nm->cols ? row_inv(nm, r) : nm->inv[r]);
+}
+
 static inline __attribute__((always_inline)) void scan_body(
     const part_t *parts, int nparts, int tails, const norm_t *nm, Py_ssize_t a, Py_ssize_t b,
     Py_ssize_t k, float *hs, int64_t *hi, Py_ssize_t *hn) {
@@ -185,18 +201,7 @@ static inline __attribute__((always_inline)) void scan_body(
                 for (int i = 0; i < ROWS; i++) offer(hs, hi, hn, k, s[i], r + i);
         }
     }
-    for (; r < b; r++) {
-        v8 acc = {0};
-        for (int p = 0; p < nparts; p++) {
-            const float *x = parts[p].base + r * parts[p].stride;
-            for (Py_ssize_t c = 0; c < parts[p].nv; c++)
-                acc += loadu(x + 8 * c) * loadu(parts[p].q + 8 * c);
-        }
-        float s = hsum8(acc);
-        if (tails) s += tail_dot(parts, nparts, r);
-        s *= nm->cols ? row_inv(nm, r) : nm->inv[r];
-        offer(hs, hi, hn, k, s, r);
-    }
+    for (; r < b; r++) offer(hs, hi, hn, k, exact_row(parts, nparts, tails, nm, r), r);
 }
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -208,6 +213,213 @@ __attribute__((target("avx2,fma"))) static void scan_avx2(
 }
 #endif
 
+/* ---------------------------------------------------------------- the float16 scan (AVX2+F16C)
+ *
+ * NestedIndex may keep a float16 mirror of its blocks: row r stored as h = fp16(x * sigma_r),
+ * sigma_r a power of two that puts the row's largest |x| in [2^14, 2^15) (so nothing overflows
+ * and little is subnormal), and rs_r = 1/sigma_r (0 for an all-zero row). The scan reads the
+ * mirror (half the bytes), keeps every row whose approximate score could still reach the final
+ * k-th exact score, and re-scores those from the float32 blocks with exact_row, so the heap ends
+ * up holding exactly what scan_body's would: the top k of all rows by (score, lower id).
+ *
+ * The error bound. u = 2^-24 (float32), n = d + 8 (roundings along any dot path: d/8 per lane,
+ * 3 in the lane tree, < 8 tail columns, the products), gamma = n*u / (1 - n*u). Let
+ * P = sum |q_i x_i| over the prefix, inv the (stored or tail-corrected) inverse prefix norm, w = rs * inv.
+ *   - fp16 rounding: |y_i - h_i| <= 2^-11 |y_i| for a normal half, <= 2^-25 (half the subnormal
+ *     spacing) below 2^-14; so |rs*h_i - x_i| <= 2^-11 |x_i| + 2^-25 rs, and the real approximate
+ *     dot differs from the real exact one by <= 2^-11 P + 2^-25 rs |q|_1.
+ *   - accumulation: each computed dot is within gamma * sum |terms| of its real value (the exact
+ *     one: gamma P; the approximate one, unscaled: gamma ((1 + 2^-11) P + 2^-25 rs |q|_1)).
+ *   - Cauchy-Schwarz: P * inv <= |q_d| |x_d| inv <= |q_d| (1 + 32u) (inv is 1/|x_d| to a few
+ *     roundings, or smaller where the TINY clamp applies).
+ *   - the last products (dot * inv, dot * w, rs * inv) and the sums s +- e: a relative u each, of
+ *     values below 2 |q_d| + the second term.
+ * Together |approx - exact| <= C1 + C2 * w with
+ *   C1 = |q_d| ((1 + 32u)(2^-11 + 2.001 gamma) + 8u),  C2 = 2^-25 |q|_1 (1 + gamma + 4u),
+ * both taken 1/8 larger again (half_bounds) and rounded up to float32. A row is a candidate
+ * unless approx + E < tau, where tau is the k-th largest of lower bounds of distinct rows: the
+ * exact scores already in the heap (earlier calls) and approx - E of this call's rows, or the
+ * heap's worst exact score after a re-score; tau never exceeds the final k-th exact score, so no
+ * row of the final top k is dropped. Comparisons are written so a NaN would keep the row. */
+
+#ifdef HAVE_AVX2
+#include <immintrin.h>
+#define HAVE_F16C 1
+
+typedef struct {
+    const uint16_t *base; /* the block's float16 mirror, first row */
+    Py_ssize_t stride;    /* halves per row (a multiple of 8: the mirror is zero-padded) */
+    const float *q;       /* the query's columns for this block, zero-padded to 8 * nv */
+    Py_ssize_t nv;        /* 8-half vectors read per row */
+} hpart_t;
+
+#define CAND 256 /* candidates held before they are re-scored */
+
+typedef struct {
+    float *lb;      /* a min-heap of lower bounds of distinct rows, k at most */
+    Py_ssize_t ln, k;
+    float tau;      /* the row threshold: no final top-k row's exact score is below it */
+    int64_t cid[CAND];
+    float cup[CAND]; /* their upper bounds */
+    Py_ssize_t nc;
+} cand_t;
+
+static void lb_offer(cand_t *c, float v) {
+    if (!(v == v)) return;
+    float *h = c->lb;
+    if (c->ln < c->k) {
+        Py_ssize_t i = c->ln++;
+        while (i > 0) {
+            Py_ssize_t p = (i - 1) / 2;
+            if (!(v < h[p])) break;
+            h[i] = h[p];
+            i = p;
+        }
+        h[i] = v;
+    } else if (v > h[0]) {
+        Py_ssize_t i = 0, n = c->ln;
+        for (;;) {
+            Py_ssize_t ch = 2 * i + 1;
+            if (ch >= n) break;
+            if (ch + 1 < n && h[ch + 1] < h[ch]) ch++;
+            if (!(h[ch] < v)) break;
+            h[i] = h[ch];
+            i = ch;
+        }
+        h[i] = v;
+    } else {
+        return;
+    }
+    if (c->ln == c->k && h[0] > c->tau) c->tau = h[0];
+}
+
+static inline __attribute__((always_inline)) void flush(cand_t *c, const part_t *parts, int nparts,
+                                                        int tails, const norm_t *nm, float *hs,
+                                                        int64_t *hi, Py_ssize_t *hn) {
+    for (Py_ssize_t j = 0; j < c->nc; j++)
+        if (!(c->cup[j] < c->tau))
+            offer(hs, hi, hn, c->k, exact_row(parts, nparts, tails, nm, c->cid[j]), c->cid[j]);
+    c->nc = 0;
+    if (*hn == c->k && hs[0] > c->tau) c->tau = hs[0];
+}
+
+static inline __attribute__((always_inline, target("avx2,fma,f16c"))) v8 loadh(const uint16_t *p) {
+    return (v8)_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+}
+
+/* A row that may reach the top k: held for the re-score, its lower bound offered to tau. */
+static inline __attribute__((always_inline)) void candidate(cand_t *c, Py_ssize_t r, float s,
+                                                            float e, const part_t *parts,
+                                                            int nparts, int tails,
+                                                            const norm_t *nm, float *hs,
+                                                            int64_t *hi, Py_ssize_t *hn) {
+    c->cid[c->nc] = r;
+    c->cup[c->nc++] = s + e;
+    lb_offer(c, s - e);
+    if (c->nc == CAND) flush(c, parts, nparts, tails, nm, hs, hi, hn);
+}
+
+__attribute__((target("avx2,fma,f16c"))) static void scan16_avx2(
+    const hpart_t *hp, const float *rs, const part_t *parts, int nparts, int tails,
+    const norm_t *nm, Py_ssize_t a, Py_ssize_t b, float c1, float c2, float *hs, int64_t *hi,
+    Py_ssize_t *hn, cand_t *cs) {
+    cs->ln = 0;
+    cs->nc = 0;
+    cs->tau = -INFINITY;
+    for (Py_ssize_t i = 0; i < *hn; i++) lb_offer(cs, hs[i]); /* exact: their own bounds */
+    Py_ssize_t width = 0;
+    for (int p = 0; p < nparts; p++) width += 8 * hp[p].nv;
+    Py_ssize_t ahead = AHEAD_BYTES / (2 * (width > 0 ? width : 1));
+    ahead = ahead < ROWS ? ROWS : ahead > 64 ? 64 : ahead;
+    const v8 c1v = {c1, c1, c1, c1, c1, c1, c1, c1}, c2v = {c2, c2, c2, c2, c2, c2, c2, c2};
+    Py_ssize_t r = a;
+    for (; r + ROWS <= b; r += ROWS) {
+        v8 acc[ROWS];
+        for (int i = 0; i < ROWS; i++) acc[i] = (v8){0};
+        for (int p = 0; p < nparts; p++) {
+            const uint16_t *x = hp[p].base + r * hp[p].stride;
+            const Py_ssize_t st = hp[p].stride;
+            const float *q = hp[p].q;
+            for (Py_ssize_t c = 0; c < hp[p].nv; c++) {
+                v8 qv = loadu(q + 8 * c);
+                for (int i = 0; i < ROWS; i++) {
+                    if ((c & 3) == 0) /* one 64-byte line per four 8-half reads */
+                        __builtin_prefetch(x + (i + ahead) * st + 8 * c);
+                    acc[i] += loadh(x + i * st + 8 * c) * qv;
+                }
+            }
+        }
+        v8 s = reduce8(acc), w;
+        if (nm->cols) {
+            for (int i = 0; i < ROWS; i++) w[i] = rs[r + i] * row_inv(nm, r + i);
+        } else {
+            w = loadu(rs + r) * loadu(nm->inv + r);
+        }
+        s *= w;
+        v8 e = c1v + c2v * w;
+        float t = cs->tau;
+        v8i below = (s + e) < (v8){t, t, t, t, t, t, t, t};
+        uint64_t m[4];
+        memcpy(m, &below, sizeof m);
+        if ((m[0] & m[1] & m[2] & m[3]) == UINT64_MAX) continue;
+        for (int i = 0; i < ROWS; i++)
+            if (!below[i]) candidate(cs, r + i, s[i], e[i], parts, nparts, tails, nm, hs, hi, hn);
+    }
+    for (; r < b; r++) {
+        v8 acc = {0};
+        for (int p = 0; p < nparts; p++) {
+            const uint16_t *x = hp[p].base + r * hp[p].stride;
+            for (Py_ssize_t c = 0; c < hp[p].nv; c++)
+                acc += loadh(x + 8 * c) * loadu(hp[p].q + 8 * c);
+        }
+        float w = rs[r] * (nm->cols ? row_inv(nm, r) : nm->inv[r]);
+        float s = hsum8(acc) * w, e = c1 + c2 * w;
+        if (!(s + e < cs->tau)) candidate(cs, r, s, e, parts, nparts, tails, nm, hs, hi, hn);
+    }
+    flush(cs, parts, nparts, tails, nm, hs, hi, hn);
+}
+
+/* out[r, :w] = fp16(x[r, :w] * scale[r]), rounded to nearest even (numpy's own cast is ~10x
+ * slower: it made the mirror cost as much as the rest of building the index). */
+__attribute__((target("avx2,fma,f16c"))) static void to_half_avx2(
+    const float *x, Py_ssize_t n, Py_ssize_t w, const float *scale, uint16_t *out,
+    Py_ssize_t ostride) {
+    for (Py_ssize_t r = 0; r < n; r++) {
+        const float *src = x + r * w;
+        uint16_t *dst = out + r * ostride;
+        const __m256 sv = _mm256_set1_ps(scale[r]);
+        Py_ssize_t c = 0;
+        for (; c + 8 <= w; c += 8) {
+            __m256 v = _mm256_mul_ps(_mm256_loadu_ps(src + c), sv);
+            _mm_storeu_si128((__m128i *)(dst + c),
+                             _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        }
+        for (; c < w; c++)
+            dst[c] = _cvtss_sh(src[c] * scale[r], _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    }
+}
+#endif
+
+/* C1 and C2 of the bound above for a query prefix q (d values), rounded up; 0 when the query is
+ * too large for the float16 scan's arithmetic to stay finite (it then scans float32). */
+static int half_bounds(const float *q, Py_ssize_t d, float *c1, float *c2) {
+    double sq = 0.0, l1 = 0.0, mx = 0.0;
+    for (Py_ssize_t i = 0; i < d; i++) {
+        double v = fabs((double)q[i]);
+        sq += v * v;
+        l1 += v;
+        mx = v > mx ? v : mx;
+    }
+    if (!(mx < 0x1p30)) return 0;
+    const double u = 0x1p-24, n = (double)d + 8.0, gamma = n * u / (1.0 - n * u);
+    double b1 = sqrt(sq) * ((1.0 + 32 * u) * (0x1p-11 + 2.001 * gamma) + 8 * u);
+    double b2 = 0x1p-25 * l1 * (1.0 + gamma + 4 * u);
+    /* 1/8 more for safety, and 2^-20 relative so the float32 rounding goes up */
+    *c1 = (float)(b1 * 1.125 * (1.0 + 0x1p-20));
+    *c2 = (float)(b2 * 1.125 * (1.0 + 0x1p-20));
+    return 1;
+}
+
 static void scan_base(const part_t *parts, int nparts, int tails, const norm_t *nm, Py_ssize_t a,
                       Py_ssize_t b, Py_ssize_t k, float *hs, int64_t *hi, Py_ssize_t *hn) {
     scan_body(parts, nparts, tails, nm, a, b, k, hs, hi, hn);
@@ -217,6 +429,16 @@ typedef void (*scan_fn)(const part_t *, int, int, const norm_t *, Py_ssize_t, Py
                         Py_ssize_t, float *, int64_t *, Py_ssize_t *);
 static scan_fn chosen = scan_base;
 static const char *chosen_name = "baseline";
+static int half_ok = 0; /* the float16 scan may run: AVX2, FMA and F16C, and not use_baseline */
+
+static int cpu_has_half(void) {
+#ifdef HAVE_F16C
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+           __builtin_cpu_supports("f16c");
+#else
+    return 0;
+#endif
+}
 
 /* ---------------------------------------------------------------- Python glue */
 
@@ -229,11 +451,12 @@ static int get_buffer(PyObject *obj, Py_buffer *view, const char *what, char kin
     const char *f = view->format ? view->format : "B";
     if (*f == '<' || *f == '=' || *f == '@') f++;
     int ok = view->ndim == ndim &&
-             (kind == 'f' ? (f[0] == 'f' && view->itemsize == 4)
-                          : ((f[0] == 'q' || f[0] == 'l') && view->itemsize == 8));
+             (kind == 'f'   ? (f[0] == 'f' && view->itemsize == 4)
+              : kind == 'e' ? (f[0] == 'e' && view->itemsize == 2)
+                            : ((f[0] == 'q' || f[0] == 'l') && view->itemsize == 8));
     if (!ok) {
         PyErr_Format(PyExc_TypeError, "%s must be a %d-D C-contiguous %s array", what, ndim,
-                     kind == 'f' ? "float32" : "int64");
+                     kind == 'f' ? "float32" : kind == 'e' ? "float16" : "int64");
         PyBuffer_Release(view);
         return -1;
     }
@@ -241,20 +464,25 @@ static int get_buffer(PyObject *obj, Py_buffer *view, const char *what, char kin
 }
 
 PyDoc_STRVAR(scan_doc,
-             "scan(blocks, widths, q, inv, norm_cols, start, stop, k, ids, scores, count) -> count\n\n"
+             "scan(blocks, widths, q, inv, norm_cols, start, stop, k, ids, scores, count[, half])"
+             " -> count\n\n"
              "Rows start..stop (ascending) into a running top-k of dot(x[:d], q) * 1/|x[:d]|.\n"
              "blocks: 2-D float32 column blocks in order; widths: columns used of each (they add\n"
              "up to d = len(q)); inv: stored 1/|x[:g*8]| per row (None if g == 0); norm_cols:\n"
              "None when d is a multiple of 8, else (block, first column, count) of the columns\n"
              "past g*8; ids/scores: the top-k heap, its first `count` entries filled; returns the\n"
-             "new count. The heap is unsorted; rows tying the worst kept hit do not enter.");
+             "new count. The heap is unsorted; rows tying the worst kept hit do not enter.\n"
+             "half: None, or (mirror, rscale): the blocks' float16 mirror (row r scaled by\n"
+             "1/rscale[r], each zero-padded to a multiple of 8 columns) and rscale (float32 per\n"
+             "row); where the CPU has F16C the mirror is scanned and the rows that may reach\n"
+             "the top k re-scored from the blocks: the same heap as without it.");
 
 static PyObject *py_scan(PyObject *self, PyObject *args) {
-    PyObject *blocks, *widths, *qobj, *invobj, *colsobj, *idsobj, *scoresobj;
+    PyObject *blocks, *widths, *qobj, *invobj, *colsobj, *idsobj, *scoresobj, *halfobj = Py_None;
     Py_ssize_t start, stop, k, count;
-    if (!PyArg_ParseTuple(args, "O!O!OOOnnnOOn", &PyTuple_Type, &blocks, &PyTuple_Type, &widths,
-                          &qobj, &invobj, &colsobj, &start, &stop, &k, &idsobj, &scoresobj,
-                          &count))
+    if (!PyArg_ParseTuple(args, "O!O!OOOnnnOOn|O", &PyTuple_Type, &blocks, &PyTuple_Type,
+                          &widths, &qobj, &invobj, &colsobj, &start, &stop, &k, &idsobj,
+                          &scoresobj, &count, &halfobj))
         return NULL;
     Py_ssize_t nparts = PyTuple_GET_SIZE(blocks);
     if (nparts < 1 || nparts > MAX_PARTS || PyTuple_GET_SIZE(widths) != nparts) {
@@ -265,6 +493,13 @@ static PyObject *py_scan(PyObject *self, PyObject *args) {
     int nviews = 0, have_inv = 0, have_cols = 0, have_ids = 0, have_sc = 0;
     PyObject *result = NULL;
     float *qpad = NULL;
+#ifdef HAVE_F16C
+    Py_buffer hviews[MAX_PARTS], rsv;
+    int nhviews = 0, have_rs = 0;
+    hpart_t hparts[MAX_PARTS];
+    float *hqpad = NULL;
+    cand_t *cs = NULL;
+#endif
     part_t parts[MAX_PARTS];
     norm_t nm = {NULL, NULL, 0, 0};
 
@@ -350,12 +585,74 @@ static PyObject *py_scan(PyObject *self, PyObject *args) {
             goto done;
         }
         Py_ssize_t n = count;
-        Py_BEGIN_ALLOW_THREADS;
-        chosen(parts, (int)nparts, tails, &nm, start, stop, k, scv.buf, idv.buf, &n);
-        Py_END_ALLOW_THREADS;
+        float c1, c2;
+        if (halfobj != Py_None && half_ok && half_bounds(q, dim, &c1, &c2)) {
+#ifdef HAVE_F16C
+            PyObject *mirror, *rsobj;
+            if (!PyArg_ParseTuple(halfobj, "O!O", &PyTuple_Type, &mirror, &rsobj)) goto done;
+            if (PyTuple_GET_SIZE(mirror) != nparts) {
+                PyErr_SetString(PyExc_ValueError, "the mirror needs as many blocks as blocks");
+                goto done;
+            }
+            if (get_buffer(rsobj, &rsv, "rscale", 'f', 1, 0) < 0) goto done;
+            have_rs = 1;
+            if (rsv.shape[0] < stop) {
+                PyErr_SetString(PyExc_ValueError, "rscale is shorter than stop");
+                goto done;
+            }
+            Py_ssize_t hpadded = 0;
+            for (; nhviews < nparts; nhviews++) {
+                Py_buffer *hv = &hviews[nhviews];
+                if (get_buffer(PyTuple_GET_ITEM(mirror, nhviews), hv, "a mirror block", 'e', 2,
+                               0) < 0)
+                    goto done;
+                Py_ssize_t w = PyLong_AsSsize_t(PyTuple_GET_ITEM(widths, nhviews));
+                Py_ssize_t nv = (w + 7) / 8;
+                if (hv->shape[0] < stop || hv->shape[1] < 8 * nv) {
+                    PyErr_SetString(PyExc_ValueError, "a mirror block is short or narrow");
+                    nhviews++;
+                    goto done;
+                }
+                hparts[nhviews].base = hv->buf;
+                hparts[nhviews].stride = hv->shape[1];
+                hparts[nhviews].nv = nv;
+                hpadded += 8 * nv;
+            }
+            hqpad = calloc(hpadded > 0 ? hpadded : 1, sizeof(float));
+            cs = malloc(sizeof(cand_t) + k * sizeof(float));
+            if (!hqpad || !cs) {
+                PyErr_NoMemory();
+                goto done;
+            }
+            cs->lb = (float *)(cs + 1);
+            cs->k = k;
+            Py_ssize_t off = 0, at = 0;
+            for (Py_ssize_t p = 0; p < nparts; p++) {
+                Py_ssize_t w = PyLong_AsSsize_t(PyTuple_GET_ITEM(widths, p));
+                memcpy(hqpad + at, q + off, w * sizeof(float));
+                hparts[p].q = hqpad + at;
+                at += 8 * hparts[p].nv;
+                off += w;
+            }
+            Py_BEGIN_ALLOW_THREADS;
+            scan16_avx2(hparts, rsv.buf, parts, (int)nparts, tails, &nm, start, stop, c1, c2,
+                        scv.buf, idv.buf, &n, cs);
+            Py_END_ALLOW_THREADS;
+#endif
+        } else {
+            Py_BEGIN_ALLOW_THREADS;
+            chosen(parts, (int)nparts, tails, &nm, start, stop, k, scv.buf, idv.buf, &n);
+            Py_END_ALLOW_THREADS;
+        }
         result = PyLong_FromSsize_t(n);
     }
 done:
+#ifdef HAVE_F16C
+    free(cs);
+    free(hqpad);
+    if (have_rs) PyBuffer_Release(&rsv);
+    for (int i = 0; i < nhviews; i++) PyBuffer_Release(&hviews[i]);
+#endif
     free(qpad);
     if (have_sc) PyBuffer_Release(&scv);
     if (have_ids) PyBuffer_Release(&idv);
@@ -376,19 +673,62 @@ static PyObject *py_use_baseline(PyObject *self, PyObject *arg) {
     if (on < 0) return NULL;
     chosen = scan_base;
     chosen_name = "baseline";
+    half_ok = 0;
 #ifdef HAVE_AVX2
     if (!on && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
         chosen = scan_avx2;
         chosen_name = "avx2";
+        half_ok = cpu_has_half();
     }
 #endif
     Py_RETURN_NONE;
+}
+
+static PyObject *py_half(PyObject *self, PyObject *unused) { return PyBool_FromLong(half_ok); }
+
+static PyObject *py_to_half(PyObject *self, PyObject *args) {
+    PyObject *xobj, *sobj, *oobj;
+    if (!PyArg_ParseTuple(args, "OOO", &xobj, &sobj, &oobj)) return NULL;
+    if (!half_ok) {
+        PyErr_SetString(PyExc_RuntimeError, "no float16 conversion here (AVX2, FMA and F16C)");
+        return NULL;
+    }
+    Py_buffer xv, sv, ov;
+    if (get_buffer(xobj, &xv, "x", 'f', 2, 0) < 0) return NULL;
+    if (get_buffer(sobj, &sv, "scale", 'f', 1, 0) < 0) {
+        PyBuffer_Release(&xv);
+        return NULL;
+    }
+    if (get_buffer(oobj, &ov, "out", 'e', 2, 1) < 0) {
+        PyBuffer_Release(&sv);
+        PyBuffer_Release(&xv);
+        return NULL;
+    }
+    PyObject *result = NULL;
+    if (sv.shape[0] != xv.shape[0] || ov.shape[0] != xv.shape[0] || ov.shape[1] < xv.shape[1]) {
+        PyErr_SetString(PyExc_ValueError, "x, scale and out: as many rows; out as wide as x");
+    } else {
+#ifdef HAVE_F16C
+        Py_BEGIN_ALLOW_THREADS;
+        to_half_avx2(xv.buf, xv.shape[0], xv.shape[1], sv.buf, ov.buf, ov.shape[1]);
+        Py_END_ALLOW_THREADS;
+#endif
+        result = Py_None;
+        Py_INCREF(result);
+    }
+    PyBuffer_Release(&ov);
+    PyBuffer_Release(&sv);
+    PyBuffer_Release(&xv);
+    return result;
 }
 
 static PyMethodDef methods[] = {
     {"scan", py_scan, METH_VARARGS, scan_doc},
     {"kernel", py_kernel, METH_NOARGS, "Which copy of the kernel runs: 'avx2' or 'baseline'."},
     {"use_baseline", py_use_baseline, METH_O, "use_baseline(True): the portable copy (tests)."},
+    {"half", py_half, METH_NOARGS, "Whether scan's float16 mirror is used here (AVX2+F16C)."},
+    {"to_half", py_to_half, METH_VARARGS,
+     "to_half(x, scale, out): out[r, :w] = float16(x[r] * scale[r]), x (n, w) float32."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -402,6 +742,7 @@ PyMODINIT_FUNC PyInit__fused(void) {
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
         chosen = scan_avx2;
         chosen_name = "avx2";
+        half_ok = cpu_has_half();
     }
 #endif
     return PyModule_Create(&module);

@@ -12,6 +12,9 @@ chunks that stay in cache, and each chunk is merged into a running top-k with a 
 ``N``-long score array is ever sorted or partitioned. Where the optional C kernel (`_fused.c`) was
 built, a single-query search does all of that in one pass over the rows (dot products over the
 blocks, times the stored inverse norms, into a heap); `search_many` and `score_ids` stay numpy.
+On CPUs with F16C the kernel reads a float16 mirror of the blocks instead (`HALF_MIRROR`: half
+the bytes, +0.5× the vectors in memory) and re-scores, from the float32 blocks, every row whose
+score could reach the top k: the hits are bitwise those of the float32 scan.
 The numbers behind these choices are in ``benchmarks/README.md``.
 
 On CUDA/MPS the vectors are one torch tensor on the device and top-k is ``torch.topk``.
@@ -82,6 +85,15 @@ runnable, this one included): a helper on a busy core is descheduled holding a c
 2-core machine at load 0.7 one CPU-bound neighbour took the two-thread numpy scan at 100k rows,
 d >= 128, from 0.56–0.90× faiss's time to 1.02–1.34×. The load average takes a minute to see a
 new neighbour; the run queue sees it at once. (Not yet measured quiet with the C kernel.)"""
+
+HALF_MIRROR = True
+"""Keep a float16 mirror of the column blocks (+0.5× the float32 vectors in memory, built when
+the index is made, never stored) where the C kernel has its AVX2+F16C copy: single-query scans
+read it, half the bytes, and re-score the rows that may reach the top k from the float32 blocks,
+so results are exactly those of the float32 scan (`_fused.c` derives the bound)."""
+
+HALF_MAX = 2.0**50
+"""No mirror when some |value| reaches this (its bound's arithmetic must stay finite)."""
 
 QUERY_BLOCK = 128
 """Queries `search_many` scores together: one pass over the vectors per block of queries."""
@@ -245,6 +257,39 @@ def _inverse(norms_sq: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
 _TINY = np.float32(1e-30)
 
 
+def _half_mirror(
+    x: np.ndarray, bounds: list[tuple[int, int]]
+) -> tuple[list[np.ndarray], np.ndarray] | None:
+    """The float16 mirror of the blocks and each row's float32 scale back (see `HALF_MIRROR`).
+
+    Row r is stored as ``x[r] * 2**e`` with ``e`` putting its largest |value| in [2^14, 2^15)
+    (clipped to ±60: a row of tiny values then has some subnormal halves, which the kernel's
+    bound allows for): exact in float32, and no half overflows. ``rscale[r] = 2**-e``, 0 for an
+    all-zero row. Each mirror block is zero-padded to a multiple of 8 columns. None when a value
+    is too large (`HALF_MAX`)."""
+    assert _fused is not None
+    n = len(x)
+    peak = np.empty(n, np.float32)
+    for a in range(0, n, CHUNK_ROWS):
+        part = x[a : a + CHUNK_ROWS]
+        np.maximum(part.max(axis=1), -part.min(axis=1), out=peak[a : a + CHUNK_ROWS])
+    if n and peak.max() >= HALF_MAX:
+        return None
+    _, exp = np.frexp(peak)  # peak = m * 2**exp, m in [0.5, 1)
+    shift = np.clip(15 - exp, -60, 60)
+    scale = np.ldexp(np.float32(1.0), shift).astype(np.float32)
+    rscale = np.ldexp(np.float32(1.0), -shift).astype(np.float32)
+    rscale[peak == 0] = 0.0
+    mirror = []
+    for lo, hi in bounds:
+        block = np.zeros((n, -(-(hi - lo) // 8) * 8), np.float16)
+        for a in range(0, n, CHUNK_ROWS):
+            b = min(a + CHUNK_ROWS, n)
+            _fused.to_half(np.ascontiguousarray(x[a:b, lo:hi]), scale[a:b], block[a:b])
+        mirror.append(block)
+    return mirror, rscale
+
+
 class NestedIndex:
     """All vectors once, searchable exactly at every prefix ``1 <= dim <= full_dim``.
 
@@ -283,6 +328,9 @@ class NestedIndex:
             self._inv_prefix = _inverse(prefix_sq, out=prefix_sq)
             # The C kernel's arguments per dim (views of the arrays above), made on first use.
             self._kernel_args: dict[int, tuple] = {}
+            self._half: tuple[list[np.ndarray], np.ndarray] | None = None
+            if HALF_MIRROR and _fused is not None and _fused.half():
+                self._half = _half_mirror(x, self._bounds)
         else:
             self._init_torch(x, prefix_sq)
 
@@ -342,7 +390,8 @@ class NestedIndex:
         return dots.astype(np.float32, copy=False)
 
     def nbytes(self, dim: int) -> int:
-        """Bytes of float32 vectors a search at ``dim`` reads: ``n * dim * 4``."""
+        """Bytes of float32 vectors a search at ``dim`` reads: ``n * dim * 4`` (with the float16
+        mirror a single-query scan reads half of that, and a few rows again in float32)."""
         self._check_dim(dim)
         return self.n * dim * 4
 
@@ -436,20 +485,25 @@ class NestedIndex:
             if extra:
                 i = self._block_of(groups * STEP)
                 cols = (self._blocks[i], groups * STEP - self._bounds[i][0], extra)
+            half = None
+            if self._half is not None:
+                mirror, rscale = self._half
+                half = (tuple(mirror[: len(parts)]), rscale)
             args = (
                 tuple(block for block, _, _ in parts),
                 tuple(width for _, _, width in parts),
                 self._inv_prefix[groups - 1] if groups else None,
                 cols,
+                half,
             )
             self._kernel_args[dim] = args
-        blocks, widths, inv, cols = args
+        blocks, widths, inv, cols, half = args
         qd = np.ascontiguousarray(q[:dim])
         ids = np.empty(k, np.int64)
         scores = np.empty(k, np.float32)
         count = 0
         for a, b in chunks:
-            count = _fused.scan(blocks, widths, qd, inv, cols, a, b, k, ids, scores, count)
+            count = _fused.scan(blocks, widths, qd, inv, cols, a, b, k, ids, scores, count, half)
         return _best_k(ids[:count], scores[:count], k)
 
     def _search_many_numpy(self, queries: np.ndarray, dim: int, k: int) -> list[Hits]:
