@@ -316,3 +316,33 @@ def test_tune_times_a_wider_beam_only_where_it_reranks_fewer(
 
     assert kept(*timed[0]) >= 0.97
     assert all(kept(ef, ef) < 0.97 for ef in hnsw.TUNE_EFS if 10 <= ef < timed[0][0])
+
+
+def test_tune_reports_progress_per_dim_and_tier(
+    tiers: tuple[NestedIndex, GraphSet], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One step per (d, tier) measured, announced before the first: at 8 and 24 only the 16-d
+    tier serves, at 48 both; each step is reported once that tier's setting is in hand."""
+    index, graphs = tiers
+    fresh = GraphSet(list(graphs.graphs.values()))
+    measured: list[tuple[int, int]] = []
+    real = hnsw._tune_tier
+
+    def counting(index, tier, dim, *args):
+        measured.append((dim, tier.dim))
+        return real(index, tier, dim, *args)
+
+    monkeypatch.setattr(hnsw, "_tune_tier", counting)
+    calls: list[tuple[int, int, int]] = []
+    hnsw.tune(
+        index,
+        fresh,
+        [8, 24, 48],
+        k=10,
+        target=0.95,
+        queries=20,
+        progress=lambda done, total: calls.append((done, total, len(measured))),
+    )
+    assert measured == [(8, 16), (24, 16), (48, 16), (48, 32)]
+    assert calls == [(step, 4, step) for step in range(5)]
+    assert sorted(fresh.table) == [8, 24, 48] and sorted(fresh.table[48]) == [16, 32]
