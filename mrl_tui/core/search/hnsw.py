@@ -19,7 +19,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import hnswlib
@@ -79,6 +79,11 @@ RECALL_SLACK = 1e-9
 """A mean of per-query recalls may round below a target it meets exactly."""
 TUNE_TIMED_QUERIES = 64
 """Probe queries each timed setting runs (a median; the recall takes them all)."""
+TUNE_TIER_ROUNDS = 3
+"""Passes over the timed queries when tiers' settings are timed against each other, each query
+on every tier in turn: timed one after the other, a loaded machine's drift between them picked
+the tier (50k, d = 384: the 128-d tier at ef 320 with 240 reranked, 1.49x faiss's time, where
+the 256-d tier's ef 192 with 40 took 1.21x)."""
 TUNE_RECALL = 0.995
 """`tune` wants graph search's top-k to hold 99.5 % of the exact top-k at the same d on the probe
 queries, so that real ones keep 99 %: at 0.99 a 200k set's fresh queries kept only 0.984 at
@@ -441,7 +446,8 @@ def tune(
     that reaches the target is timed (median CPU time over the queries): the narrowest beam that
     reaches it, then up to `TUNE_TIMED` - 1 wider ones (up to `TUNE_REACH` times as wide) that
     need fewer candidates than any narrower one, and the fastest wins (per tier, then over the
-    tiers). Where nothing reaches it, the setting with the best recall.
+    tiers, whose winners are timed again against each other: `_timed_together`). Where nothing
+    reaches it, the setting with the best recall.
 
     ``progress(done, total)`` is called before the first and after every (d, tier) measured:
     at 50k rows, 3 tiers and 7 dims it takes 9-11 s of CPU, long enough for a UI to show it.
@@ -486,6 +492,7 @@ def tune(
             done += 1
             if progress is not None:
                 progress(done, total)
+        table[dim] = _timed_together(index, tiers, dim, k, table[dim], qs[:TUNE_TIMED_QUERIES])
     if isinstance(graph, GraphSet):
         graph.table = {**graph.table, **table}
         graph.k = k
@@ -643,6 +650,45 @@ def probe_queries(index: NestedIndex, count: int, seed: int = 0) -> np.ndarray:
         [next((i for i in h.ids if i != r), h.ids[0]) for h, r in zip(near, rows, strict=True)]
     )
     return x + PROBE_REACH * (x - index.vectors(other))
+
+
+def _timed_together(
+    index: NestedIndex,
+    tiers: dict[int, HnswGraph],
+    dim: int,
+    k: int,
+    row: dict[int, FunnelSetting],
+    queries: np.ndarray,
+) -> dict[int, FunnelSetting]:
+    """``row`` with the ms of the tiers' settings that reached the target measured again against
+    each other (`_interleaved_ms`): the one `_fastest` picks must be faster in the same minute,
+    not in another one."""
+    timed = [g for g, st in row.items() if not math.isnan(st.ms)]
+    if len(timed) < 2:
+        return row
+    searches = [
+        lambda q, st=row[g], g=g: graph_search(index, tiers[g], q, dim, k, st.candidates, st.ef)
+        for g in timed
+    ]
+    ms = _interleaved_ms(searches, queries, TUNE_TIER_ROUNDS)
+    return {**row, **{g: replace(row[g], ms=m) for g, m in zip(timed, ms, strict=True)}}
+
+
+def _interleaved_ms(
+    searches: Sequence[Callable[[np.ndarray], object]], queries: np.ndarray, rounds: int
+) -> list[float]:
+    """Median CPU milliseconds of each search per query, each query run by all of them in turn
+    (the order reversed every other round, so that none always finds the one before it has
+    warmed the caches), ``rounds`` passes over the queries."""
+    times: list[list[float]] = [[] for _ in searches]
+    for r in range(rounds):
+        order = list(enumerate(searches))
+        for q in queries:
+            for i, search in order if r % 2 == 0 else order[::-1]:
+                started = time.thread_time()
+                search(q)
+                times[i].append(time.thread_time() - started)
+    return [float(np.median(t) * 1e3) for t in times]
 
 
 def _median_ms(search: Callable[[np.ndarray], object], queries: np.ndarray) -> float:
