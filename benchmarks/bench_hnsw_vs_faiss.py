@@ -9,12 +9,14 @@
 
 Data: `bench_search.clustered` (2,000 clusters, a decaying PCA-like spectrum), queries are fresh
 draws; truth is the exact top-10 at each d. mrl-tui: the library's graph tiers (`--tiers`,
-default `hnsw.GRAPH_DIMS`: hnswlib graphs over the 64-, 128- and 256-d prefixes, M = 16,
-ef_construction = 200), with the tier, ef and the candidate count chosen per d by `hnsw.tune`,
-candidates reranked exactly at d (not at a tier's own d); with ``--with-anchor`` the one 64-d
-graph alone (as before the tiers), tuned the same way, is timed in passes of its own. faiss: an
-`IndexHNSWFlat` (M = 16, efConstruction = 200, inner product) built per d over a
-prefix-normalised copy, on one thread, at the smallest efSearch that reaches the recall asked.
+default `hnsw.GRAPH_DIMS`: hnswlib graphs over the 64-, 128- and 256-d prefixes, M = `--m`,
+default `hnsw.GRAPH_M` = 20, ef_construction = 200), with the tier, ef and the candidate count
+chosen per d by `hnsw.tune`, candidates reranked exactly at d (not at a tier's own d); with
+``--with-anchor`` the one 64-d graph alone (as before the tiers), tuned the same way, is timed
+in passes of its own. faiss: an `IndexHNSWFlat` (M = 16, efConstruction = 200, inner
+product) built per d over a prefix-normalised copy, on one thread, at the smallest efSearch
+that reaches the recall asked. (hnswlib's M = 20 is about faiss's M = 16 at level 0, where
+faiss links a new node to up to 2 M neighbours and hnswlib to M: see `hnsw.GRAPH_M`.)
 
 Like for like, each side's beam is picked by the same rule, two ways (rows "probe" and "test"):
 "probe" on `hnsw.TUNE_QUERIES` probe queries made from corpus rows (`hnsw.probe_queries`) for
@@ -67,6 +69,7 @@ def main() -> None:
     parser.add_argument("--tiers", default=",".join(map(str, hnsw.GRAPH_DIMS)))
     parser.add_argument("--with-anchor", action="store_true", help="time the 64-d graph alone too")
     parser.add_argument("--target", type=float, default=hnsw.TUNE_RECALL, help="tune's recall")
+    parser.add_argument("--m", type=int, default=hnsw.GRAPH_M, help="hnswlib's M (ours)")
     parser.add_argument("--graph-cache", help="folder to keep built graphs in between runs")
     parser.add_argument("--build-only", action="store_true", help="fill --graph-cache, no timing")
     args = parser.parse_args()
@@ -78,7 +81,7 @@ def main() -> None:
     x = clustered(args.n + args.queries, rng)
     queries, x = x[args.n :].copy(), x[: args.n]
     index = NestedIndex(x)
-    built_tiers = [_graph(x, d, args.graph_cache) for d in sorted({ANCHOR_DIM, *tiers})]
+    built_tiers = [_graph(x, d, args.graph_cache, args.m) for d in sorted({ANCHOR_DIM, *tiers})]
     graph = built_tiers[0]
     graphs = GraphSet([g for g in built_tiers if g.dim in tiers])
     anchor = GraphSet([graph])
@@ -212,17 +215,17 @@ def _faiss(x: np.ndarray, d: int, args: argparse.Namespace) -> tuple[faiss.Index
     return peer, built
 
 
-def _graph(x: np.ndarray, dim: int, cache: str | None) -> HnswGraph:
+def _graph(x: np.ndarray, dim: int, cache: str | None, m: int) -> HnswGraph:
     """The hnswlib graph over ``x[:, :dim]``, built (timed, with its size) or from ``cache``."""
     path = None
     if cache is not None:
         os.makedirs(cache, exist_ok=True)
-        path = os.path.join(cache, f"bench-{len(x)}-{x.shape[1]}-{dim}.bin")
+        path = os.path.join(cache, f"bench-{len(x)}-{x.shape[1]}-{dim}-m{m}.bin")
         if os.path.exists(path):
             print(f"hnswlib graph at {dim} d: loaded from {path}")
             return HnswGraph.load(Path(path), dim, len(x))
     t, c = time.perf_counter(), time.process_time()
-    graph = HnswGraph.build(x, dim, M=16, ef_construction=200)
+    graph = HnswGraph.build(x, dim, M=m, ef_construction=200)
     wall, cpu = time.perf_counter() - t, time.process_time() - c
     target = path or os.path.join("/tmp", f"bench-hnsw-{os.getpid()}-{dim}.bin")
     graph.save(Path(target))
@@ -230,7 +233,8 @@ def _graph(x: np.ndarray, dim: int, cache: str | None) -> HnswGraph:
     if path is None:
         os.unlink(target)
     print(
-        f"N = {len(x):,}: hnswlib graph at {dim} d built in {wall:.0f} s wall, {cpu:.0f} s CPU, "
+        f"N = {len(x):,}: hnswlib graph at {dim} d (M = {m}) built in {wall:.0f} s wall, "
+        f"{cpu:.0f} s CPU, "
         f"{size / 2**20:.0f} MiB ({size / len(x):.0f} B a row)  {_load()}",
         flush=True,
     )

@@ -654,26 +654,38 @@ def _index_bar() -> Iterator[Callable[[Any], None]]:
 
 def _load_with_progress(library: Library) -> None:
     """`library.load()`: the transform, then (20,000+ chunks) the HNSW graph, whose first build
-    takes minutes on a CPU, under a bar on stderr; a loaded index costs nothing here."""
+    takes minutes on a CPU, and the measurement of its search settings (seconds), under bars on
+    stderr; a loaded index costs nothing here."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskID,
+        TimeRemainingColumn,
+    )
 
     columns = (
-        "[bold]building the search graph",
+        "[bold]{task.description}",
         BarColumn(),
         MofNCompleteColumn(),
         TimeRemainingColumn(),
     )
     with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
-        task = None
+        tasks: dict[str, TaskID] = {}
 
-        def show(done: int, total: int) -> None:
-            nonlocal task
-            if task is None:
-                task = bar.add_task("graph", total=total)
-            bar.update(task, completed=done)
+        def bar_for(what: str) -> Callable[[int, int], None]:
+            def show(done: int, total: int) -> None:
+                if what not in tasks:
+                    tasks[what] = bar.add_task(what, total=total)
+                bar.update(tasks[what], completed=done)
 
-        library.load(on_graph_progress=show)
+            return show
+
+        library.load(
+            on_graph_progress=bar_for("building the search graph"),
+            on_tune_progress=bar_for("measuring graph search settings"),
+        )
 
 
 def _cmd_index(library: Library, args: argparse.Namespace) -> int:

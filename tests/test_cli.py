@@ -290,3 +290,34 @@ def test_the_table_title_names_what_was_searched(
 ) -> None:
     code, out, _ = run(["search", str(topic_folder), "bread", "--k", "2", *extra], capsys)
     assert code == 0 and says in out.splitlines()[0]
+
+
+def test_the_graph_build_and_its_tuning_each_get_a_bar(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`_load_with_progress` hands `load` one callback per phase, each filling a bar of its own
+    (rich's tasks: their descriptions, totals and how far they got)."""
+    import rich.progress
+
+    from mrl_tui import cli
+
+    bars: list[rich.progress.Progress] = []
+    real = rich.progress.Progress.__exit__
+
+    def kept(self, *exc):
+        bars.append(self)
+        return real(self, *exc)
+
+    monkeypatch.setattr(rich.progress.Progress, "__exit__", kept)
+
+    class Loading:
+        def load(self, on_graph_progress, on_tune_progress) -> None:
+            for done in (0, 500, 1000):
+                on_graph_progress(done, 1000)
+            for step in range(14):
+                on_tune_progress(step, 13)
+
+    cli._load_with_progress(Loading())  # type: ignore[arg-type]
+    (bar,) = bars
+    assert [(t.description, t.total, t.completed) for t in bar.tasks] == [
+        ("building the search graph", 1000, 1000),
+        ("measuring graph search settings", 13, 13),
+    ]

@@ -132,3 +132,34 @@ def test_a_rebuilt_graph_is_tuned_again(
     _open(tmp_path).close()  # and those new settings are kept
     assert len(tuned) == 2
     np.testing.assert_equal(len(after["settings"]), 4)
+
+
+def test_a_first_load_reports_the_build_then_the_measurement(
+    tmp_path: Path, tuned: list[list[int]]
+) -> None:
+    """`on_graph_progress` over both tiers' rows, then `on_tune_progress` over tune's steps (32:
+    the 64-d tier; 64: 64; 96: 64 and 80); a load from the kept files reports neither."""
+    folder = write_corpus(tmp_path / "folder", files=30, paragraphs=4)
+    built: list[tuple[int, int]] = []
+    steps: list[tuple[int, int]] = []
+
+    def load() -> Library:
+        library = Library(folder, HashEmbedder(LIBRARY_DIM), cache_root=tmp_path / "cache")
+        library.update()
+        library.load(
+            on_graph_progress=lambda done, total: built.append((done, total)),
+            on_tune_progress=lambda done, total: steps.append((done, total)),
+        )
+        return library
+
+    library = load()
+    assert library.index is not None and library.graph is not None
+    n = library.index.n
+    assert built[-1] == (2 * n, 2 * n) and all(t == 2 * n for _, t in built)
+    assert [d for d, _ in built] == sorted(d for d, _ in built)
+    assert steps == [(step, 4) for step in range(5)] and len(tuned) == 1
+    library.close()
+    built.clear(), steps.clear()
+    again = load()
+    assert again.graph is not None and built == steps == [] and len(tuned) == 1
+    again.close()

@@ -316,3 +316,67 @@ def test_tune_times_a_wider_beam_only_where_it_reranks_fewer(
 
     assert kept(*timed[0]) >= 0.97
     assert all(kept(ef, ef) < 0.97 for ef in hnsw.TUNE_EFS if 10 <= ef < timed[0][0])
+
+
+def test_tune_reports_progress_per_dim_and_tier(
+    tiers: tuple[NestedIndex, GraphSet], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One step per (d, tier) measured, announced before the first: at 8 and 24 only the 16-d
+    tier serves, at 48 both; each step is reported once that tier's setting is in hand."""
+    index, graphs = tiers
+    fresh = GraphSet(list(graphs.graphs.values()))
+    measured: list[tuple[int, int]] = []
+    real = hnsw._tune_tier
+
+    def counting(index, tier, dim, *args):
+        measured.append((dim, tier.dim))
+        return real(index, tier, dim, *args)
+
+    monkeypatch.setattr(hnsw, "_tune_tier", counting)
+    calls: list[tuple[int, int, int]] = []
+    hnsw.tune(
+        index,
+        fresh,
+        [8, 24, 48],
+        k=10,
+        target=0.95,
+        queries=20,
+        progress=lambda done, total: calls.append((done, total, len(measured))),
+    )
+    assert measured == [(8, 16), (24, 16), (48, 16), (48, 32)]
+    assert calls == [(step, 4, step) for step in range(5)]
+    assert sorted(fresh.table) == [8, 24, 48] and sorted(fresh.table[48]) == [16, 32]
+
+
+def test_tiers_are_timed_against_each_other_query_by_query() -> None:
+    """Each query runs every search in turn, the order reversed every other round."""
+    ran: list[tuple[int, int]] = []
+    searches = [lambda q, i=i: ran.append((i, int(q[0]))) for i in range(2)]
+    queries = np.arange(3, dtype=np.float32)[:, None]
+    ms = hnsw._interleaved_ms(searches, queries, rounds=2)
+    assert len(ms) == 2 and all(m >= 0 for m in ms)
+    first = [(0, 0), (1, 0), (0, 1), (1, 1), (0, 2), (1, 2)]
+    assert ran == [*first, (1, 0), (0, 0), (1, 1), (0, 1), (1, 2), (0, 2)]
+
+
+def test_tune_picks_the_tier_that_is_faster_when_timed_together(
+    tiers: tuple[NestedIndex, GraphSet], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At 48 both tiers reach the target; which one serves is what the interleaved timing says,
+    whatever each tier's own timing said, and the table keeps those ms."""
+    index, graphs = tiers
+    for together in ([5.0, 1.0], [1.0, 5.0]):
+        fresh = GraphSet(list(graphs.graphs.values()))
+        calls: list[int] = []
+
+        def fixed(searches, queries, rounds, together=together, calls=calls):
+            calls.append(len(searches))
+            assert rounds == hnsw.TUNE_TIER_ROUNDS and len(queries) <= hnsw.TUNE_TIMED_QUERIES
+            return together
+
+        monkeypatch.setattr(hnsw, "_interleaved_ms", fixed)
+        chosen = hnsw.tune(index, fresh, [24, 48], k=10, target=0.95, queries=40)
+        assert calls == [2]  # at 24 only the 16-d tier serves: nothing to time against
+        assert [fresh.table[48][g].ms for g in (16, 32)] == together
+        assert chosen[48].graph == (32 if together[1] < together[0] else 16)
+        assert fresh.setting(48) == chosen[48]

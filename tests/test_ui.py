@@ -334,6 +334,38 @@ async def test_graph_reference_with_graph(
         assert screen.ref_dim == lib.full_dim
 
 
+async def test_a_first_graph_build_and_its_tuning_show_on_the_status_line(
+    corpus: Path, embedder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The app's own load builds the graph tiers (their rows) and measures their settings (one
+    step per d and tier), and says how far each has got while it does."""
+    import mrl_tui.core.library as library_module
+
+    monkeypatch.setattr(library_module, "HNSW_MIN_CHUNKS", 1)
+    lib = Library(corpus, embedder, cache_root=tmp_path / "cache")
+    app = make_app(lib)
+    said: list[str] = []
+    post = app._post
+
+    def recording(message: Any) -> None:
+        if isinstance(message, MrlApp.Status):
+            said.append(message.text)
+        post(message)
+
+    monkeypatch.setattr(app, "_post", recording)
+    async with app.run_test(size=(100, 32)) as pilot:
+        await wait_for(
+            pilot, lambda: app.search_screen.library is not None and lib.graph is not None
+        )
+    assert lib.index is not None
+    rows = lib.index.n * len(lib.graph.graphs)
+    built = [t for t in said if t.startswith("building the search graph… ")]
+    tuned = [t for t in said if t.startswith("measuring graph search settings… ")]
+    assert built and built[-1] == f"building the search graph… {rows:,}/{rows:,}"
+    assert tuned[0].endswith(" 0/13") and tuned[-1].endswith(" 13/13")  # 7 dims, 1-3 tiers each
+    assert said.index(built[-1]) < said.index(tuned[0])
+
+
 def panel_text(screen: SearchScreen) -> str:
     return str(screen.query_one(RouterPanel).render())
 

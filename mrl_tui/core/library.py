@@ -461,11 +461,16 @@ class Library:
 
     @_repairing
     @_locked
-    def load(self, on_graph_progress: Callable[[int, int], None] | None = None) -> None:
+    def load(
+        self,
+        on_graph_progress: Callable[[int, int], None] | None = None,
+        on_tune_progress: Callable[[int, int], None] | None = None,
+    ) -> None:
         """Build the transform and the in-memory index for the cache's current generation.
 
         Above `HNSW_MIN_CHUNKS` chunks an HNSW graph at `ANCHOR_DIM` is loaded or built too (its
-        build reports `on_graph_progress(done, total)`), and searches above that dim use it
+        build reports `on_graph_progress(done, total)`, the measurement of its search settings
+        that follows `on_tune_progress(done, total)`), and searches above that dim use it
         (graph search).
         """
         loaded = (self.store.db_id, self.store.generation)
@@ -476,7 +481,7 @@ class Library:
         self.transform = self._load_transform(vectors, generation)
         device = index_device(self.embedder.device)
         self.index = NestedIndex(self.transform.apply(vectors), device=device)
-        self.graph = self._load_graph(generation, on_graph_progress)
+        self.graph = self._load_graph(generation, on_graph_progress, on_tune_progress)
         self._ids = ids
         self._codes = {}
         self._views = {}
@@ -495,7 +500,10 @@ class Library:
         return artifacts.Shelf(self.store, self._note, keep=not self.store.read_only)
 
     def _load_graph(
-        self, generation: int, on_progress: Callable[[int, int], None] | None
+        self,
+        generation: int,
+        on_progress: Callable[[int, int], None] | None,
+        on_tune: Callable[[int, int], None] | None = None,
     ) -> GraphSet | None:
         assert self.index is not None
         if self.index.n < HNSW_MIN_CHUNKS or self.full_dim <= ANCHOR_DIM:
@@ -506,7 +514,7 @@ class Library:
         if self.background_refit and self._loads > 0 and not all(p.exists() for p in paths):
             self._graph_due = True  # exact searches until it is built (minutes on a CPU)
             return None
-        return self._graphs(self.index, self.transform.name, generation, on_progress)
+        return self._graphs(self.index, self.transform.name, generation, on_progress, on_tune)
 
     def _graph_paths(self, name: str, generation: int) -> list[Path]:
         """The graph tiers' files, then their tuned settings' (`hnsw.load_or_build`)."""
@@ -522,11 +530,12 @@ class Library:
         name: str,
         generation: int,
         on_progress: Callable[[int, int], None] | None = None,
+        on_tune: Callable[[int, int], None] | None = None,
     ) -> GraphSet:
         """The graph tiers and their settings, loaded, or built and tuned once, and kept."""
         *graphs, settings = self._graph_paths(name, generation)
         tiers = dict(zip(hnsw.tier_dims(self.full_dim), graphs, strict=True))
-        return hnsw.load_or_build(self._shelf(), tiers, settings, index, on_progress)
+        return hnsw.load_or_build(self._shelf(), tiers, settings, index, on_progress, on_tune)
 
     @property
     def transform_kind(self) -> TransformKind:

@@ -323,7 +323,10 @@ class MrlApp(App[int]):
             report = library.update(on_progress=progress, should_stop=self._stop.is_set)
             self._post(self.Status("loading the index…"))
             if report.chunks_total:
-                library.load()
+                library.load(
+                    on_graph_progress=self._graph_status("building the search graph"),
+                    on_tune_progress=self._graph_status("measuring graph search settings"),
+                )
         except MrlError as exc:
             self._tell_messages()
             self._post(self.Failed(str(exc)))
@@ -333,6 +336,15 @@ class MrlApp(App[int]):
             return
         self._tell_messages()
         self._post(self.Indexed(library, report))
+
+    def _graph_status(self, what: str) -> Callable[[int, int], None]:
+        """A `Library.load` progress callback that shows ``what`` and how far on the status
+        line: a large folder's first load builds and tunes its HNSW graphs (minutes on a CPU)."""
+
+        def show(done: int, total: int) -> None:
+            self._post(self.Status(f"{what}… {done:,}/{total:,}"))
+
+        return show
 
     def _tell_messages(self) -> None:
         """The library's one-line messages (a rebuilt cache, a wait, a file not saved)."""

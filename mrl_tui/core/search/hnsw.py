@@ -19,7 +19,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import hnswlib
@@ -34,9 +34,19 @@ ANCHOR_DIM = 64
 """Lowest graph dimension: cheap distances; `auto` searches exactly at or below it."""
 
 GRAPH_DIMS = (ANCHOR_DIM, 128, 256)
-"""Graph tiers built for an index (those below its full dim). Each costs its dim * 4 + 148 bytes
-a row in memory and on disk (64: 404 B, 128: 660 B, 256: 1,172 B; 2.2 KB for the three, against
-1.5 KB for the 384-d vectors themselves) and a build that grows with its dim."""
+"""Graph tiers built for an index (those below its full dim). Each costs its dim * 4 + 8 * M +
+20 bytes a row in memory and on disk (`GRAPH_M` 20: 64: 436 B, 128: 692 B, 256: 1,204 B; 2.3 KB
+for the three, against 1.5 KB for the 384-d vectors themselves) and a build that grows with its
+dim."""
+
+GRAPH_M = 20
+"""hnswlib's M for every tier. Its M is not faiss's: a new node links to M neighbours at every
+level (`mutuallyConnectNewElement`), where faiss's `IndexHNSWFlat` gives it up to 2 M at level 0,
+so hnswlib's level 0 is the sparser graph at the same M (both cap a node at 2 M links there).
+At 50k clustered rows, d = 64, recall@10 0.995 on 1,000 probe queries took a beam of 144-192
+with M = 16 over five builds (faiss M = 16: 144) and 128 with M = 20, whose search took 0.91x
+faiss M = 16's CPU time (M = 16: 1.23x; 0.78x and 0.85x at the 128- and 256-d tiers).
+`bench_hnsw_vs_faiss.py`; M = 24 and 32 were no faster than 20."""
 
 HNSW_MIN_CHUNKS = 20_000
 """Below this many chunks the exact scan takes a few milliseconds; no graph is built."""
@@ -69,6 +79,11 @@ RECALL_SLACK = 1e-9
 """A mean of per-query recalls may round below a target it meets exactly."""
 TUNE_TIMED_QUERIES = 64
 """Probe queries each timed setting runs (a median; the recall takes them all)."""
+TUNE_TIER_ROUNDS = 3
+"""Passes over the timed queries when tiers' settings are timed against each other, each query
+on every tier in turn: timed one after the other, a loaded machine's drift between them picked
+the tier (50k, d = 384: the 128-d tier at ef 320 with 240 reranked, 1.49x faiss's time, where
+the 256-d tier's ef 192 with 40 took 1.21x)."""
 TUNE_RECALL = 0.995
 """`tune` wants graph search's top-k to hold 99.5 % of the exact top-k at the same d on the probe
 queries, so that real ones keep 99 %: at 0.99 a 200k set's fresh queries kept only 0.984 at
@@ -138,7 +153,7 @@ class HnswGraph:
         dim: int,
         *,
         ef_construction: int = 200,
-        M: int = 16,
+        M: int = GRAPH_M,
         threads: int | None = None,
         progress: Callable[[int, int], None] | None = None,
     ) -> HnswGraph:
@@ -418,6 +433,7 @@ def tune(
     queries: int = TUNE_QUERIES,
     seed: int = 0,
     probes: np.ndarray | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[int, FunnelSetting]:
     """Measure, per d and per graph tier of at most d (the lowest tier where none is), the
     fastest (ef, candidates) whose graph search keeps ``target`` of the exact top-k; store them
@@ -430,7 +446,11 @@ def tune(
     that reaches the target is timed (median CPU time over the queries): the narrowest beam that
     reaches it, then up to `TUNE_TIMED` - 1 wider ones (up to `TUNE_REACH` times as wide) that
     need fewer candidates than any narrower one, and the fastest wins (per tier, then over the
-    tiers). Where nothing reaches it, the setting with the best recall.
+    tiers, whose winners are timed again against each other: `_timed_together`). Where nothing
+    reaches it, the setting with the best recall.
+
+    ``progress(done, total)`` is called before the first and after every (d, tier) measured:
+    at 50k rows, 3 tiers and 7 dims it takes 9-11 s of CPU, long enough for a UI to show it.
     """
     tiers = _tiers(graph)
     if max(tiers) > index.full_dim or graph.n != index.n:
@@ -457,14 +477,22 @@ def tune(
             beams[tier.dim, ef] = [tier.candidates(q, ef, ef=ef) for q in qs]
         return beams[tier.dim, ef]
 
+    def usable(dim: int) -> list[HnswGraph]:
+        return [t for g, t in tiers.items() if g <= dim] or [tiers[min(tiers)]]
+
+    total, done = sum(len(usable(d)) for d in dims), 0
+    if progress is not None:
+        progress(done, total)
     table: Table = {}
     for dim in dims:
         truth = [set(h.ids.tolist()) for h in index.search_many(qs, dim, k)]
-        usable = [t for g, t in tiers.items() if g <= dim] or [tiers[min(tiers)]]
-        table[dim] = {
-            tier.dim: _tune_tier(index, tier, dim, k, target, qs, truth, efs, beam)
-            for tier in usable
-        }
+        table[dim] = {}
+        for tier in usable(dim):
+            table[dim][tier.dim] = _tune_tier(index, tier, dim, k, target, qs, truth, efs, beam)
+            done += 1
+            if progress is not None:
+                progress(done, total)
+        table[dim] = _timed_together(index, tiers, dim, k, table[dim], qs[:TUNE_TIMED_QUERIES])
     if isinstance(graph, GraphSet):
         graph.table = {**graph.table, **table}
         graph.k = k
@@ -544,11 +572,12 @@ def load_or_build(
     settings_path: Path,
     index: NestedIndex,
     progress: Callable[[int, int], None] | None = None,
+    tune_progress: Callable[[int, int], None] | None = None,
 ) -> GraphSet:
     """Every tier's graph from its verified file at ``paths[tier]`` or built (and kept), then
     the settings from ``settings_path`` if they were measured on these very graph files, else
     measured now by `tune` at `tune_dims` and kept. A build reports ``progress(done, total)``
-    over all tiers' rows."""
+    over all tiers' rows, a measurement ``tune_progress(done, total)`` over its steps (`tune`)."""
     n, total = index.n, index.n * len(paths)
     graphs = []
     for i, (tier, path) in enumerate(sorted(paths.items())):
@@ -583,7 +612,7 @@ def load_or_build(
         artifacts.remove(settings_path)  # measured on an earlier build: measured again quietly
 
     def measure() -> GraphSet:
-        tune(index, tiers, tune_dims(index.full_dim))
+        tune(index, tiers, tune_dims(index.full_dim), progress=tune_progress)
         return tiers
 
     def read(path: Path) -> GraphSet:
@@ -621,6 +650,45 @@ def probe_queries(index: NestedIndex, count: int, seed: int = 0) -> np.ndarray:
         [next((i for i in h.ids if i != r), h.ids[0]) for h, r in zip(near, rows, strict=True)]
     )
     return x + PROBE_REACH * (x - index.vectors(other))
+
+
+def _timed_together(
+    index: NestedIndex,
+    tiers: dict[int, HnswGraph],
+    dim: int,
+    k: int,
+    row: dict[int, FunnelSetting],
+    queries: np.ndarray,
+) -> dict[int, FunnelSetting]:
+    """``row`` with the ms of the tiers' settings that reached the target measured again against
+    each other (`_interleaved_ms`): the one `_fastest` picks must be faster in the same minute,
+    not in another one."""
+    timed = [g for g, st in row.items() if not math.isnan(st.ms)]
+    if len(timed) < 2:
+        return row
+    searches = [
+        lambda q, st=row[g], g=g: graph_search(index, tiers[g], q, dim, k, st.candidates, st.ef)
+        for g in timed
+    ]
+    ms = _interleaved_ms(searches, queries, TUNE_TIER_ROUNDS)
+    return {**row, **{g: replace(row[g], ms=m) for g, m in zip(timed, ms, strict=True)}}
+
+
+def _interleaved_ms(
+    searches: Sequence[Callable[[np.ndarray], object]], queries: np.ndarray, rounds: int
+) -> list[float]:
+    """Median CPU milliseconds of each search per query, each query run by all of them in turn
+    (the order reversed every other round, so that none always finds the one before it has
+    warmed the caches), ``rounds`` passes over the queries."""
+    times: list[list[float]] = [[] for _ in searches]
+    for r in range(rounds):
+        order = list(enumerate(searches))
+        for q in queries:
+            for i, search in order if r % 2 == 0 else order[::-1]:
+                started = time.thread_time()
+                search(q)
+                times[i].append(time.thread_time() - started)
+    return [float(np.median(t) * 1e3) for t in times]
 
 
 def _median_ms(search: Callable[[np.ndarray], object], queries: np.ndarray) -> float:
