@@ -79,12 +79,17 @@ def main() -> None:
     parser.add_argument("--max-seq-length", type=int, default=128)
     parser.add_argument("--vectors", type=Path, default=Path(tempfile.gettempdir()) / "mrl-head")
     parser.add_argument("--cache-dir", type=Path, help="where the ONNX export is kept")
+    parser.add_argument("--threads", type=int, help="torch threads (1 on a loaded machine)")
     args = parser.parse_args()
 
     from mrl_tui.core.cache.store import default_cache_root
     from mrl_tui.core.training import head
     from mrl_tui.core.training.train import TrainSettings, train
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     head.EXPORT_ROOT = args.cache_dir or default_cache_root()  # one export, not one per run
     args.vectors.mkdir(parents=True, exist_ok=True)
     remembered_encoding(args.vectors)

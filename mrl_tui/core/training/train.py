@@ -1,7 +1,10 @@
 """`mrl-tui train`: fine-tune a model with `MatryoshkaLoss` on pairs cut from a corpus itself.
 
 The loss is sentence-transformers' `MatryoshkaLoss` over `MultipleNegativesRankingLoss` (its
-cached variant for batches above `CACHED_LOSS_ABOVE`), run by `SentenceTransformerTrainer`. The
+cached variant for batches above `CACHED_LOSS_ABOVE`), run by `SentenceTransformerTrainer`; by
+default only an orthogonal head trains, the encoder frozen throughout, and then each text is
+encoded once and the head trains on those vectors with the same loss in plain torch (`head`),
+with no encoder pass per step. The
 checkpoint is chosen on the held-out pseudo-queries only (`train_pairs`): mean nDCG@10 over the
 Matryoshka dims, measured before training (the base model, naive prefixes) and a few times during
 it. The best weights are kept in memory and written once, into a temporary folder that is renamed
