@@ -17,7 +17,6 @@ import hashlib
 import os
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -117,7 +116,6 @@ def main() -> None:
                 f"{os.getloadavg()[0]:.1f} |",
                 flush=True,
             )
-            time.sleep(0)
 
 
 if __name__ == "__main__":
