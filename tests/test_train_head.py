@@ -210,3 +210,16 @@ def test_a_ranking_distillation_trains_the_head_as_an_option(tmp_path: Path) -> 
     base.max_seq_length = mine.max_seq_length
     before, after = base.encode(texts), mine.encode(texts)
     np.testing.assert_allclose(after @ after.T, before @ before.T, atol=1e-5)  # full dim kept
+
+
+def test_the_cached_head_plans_three_epochs_unless_told(tmp_path: Path) -> None:
+    """No `max_steps` or `epochs`: `HEAD_EPOCHS` epochs of batches (the trainer path plans one)."""
+    folder = tiny_folder(tmp_path / "tiny")
+    settings = TrainSettings(batch_size=4, max_seq_length=16)
+    result = train(
+        folder, device="cpu", settings=settings, cache_root=tmp_path, should_stop=lambda: True
+    )
+    record = result.provenance
+    assert result.model_path is None and record["steps_run"] == 1  # stopped before validating
+    per_epoch = -(-record["pairs"]["train"] // 4)
+    assert train_module.HEAD_EPOCHS == 3 and record["planned_steps"] == 3 * per_epoch

@@ -75,6 +75,11 @@ dimension exactly and matched or beat base PCA at 32 dims, where training the en
 pseudo-queries lost 0.011-0.021 nDCG@10 at full dim; 0 trains the encoder from the start."""
 HEAD_LEARNING_RATE = 1e-4
 """The head's learning rate (5x the encoder's; set before the README's runs)."""
+HEAD_EPOCHS = 3.0
+"""Epochs when the head alone trains on cached vectors and neither `max_steps` nor `epochs` is
+given (cheap steps). On both shared sets' held-out pseudo-queries 3 beat 1 (mean nDCG@10
+0.8282 → 0.8297 on dbpedia-entity-5k, 0.7241 → 0.7297 on msmarco-trecdl-5k; early stop after
+2.4 epochs on the first); judged 32-dim nDCG@10 then matches or beats base PCA on both."""
 WARMUP = 0.1
 EVALUATIONS = 5
 """Validations during a run (plus one of the base model before it)."""
@@ -95,7 +100,7 @@ class TrainSettings:
     dims: tuple[int, ...] = DEFAULT_DIMS
     max_steps: int | None = None
     epochs: float | None = None
-    """One epoch when neither is given."""
+    """When neither is given: `HEAD_EPOCHS` for the head alone on cached vectors, else one."""
     batch_size: int | None = None
     """Default 32, or 128 on CUDA."""
     max_seq_length: int | None = None
@@ -678,7 +683,7 @@ def _train_cached_head(
         queries = [t for t in queries if t not in known]
     batch = settings.batch_size or (128 if embedder.device == "cuda" else 32)
     per_epoch = math.ceil(len(pairs.train) / batch)
-    total = settings.max_steps or max(1, math.ceil((settings.epochs or 1.0) * per_epoch))
+    total = settings.max_steps or max(1, math.ceil((settings.epochs or HEAD_EPOCHS) * per_epoch))
     timings: dict[str, float] = {}
     record: dict[str, Any] = {
         "loss": "MatryoshkaLoss(MultipleNegativesRankingLoss)",
