@@ -16,8 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SETS = [
@@ -27,6 +30,57 @@ DEFAULT_SETS = [
 DIMS = [16, 32, 64, 128]
 COLUMNS = {"naive": "base naive", "pca": "base PCA", "adaptor": "base adaptor"}
 TRAINED = "trained native"
+
+
+def head_only(base, mine) -> np.ndarray | None:
+    """The trained model's head as a (D, D) matrix when its encoder is the base's bit for bit
+    (the head alone trained): its vectors are then the base's through that head."""
+    import torch
+    from sentence_transformers.base.modules.dense import Dense
+
+    theirs, ours = base.model[0].state_dict(), mine.model[0].state_dict()
+    if theirs.keys() != ours.keys() or not all(torch.equal(theirs[k], ours[k]) for k in theirs):
+        return None
+    heads = [m for m in mine.model if isinstance(m, Dense)]
+    if len(heads) != 1 or heads[0].linear.bias is not None:
+        return None
+    return heads[0].linear.weight.detach().cpu().numpy().astype(np.float32)
+
+
+def trained_set(folder, data, base, mine, raw, args):
+    """The trained model's eval set: a head-only model's vectors are the base's (cached) through
+    its head, checked against the model itself on a sample (no 5k re-embedding per run); any
+    other model embeds the set."""
+    from dataclasses import replace
+
+    from mrl_tui.core.evaluation.sets import beir_eval_set
+    from mrl_tui.core.search.index import NestedIndex
+
+    weight = None if args.embed_trained else head_only(base, mine)
+    if weight is None:
+        return beir_eval_set(folder, data, mine, None, args.cache_dir, transform="auto"), "embedded"
+    sample = data.doc_texts[:: max(1, len(data.doc_texts) // 64)][:64]
+    rows = list(range(0, len(data.doc_texts), max(1, len(data.doc_texts) // 64)))[:64]
+    through = raw.index.vectors()[rows] @ weight.T
+    own = mine.embed_documents(sample)
+    gap = float(np.abs(through - own).max())
+    if gap > 1e-4:
+        raise SystemExit(f"head-only shortcut: vectors differ from the model's own by {gap:.2e}")
+
+    def head(x):
+        return None if x is None or len(x) == 0 else (x @ weight.T).astype(np.float32)
+
+    es = replace(
+        raw,
+        model=mine.name,
+        transform="native MRL",
+        index=NestedIndex(head(raw.index.vectors()), device=raw.index.device),
+        query_vectors=head(raw.query_vectors),
+        pseudo_vectors=head(raw.pseudo_vectors),
+        route_vectors=head(raw.route_vectors),
+        codes={},
+    )
+    return es, f"base vectors through the head (max |gap| {gap:.1e} on 64 documents)"
 
 
 def bench_set(folder: Path, args: argparse.Namespace) -> dict:
@@ -44,6 +98,10 @@ def bench_set(folder: Path, args: argparse.Namespace) -> dict:
         max_seq_length=args.max_seq_length,
         evaluations=args.evaluations,
         distill=args.distill,
+        rank_distill=args.rank_distill,
+        rank_passages=args.rank_passages,
+        **({"rank_temperature": args.rank_temperature} if args.rank_temperature else {}),
+        **({"rank_negatives": args.rank_negatives} if args.rank_negatives is not None else {}),
         **({"learning_rate": args.learning_rate} if args.learning_rate else {}),
         **({"head_share": args.head_share} if args.head_share is not None else {}),
         **({"head_learning_rate": args.head_learning_rate} if args.head_learning_rate else {}),
@@ -65,7 +123,7 @@ def bench_set(folder: Path, args: argparse.Namespace) -> dict:
     directory = beir_cache_dir(folder, data.name, base.name, args.cache_dir)
     sets = {label: retransformed(raw, name, False, directory) for name, label in COLUMNS.items()}
     mine = Embedder(str(result.model_path), device=args.device, backend="torch")
-    sets[TRAINED] = beir_eval_set(folder, data, mine, None, args.cache_dir, transform="auto")
+    sets[TRAINED], how = trained_set(folder, data, base, mine, raw, args)
     report = run_compare(sets, TRAINED, DIMS, k=10).to_dict()
     compared = report["compare"]["rows"]
     rows = [{"dim": r["dim"], **{name: r[name] for name in sets}} for r in compared]
@@ -95,6 +153,9 @@ def bench_set(folder: Path, args: argparse.Namespace) -> dict:
                 "stop_reason",
                 "distill",
                 "distill_docs",
+                "rank_distill",
+                "encode_backend",
+                "encoded_texts",
             )
             if key in record
         },
@@ -108,6 +169,8 @@ def bench_set(folder: Path, args: argparse.Namespace) -> dict:
         },
         "load_average": {"before": load_before, "after_training": load_after},
         "eval_seconds": round(time.perf_counter() - started, 1),
+        "trained_vectors": how,
+        "timings": record.get("timings", {}),
         "rows": rows,
         "targets": {
             "trained_32_of_base_full": round(
@@ -145,6 +208,7 @@ def print_set(out: dict) -> None:
     for row in out["rows"]:
         cells = [f"{row[n]['ndcg10']:.4f} / {row[n]['recall100']:.3f}" for n in names]
         print(f"| {row['dim']} | " + " | ".join(cells) + " |")
+    print(f"timings (s): {out['timings']}; trained vectors: {out['trained_vectors']}")
     targets = out["targets"]
     print(
         f"trained 32d keeps {100 * targets['trained_32_of_base_full']:.1f} % of the base model's "
@@ -180,7 +244,25 @@ def main() -> None:
     parser.add_argument("--cache-dir", type=Path)
     parser.add_argument("--force", action="store_true", help="train again even if up to date")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument(
+        "--rank-distill", type=float, default=0.0, help="weight of the ranking distillation"
+    )
+    parser.add_argument("--rank-temperature", type=float)
+    parser.add_argument("--rank-negatives", type=int)
+    parser.add_argument("--rank-passages", action="store_true")
+    parser.add_argument(
+        "--vectors", type=Path, help="keep the encoded training texts here between runs"
+    )
+    parser.add_argument(
+        "--embed-trained", action="store_true", help="embed the set with a head-only model too"
+    )
     args = parser.parse_args()
+    if args.vectors:
+        sys.path.insert(0, str(Path(__file__).parent))
+        from bench_head_objectives import remembered_encoding
+
+        args.vectors.mkdir(parents=True, exist_ok=True)
+        remembered_encoding(args.vectors)
     results = []
     for folder in args.sets:
         if not (folder / "corpus.jsonl").is_file():

@@ -22,6 +22,7 @@ PHASES = {
     "restarting": "restarting",
     "loading": "loading model",
     "pairs": "cutting pairs",
+    "encoding": "encoding texts",
     "validating": "validating",
     "training": "training",
     "saving": "saving",

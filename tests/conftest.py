@@ -176,6 +176,21 @@ def one_torch_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_training_export(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Training encodes its texts on ONNX Runtime (the bundled model on a CPU), exporting into
+    the run's cache: tests give each run a fresh cache, so they share one export instead
+    (a function of the weights alone; each costs seconds)."""
+    from mrl_tui.core.training import head
+
+    before = head.EXPORT_ROOT
+    head.EXPORT_ROOT = tmp_path_factory.getbasetemp() / "training-onnx"
+    try:
+        yield
+    finally:
+        head.EXPORT_ROOT = before
+
+
 @pytest.fixture(scope="session")
 def trained_notes(tmp_path_factory: pytest.TempPathFactory) -> TrainedNotes:
     """A real Matryoshka model: MiniLM trained by `mrl-tui train` on sample_corpora/notes (read

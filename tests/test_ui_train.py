@@ -76,6 +76,8 @@ def test_progress_line_and_rate() -> None:
         "step 7/27 · loss 0.835 · 2.00 steps/s · ETA 0:10 · val 0.612"
     )
     assert progress_line(TrainProgress("loading"), None) == ""
+    encoding = TrainProgress("encoding", step=512, total=23000)  # texts, not steps
+    assert progress_line(encoding, 2.0) == "text 512/23000"
 
 
 async def test_train_from_the_palette_stop_keeps_the_best_and_switch_to_it(

@@ -31,6 +31,7 @@ PHASES = {
     "restarting": "restarting…",
     "loading": "loading the base model…",
     "pairs": "cutting training pairs from the folder…",
+    "encoding": "encoding the training texts once…",
     "validating": "validating on held-out pseudo-queries…",
     "training": "training",
     "saving": "saving the best checkpoint…",
@@ -63,6 +64,8 @@ class Rate:
 def progress_line(p: TrainProgress, per_s: float | None) -> str:
     """``step 12/100 · loss 0.834 · 1.52 steps/s · ETA 0:58 · val 0.612``: what is known."""
     parts = []
+    if p.phase == "encoding":
+        return f"text {p.step}/{p.total}" if p.total else ""
     if p.total:
         parts.append(f"step {p.step}/{p.total}")
     elif p.step:
