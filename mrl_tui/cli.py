@@ -300,8 +300,14 @@ def _add_train_parser(
         "--dims", help="Matryoshka dims below full, increasing (default 32,64,128,256)"
     )
     length = p_train.add_mutually_exclusive_group()
-    length.add_argument("--max-steps", type=_positive_int, help="optimizer steps (default 1 epoch)")
-    length.add_argument("--epochs", type=_positive_float, help="passes over the pairs (default 1)")
+    length.add_argument(
+        "--max-steps", type=_positive_int, help="optimizer steps (default: see --epochs)"
+    )
+    length.add_argument(
+        "--epochs",
+        type=_positive_float,
+        help="passes over the pairs (default: 3 when the head trains alone, else 1)",
+    )
     p_train.add_argument(
         "--batch-size", type=_positive_int, help="pairs per step (default 32; 128 on CUDA)"
     )
