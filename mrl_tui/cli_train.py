@@ -27,6 +27,8 @@ PHASES = {
     "training": "training",
     "saving": "saving",
 }
+RATE_UNITS = {"encoding": "texts", "training": "steps"}
+"""Phases whose bar shows a rate, and what it counts."""
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -120,8 +122,12 @@ def _print(result: Any) -> None:
     base, best = validation["base"], validation["best"]
     dims = "/".join(str(d) for d in record["dims"])
     early = ", stopped early: kept its best checkpoint, marked partial" if record["partial"] else ""
+    encoded = ""
+    if "encoded_texts" in record:  # the head alone, on vectors encoded once
+        seconds = record.get("timings", {}).get("encoding", 0.0)
+        encoded = f"encoded {record['encoded_texts']} texts once in {seconds:.0f} s, then "
     print(
-        f"trained {record['base_model']} on {record['pairs']['train']} pairs: "
+        f"trained {record['base_model']} on {record['pairs']['train']} pairs: {encoded}"
         f"{record['steps_run']} steps in {record['train_seconds']:.0f} s "
         f"({record['validation_seconds']:.0f} s of it validating; "
         f"{record['pairs_per_second']:.1f} pairs/s), best at step {record['steps']}{early}"
@@ -192,7 +198,7 @@ def _progress() -> Iterator[Callable[[Any], None]]:
     )
     with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task("starting", total=None, stats="")
-        first: list[tuple[int, float]] = []
+        first: dict[str, tuple[int, float]] = {}  # each phase's first report: its rate's start
 
         def show(p: Any) -> None:
             if p.note:
@@ -200,13 +206,12 @@ def _progress() -> Iterator[Callable[[Any], None]]:
                     f"mrl-tui: {p.note}", markup=False, highlight=False, soft_wrap=True
                 )
             stats = []
-            if p.phase == "training" and p.step:
-                if not first:
-                    first.append((p.step, time.perf_counter()))
-                step0, t0 = first[0]
+            unit = RATE_UNITS.get(p.phase)
+            if unit and p.step:
+                step0, t0 = first.setdefault(p.phase, (p.step, time.perf_counter()))
                 elapsed = time.perf_counter() - t0
                 if p.step > step0 and elapsed > 0:
-                    stats.append(f"{(p.step - step0) / elapsed:.2f} steps/s")
+                    stats.append(f"{(p.step - step0) / elapsed:.2f} {unit}/s")
             if p.loss is not None:
                 stats.append(f"loss {p.loss:.3f}")
             if p.best is not None:

@@ -8,6 +8,7 @@ corpus for a few steps.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -503,3 +504,15 @@ def test_head_share_outside_0_to_1_is_one_line(
     code, out, err = run(["train", str(tmp_path), "--head-share", value], capsys)
     assert code == 2 and out == ""
     assert f"--head-share: {says}" in err and len(err.splitlines()) == 1
+
+
+def test_the_cli_summary_says_how_many_texts_the_head_encoded_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tiny_folder(tmp_path / "tiny")
+    args = ["train", str(folder), "--cache-dir", str(tmp_path), "--max-steps", "2"]
+    code, out, err = run(args, capsys)
+    assert code == 0, err
+    first = out.splitlines()[0]
+    assert re.search(r"pairs: encoded \d+ texts once in \d+ s, then 2 steps in \d+ s", first), out
+    assert "native MRL at 32/64/128/256/384" in out
