@@ -74,7 +74,7 @@ async def test_the_status_line_says_which_fit_is_in_use_and_when_it_is_refitted(
         assert f"PCA refitted on {refitted['fitted_rows']:,} chunks in " in _line(app)
         assert "refitting" not in _line(app) and refitted["changed_since"] == 0
         assert library.chunk_count != rows  # the notes were rewritten shorter: the header follows
-        assert f" · {library.chunk_count} chunks, " in app.sub_title
+        assert f" · {library.chunk_count:,} chunks, " in app.sub_title
 
 
 async def test_the_status_line_says_the_graph_is_being_rebuilt(

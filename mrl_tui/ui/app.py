@@ -379,7 +379,7 @@ class MrlApp(App[int]):
         """The header: the model, then how many chunks the index holds and their size."""
         self._describe(library)
         full_bytes = chunks * library.full_dim * 4
-        self.sub_title += f" · {chunks} chunks, {human_size(full_bytes)} at full dim"
+        self.sub_title += f" · {chunks:,} chunks, {human_size(full_bytes)} at full dim"
 
     def _failed(self, message: str) -> None:
         if self.search_screen.ready and self.search_screen.library is not None:
