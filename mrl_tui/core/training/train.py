@@ -611,12 +611,44 @@ def _fit(
             else {}
         ),
         **({"distill": settings.distill, "distill_docs": distilled} if distilled else {}),
+        **_ending(
+            state,
+            history,
+            validation,
+            base,
+            base_pca if start == "pca" else None,
+            steps_run=steps_run,
+            planned=control.total,
+            seconds=seconds,
+            validating=spent[0],
+            pairs_per_second=steps_run * batch / max(1e-9, seconds - spent[0]),
+        ),
+    }
+    return _kept(state, history, record)
+
+
+def _ending(
+    state: dict[str, Any],
+    history: list[dict[str, Any]],
+    validation: _Validation,
+    base: dict[str, Any],
+    base_pca: dict[str, Any] | None,
+    *,
+    steps_run: int,
+    planned: int,
+    seconds: float,
+    validating: float,
+    pairs_per_second: float,
+) -> dict[str, Any]:
+    """The record's fields both training paths end with: steps, times, why it stopped, and the
+    validation figures (the base's, the PCA start's, the best and the history)."""
+    return {
         "steps": state["best_step"],
         "steps_run": steps_run,
-        "planned_steps": control.total,
+        "planned_steps": planned,
         "train_seconds": round(seconds, 1),
-        "validation_seconds": round(spent[0], 1),
-        "pairs_per_second": round(steps_run * batch / max(1e-9, seconds - spent[0]), 2),
+        "validation_seconds": round(validating, 1),
+        "pairs_per_second": round(pairs_per_second, 2),
         "partial": state["reason"] == "stopped",
         "stop_reason": state["reason"],
         "validation": {
@@ -624,12 +656,16 @@ def _fit(
             "queries": len(validation.queries),
             "documents": len(validation.docs),
             "base": base,
-            **({"base_pca": base_pca} if start == "pca" else {}),
+            **({"base_pca": base_pca} if base_pca is not None else {}),
             "best": state["figures"],
             "history": history,
         },
     }
-    if state["reason"] == "stopped" and len(history) == 1:  # stopped before any validation
+
+
+def _kept(state: dict[str, Any], history: list[dict[str, Any]], record: dict[str, Any]) -> _Outcome:
+    """The best weights, or none when the run was stopped before its first validation."""
+    if state["reason"] == "stopped" and len(history) == 1:
         return _Outcome(None, record)
     return _Outcome(state["best"], record)
 
@@ -832,30 +868,23 @@ def _train_cached_head(
             "pca_fit_docs": len(fit_texts),
             "head_learning_rate": rate,
             "head_only_steps": total,
-            "steps": state["best_step"],
-            "steps_run": done,
-            "planned_steps": total,
-            "train_seconds": round(seconds, 1),
-            "validation_seconds": round(spent[0], 1),
-            "pairs_per_second": round(
-                done * batch / max(1e-9, timings["encoding"] + timings["training"]), 2
+            **_ending(
+                state,
+                history,
+                validation,
+                base,
+                base_pca,
+                steps_run=done,
+                planned=total,
+                seconds=seconds,
+                validating=spent[0],
+                pairs_per_second=done
+                * batch
+                / max(1e-9, timings["encoding"] + timings["training"]),
             ),
-            "partial": state["reason"] == "stopped",
-            "stop_reason": state["reason"],
-            "validation": {
-                "metric": f"mean nDCG@{NDCG_K} of held-out pseudo-queries over the trained dims",
-                "queries": len(validation.queries),
-                "documents": len(validation.docs),
-                "base": base,
-                "base_pca": base_pca,
-                "best": state["figures"],
-                "history": history,
-            },
         }
     )
-    if state["reason"] == "stopped" and len(history) == 1:  # stopped before any validation
-        return _Outcome(None, record)
-    return _Outcome(state["best"], record)
+    return _kept(state, history, record)
 
 
 def _fit_texts(pairs: PairSet, seed: int) -> list[str]:
