@@ -106,3 +106,17 @@ async def test_no_fit_is_told_when_the_folder_is_not_watched(tmp_path: Path) -> 
         await pilot.pause(0.2)
         assert app.search_screen.fit == "" and "fit on" not in _line(app)
         assert library.background_refit is False
+
+
+async def test_a_fit_line_after_the_status_line_is_gone_is_dropped(tmp_path: Path) -> None:
+    """A fit status read in a thread can answer while the app exits, its screen's widgets
+    already removed (a clean-clone CI run's NoMatches): the late line is dropped."""
+    library = _library(tmp_path)
+    app = MrlApp(library.root, device="cpu", library=library, auto_router=False, remember=False)
+    async with app.run_test(size=(110, 34)) as pilot:
+        await wait_for(pilot, lambda: "PCA fit on" in _line(app), WAIT_S)
+        screen = app.search_screen
+        await screen.query_one("#message", Static).remove()
+        screen.fit = "PCA fit on 1 chunk"  # must not raise
+        await pilot.pause()
+        assert screen.fit == "PCA fit on 1 chunk" and not screen.query("#message")

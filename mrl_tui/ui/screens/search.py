@@ -415,7 +415,10 @@ class SearchScreen(Screen[None]):
         if self.fit:
             line.append(" · " if text else "")
             line.append(shown(self.fit), style="dim")
-        message = self.query_one("#message", Static)
+        found = self.query("#message").results(Static)
+        message = next(found, None)
+        if message is None:  # composed with the screen: gone only while the app exits
+            return
         message.update(line)
         message.display = bool(text or self.fit)
 
