@@ -324,7 +324,9 @@ class MrlApp(App[int]):
             self._post(self.Status("loading the index…"))
             if report.chunks_total:
                 library.load(
-                    on_graph_progress=self._graph_status("building the search graph"),
+                    on_graph_progress=self._graph_status(
+                        "building the search graphs", percent=True
+                    ),
                     on_tune_progress=self._graph_status("measuring graph search settings"),
                 )
         except MrlError as exc:
@@ -337,12 +339,18 @@ class MrlApp(App[int]):
         self._tell_messages()
         self._post(self.Indexed(library, report))
 
-    def _graph_status(self, what: str) -> Callable[[int, int], None]:
+    def _graph_status(self, what: str, percent: bool = False) -> Callable[[int, int], None]:
         """A `Library.load` progress callback that shows ``what`` and how far on the status
-        line: a large folder's first load builds and tunes its HNSW graphs (minutes on a CPU)."""
+        line: a large folder's first load builds and tunes its HNSW graphs (minutes on a CPU).
+        A build counts rows over all its tiers (3 × the chunks), so it is shown as a percentage,
+        not as a count that reads like chunks."""
 
         def show(done: int, total: int) -> None:
-            self._post(self.Status(f"{what}… {done:,}/{total:,}"))
+            if percent:
+                far = f"{100 * done // total} %" if total else "0 %"
+            else:
+                far = f"{done:,}/{total:,}"
+            self._post(self.Status(f"{what}… {far}"))
 
         return show
 
