@@ -607,7 +607,7 @@ def _index_with_progress(library: Library, wait: bool = True) -> IndexReport:
 @contextmanager
 def _index_bar() -> Iterator[Callable[[Any], None]]:
     """A rich bar on stderr while it is open, and what shows one `IndexProgress` on it (or the
-    same fields from a server, and its "graph" phase: ``done`` of ``total``)."""
+    same fields from a server, and its "graph" and "tune" phases: ``done`` of ``total``)."""
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -652,8 +652,10 @@ def _index_bar() -> Iterator[Callable[[Any], None]]:
                 step("embedding", p.chunks_done, p.chunks_total, f"{rate:.1f} chunks/s", p.current)
             elif p.phase == "reading":
                 step("reading", p.files_done, p.files_total, now=p.current)
-            elif p.phase == "graph":  # from a server (the cold path shows its own bar)
+            elif p.phase == "graph":  # from a server (the cold path shows its own bars)
                 step("building the search graph", p.done, p.total)
+            elif p.phase == "tune":
+                step("measuring graph search settings", p.done, p.total)
 
         yield show
 

@@ -4,11 +4,11 @@ The warm path of `mrl-tui search`: it must stay fast, so this module uses only t
 library (socket, json, os) and platformdirs; nothing here imports numpy or torch. The protocol:
 one JSON object per connection, newline-terminated, answered by one JSON object, then the
 server closes the connection. A request with ``"progress": true`` may first get progress lines,
-``{"progress": {"phase": ..., ...}}``, while the server indexes a folder it did not hold (the
-phases and fields of `core.cache.indexer.IndexProgress`, and ``"graph"`` with ``done`` and
-``total``); the answer is still the last line. Over `serve --tcp` (loopback only) the request
-also carries the token the server wrote to `tcp_info_path` (mode 0600); over the socket none is
-needed.
+``{"progress": {"phase": ..., ...}}``, while the server indexes a folder it did not hold (the phases
+and fields of `core.cache.indexer.IndexProgress`, and ``"graph"`` (building the HNSW tiers) and
+``"tune"`` (measuring their search settings), each with ``done`` and ``total``); the answer is still
+the last line. Over `serve --tcp` (loopback only) the request also carries the token the server
+wrote to `tcp_info_path` (mode 0600); over the socket none is needed.
 """
 
 from __future__ import annotations

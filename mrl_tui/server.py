@@ -108,7 +108,8 @@ Progress = Callable[[dict[str, Any]], None]
 
 class Relay:
     """The opening of one folder: its lock (one opening at a time), and its progress told to
-    every request waiting for it, from the thread that opens it (throttled: `PROGRESS_EVERY_S`)."""
+    every request waiting for it, from the thread that opens it (throttled: `PROGRESS_EVERY_S`,
+    except the step that ends a graph build or its tuning, so that the client's bar ends full)."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -129,7 +130,8 @@ class Relay:
     def tell(self, event: dict[str, Any]) -> None:
         now = time.monotonic()
         with self._guard:
-            if event["phase"] == self._phase and now - self._sent < PROGRESS_EVERY_S:
+            ended = "done" in event and event["done"] == event["total"]  # a bar's last step
+            if event["phase"] == self._phase and now - self._sent < PROGRESS_EVERY_S and not ended:
                 return
             self._phase, self._sent = event["phase"], now
             sinks = list(self._sinks)
@@ -256,7 +258,10 @@ class Server:
             library.load(
                 on_graph_progress=lambda done, total: relay.tell(
                     {"phase": "graph", "done": done, "total": total}
-                )
+                ),
+                on_tune_progress=lambda done, total: relay.tell(
+                    {"phase": "tune", "done": done, "total": total}
+                ),
             )
         except BaseException:
             library.close()

@@ -321,3 +321,34 @@ def test_the_graph_build_and_its_tuning_each_get_a_bar(monkeypatch: pytest.Monke
         ("building the search graph", 1000, 1000),
         ("measuring graph search settings", 13, 13),
     ]
+
+
+def test_a_servers_graph_and_tuning_phases_show_on_the_search_bar(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A cold folder opened by a server: its "graph" and "tune" progress lines name their phase
+    on the bar and fill it (what a warm `search` shows while the server builds)."""
+    from types import SimpleNamespace
+
+    import rich.progress
+
+    from mrl_tui import cli
+
+    seen: list[tuple[str, float | None, float]] = []
+    real = rich.progress.Progress.update
+
+    def kept(self, task, **fields):
+        real(self, task, **fields)
+        t = self._tasks[task]
+        seen.append((t.description, t.total, t.completed))
+
+    monkeypatch.setattr(rich.progress.Progress, "update", kept)
+    with cli._index_bar() as show:
+        show(SimpleNamespace(phase="graph", done=12, total=12))
+        show(SimpleNamespace(phase="tune", done=3, total=13))
+        show(SimpleNamespace(phase="tune", done=13, total=13))
+    assert seen == [
+        ("building the search graph", 12, 12),
+        ("measuring graph search settings", 13, 3),
+        ("measuring graph search settings", 13, 13),
+    ]

@@ -547,6 +547,28 @@ def test_progress_lines_come_before_the_answer_and_only_when_asked(
     assert len(events) == len(phases)
 
 
+def test_a_folder_with_a_graph_relays_its_build_and_its_tuning(tmp_path: Path) -> None:
+    """A folder large enough for HNSW tiers: the client hears the tiers' build and then the
+    measurement of their search settings, each to its end (the bars `search` shows meanwhile)."""
+    folder = write_corpus(tmp_path / "other", files=4, seed=3)
+    proc = _start_server(STANDIN_GRAPH_AT="2")
+    events: list[dict[str, object]] = []
+    try:
+        answer = serve_client.ask(
+            _keyword_request(folder, tmp_path / "cache"), pytest.fail, events.append
+        )
+    finally:
+        _stop(proc)
+    assert answer is not None and answer["rc"] == 0, answer
+    built = [(e["done"], e["total"]) for e in events if e["phase"] == "graph"]
+    tuned = [(e["done"], e["total"]) for e in events if e["phase"] == "tune"]
+    assert built and built[-1][0] == built[-1][1] > 0, events
+    assert tuned and tuned[0][0] == 0 and tuned[-1][0] == tuned[-1][1] > 0, events
+    assert events.index({"phase": "tune", "done": 0, "total": tuned[0][1]}) > max(
+        i for i, e in enumerate(events) if e["phase"] == "graph"
+    )
+
+
 def test_every_client_waiting_for_a_folder_gets_its_progress(tmp_path: Path) -> None:
     folder = write_corpus(tmp_path / "other", files=6, seed=5)
     marker = tmp_path / "embedding"
