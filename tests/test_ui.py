@@ -742,3 +742,37 @@ def test_header_line_names_the_embedding_backend_unless_torch() -> None:
     assert header_line(info, "PCA") == "all-MiniLM-L6-v2 · cpu onnx-int8 · PCA"
     torch_info = EmbedderInfo(name, "cuda", "float16", 384, 256, False)
     assert header_line(torch_info, "naive", "qdrant") == "all-MiniLM-L6-v2 · cuda · naive · qdrant"
+
+
+def test_the_header_drops_the_size_then_the_apps_name_where_the_width_is_short() -> None:
+    from mrl_tui.ui.app import HEADER_FRAME, fit_header
+
+    line = "all-MiniLM-L6-v2 · cpu onnx-int8 · PCA"
+    whole = fit_header("rich", line, "1,745 chunks", "3 MB at full dim", 120)
+    assert whole == ("mrl-tui · rich", f"{line} · 1,745 chunks, 3 MB at full dim")
+    assert fit_header("rich", line, "1,745 chunks", "3 MB at full dim", 95) == (
+        "mrl-tui · rich",
+        f"{line} · 1,745 chunks",
+    )
+    title, sub_title = fit_header("rich", line, "1,745 chunks", "3 MB at full dim", 80)
+    assert (title, sub_title) == ("rich", f"{line} · 1,745 chunks")
+    assert len(f"{title} — {sub_title}") <= 80 - HEADER_FRAME
+
+
+async def test_the_header_reads_whole_at_80_columns_and_in_full_at_120(library: Library) -> None:
+    """What the header shows at each width, as drawn (the title widget's text), resized live."""
+    from textual.widgets._header import HeaderTitle
+
+    from mrl_tui.ui.app import HEADER_FRAME, header_line
+
+    app = make_app(library)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await search(pilot)
+        drawn = str(app.query_one(HeaderTitle).render())
+        count = f"{library.chunk_count:,} chunks"
+        line = header_line(library.embedder.info, library.transform_name)
+        assert drawn.endswith(f" — {line} · {count}") and len(drawn) <= 80 - HEADER_FRAME, drawn
+        await pilot.resize_terminal(120, 36)
+        await pilot.pause()
+        drawn = str(app.query_one(HeaderTitle).render())
+        assert drawn.startswith("mrl-tui · notes — ") and drawn.endswith(" at full dim"), drawn

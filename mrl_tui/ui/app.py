@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from textual import work
+from textual import events, work
 from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.message import Message
@@ -100,6 +100,27 @@ def header_line(info: EmbedderInfo, transform: str, engine: str | None = None) -
     name = PurePath(info.model).name or info.model
     parts = [name, device, transform, *([engine] if engine else [])]
     return " · ".join(parts)
+
+
+HEADER_FRAME = 18
+"""Columns of Textual's header around its title: the icon (8) and the clock's space (10)."""
+
+
+def fit_header(folder: str, model_line: str, count: str, size: str, width: int) -> tuple[str, str]:
+    """The header's title and sub-title on a screen `width` columns wide: all of it where it
+    fits; else the index's size goes first (the storage panel has it), then the app's name, so
+    the folder, the model line and the chunk count stay whole at 80 columns."""
+    room = width - HEADER_FRAME - len(" — ")
+    named = f"mrl-tui · {folder}"
+    choices = [
+        (named, f"{model_line} · {count}, {size}"),
+        (named, f"{model_line} · {count}"),
+        (folder, f"{model_line} · {count}"),
+    ]
+    for title, sub_title in choices:
+        if len(title) + len(sub_title) <= room:
+            return title, sub_title
+    return choices[-1]
 
 
 class MrlApp(App[int]):
@@ -206,7 +227,11 @@ class MrlApp(App[int]):
         """The base model's index of the folder, while a model trained from it is searched (the
         reference side's `b`)."""
         self._base_stop = threading.Event()
-        self.title = shown(f"mrl-tui · {self.path.name or self.path}")
+        self.folder_name = shown(self.path.name or str(self.path))
+        self.title = f"mrl-tui · {self.folder_name}"
+        self._counted: tuple[str, str, str] | None = None
+        """The header's model line, chunk count and size once an index is counted (`fit_header`
+        lays them out for the width)."""
 
     def get_default_screen(self) -> Screen[Any]:
         screen = SearchScreen(frozen_timings=self.frozen_timings, auto_router=self.auto_router)
@@ -380,6 +405,8 @@ class MrlApp(App[int]):
 
     def _describe(self, library: Library) -> None:
         engine = library.engine.engine.engine if library.engine is not None else None
+        self._counted = None
+        self.title = f"mrl-tui · {self.folder_name}"
         self.sub_title = header_line(library.embedder.info, library.transform_name, engine)
         self.search_screen.model_ready(library.full_dim)
 
@@ -387,7 +414,18 @@ class MrlApp(App[int]):
         """The header: the model, then how many chunks the index holds and their size."""
         self._describe(library)
         full_bytes = chunks * library.full_dim * 4
-        self.sub_title += f" · {chunks:,} chunks, {human_size(full_bytes)} at full dim"
+        size = f"{human_size(full_bytes)} at full dim"
+        self._counted = (self.sub_title, f"{chunks:,} chunks", size)
+        self._lay_out_header()
+
+    def _lay_out_header(self, width: int | None = None) -> None:
+        if self._counted is not None:
+            self.title, self.sub_title = fit_header(
+                self.folder_name, *self._counted, width or self.size.width
+            )
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._lay_out_header(event.size.width)  # runs before `App` takes the new size
 
     def _failed(self, message: str) -> None:
         if self.search_screen.ready and self.search_screen.library is not None:
@@ -396,7 +434,8 @@ class MrlApp(App[int]):
             self.search_screen.reindex_failed(message)
             return
         self.failed = True
-        self.sub_title = "error"
+        self._counted = None
+        self.title, self.sub_title = f"mrl-tui · {self.folder_name}", "error"
         self.search_screen.library_failed(message)
 
     async def _indexed(self, library: Library, report: IndexReport) -> None:
