@@ -66,8 +66,11 @@ the beam, so a step of a third (128 -> 160 -> 192) cost up to a third of a searc
 candidates reranked are the first c of the beam, c <= ef (`TUNE_CANDIDATES`)."""
 TUNE_CANDIDATES = (1, 1.5, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96)
 """Candidate counts `tune` tries, in multiples of k, up to the beam."""
-TUNE_QUERIES = 200
-"""Probe queries `tune` measures on: with 64, its recall of 0.99 was 0.978-0.993 on fresh ones."""
+TUNE_QUERIES = 500
+"""Probe queries `tune` measures on (with 64, its recall of 0.99 was 0.978-0.993 on fresh ones).
+At 50k, over four draws, the narrowest beam keeping 0.995 spread 88-120 / 96-160 / 112-160 at
+d = 64 / 128 / 256 on 200 probes, 96-128 / 104-160 / 104-128 on 500, 120-128 / 120-160 / 120-144
+on 1,000; tuning 3 tiers x 7 dims at 200k took 22.5 s (500) and 36.6 s (1,000) on 2 cores."""
 PROBE_REACH = 0.5
 """How far `probe_queries` moves a row from its nearest neighbour, in their distance."""
 TUNE_TIMED = 3
@@ -469,15 +472,16 @@ def tune(
 
     Queries are made from the corpus (`probe_queries`), or are ``probes`` (an (m, D) matrix)
     where given. For each beam width of `TUNE_EFS` the candidates are the first c of the beam,
-    c from k up by `TUNE_CANDIDATES`; per beam width the smallest c
-    that reaches the target is timed (median CPU time over the queries): the narrowest beam that
-    reaches it, then up to `TUNE_TIMED` - 1 wider ones (up to `TUNE_REACH` times as wide) that
-    need fewer candidates than any narrower one, and the fastest wins (per tier, then over the
+    c from k up by `TUNE_CANDIDATES`; per beam width (from the narrowest that reaches the target
+    with every candidate, found by bisection) the smallest c that reaches the target is timed
+    (median CPU time over the queries): the narrowest beam that reaches it, then up to
+    `TUNE_TIMED` - 1 wider ones (up to `TUNE_REACH` times as wide) that need fewer candidates
+    than any narrower one, and the fastest wins (per tier, then over the
     tiers, whose winners are timed again against each other: `_timed_together`). Where nothing
     reaches it, the setting with the best recall.
 
     ``progress(done, total)`` is called before the first and after every (d, tier) measured:
-    at 50k rows, 3 tiers and 7 dims it takes 9-11 s of CPU, long enough for a UI to show it.
+    at 200k rows, 3 tiers and 7 dims it takes about 20 s on 2 cores (`TUNE_QUERIES`).
     """
     tiers = _tiers(graph)
     if max(tiers) > index.full_dim or graph.n != index.n:
@@ -560,7 +564,17 @@ def _tune_tier(
     fallback: FunnelSetting | None = None
     tried = 0
     narrowest = fewest = 0  # the narrowest beam that reached the target; the fewest candidates
-    for ef in efs:
+    # The narrowest beam whose every candidate reranked reaches the target, by bisection (the
+    # recall grows with the beam): about 5 beams walked where a scan up from the narrowest of
+    # all walked about 20. Where none reaches it, every beam is tried for the best recall.
+    lo, hi = 0, len(efs)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if recall_at(efs[mid], efs[mid]) >= target - RECALL_SLACK:
+            hi = mid
+        else:
+            lo = mid + 1
+    for ef in efs[lo:] if lo < len(efs) else efs:
         if narrowest and ef > TUNE_REACH * narrowest:
             break
         counts = sorted({min(ef, math.ceil(m * k)) for m in TUNE_CANDIDATES} | {ef})
