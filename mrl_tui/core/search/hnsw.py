@@ -66,11 +66,14 @@ the beam, so a step of a third (128 -> 160 -> 192) cost up to a third of a searc
 candidates reranked are the first c of the beam, c <= ef (`TUNE_CANDIDATES`)."""
 TUNE_CANDIDATES = (1, 1.5, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96)
 """Candidate counts `tune` tries, in multiples of k, up to the beam."""
-TUNE_QUERIES = 500
+TUNE_QUERIES = 1000
 """Probe queries `tune` measures on (with 64, its recall of 0.99 was 0.978-0.993 on fresh ones).
-At 50k, over four draws, the narrowest beam keeping 0.995 spread 88-120 / 96-160 / 112-160 at
-d = 64 / 128 / 256 on 200 probes, 96-128 / 104-160 / 104-128 on 500, 120-128 / 120-160 / 120-144
-on 1,000; tuning 3 tiers x 7 dims at 200k took 22.5 s (500) and 36.6 s (1,000) on 2 cores."""
+At 50k, over four draws, the narrowest beam keeping 0.995 spread 88-120 / 96-160 / 112-160 /
+112-192 at d = 64 / 128 / 256 / 384 (the last on the 256-d tier) on 200 probes, 96-128 /
+104-160 / 104-128 / 128-160 on 500, 120-128 / 120-160 / 120-144 / 144-160 on 1,000; the default
+draw of 500 needed 224 at d = 384 (1.24x faiss's time by the same rule), of 1,000 144 (0.93x).
+Tuning 3 tiers x 7 dims at 200k took 22.5 s (500) and 36.6 s (1,000) on 2 cores: 13 s of it the
+exact top-k of the probes at the 7 dims, about 22 s the beams' walks."""
 PROBE_REACH = 0.5
 """How far `probe_queries` moves a row from its nearest neighbour, in their distance."""
 TUNE_TIMED = 3
@@ -481,7 +484,7 @@ def tune(
     reaches it, the setting with the best recall.
 
     ``progress(done, total)`` is called before the first and after every (d, tier) measured:
-    at 200k rows, 3 tiers and 7 dims it takes about 20 s on 2 cores (`TUNE_QUERIES`).
+    at 200k rows, 3 tiers and 7 dims it takes about 37 s on 2 cores (`TUNE_QUERIES`).
     """
     tiers = _tiers(graph)
     if max(tiers) > index.full_dim or graph.n != index.n:
