@@ -380,7 +380,7 @@ class NestedIndex:
         gathered and multiplied in turn (a few hundred candidates: no copy of their prefix)."""
         if self.backend == "torch":
             return self._score_ids_torch(q, dim, ids)
-        if _fused is not None:
+        if _fused is not None and hasattr(_fused, "score"):  # not in a kernel built before it
             blocks, widths, inv, cols, _ = self._fused_args(dim)
             out = np.empty(len(ids), np.float32)
             _fused.score(blocks, widths, np.ascontiguousarray(q[:dim]), inv, cols, ids, out)
