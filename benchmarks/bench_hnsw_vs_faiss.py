@@ -19,8 +19,9 @@ that reaches the recall asked. (hnswlib's M = 20 is about faiss's M = 16 at leve
 faiss links a new node to up to 2 M neighbours and hnswlib to M: see `hnsw.GRAPH_M`.)
 
 Like for like, each side's beam is picked by the same rule, two ways (rows "probe" and "test"):
-"probe" on `hnsw.TUNE_QUERIES` probe queries made from corpus rows (`hnsw.probe_queries`) for
-``--target`` (`hnsw.TUNE_RECALL`, what the library does); "test" on these very test queries for
+"probe" on ``--probes`` (`hnsw.TUNE_QUERIES`) probe queries made from corpus rows
+(`hnsw.probe_queries`), the same for both sides, for ``--target`` (`hnsw.TUNE_RECALL`, what the
+library does); "test" on these very test queries for
 recall 0.99 (an oracle's pick). Every row prints recall@10 against exact at d on the test
 queries. Each rule is timed in passes of its own: each query on our side, then on faiss's, in
 wall time and in this thread's CPU time (which leaves out waits for a loaded machine's run
@@ -64,6 +65,9 @@ def main() -> None:
     parser.add_argument("--dims", default=",".join(map(str, DIMS)))
     parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=3, help="timed passes over the queries")
+    parser.add_argument(
+        "--probes", type=int, default=hnsw.TUNE_QUERIES, help="probe queries, both sides' rule"
+    )
     parser.add_argument("--phases", action="store_true")
     parser.add_argument("--phases-only", action="store_true", help="no faiss, no tune")
     parser.add_argument("--tiers", default=",".join(map(str, hnsw.GRAPH_DIMS)))
@@ -95,7 +99,7 @@ def main() -> None:
             print(f"d = {d}: exact scan median {statistics.median(exact) * 1e3:.2f} ms  {_load()}")
             phases(index, graph, queries, d)
         return
-    probes = hnsw.probe_queries(index, hnsw.TUNE_QUERIES)
+    probes = hnsw.probe_queries(index, args.probes)
     # Like for like: each side's beam picked by the same rule, two ways. "probe": on probe
     # queries made from corpus rows (what the library does, `hnsw.tune`'s target); "test": on
     # these very test queries, for recall 0.99 (what an oracle would pick). faiss takes the

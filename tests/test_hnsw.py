@@ -380,3 +380,39 @@ def test_tune_picks_the_tier_that_is_faster_when_timed_together(
         assert [fresh.table[48][g].ms for g in (16, 32)] == together
         assert chosen[48].graph == (32 if together[1] < together[0] else 16)
         assert fresh.setting(48) == chosen[48]
+
+
+def test_candidates_for_many_queries_are_each_querys_own(
+    data: tuple[np.ndarray, NestedIndex, HnswGraph], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, _, graph = data
+    monkeypatch.setattr(hnsw, "BEAM_BATCH", 7)  # several calls, a short last one
+    queries = clustered(30, seed=11)
+    for ef in (10, 48, 200):
+        many = graph.candidates_many(queries, ef, ef=ef)
+        assert many.shape == (30, ef) and many.dtype == np.int64
+        for q, row in zip(queries, many, strict=True):
+            assert np.array_equal(row, graph.candidates(q, ef, ef=ef))
+    assert graph.candidates_many(queries[:0], 10).shape == (0, 10)
+    with pytest.raises(InputError):
+        graph.candidates_many(queries[:, :16], 10)
+    with pytest.raises(InputError):
+        graph.candidates_many(np.full((2, 48), np.inf, np.float32), 10)
+
+
+def test_tune_counts_a_tied_duplicate_as_graph_search_does() -> None:
+    """Duplicate rows tie; the exact top-k keeps the lower id, and tune's recall (the true rows'
+    places in the beam) is the recall graph search then gets at every setting it tried."""
+    x = clustered(1500, seed=12)
+    x[1000:1300] = x[:300]  # 300 rows twice
+    index = NestedIndex(x)
+    graphs = GraphSet([HnswGraph.build(x, 16, M=8, ef_construction=40, threads=2)])
+    queries = x[:300:10] + 0.01
+    chosen = hnsw.tune(index, graphs, [32, 48], k=10, target=0.9, probes=queries)
+    for dim, setting in chosen.items():
+        kept = [
+            len(set(index.search(q, dim, 10).ids.tolist())
+                & set(graph_search(index, graphs, q, dim, 10).ids.tolist())) / 10
+            for q in queries
+        ]  # fmt: skip
+        assert np.mean(kept) == pytest.approx(setting.recall)

@@ -630,3 +630,50 @@ def test_the_mirror_rounds_as_numpy_and_bad_mirrors_are_refused(
             fused.scan((block,), (8,), q, inv, None, 0, 16, 4, ids, scores, 0, bad)
     with pytest.raises(ValueError):
         fused.to_half(block, rs[:8], h)
+
+
+def _scores_as_searched(index: NestedIndex, x: np.ndarray, scan: str) -> None:
+    """Given rows score as the search scored them: bitwise with the C kernel (a rerank of a
+    search's hits ranks as the search did), to float32 rounding without it."""
+    rng = np.random.default_rng(5)
+    for dim in DIMS:
+        query = rng.standard_normal(x.shape[1]).astype(np.float32)
+        hits = index.search(query, dim, 40)
+        scores = index.score_ids(query, dim, hits.ids)
+        again = index.rerank(query, dim, np.concatenate([hits.ids[::-1], hits.ids[:5]]), 40)
+        if scan == "numpy":
+            np.testing.assert_allclose(scores, hits.scores, atol=2e-6)
+        else:
+            assert np.array_equal(scores, hits.scores), dim
+            assert np.array_equal(again.ids, hits.ids) and np.array_equal(again.scores, scores)
+
+
+def test_scored_rows_score_as_the_search_scored_them(random_vectors: np.ndarray, scan: str) -> None:
+    x = random_vectors.copy()
+    x[7] = x[3]  # equal rows score equally wherever they sit
+    _scores_as_searched(NestedIndex(x), x, scan)
+
+
+def test_the_portable_copy_scores_rows_as_it_searches(
+    portable_copy: None, random_vectors: np.ndarray
+) -> None:
+    _scores_as_searched(NestedIndex(random_vectors), random_vectors, "fused")
+
+
+def test_the_kernels_row_scores_reject_bad_ids(random_vectors: np.ndarray, scan: str) -> None:
+    if scan != "fused":
+        pytest.skip("a test of the C kernel")
+    fused = index_module._fused
+    assert fused is not None
+    index = NestedIndex(random_vectors)
+    blocks, widths, inv, cols, _ = index._fused_args(100)
+    q = np.ones(100, np.float32)
+    for ids, out, message in [
+        (np.array([0, -1]), np.empty(2, np.float32), "negative"),
+        (np.array([0, index.n]), np.empty(2, np.float32), "short"),
+        (np.array([0, 1]), np.empty(3, np.float32), "as long"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            fused.score(blocks, widths, q, inv, cols, ids, out)
+    with pytest.raises(TypeError):
+        fused.score(blocks, widths, q, inv, cols, np.array([0, 1], np.int32), np.empty(2))

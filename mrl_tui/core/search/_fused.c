@@ -213,6 +213,29 @@ __attribute__((target("avx2,fma"))) static void scan_avx2(
 }
 #endif
 
+/* Given rows' scores (a rerank's candidates), each as the scan computes it (exact_row), in the
+ * same copy of the code as the scan (FMA or not), so a row scores bitwise as in a search. */
+static inline __attribute__((always_inline)) void score_body(const part_t *parts, int nparts,
+                                                             int tails, const norm_t *nm,
+                                                             const int64_t *ids, Py_ssize_t n,
+                                                             float *out) {
+    for (Py_ssize_t i = 0; i < n; i++) out[i] = exact_row(parts, nparts, tails, nm, ids[i]);
+}
+
+static void score_base(const part_t *parts, int nparts, int tails, const norm_t *nm,
+                       const int64_t *ids, Py_ssize_t n, float *out) {
+    score_body(parts, nparts, tails, nm, ids, n, out);
+}
+
+#ifdef HAVE_AVX2
+__attribute__((target("avx2,fma"))) static void score_avx2(const part_t *parts, int nparts,
+                                                           int tails, const norm_t *nm,
+                                                           const int64_t *ids, Py_ssize_t n,
+                                                           float *out) {
+    score_body(parts, nparts, tails, nm, ids, n, out);
+}
+#endif
+
 /* ---------------------------------------------------------------- the float16 scan (AVX2+F16C)
  *
  * NestedIndex may keep a float16 mirror of its blocks: row r stored as h = fp16(x * sigma_r),
@@ -428,6 +451,9 @@ static void scan_base(const part_t *parts, int nparts, int tails, const norm_t *
 typedef void (*scan_fn)(const part_t *, int, int, const norm_t *, Py_ssize_t, Py_ssize_t,
                         Py_ssize_t, float *, int64_t *, Py_ssize_t *);
 static scan_fn chosen = scan_base;
+typedef void (*score_fn)(const part_t *, int, int, const norm_t *, const int64_t *, Py_ssize_t,
+                         float *);
+static score_fn chosen_score = score_base;
 static const char *chosen_name = "baseline";
 static int half_ok = 0; /* the float16 scan may run: AVX2, FMA and F16C, and not use_baseline */
 
@@ -463,6 +489,98 @@ static int get_buffer(PyObject *obj, Py_buffer *view, const char *what, char kin
     return 0;
 }
 
+/* The blocks' views and parts, the query zero-padded per part into *qpad (to free), *tails set
+ * when a part has odd columns; every block must have `rows` rows. Returns 0, or -1 with an error
+ * set; either way *nviews views are taken (to release). */
+static int make_parts(PyObject *blocks, PyObject *widths, const Py_buffer *qv, Py_ssize_t rows,
+                      Py_buffer *views, int *nviews, part_t *parts, float **qpad, int *tails) {
+    Py_ssize_t nparts = PyTuple_GET_SIZE(blocks);
+    if (nparts < 1 || nparts > MAX_PARTS || PyTuple_GET_SIZE(widths) != nparts) {
+        PyErr_SetString(PyExc_ValueError, "blocks and widths: 1..64 of each, as many of both");
+        return -1;
+    }
+    Py_ssize_t dim = qv->shape[0], used = 0, padded = 0;
+    for (; *nviews < nparts; (*nviews)++) {
+        if (get_buffer(PyTuple_GET_ITEM(blocks, *nviews), &views[*nviews], "a block", 'f', 2, 0) <
+            0)
+            return -1;
+    }
+    for (Py_ssize_t p = 0; p < nparts; p++) {
+        Py_ssize_t w = PyLong_AsSsize_t(PyTuple_GET_ITEM(widths, p));
+        if (w == -1 && PyErr_Occurred()) return -1;
+        Py_ssize_t st = views[p].shape[1];
+        if (w < 1 || w > st || views[p].shape[0] < rows) {
+            PyErr_SetString(PyExc_ValueError, "a width is outside its block, or a block is short");
+            return -1;
+        }
+        /* Read whole 8-float vectors past the used columns when the row has them (the query is
+         * zero there, and the values are finite); else the last < 8 columns one by one. */
+        Py_ssize_t nv = ((w + 7) / 8 * 8 <= st) ? (w + 7) / 8 : w / 8;
+        parts[p].base = views[p].buf;
+        parts[p].stride = st;
+        parts[p].nv = nv;
+        parts[p].ntail = w - 8 * nv > 0 ? w - 8 * nv : 0;
+        padded += 8 * nv + parts[p].ntail;
+        used += w;
+    }
+    if (used != dim) {
+        PyErr_SetString(PyExc_ValueError, "widths must add up to len(q)");
+        return -1;
+    }
+    *qpad = calloc(padded > 0 ? padded : 1, sizeof(float));
+    if (!*qpad) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    const float *q = qv->buf;
+    Py_ssize_t off = 0, at = 0;
+    *tails = 0;
+    for (Py_ssize_t p = 0; p < nparts; p++) {
+        Py_ssize_t w = PyLong_AsSsize_t(PyTuple_GET_ITEM(widths, p));
+        memcpy(*qpad + at, q + off, w * sizeof(float));
+        parts[p].q = *qpad + at;
+        parts[p].qtail = *qpad + at + 8 * parts[p].nv;
+        *tails |= parts[p].ntail > 0;
+        at += 8 * parts[p].nv + parts[p].ntail;
+        off += w;
+    }
+    return 0;
+}
+
+/* The inverse prefix norms (inv, norm_cols as scan takes them) of `rows` rows into *nm; the
+ * views taken are flagged in *have_inv / *have_cols (to release). Returns 0, or -1 with an error
+ * set. */
+static int make_norm(PyObject *invobj, PyObject *colsobj, Py_ssize_t rows, Py_buffer *invv,
+                     int *have_inv, Py_buffer *colv, int *have_cols, norm_t *nm) {
+    if (invobj != Py_None) {
+        if (get_buffer(invobj, invv, "inv", 'f', 1, 0) < 0) return -1;
+        *have_inv = 1;
+        if (invv->shape[0] < rows) {
+            PyErr_SetString(PyExc_ValueError, "inv is shorter than the rows");
+            return -1;
+        }
+        nm->inv = invv->buf;
+    }
+    if (colsobj != Py_None) {
+        PyObject *blk;
+        Py_ssize_t first, n;
+        if (!PyArg_ParseTuple(colsobj, "Onn", &blk, &first, &n)) return -1;
+        if (get_buffer(blk, colv, "the norm block", 'f', 2, 0) < 0) return -1;
+        *have_cols = 1;
+        if (first < 0 || n < 1 || n >= 8 || first + n > colv->shape[1] || colv->shape[0] < rows) {
+            PyErr_SetString(PyExc_ValueError, "norm columns outside their block");
+            return -1;
+        }
+        nm->cols = (const float *)colv->buf + first;
+        nm->stride = colv->shape[1];
+        nm->ncols = n;
+    } else if (!nm->inv) {
+        PyErr_SetString(PyExc_ValueError, "inv is needed when d is a multiple of 8");
+        return -1;
+    }
+    return 0;
+}
+
 PyDoc_STRVAR(scan_doc,
              "scan(blocks, widths, q, inv, norm_cols, start, stop, k, ids, scores, count[, half])"
              " -> count\n\n"
@@ -485,10 +603,6 @@ static PyObject *py_scan(PyObject *self, PyObject *args) {
                           &scoresobj, &count, &halfobj))
         return NULL;
     Py_ssize_t nparts = PyTuple_GET_SIZE(blocks);
-    if (nparts < 1 || nparts > MAX_PARTS || PyTuple_GET_SIZE(widths) != nparts) {
-        PyErr_SetString(PyExc_ValueError, "blocks and widths: 1..64 of each, as many of both");
-        return NULL;
-    }
     Py_buffer views[MAX_PARTS], qv, invv, colv, idv, scv;
     int nviews = 0, have_inv = 0, have_cols = 0, have_ids = 0, have_sc = 0;
     PyObject *result = NULL;
@@ -504,78 +618,17 @@ static PyObject *py_scan(PyObject *self, PyObject *args) {
     norm_t nm = {NULL, NULL, 0, 0};
 
     if (get_buffer(qobj, &qv, "q", 'f', 1, 0) < 0) return NULL;
-    Py_ssize_t dim = qv.shape[0], used = 0, padded = 0;
-    for (; nviews < nparts; nviews++) {
-        if (get_buffer(PyTuple_GET_ITEM(blocks, nviews), &views[nviews], "a block", 'f', 2, 0) < 0)
-            goto done;
-    }
-    for (Py_ssize_t p = 0; p < nparts; p++) {
-        Py_ssize_t w = PyLong_AsSsize_t(PyTuple_GET_ITEM(widths, p));
-        if (w == -1 && PyErr_Occurred()) goto done;
-        Py_ssize_t st = views[p].shape[1];
-        if (w < 1 || w > st || views[p].shape[0] < stop) {
-            PyErr_SetString(PyExc_ValueError, "a width is outside its block, or a block is short");
-            goto done;
-        }
-        /* Read whole 8-float vectors past the used columns when the row has them (the query is
-         * zero there, and the values are finite); else the last < 8 columns one by one. */
-        Py_ssize_t nv = ((w + 7) / 8 * 8 <= st) ? (w + 7) / 8 : w / 8;
-        parts[p].base = views[p].buf;
-        parts[p].stride = st;
-        parts[p].nv = nv;
-        parts[p].ntail = w - 8 * nv > 0 ? w - 8 * nv : 0;
-        padded += 8 * nv + parts[p].ntail;
-        used += w;
-    }
-    if (used != dim || start < 0 || stop < start || k < 1 || count < 0 || count > k) {
-        PyErr_SetString(PyExc_ValueError, "widths must add up to len(q); 0 <= start <= stop; "
-                                          "0 <= count <= k");
+    Py_ssize_t dim = qv.shape[0];
+    int tails = 0;
+    if (start < 0 || stop < start || k < 1 || count < 0 || count > k) {
+        PyErr_SetString(PyExc_ValueError, "0 <= start <= stop; 0 <= count <= k");
         goto done;
     }
-    qpad = calloc(padded > 0 ? padded : 1, sizeof(float));
-    if (!qpad) {
-        PyErr_NoMemory();
-        goto done;
-    }
+    if (make_parts(blocks, widths, &qv, stop, views, &nviews, parts, &qpad, &tails) < 0) goto done;
     {
         const float *q = qv.buf;
-        Py_ssize_t off = 0, at = 0;
-        int tails = 0;
-        for (Py_ssize_t p = 0; p < nparts; p++) {
-            Py_ssize_t w = PyLong_AsSsize_t(PyTuple_GET_ITEM(widths, p));
-            memcpy(qpad + at, q + off, w * sizeof(float));
-            parts[p].q = qpad + at;
-            parts[p].qtail = qpad + at + 8 * parts[p].nv;
-            tails |= parts[p].ntail > 0;
-            at += 8 * parts[p].nv + parts[p].ntail;
-            off += w;
-        }
-        if (invobj != Py_None) {
-            if (get_buffer(invobj, &invv, "inv", 'f', 1, 0) < 0) goto done;
-            have_inv = 1;
-            if (invv.shape[0] < stop) {
-                PyErr_SetString(PyExc_ValueError, "inv is shorter than stop");
-                goto done;
-            }
-            nm.inv = invv.buf;
-        }
-        if (colsobj != Py_None) {
-            PyObject *blk;
-            Py_ssize_t first, n;
-            if (!PyArg_ParseTuple(colsobj, "Onn", &blk, &first, &n)) goto done;
-            if (get_buffer(blk, &colv, "the norm block", 'f', 2, 0) < 0) goto done;
-            have_cols = 1;
-            if (first < 0 || n < 1 || n >= 8 || first + n > colv.shape[1] || colv.shape[0] < stop) {
-                PyErr_SetString(PyExc_ValueError, "norm columns outside their block");
-                goto done;
-            }
-            nm.cols = (const float *)colv.buf + first;
-            nm.stride = colv.shape[1];
-            nm.ncols = n;
-        } else if (!nm.inv) {
-            PyErr_SetString(PyExc_ValueError, "inv is needed when d is a multiple of 8");
+        if (make_norm(invobj, colsobj, stop, &invv, &have_inv, &colv, &have_cols, &nm) < 0)
             goto done;
-        }
         if (get_buffer(idsobj, &idv, "ids", 'i', 1, 1) < 0) goto done;
         have_ids = 1;
         if (get_buffer(scoresobj, &scv, "scores", 'f', 1, 1) < 0) goto done;
@@ -663,6 +716,57 @@ done:
     return result;
 }
 
+PyDoc_STRVAR(score_doc,
+             "score(blocks, widths, q, inv, norm_cols, ids, out) -> None\n\n"
+             "out[i] = dot(x[ids[i], :d], q) * 1/|x[ids[i], :d]|, each as scan scores the row\n"
+             "(bitwise); blocks, widths, q, inv, norm_cols as scan takes them; ids int64, out\n"
+             "float32, as long as ids; every id must be a row of every block.");
+
+static PyObject *py_score(PyObject *self, PyObject *args) {
+    PyObject *blocks, *widths, *qobj, *invobj, *colsobj, *idsobj, *outobj;
+    if (!PyArg_ParseTuple(args, "O!O!OOOOO", &PyTuple_Type, &blocks, &PyTuple_Type, &widths,
+                          &qobj, &invobj, &colsobj, &idsobj, &outobj))
+        return NULL;
+    Py_buffer views[MAX_PARTS], qv, invv, colv, idv, outv;
+    int nviews = 0, have_inv = 0, have_cols = 0, have_ids = 0, have_out = 0, tails = 0;
+    PyObject *result = NULL;
+    float *qpad = NULL;
+    part_t parts[MAX_PARTS];
+    norm_t nm = {NULL, NULL, 0, 0};
+    if (get_buffer(qobj, &qv, "q", 'f', 1, 0) < 0) return NULL;
+    if (get_buffer(idsobj, &idv, "ids", 'i', 1, 0) < 0) goto done;
+    have_ids = 1;
+    if (get_buffer(outobj, &outv, "out", 'f', 1, 1) < 0) goto done;
+    have_out = 1;
+    Py_ssize_t n = idv.shape[0], rows = 0;
+    const int64_t *ids = idv.buf;
+    if (outv.shape[0] != n) {
+        PyErr_SetString(PyExc_ValueError, "out must be as long as ids");
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (ids[i] < 0) {
+            PyErr_SetString(PyExc_ValueError, "ids must not be negative");
+            goto done;
+        }
+        if (ids[i] >= rows) rows = ids[i] + 1;
+    }
+    if (make_parts(blocks, widths, &qv, rows, views, &nviews, parts, &qpad, &tails) < 0) goto done;
+    if (make_norm(invobj, colsobj, rows, &invv, &have_inv, &colv, &have_cols, &nm) < 0) goto done;
+    chosen_score(parts, (int)PyTuple_GET_SIZE(blocks), tails, &nm, ids, n, outv.buf);
+    result = Py_None;
+    Py_INCREF(result);
+done:
+    free(qpad);
+    if (have_cols) PyBuffer_Release(&colv);
+    if (have_inv) PyBuffer_Release(&invv);
+    for (int i = 0; i < nviews; i++) PyBuffer_Release(&views[i]);
+    if (have_out) PyBuffer_Release(&outv);
+    if (have_ids) PyBuffer_Release(&idv);
+    PyBuffer_Release(&qv);
+    return result;
+}
+
 static PyObject *py_kernel(PyObject *self, PyObject *unused) {
     return PyUnicode_FromString(chosen_name);
 }
@@ -672,11 +776,13 @@ static PyObject *py_use_baseline(PyObject *self, PyObject *arg) {
     int on = PyObject_IsTrue(arg);
     if (on < 0) return NULL;
     chosen = scan_base;
+    chosen_score = score_base;
     chosen_name = "baseline";
     half_ok = 0;
 #ifdef HAVE_AVX2
     if (!on && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
         chosen = scan_avx2;
+        chosen_score = score_avx2;
         chosen_name = "avx2";
         half_ok = cpu_has_half();
     }
@@ -724,6 +830,7 @@ static PyObject *py_to_half(PyObject *self, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"scan", py_scan, METH_VARARGS, scan_doc},
+    {"score", py_score, METH_VARARGS, score_doc},
     {"kernel", py_kernel, METH_NOARGS, "Which copy of the kernel runs: 'avx2' or 'baseline'."},
     {"use_baseline", py_use_baseline, METH_O, "use_baseline(True): the portable copy (tests)."},
     {"half", py_half, METH_NOARGS, "Whether scan's float16 mirror is used here (AVX2+F16C)."},
@@ -741,6 +848,7 @@ PyMODINIT_FUNC PyInit__fused(void) {
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
         chosen = scan_avx2;
+        chosen_score = score_avx2;
         chosen_name = "avx2";
         half_ok = cpu_has_half();
     }

@@ -27,7 +27,7 @@ import numpy as np
 
 from mrl_tui.core.cache import artifacts
 from mrl_tui.core.errors import CacheError, InputError
-from mrl_tui.core.search.index import Hits, NestedIndex, _best_k
+from mrl_tui.core.search.index import Hits, NestedIndex
 from mrl_tui.core.search.rerank import rerank_head
 
 ANCHOR_DIM = 64
@@ -54,6 +54,8 @@ HNSW_MIN_CHUNKS = 20_000
 DEFAULT_EF = 200
 """Beam width and candidate count of `graph_search` where `tune` has measured none for the graph."""
 BUILD_BATCH = 10_000
+BEAM_BATCH = 256
+"""Queries per hnswlib call of `HnswGraph.candidates_many` (about 0.1 s of walks at 200k)."""
 
 TUNE_EFS = (
     10, 16, 24, 32, 40, 48, 56, 64, 72, 80, 88, 96, 104, 112, 120, 128, 144, 160, 176, 192, 224,
@@ -64,8 +66,14 @@ the beam, so a step of a third (128 -> 160 -> 192) cost up to a third of a searc
 candidates reranked are the first c of the beam, c <= ef (`TUNE_CANDIDATES`)."""
 TUNE_CANDIDATES = (1, 1.5, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96)
 """Candidate counts `tune` tries, in multiples of k, up to the beam."""
-TUNE_QUERIES = 200
-"""Probe queries `tune` measures on: with 64, its recall of 0.99 was 0.978-0.993 on fresh ones."""
+TUNE_QUERIES = 1000
+"""Probe queries `tune` measures on (with 64, its recall of 0.99 was 0.978-0.993 on fresh ones).
+At 50k, over four draws, the narrowest beam keeping 0.995 spread 88-120 / 96-160 / 112-160 /
+112-192 at d = 64 / 128 / 256 / 384 (the last on the 256-d tier) on 200 probes, 96-128 /
+104-160 / 104-128 / 128-160 on 500, 120-128 / 120-160 / 120-144 / 144-160 on 1,000; the default
+draw of 500 needed 224 at d = 384 (1.24x faiss's time by the same rule), of 1,000 144 (0.93x).
+Tuning 3 tiers x 7 dims at 200k took 22.5 s (500) and 36.6 s (1,000) on 2 cores: 13 s of it the
+exact top-k of the probes at the 7 dims, about 22 s the beams' walks."""
 PROBE_REACH = 0.5
 """How far `probe_queries` moves a row from its nearest neighbour, in their distance."""
 TUNE_TIMED = 3
@@ -214,6 +222,31 @@ class HnswGraph:
     def candidates(self, query: np.ndarray, k: int, ef: int | None = None) -> np.ndarray:
         """Up to ``k`` approximate nearest row ids (int64) for the query's ``dim``-prefix."""
         return self._knn(query, k, ef)[0]
+
+    def candidates_many(
+        self, queries: np.ndarray, k: int, ef: int | None = None, threads: int = -1
+    ) -> np.ndarray:
+        """`candidates` for every row of ``queries`` (m, >= ``dim``) as an (m, k) int64 matrix:
+        the same rows as one call per query, from hnswlib's batched search on ``threads``
+        threads (-1: every core), `BEAM_BATCH` queries a call so that the lock is not held
+        long."""
+        q = np.asarray(queries, dtype=np.float32)
+        if q.ndim != 2 or q.shape[1] < self.dim:
+            raise InputError(f"queries must be 2-D with at least {self.dim} columns, got {q.shape}")
+        k = min(int(k), self.n)
+        if k <= 0 or len(q) == 0:
+            return np.empty((len(q), max(k, 0)), np.int64)
+        head = np.ascontiguousarray(q[:, : self.dim])
+        if not np.isfinite(head).all():
+            raise InputError("queries contain NaN or infinite values")
+        out = np.empty((len(head), k), np.int64)
+        for a in range(0, len(head), BEAM_BATCH):
+            part = head[a : a + BEAM_BATCH]
+            with self._lock:
+                self._index.set_ef(max(ef or DEFAULT_EF, k))
+                labels, _ = self._index.knn_query(part, k=k, num_threads=threads)
+            out[a : a + len(part)] = labels
+        return out
 
     def nearest(self, query: np.ndarray, k: int, ef: int | None = None) -> Hits:
         """`candidates` with their cosine at ``dim`` (hnswlib's own, on its normalised float32
@@ -442,15 +475,16 @@ def tune(
 
     Queries are made from the corpus (`probe_queries`), or are ``probes`` (an (m, D) matrix)
     where given. For each beam width of `TUNE_EFS` the candidates are the first c of the beam,
-    c from k up by `TUNE_CANDIDATES`; per beam width the smallest c
-    that reaches the target is timed (median CPU time over the queries): the narrowest beam that
-    reaches it, then up to `TUNE_TIMED` - 1 wider ones (up to `TUNE_REACH` times as wide) that
-    need fewer candidates than any narrower one, and the fastest wins (per tier, then over the
+    c from k up by `TUNE_CANDIDATES`; per beam width (from the narrowest that reaches the target
+    with every candidate, found by bisection) the smallest c that reaches the target is timed
+    (median CPU time over the queries): the narrowest beam that reaches it, then up to
+    `TUNE_TIMED` - 1 wider ones (up to `TUNE_REACH` times as wide) that need fewer candidates
+    than any narrower one, and the fastest wins (per tier, then over the
     tiers, whose winners are timed again against each other: `_timed_together`). Where nothing
     reaches it, the setting with the best recall.
 
     ``progress(done, total)`` is called before the first and after every (d, tier) measured:
-    at 50k rows, 3 tiers and 7 dims it takes 9-11 s of CPU, long enough for a UI to show it.
+    at 200k rows, 3 tiers and 7 dims it takes about 37 s on 2 cores (`TUNE_QUERIES`).
     """
     tiers = _tiers(graph)
     if max(tiers) > index.full_dim or graph.n != index.n:
@@ -469,12 +503,12 @@ def tune(
     efs = [ef for ef in TUNE_EFS if k <= ef < n] or [max(k, min(n, TUNE_EFS[0]))]
     # One beam per tier and width serves every c <= ef: hnswlib's c best of an ef-wide beam are
     # its first c, whatever count was asked. Beams are walked only for the widths some d needs,
-    # once for all d.
-    beams: dict[tuple[int, int], list[np.ndarray]] = {}
+    # once for all d, all probes in one batched walk.
+    beams: dict[tuple[int, int], np.ndarray] = {}
 
-    def beam(tier: HnswGraph, ef: int) -> list[np.ndarray]:
+    def beam(tier: HnswGraph, ef: int) -> np.ndarray:
         if (tier.dim, ef) not in beams:
-            beams[tier.dim, ef] = [tier.candidates(q, ef, ef=ef) for q in qs]
+            beams[tier.dim, ef] = tier.candidates_many(qs, ef, ef=ef)
         return beams[tier.dim, ef]
 
     def usable(dim: int) -> list[HnswGraph]:
@@ -485,7 +519,9 @@ def tune(
         progress(done, total)
     table: Table = {}
     for dim in dims:
-        truth = [set(h.ids.tolist()) for h in index.search_many(qs, dim, k)]
+        truth = np.full((len(qs), k), -1, np.int64)  # the exact top-k, -1 past a short one
+        for i, hits in enumerate(index.search_many(qs, dim, k)):
+            truth[i, : len(hits)] = hits.ids
         table[dim] = {}
         for tier in usable(dim):
             table[dim][tier.dim] = _tune_tier(index, tier, dim, k, target, qs, truth, efs, beam)
@@ -509,28 +545,39 @@ def _tune_tier(
     k: int,
     target: float,
     qs: np.ndarray,
-    truth: list[set[int]],
+    truth: np.ndarray,
     efs: list[int],
-    beam: Callable[[HnswGraph, int], list[np.ndarray]],
+    beam: Callable[[HnswGraph, int], np.ndarray],
 ) -> FunnelSetting:
-    """`tune` for one d on one tier."""
-    scored: dict[int, list[np.ndarray]] = {}
+    """`tune` for one d on one tier.
+
+    A true top-k row among the c candidates is in their exact top-k (no more than k - 1 rows of
+    the corpus beat it), so the recall of (ef, c) is the share of the true rows found in the
+    first c of the beam: no candidate is scored, and every c is read off one array."""
+    sizes = np.maximum(1, (truth >= 0).sum(axis=1))
+    where: dict[int, np.ndarray] = {}  # per beam width: each true row's place in it (ef if none)
 
     def recall_at(ef: int, c: int) -> float:
-        beams = beam(tier, ef)
-        if ef not in scored:  # each beam scored once at this d; its first c are a slice
-            scored[ef] = [index.score_ids(q, dim, b) for q, b in zip(qs, beams, strict=True)]
-        kept = [
-            len(set(_best_k(b[:c], scores[:c], k)[0].tolist()) & t) / max(1, len(t))
-            for b, scores, t in zip(beams, scored[ef], truth, strict=True)
-        ]
-        return float(np.mean(kept))
+        if ef not in where:
+            match = beam(tier, ef)[:, :, None] == truth[:, None, :]
+            where[ef] = np.where(match.any(axis=1), match.argmax(axis=1), ef)
+        return float(np.mean((where[ef] < c).sum(axis=1) / sizes))
 
     best: FunnelSetting | None = None
     fallback: FunnelSetting | None = None
     tried = 0
     narrowest = fewest = 0  # the narrowest beam that reached the target; the fewest candidates
-    for ef in efs:
+    # The narrowest beam whose every candidate reranked reaches the target, by bisection (the
+    # recall grows with the beam): about 5 beams walked where a scan up from the narrowest of
+    # all walked about 20. Where none reaches it, every beam is tried for the best recall.
+    lo, hi = 0, len(efs)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if recall_at(efs[mid], efs[mid]) >= target - RECALL_SLACK:
+            hi = mid
+        else:
+            lo = mid + 1
+    for ef in efs[lo:] if lo < len(efs) else efs:
         if narrowest and ef > TUNE_REACH * narrowest:
             break
         counts = sorted({min(ef, math.ceil(m * k)) for m in TUNE_CANDIDATES} | {ef})

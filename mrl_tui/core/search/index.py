@@ -375,10 +375,17 @@ class NestedIndex:
         return Hits(top_ids, top_scores)
 
     def _score_checked(self, q: np.ndarray, dim: int, ids: np.ndarray) -> np.ndarray:
-        """`score_ids` for a checked query and ids. On the CPU each block's rows are gathered and
-        multiplied in turn (a few hundred candidates: no copy of their whole prefix)."""
+        """`score_ids` for a checked query and ids. On the CPU the C kernel scores each row as its
+        scan does (bitwise: a rerank ranks as a search); without it each block's rows are
+        gathered and multiplied in turn (a few hundred candidates: no copy of their prefix)."""
         if self.backend == "torch":
             return self._score_ids_torch(q, dim, ids)
+        if _fused is not None and hasattr(_fused, "score"):  # not in a kernel built before it
+            blocks, widths, inv, cols, _ = self._fused_args(dim)
+            out = np.empty(len(ids), np.float32)
+            _fused.score(blocks, widths, np.ascontiguousarray(q[:dim]), inv, cols, ids, out)
+            out *= _query_inv(q, dim)
+            return out
         dots = None
         for block, lo, width in self._block_parts(dim):
             part = block[ids] if width == block.shape[1] else block[ids, :width]
@@ -478,8 +485,20 @@ class NestedIndex:
     ) -> tuple[np.ndarray, np.ndarray]:
         """`_scan` in the C kernel: one call per chunk, each continuing the same heap."""
         assert _fused is not None
+        blocks, widths, inv, cols, half = self._fused_args(dim)
+        qd = np.ascontiguousarray(q[:dim])
+        ids = np.empty(k, np.int64)
+        scores = np.empty(k, np.float32)
+        count = 0
+        for a, b in chunks:
+            count = _fused.scan(blocks, widths, qd, inv, cols, a, b, k, ids, scores, count, half)
+        return _best_k(ids[:count], scores[:count], k)
+
+    def _fused_args(self, dim: int) -> tuple:
+        """The C kernel's arguments at ``dim`` (blocks, widths, inv, norm_cols, half), kept."""
         args = self._kernel_args.get(dim)
         if args is None:
+            parts = self._block_parts(dim)
             groups, extra = divmod(dim, STEP)
             cols = None
             if extra:
@@ -497,14 +516,7 @@ class NestedIndex:
                 half,
             )
             self._kernel_args[dim] = args
-        blocks, widths, inv, cols, half = args
-        qd = np.ascontiguousarray(q[:dim])
-        ids = np.empty(k, np.int64)
-        scores = np.empty(k, np.float32)
-        count = 0
-        for a, b in chunks:
-            count = _fused.scan(blocks, widths, qd, inv, cols, a, b, k, ids, scores, count, half)
-        return _best_k(ids[:count], scores[:count], k)
+        return args
 
     def _search_many_numpy(self, queries: np.ndarray, dim: int, k: int) -> list[Hits]:
         parts = self._block_parts(dim)
