@@ -105,6 +105,12 @@ def bench_set(folder: Path, args: argparse.Namespace) -> dict:
         **({"learning_rate": args.learning_rate} if args.learning_rate else {}),
         **({"head_share": args.head_share} if args.head_share is not None else {}),
         **({"head_learning_rate": args.head_learning_rate} if args.head_learning_rate else {}),
+        encoder_steps=args.encoder_steps,
+        encoder_layers=args.encoder_layers or None,
+        encoder_anchor=args.encoder_anchor,
+        encoder_learning_rate=args.encoder_lr,
+        encoder_negatives=args.encoder_negatives,
+        encoder_passages=args.encoder_passages,
     )
     load_before = os.getloadavg()
     result = train(
@@ -156,6 +162,7 @@ def bench_set(folder: Path, args: argparse.Namespace) -> dict:
                 "rank_distill",
                 "encode_backend",
                 "encoded_texts",
+                "encoder_stage",
             )
             if key in record
         },
@@ -208,6 +215,20 @@ def print_set(out: dict) -> None:
     for row in out["rows"]:
         cells = [f"{row[n]['ndcg10']:.4f} / {row[n]['recall100']:.3f}" for n in names]
         print(f"| {row['dim']} | " + " | ".join(cells) + " |")
+    stage = t.get("encoder_stage")
+    if stage:
+        print(
+            f"encoder stage: {stage['steps_run']} of {stage['planned_steps']} steps, best step "
+            f"{stage['steps']}, top {stage['layers']} layers ({stage['trainable_params']} params), "
+            f"lr {stage['learning_rate']:g}, anchor {stage['anchor']:g}, "
+            f"{stage['train_seconds']:.0f} s training + {stage['validation_seconds']:.0f} s "
+            f"validating, {stage['stop_reason']}"
+        )
+        for h in stage["history"]:
+            print(
+                f"  held-out step {h['step']}: mean {h['mean_ndcg10']:.4f}, "
+                f"full {h['full_ndcg10']:.4f}"
+            )
     print(f"timings (s): {out['timings']}; trained vectors: {out['trained_vectors']}")
     targets = out["targets"]
     print(
@@ -250,6 +271,16 @@ def main() -> None:
     parser.add_argument("--rank-temperature", type=float)
     parser.add_argument("--rank-negatives", type=int)
     parser.add_argument("--rank-passages", action="store_true")
+    parser.add_argument(
+        "--encoder-steps", type=int, default=0, help="steps of the encoder stage after the head"
+    )
+    parser.add_argument(
+        "--encoder-layers", type=int, default=2, help="top layers the stage trains (0: all)"
+    )
+    parser.add_argument("--encoder-anchor", type=float, default=20.0)
+    parser.add_argument("--encoder-lr", type=float, default=5e-5)
+    parser.add_argument("--encoder-negatives", type=int, default=16)
+    parser.add_argument("--encoder-passages", action="store_true")
     parser.add_argument(
         "--vectors", type=Path, help="keep the encoded training texts here between runs"
     )
