@@ -111,11 +111,25 @@ def bench_set(folder: Path, args: argparse.Namespace) -> dict:
         encoder_learning_rate=args.encoder_lr,
         encoder_negatives=args.encoder_negatives,
         encoder_passages=args.encoder_passages,
+        encoder_patience=args.encoder_patience,
     )
     load_before = os.getloadavg()
+    last = [""]
+
+    def phases(progress) -> None:
+        """One stderr line per phase change (training can run for many minutes)."""
+        if progress.phase != last[0]:
+            last[0] = progress.phase
+            print(
+                f"  [{progress.elapsed_s:.0f} s] {progress.phase} step {progress.step}/"
+                f"{progress.total} best {progress.best}",
+                file=sys.stderr,
+                flush=True,
+            )
+
     result = train(
         folder, beir=True, device=args.device, settings=settings, cache_root=args.cache_dir,
-        force=args.force,
+        force=args.force, on_progress=phases,
     )  # fmt: skip
     if result.model_path is None:
         raise SystemExit("training stopped before its first validation; nothing to measure")
@@ -227,7 +241,7 @@ def print_set(out: dict) -> None:
         for h in stage["history"]:
             print(
                 f"  held-out step {h['step']}: mean {h['mean_ndcg10']:.4f}, "
-                f"full {h['full_ndcg10']:.4f}"
+                f"full {h['full_ndcg10']:.4f}, by dim {h['ndcg10']}"
             )
     print(f"timings (s): {out['timings']}; trained vectors: {out['trained_vectors']}")
     targets = out["targets"]
@@ -281,6 +295,7 @@ def main() -> None:
     parser.add_argument("--encoder-lr", type=float, default=5e-5)
     parser.add_argument("--encoder-negatives", type=int, default=16)
     parser.add_argument("--encoder-passages", action="store_true")
+    parser.add_argument("--encoder-patience", type=int, help="default: the head's (2)")
     parser.add_argument(
         "--vectors", type=Path, help="keep the encoded training texts here between runs"
     )

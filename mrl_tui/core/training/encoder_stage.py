@@ -134,7 +134,12 @@ def run_stage(
         "reason": "completed",
     }  # fmt: skip
     history: list[dict[str, Any]] = [
-        {"step": 0, "mean_ndcg10": start["figures"]["mean_ndcg10"], "full_ndcg10": start_full}
+        {
+            "step": 0,
+            "mean_ndcg10": start["figures"]["mean_ndcg10"],
+            "full_ndcg10": start_full,
+            "ndcg10": {d: f["ndcg10"] for d, f in start["figures"]["dims"].items()},
+        }
     ]
     spent, done, losses = 0.0, 0, {"kl": None, "anchor": None}
     began = time.perf_counter()
@@ -196,6 +201,7 @@ def run_stage(
                     "step": step,
                     "mean_ndcg10": figures["mean_ndcg10"],
                     "full_ndcg10": at_full,
+                    "ndcg10": {d: f["ndcg10"] for d, f in figures["dims"].items()},
                     **losses,
                 }
             )

@@ -143,6 +143,8 @@ class TrainSettings:
     """Random training passages added to each encoder-stage batch's candidates."""
     encoder_passages: bool = False
     """The encoder stage also asks each batch's positives as queries."""
+    encoder_patience: int | None = None
+    """The encoder stage's patience (None: `patience`, the head's)."""
     seed: int = 0
 
     @property
@@ -945,7 +947,7 @@ def _encoder_stage(
         passages_as_queries=settings.encoder_passages,
         batch_size=batch,
         evaluations=settings.evaluations,
-        patience=settings.patience,
+        patience=settings.encoder_patience or settings.patience,
         seed=settings.seed,
     )
     texts = stage.StageTexts(
