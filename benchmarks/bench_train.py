@@ -112,6 +112,7 @@ def bench_set(folder: Path, args: argparse.Namespace) -> dict:
         encoder_negatives=args.encoder_negatives,
         encoder_passages=args.encoder_passages,
         encoder_patience=args.encoder_patience,
+        encoder_full_slack=args.encoder_full_slack,
     )
     load_before = os.getloadavg()
     last = [""]
@@ -296,6 +297,7 @@ def main() -> None:
     parser.add_argument("--encoder-negatives", type=int, default=16)
     parser.add_argument("--encoder-passages", action="store_true")
     parser.add_argument("--encoder-patience", type=int, help="default: the head's (2)")
+    parser.add_argument("--encoder-full-slack", type=float, default=0.0)
     parser.add_argument(
         "--vectors", type=Path, help="keep the encoded training texts here between runs"
     )

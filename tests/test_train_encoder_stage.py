@@ -85,3 +85,16 @@ def test_the_stage_needs_the_cached_head(tmp_path: Path) -> None:
     settings = TrainSettings(max_steps=2, batch_size=4, encoder_steps=2, head_share=0.5)
     with pytest.raises(InputError, match="encoder stage"):
         train(tiny_folder(tmp_path / "tiny"), device="cpu", settings=settings, cache_root=tmp_path)
+
+
+def test_only_the_chosen_top_layers_train() -> None:
+    from sentence_transformers import SentenceTransformer
+
+    from mrl_tui.core.training.encoder_stage import trainable_layers
+
+    model = SentenceTransformer(str(bundled_model_path()), device="cpu")
+    chosen = trainable_layers(model, 2)
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert names and all(".layer.4." in n or ".layer.5." in n for n in names)
+    assert len(chosen) == len(names) and any(".layer.4." in n for n in names)
+    assert len(trainable_layers(model, None)) == len(list(model[0].auto_model.parameters()))

@@ -46,6 +46,8 @@ class StageSettings:
     evaluations: int
     patience: int
     seed: int
+    full_slack: float | None = None
+    """None: `FULL_DIM_SLACK`."""
 
 
 @dataclass
@@ -124,7 +126,7 @@ def run_stage(
     warmup = math.ceil(0.1 * total)
     full = str(dims[-1])
     start_full = start["figures"]["dims"][full]["ndcg10"]
-    floor = start_full - FULL_DIM_SLACK
+    floor = start_full - (FULL_DIM_SLACK if stage.full_slack is None else stage.full_slack)
 
     def snapshot() -> dict[str, Any]:
         return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}

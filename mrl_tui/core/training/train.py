@@ -145,6 +145,8 @@ class TrainSettings:
     """The encoder stage also asks each batch's positives as queries."""
     encoder_patience: int | None = None
     """The encoder stage's patience (None: `patience`, the head's)."""
+    encoder_full_slack: float = 0.0
+    """How far below the start's held-out full-dim nDCG@10 an encoder-stage checkpoint may be."""
     seed: int = 0
 
     @property
@@ -949,6 +951,7 @@ def _encoder_stage(
         evaluations=settings.evaluations,
         patience=settings.encoder_patience or settings.patience,
         seed=settings.seed,
+        full_slack=settings.encoder_full_slack,
     )
     texts = stage.StageTexts(
         [p.query for p in pairs.train], [p.positive for p in pairs.train], fit_texts,
