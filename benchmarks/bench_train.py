@@ -105,11 +105,32 @@ def bench_set(folder: Path, args: argparse.Namespace) -> dict:
         **({"learning_rate": args.learning_rate} if args.learning_rate else {}),
         **({"head_share": args.head_share} if args.head_share is not None else {}),
         **({"head_learning_rate": args.head_learning_rate} if args.head_learning_rate else {}),
+        encoder_steps=args.encoder_steps,
+        encoder_layers=args.encoder_layers or None,
+        encoder_anchor=args.encoder_anchor,
+        encoder_learning_rate=args.encoder_lr,
+        encoder_negatives=args.encoder_negatives,
+        encoder_passages=args.encoder_passages,
+        encoder_patience=args.encoder_patience,
+        encoder_full_slack=args.encoder_full_slack,
     )
     load_before = os.getloadavg()
+    last = [""]
+
+    def phases(progress) -> None:
+        """One stderr line per phase change (training can run for many minutes)."""
+        if progress.phase != last[0]:
+            last[0] = progress.phase
+            print(
+                f"  [{progress.elapsed_s:.0f} s] {progress.phase} step {progress.step}/"
+                f"{progress.total} best {progress.best}",
+                file=sys.stderr,
+                flush=True,
+            )
+
     result = train(
         folder, beir=True, device=args.device, settings=settings, cache_root=args.cache_dir,
-        force=args.force,
+        force=args.force, on_progress=phases,
     )  # fmt: skip
     if result.model_path is None:
         raise SystemExit("training stopped before its first validation; nothing to measure")
@@ -156,6 +177,7 @@ def bench_set(folder: Path, args: argparse.Namespace) -> dict:
                 "rank_distill",
                 "encode_backend",
                 "encoded_texts",
+                "encoder_stage",
             )
             if key in record
         },
@@ -208,6 +230,20 @@ def print_set(out: dict) -> None:
     for row in out["rows"]:
         cells = [f"{row[n]['ndcg10']:.4f} / {row[n]['recall100']:.3f}" for n in names]
         print(f"| {row['dim']} | " + " | ".join(cells) + " |")
+    stage = t.get("encoder_stage")
+    if stage:
+        print(
+            f"encoder stage: {stage['steps_run']} of {stage['planned_steps']} steps, best step "
+            f"{stage['steps']}, top {stage['layers']} layers ({stage['trainable_params']} params), "
+            f"lr {stage['learning_rate']:g}, anchor {stage['anchor']:g}, "
+            f"{stage['train_seconds']:.0f} s training + {stage['validation_seconds']:.0f} s "
+            f"validating, {stage['stop_reason']}"
+        )
+        for h in stage["history"]:
+            print(
+                f"  held-out step {h['step']}: mean {h['mean_ndcg10']:.4f}, "
+                f"full {h['full_ndcg10']:.4f}, by dim {h['ndcg10']}"
+            )
     print(f"timings (s): {out['timings']}; trained vectors: {out['trained_vectors']}")
     targets = out["targets"]
     print(
@@ -250,6 +286,18 @@ def main() -> None:
     parser.add_argument("--rank-temperature", type=float)
     parser.add_argument("--rank-negatives", type=int)
     parser.add_argument("--rank-passages", action="store_true")
+    parser.add_argument(
+        "--encoder-steps", type=int, default=0, help="steps of the encoder stage after the head"
+    )
+    parser.add_argument(
+        "--encoder-layers", type=int, default=2, help="top layers the stage trains (0: all)"
+    )
+    parser.add_argument("--encoder-anchor", type=float, default=20.0)
+    parser.add_argument("--encoder-lr", type=float, default=5e-5)
+    parser.add_argument("--encoder-negatives", type=int, default=16)
+    parser.add_argument("--encoder-passages", action="store_true")
+    parser.add_argument("--encoder-patience", type=int, help="default: the head's (2)")
+    parser.add_argument("--encoder-full-slack", type=float, default=0.0)
     parser.add_argument(
         "--vectors", type=Path, help="keep the encoded training texts here between runs"
     )

@@ -130,6 +130,23 @@ class TrainSettings:
     """Random training passages added to each batch's candidates for the distillation."""
     rank_passages: bool = False
     """The distillation also asks each batch's positives as queries."""
+    encoder_steps: int = 0
+    """Head alone on cached vectors only: after it, this many steps of an encoder stage whose
+    teacher is the base model (`encoder_stage`; 0: none, the default)."""
+    encoder_layers: int | None = 2
+    """The encoder stage trains the transformer's top this many layers (None: all)."""
+    encoder_anchor: float = 20.0
+    """The encoder stage's weight on 1 − cosine to the base's full-dim vectors, through the head."""
+    encoder_learning_rate: float = 5e-5
+    encoder_temperature: float = 0.05
+    encoder_negatives: int = 16
+    """Random training passages added to each encoder-stage batch's candidates."""
+    encoder_passages: bool = False
+    """The encoder stage also asks each batch's positives as queries."""
+    encoder_patience: int | None = None
+    """The encoder stage's patience (None: `patience`, the head's)."""
+    encoder_full_slack: float = 0.0
+    """How far below the start's held-out full-dim nDCG@10 an encoder-stage checkpoint may be."""
     seed: int = 0
 
     @property
@@ -300,6 +317,11 @@ def train(
     _check_space(target, int(SPACE_MARGIN * 4 * params))
     timings["pairs"] = round(time.perf_counter() - began, 1)
 
+    if settings.encoder_steps > 0 and not (settings.cached_head and not embedder.spec.native_mrl):
+        raise InputError(
+            "an encoder stage follows the cached head only: a PCA start, head share 1, no distill",
+            settings=("encoder_steps",),
+        )
     if settings.cached_head and not embedder.spec.native_mrl:
         bundled = resolve_model(model) == resolve_model(None)
         fit = _fit_cached(embedder, pairs, dims, settings, tell, should_stop, cache_root, bundled)
@@ -884,7 +906,73 @@ def _train_cached_head(
             ),
         }
     )
+    if settings.encoder_steps > 0 and state["reason"] != "stopped":
+        _encoder_stage(
+            model, head, dims, settings, batch, pairs, fit_texts, anchors, positives, corpus_t,
+            (query_prompt, document_prompt), validation, state, history, record, tell,
+            should_stop,
+        )  # fmt: skip
     return _kept(state, history, record)
+
+
+def _encoder_stage(
+    model: Any,
+    head: int,
+    dims: tuple[int, ...],
+    settings: TrainSettings,
+    batch: int,
+    pairs: PairSet,
+    fit_texts: list[str],
+    anchors: Any,
+    positives: Any,
+    corpus: Any,
+    prompts: tuple[str, str],
+    validation: _Validation,
+    state: dict[str, Any],
+    history: list[dict[str, Any]],
+    record: dict[str, Any],
+    tell: Callable[..., None],
+    should_stop: Callable[[], bool] | None,
+) -> None:
+    """The encoder stage from the head's best (`encoder_stage`); `state` and `record` updated
+    in place: its best becomes the run's, its stop reason the run's when it was stopped."""
+    from mrl_tui.core.training import encoder_stage as stage
+
+    model.load_state_dict(state["best"])
+    settings_ = stage.StageSettings(
+        steps=settings.encoder_steps,
+        layers=settings.encoder_layers,
+        anchor=settings.encoder_anchor,
+        learning_rate=settings.encoder_learning_rate,
+        temperature=settings.encoder_temperature,
+        negatives=settings.encoder_negatives,
+        passages_as_queries=settings.encoder_passages,
+        batch_size=batch,
+        evaluations=settings.evaluations,
+        patience=settings.encoder_patience or settings.patience,
+        seed=settings.seed,
+        full_slack=settings.encoder_full_slack,
+    )
+    texts = stage.StageTexts(
+        [p.query for p in pairs.train], [p.positive for p in pairs.train], fit_texts,
+        anchors, positives, corpus, prompts,
+    )  # fmt: skip
+    out = stage.run_stage(
+        model, head, dims, settings_, texts, {"best": state["best"], "figures": state["figures"]},
+        validation, tell, should_stop,
+    )  # fmt: skip
+    found, kept = out["state"], out["record"]
+    if found["best_step"] > 0:
+        state.update(best=found["best"], figures=found["figures"])
+        record["validation"]["best"] = found["figures"]
+    if found["reason"] == "stopped":
+        state["reason"] = "stopped"
+        record.update(partial=True, stop_reason="stopped")
+    record["encoder_stage"] = kept
+    record["loss"] = f"{record['loss']}, then the encoder: {kept['objective']}"
+    record["timings"]["encoder_stage"] = round(
+        kept["train_seconds"] + kept["validation_seconds"], 1
+    )
 
 
 def _fit_texts(pairs: PairSet, seed: int) -> list[str]:
