@@ -43,6 +43,8 @@ FLAGS = {
     "beir": "--beir",
     "backend": "--backend",
     "mrl": "--mrl",
+    "encoder steps": "--encoder-steps",
+    "head share": "--head-share",
 }
 """The core names settings in words (`core.errors`); the CLI says its flags instead."""
 TRAINED = "trained"
@@ -322,6 +324,12 @@ def _add_train_parser(
         help="share of the steps, from the first, that train only the orthogonal head with the "
         "encoder frozen (default 1: the full dimension stays the base's); 0 trains the encoder "
         "from the start",
+    )
+    p_train.add_argument(
+        "--encoder-steps",
+        type=_positive_int,
+        help="after the head, steps that also train the encoder's top layers, the base model as "
+        "teacher (default: none; a few seconds a step on a CPU, meant for a GPU)",
     )
     p_train.add_argument(
         "--force", action="store_true", help="train again even if the model is up to date"

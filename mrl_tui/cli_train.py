@@ -25,9 +25,10 @@ PHASES = {
     "encoding": "encoding texts",
     "validating": "validating",
     "training": "training",
+    "encoder": "training the encoder",
     "saving": "saving",
 }
-RATE_UNITS = {"encoding": "texts", "training": "steps"}
+RATE_UNITS = {"encoding": "texts", "training": "steps", "encoder": "steps"}
 """Phases whose bar shows a rate, and what it counts."""
 
 
@@ -45,6 +46,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         max_seq_length=args.max_seq_length,
         **({"dims": parse_dims(args.dims)} if args.dims else {}),
         **({"head_share": args.head_share} if args.head_share is not None else {}),
+        encoder_steps=args.encoder_steps or 0,
     )
     resolve_trained(args, source)
     if args.embed_backend not in ("torch", "auto"):
@@ -101,7 +103,21 @@ def summary(result: Any) -> dict[str, Any]:
         "stop_reason": record["stop_reason"],
         "restarted_after_partial": record.get("restarted_after", {}).get("model_path"),
         "validation": {"base": validation.get("base"), "best": validation.get("best")},
+        **(
+            {"encoder_stage": _stage_summary(record["encoder_stage"])}
+            if "encoder_stage" in record
+            else {}
+        ),
     }
+
+
+STAGE_FIELDS = ("steps", "steps_run", "planned_steps", "layers", "train_seconds", "stop_reason")
+
+
+def _stage_summary(stage: dict[str, Any]) -> dict[str, Any]:
+    """The encoder stage's figures in `--json` (its per-validation history stays in the model's
+    `mrl_tui_training.json`)."""
+    return {key: stage[key] for key in STAGE_FIELDS}
 
 
 def _print(result: Any) -> None:
@@ -145,9 +161,26 @@ def _print(result: Any) -> None:
     )
     if best["mean_ndcg10"] <= base["mean_ndcg10"]:
         print("note: no checkpoint beat the base model on the validation queries")
+    stage = record.get("encoder_stage")
+    if stage is not None:
+        after = (
+            f"kept its step {stage['steps']}"
+            if stage["steps"]
+            else "no step beat the head on the held-out pseudo-queries: the head's model is kept"
+        )
+        print(
+            f"then {_layers(stage['layers'])}: {stage['steps_run']} of "
+            f"{stage['planned_steps']} steps in {stage['train_seconds']:.0f} s, {after}"
+        )
     print(f"native MRL at {dims}: {result.model_path}")
     if "restarted_after" in record:
         print(f"it replaces the partial model {record['restarted_after']['model_path']}")
+
+
+def _layers(layers: int | str) -> str:
+    if layers == "all":
+        return "the whole encoder"
+    return "the encoder's top layer" if layers == 1 else f"the encoder's top {layers} layers"
 
 
 @contextmanager

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,6 +11,7 @@ import numpy as np
 import pytest
 from conftest import one_torch_thread, tiny_folder
 
+from mrl_tui.cli import main
 from mrl_tui.core.embedding.models import bundled_model_path
 from mrl_tui.core.errors import InputError
 from mrl_tui.core.training.train import TrainSettings, train
@@ -83,8 +86,36 @@ def test_a_stop_in_the_stage_keeps_the_best_so_far_marked_partial(tmp_path: Path
 
 def test_the_stage_needs_the_cached_head(tmp_path: Path) -> None:
     settings = TrainSettings(max_steps=2, batch_size=4, encoder_steps=2, head_share=0.5)
-    with pytest.raises(InputError, match="encoder stage"):
+    with pytest.raises(InputError, match="encoder steps follow the head trained alone"):
         train(tiny_folder(tmp_path / "tiny"), device="cpu", settings=settings, cache_root=tmp_path)
+
+
+def test_the_cli_runs_the_stage_and_says_what_it_kept(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--encoder-steps` reaches the stage: the summary has its line, the JSON its record, and
+    the progress bar a phase of its own (whose rate counts the stage's steps, not the head's)."""
+    folder = tiny_folder(tmp_path / "tiny")
+    args = ["train", str(folder), "--cache-dir", str(tmp_path), "--max-steps", "2"]
+    args += ["--batch-size", "4", "--max-seq-length", "16", "--encoder-steps", "2"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"then the encoder's top 2 layers: 2 of 2 steps in \d+ s, ", out), out
+    assert "native MRL at 32/64/128/256/384" in out
+    assert main([*args, "--force", "--json"]) == 0
+    stage = json.loads(capsys.readouterr().out)["encoder_stage"]
+    assert stage["steps_run"] == 2 and stage["layers"] == 2
+
+
+def test_the_cli_says_encoder_steps_need_the_head_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tiny_folder(tmp_path / "tiny")
+    args = ["train", str(folder), "--cache-dir", str(tmp_path), "--encoder-steps", "2"]
+    assert main([*args, "--head-share", "0.5"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mrl-tui: --encoder-steps follow the head trained alone: they need ")
+    assert "--head-share 1" in err and len(err.splitlines()) == 1
 
 
 def test_only_the_chosen_top_layers_train() -> None:

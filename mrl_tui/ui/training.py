@@ -34,6 +34,7 @@ PHASES = {
     "encoding": "encoding the training texts once…",
     "validating": "validating on held-out pseudo-queries…",
     "training": "training",
+    "encoder": "training the encoder",
     "saving": "saving the best checkpoint…",
 }
 DONE_HINT = "Enter searches with it (it builds its own index) · Esc closes"

@@ -185,7 +185,7 @@ def run_stage(
             done = step
             losses = {"kl": round(float(kl.detach()), 5), "anchor": round(float(drift.detach()), 7)}
             kept = state["figures"]["mean_ndcg10"]
-            tell("training", step=step, total=total, loss=float(loss.detach()), best=kept)
+            tell("encoder", step=step, total=total, loss=float(loss.detach()), best=kept)
             if should_stop is not None and should_stop():
                 state["reason"] = "stopped"
                 break

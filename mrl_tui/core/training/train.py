@@ -22,7 +22,8 @@ import itertools
 import math
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -59,6 +60,8 @@ from mrl_tui.core.training.trained import (
 from mrl_tui.core.transforms.pca import fit_pca
 
 if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
     from mrl_tui.core.embedding.embed import Embedder
 
 DEFAULT_DIMS = (32, 64, 128, 256)
@@ -263,6 +266,8 @@ def train(
     spec = find_spec(display)
     if spec is not None and spec.full_dim:
         check_dims(settings.dims, spec.full_dim, display)
+    if settings.encoder_steps > 0 and not settings.cached_head:
+        raise _stage_needs_the_head()  # before any model loads
     base_id = base_model_id(model)
     fingerprint = beir_fingerprint(root) if beir else folder_fingerprint(root)
     key = training_key(base_id, settings.dims, root, fingerprint)
@@ -317,17 +322,16 @@ def train(
     _check_space(target, int(SPACE_MARGIN * 4 * params))
     timings["pairs"] = round(time.perf_counter() - began, 1)
 
-    if settings.encoder_steps > 0 and not (settings.cached_head and not embedder.spec.native_mrl):
-        raise InputError(
-            "an encoder stage follows the cached head only: a PCA start, head share 1, no distill",
-            settings=("encoder_steps",),
-        )
-    if settings.cached_head and not embedder.spec.native_mrl:
-        bundled = resolve_model(model) == resolve_model(None)
-        fit = _fit_cached(embedder, pairs, dims, settings, tell, should_stop, cache_root, bundled)
-        outcome = fit
-    else:
-        outcome = _fit(embedder, pairs, dims, settings, tell, should_stop, cache_root)
+    if settings.encoder_steps > 0 and embedder.spec.native_mrl:
+        raise _stage_needs_the_head()
+    with _training_length(embedder.model, settings.max_seq_length):
+        if settings.cached_head and not embedder.spec.native_mrl:
+            bundled = resolve_model(model) == resolve_model(None)
+            outcome = _fit_cached(
+                embedder, pairs, dims, settings, tell, should_stop, cache_root, bundled
+            )
+        else:
+            outcome = _fit(embedder, pairs, dims, settings, tell, should_stop, cache_root)
     outcome.record["timings"] = {**timings, **outcome.record.get("timings", {})}
     provenance = {
         "format": FORMAT,
@@ -357,6 +361,14 @@ def train(
     path = _save(embedder, outcome.best_state, provenance, root, cache_root)
     provenance["timings"]["saving"] = round(time.perf_counter() - began, 1)  # (not in the file)
     return TrainResult(path, provenance)
+
+
+def _stage_needs_the_head() -> InputError:
+    return InputError(
+        "encoder steps follow the head trained alone: they need head share 1, no "
+        "distillation and a base that is not native MRL",
+        settings=("encoder steps", "head share"),
+    )
 
 
 @dataclass
@@ -417,6 +429,19 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
+@contextmanager
+def _training_length(model: SentenceTransformer, max_seq_length: int | None) -> Iterator[None]:
+    """Texts cut at ``max_seq_length`` tokens while training (never past the model's own
+    limit), and the model's own limit back afterwards, whatever happens: a saved model keeps
+    its own."""
+    own_length = model.max_seq_length
+    model.max_seq_length = min(max_seq_length or own_length, own_length)
+    try:
+        yield
+    finally:
+        model.max_seq_length = own_length
+
+
 def _fit(
     embedder: Embedder,
     pairs: PairSet,
@@ -442,8 +467,6 @@ def _fit(
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     model = embedder.model
-    own_length = model.max_seq_length
-    model.max_seq_length = min(settings.max_seq_length or own_length, own_length)
     train_length = model.max_seq_length
     device = embedder.device
     validation = _Validation(pairs, dims, embedder, settings.validation_docs, settings.seed)
@@ -612,7 +635,6 @@ def _fit(
     finally:
         seconds = time.perf_counter() - seconds
         shutil.rmtree(workdir, ignore_errors=True)
-        model.max_seq_length = own_length
         for p in encoder:
             p.requires_grad_(True)
     record = {
@@ -704,27 +726,6 @@ def _fit_cached(
 ) -> _Outcome:
     """The head alone, trained on vectors encoded once (`head`'s docstring): the trainer path's
     batches, steps, schedule, validations, stop rule and outcome, without its encoder passes."""
-    model = embedder.model
-    own_length = model.max_seq_length
-    model.max_seq_length = min(settings.max_seq_length or own_length, own_length)
-    try:
-        return _train_cached_head(
-            embedder, pairs, dims, settings, tell, should_stop, cache_root, bundled
-        )
-    finally:
-        model.max_seq_length = own_length
-
-
-def _train_cached_head(
-    embedder: Embedder,
-    pairs: PairSet,
-    dims: tuple[int, ...],
-    settings: TrainSettings,
-    tell: Callable[..., None],
-    should_stop: Callable[[], bool] | None,
-    cache_root: Path | None,
-    bundled: bool,
-) -> _Outcome:
     import torch
 
     from mrl_tui.core.training import head as cached
