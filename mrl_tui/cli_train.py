@@ -146,7 +146,8 @@ def _print(result: Any) -> None:
         f"trained {record['base_model']} on {record['pairs']['train']} pairs: {encoded}"
         f"{record['steps_run']} steps in {record['train_seconds']:.0f} s "
         f"({record['validation_seconds']:.0f} s of it validating; "
-        f"{record['pairs_per_second']:.1f} pairs/s), best at step {record['steps']}{early}"
+        f"{record['pairs_per_second']:.1f} pairs/s{' with the encoding' if encoded else ''}), "
+        f"best at step {record['steps']}{early}"
     )
     per_dim = ", ".join(
         f"{d} {base['dims'][d]['ndcg10']:.3f}→{best['dims'][d]['ndcg10']:.3f}" for d in best["dims"]
