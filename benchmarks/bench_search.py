@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from mrl_tui.core.search import index as index_module
-from mrl_tui.core.search.hnsw import ANCHOR_DIM, DEFAULT_EF, HnswGraph, graph_search
+from mrl_tui.core.search.hnsw import ANCHOR_DIM, DEFAULT_EF, GRAPH_M, HnswGraph, graph_search
 from mrl_tui.core.search.index import NestedIndex
 
 D = 384
@@ -103,7 +103,10 @@ def bench_funnel(n: int, anchor: int, candidates: list[int], ef_construction: in
     x = clustered(n + repeats, rng)
     queries, x = x[n:].copy(), x[:n]
     index = NestedIndex(x)
-    print(f"\nfunnel, N = {n:,}, anchor d = {anchor}, M = 16, ef_construction = {ef_construction}")
+    print(
+        f"\nfunnel, N = {n:,}, anchor d = {anchor}, M = {GRAPH_M}, "
+        f"ef_construction = {ef_construction}"
+    )
     t = time.perf_counter()
     last = [0.0]
 
