@@ -31,7 +31,13 @@ from mrl_tui.core.embedding.models import bundled_model_path, find_spec, resolve
 from mrl_tui.core.errors import InputError
 from mrl_tui.core.training import train as train_module
 from mrl_tui.core.training.train import TrainSettings, train
-from mrl_tui.core.training.trained import PROVENANCE_FILE, models_root, trained_for, trained_models
+from mrl_tui.core.training.trained import (
+    PROVENANCE_FILE,
+    models_root,
+    steps_phrase,
+    trained_for,
+    trained_models,
+)
 
 FULL_DIMS = [32, 64, 128, 256, 384]
 FIXTURE_SETTINGS = TrainSettings(**TRAINED_NOTES_SETTINGS)
@@ -516,3 +522,13 @@ def test_the_cli_summary_says_how_many_texts_the_head_encoded_once(
     first = out.splitlines()[0]
     assert re.search(r"pairs: encoded \d+ texts once in \d+ s, then 2 steps in \d+ s", first), out
     assert "native MRL at 32/64/128/256/384" in out
+
+
+def test_the_up_to_date_line_says_which_step_was_kept_and_the_encoder_stage() -> None:
+    """A run the stop rule ended early kept an earlier checkpoint: the line says which, of how
+    many, and the encoder steps that followed the head."""
+    assert steps_phrase({"steps": 12, "steps_run": 12}) == "12 steps"
+    assert steps_phrase({"steps": 6, "steps_run": 12}) == "kept step 6 of 12"
+    record = {"steps": 6, "steps_run": 12, "encoder_stage": {"steps_run": 3, "steps": 2}}
+    assert steps_phrase(record) == "kept step 6 of 12, then 3 encoder steps"
+    assert steps_phrase({"steps": 4}) == "4 steps"  # records from before steps_run

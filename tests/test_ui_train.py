@@ -14,7 +14,7 @@ from ui_helpers import wait_for
 
 from mrl_tui.core.library import Library
 from mrl_tui.core.training.train import TrainProgress, TrainSettings, train
-from mrl_tui.core.training.trained import read_provenance, trained_for
+from mrl_tui.core.training.trained import read_provenance, steps_phrase, trained_for
 from mrl_tui.ui.app import MrlApp
 from mrl_tui.ui.screens.train import Rate, TrainScreen, progress_line
 from mrl_tui.ui.widgets.dim_slider import DimSlider
@@ -153,7 +153,9 @@ async def test_an_up_to_date_folder_says_so_and_the_palette_switches_models(
         screen = app.screen
         await wait_for(pilot, lambda: not screen.running, timeout=60)
         assert screen.result.up_to_date and screen.model_path == done.model_path
-        assert text_of(screen, "#train-detail").startswith("Up to date")
+        detail = text_of(screen, "#train-detail")
+        assert detail.startswith("Up to date")
+        assert steps_phrase(done.provenance) in detail
         await pilot.press("escape")  # close, keep the base model
         await wait_for(pilot, lambda: not isinstance(app.screen, TrainScreen))
         assert app.model is None and search.library is not None

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from textual.message import Message
 
 from mrl_tui.core.errors import MrlError
+from mrl_tui.core.training.trained import steps_phrase
 from mrl_tui.ui.widgets.indexing import eta_text
 
 if TYPE_CHECKING:
@@ -88,7 +89,7 @@ def outcome_lines(result: TrainResult) -> tuple[str, bool]:
     if result.up_to_date:
         return (
             f"Up to date: a model was trained on this folder at {record['date']} "
-            f"({record['steps']} steps) and the folder has not changed since.",
+            f"({steps_phrase(record)}) and the folder has not changed since.",
             True,
         )
     if result.model_path is None:

@@ -69,6 +69,17 @@ def read_provenance(folder: Path | str) -> dict[str, Any] | None:
     return data
 
 
+def steps_phrase(record: dict[str, Any]) -> str:
+    """How long a recorded run trained, for "up to date" lines: "12 steps", or "kept step 6 of
+    12" when the stop rule kept an earlier checkpoint, plus the encoder stage when there was one."""
+    kept, run = record.get("steps"), record.get("steps_run")
+    text = f"kept step {kept} of {run}" if run and kept != run else f"{kept} steps"
+    stage = record.get("encoder_stage")
+    if isinstance(stage, dict) and stage.get("steps_run"):
+        text += f", then {stage['steps_run']} encoder steps"
+    return text
+
+
 def trained_models(cache_root: Path | None = None) -> list[TrainedModel]:
     """Every complete trained model in the cache, newest first."""
     root = models_root(cache_root)
