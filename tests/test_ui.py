@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import subprocess
 import sys
 import time
@@ -742,6 +743,23 @@ def test_header_line_names_the_embedding_backend_unless_torch() -> None:
     assert header_line(info, "PCA") == "all-MiniLM-L6-v2 · cpu onnx-int8 · PCA"
     torch_info = EmbedderInfo(name, "cuda", "float16", 384, 256, False)
     assert header_line(torch_info, "naive", "qdrant") == "all-MiniLM-L6-v2 · cuda · naive · qdrant"
+
+
+def test_header_line_names_a_trained_model_by_its_base(tmp_path: Path) -> None:
+    """A model folder mrl-tui trained (its provenance next to it) reads as "trained <base>", not
+    as the folder's long keyed name; any other folder keeps its name."""
+    from mrl_tui.core.embedding.embed import EmbedderInfo
+    from mrl_tui.core.training.trained import PROVENANCE_FILE
+    from mrl_tui.ui.app import header_line
+
+    folder = tmp_path / "notes-all-MiniLM-L6-v2-191b57db63-20261203-011028"
+    folder.mkdir()
+    info = EmbedderInfo(str(folder), "cpu", "float32", 384, 256, True)
+    assert header_line(info, "naive") == f"{folder.name} · cpu · naive"
+    record = {"format": 1, "dims": [32, 64, 128, 256, 384]}
+    record["base_model"] = "sentence-transformers/all-MiniLM-L6-v2"
+    (folder / PROVENANCE_FILE).write_text(json.dumps(record), encoding="utf-8")
+    assert header_line(info, "naive") == "trained all-MiniLM-L6-v2 · cpu · naive"
 
 
 def test_the_header_drops_the_size_then_the_apps_name_where_the_width_is_short() -> None:

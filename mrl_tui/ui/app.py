@@ -27,6 +27,7 @@ from textual.screen import Screen
 
 from mrl_tui.core.embedding.choice import ModelChoice
 from mrl_tui.core.errors import MrlError
+from mrl_tui.core.training.trained import read_provenance
 from mrl_tui.ui.fit_status import fit_line
 from mrl_tui.ui.literal import shown
 from mrl_tui.ui.screens.search import SearchScreen
@@ -95,9 +96,15 @@ class DaemonExecutor(concurrent.futures.ThreadPoolExecutor):
 def header_line(info: EmbedderInfo, transform: str, engine: str | None = None) -> str:
     """The header's model line: model · device (and the embedding backend where it is not torch,
     whose vectors differ a little: int8 ones rank a little differently) · transform · engine.
-    The model by its last name only (`info` has the whole): at 80 columns the rest must fit."""
+    The model by its last name only (`info` has the whole): at 80 columns the rest must fit. A
+    model mrl-tui trained is named by its base ("trained all-MiniLM-L6-v2"): its folder's name
+    carries a key and a date that would crowd out the rest."""
     device = info.device if info.backend == "torch" else f"{info.device} {info.backend}"
     name = PurePath(info.model).name or info.model
+    record = read_provenance(info.model) if PurePath(info.model).is_absolute() else None
+    if record is not None:
+        base = str(record.get("base_model") or "")
+        name = f"trained {PurePath(base).name}" if base else "trained here"
     parts = [name, device, transform, *([engine] if engine else [])]
     return " · ".join(parts)
 
