@@ -775,6 +775,11 @@ def test_the_header_drops_the_size_then_the_apps_name_where_the_width_is_short()
     title, sub_title = fit_header("rich", line, "1,745 chunks", "3 MB at full dim", 80)
     assert (title, sub_title) == ("rich", f"{line} · 1,745 chunks")
     assert len(f"{title} — {sub_title}") <= 80 - HEADER_FRAME
+    trained = "trained all-MiniLM-L6-v2 · cpu · native MRL"
+    assert fit_header("notes", trained, "552 chunks", "809 KB at full dim", 80) == (
+        "notes",
+        trained,
+    )
 
 
 async def test_the_header_reads_whole_at_80_columns_and_in_full_at_120(library: Library) -> None:

@@ -116,13 +116,15 @@ HEADER_FRAME = 18
 def fit_header(folder: str, model_line: str, count: str, size: str, width: int) -> tuple[str, str]:
     """The header's title and sub-title on a screen `width` columns wide: all of it where it
     fits; else the index's size goes first (the storage panel has it), then the app's name, so
-    the folder, the model line and the chunk count stay whole at 80 columns."""
+    the folder, the model line and the chunk count stay whole at 80 columns; a model line too
+    long for that (a trained model's) drops the count rather than be cut."""
     room = width - HEADER_FRAME - len(" — ")
     named = f"mrl-tui · {folder}"
     choices = [
         (named, f"{model_line} · {count}, {size}"),
         (named, f"{model_line} · {count}"),
         (folder, f"{model_line} · {count}"),
+        (folder, model_line),
     ]
     for title, sub_title in choices:
         if len(title) + len(sub_title) <= room:
