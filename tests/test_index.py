@@ -268,6 +268,7 @@ def threads(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(index_module, "_runnable", lambda: 0)  # however busy the machine
     monkeypatch.setattr(index_module, "BUSY_LOAD", float("inf"))
     monkeypatch.setattr(index_module, "BATCH_VALUES", 40 * 64)
+    monkeypatch.setattr(index_module, "DIMS_SPAN_VALUES", 40 * 64)
     monkeypatch.setattr(index_module, "SCORE_VALUES", 3 * 200)
     monkeypatch.setattr(index_module, "QUERY_BLOCK", 3)
     return request.param
