@@ -72,8 +72,10 @@ At 50k, over four draws, the narrowest beam keeping 0.995 spread 88-120 / 96-160
 112-192 at d = 64 / 128 / 256 / 384 (the last on the 256-d tier) on 200 probes, 96-128 /
 104-160 / 104-128 / 128-160 on 500, 120-128 / 120-160 / 120-144 / 144-160 on 1,000; the default
 draw of 500 needed 224 at d = 384 (1.24x faiss's time by the same rule), of 1,000 144 (0.93x).
-Tuning 3 tiers x 7 dims at 200k took 22.5 s (500) and 36.6 s (1,000) on 2 cores: 13 s of it the
-exact top-k of the probes at the 7 dims, about 22 s the beams' walks."""
+Tuning 3 tiers x 7 dims at 200k took 22.5 s (500) and 36.6 s (1,000) on 2 cores, 13 s of it the
+exact top-k of the probes, one pass per d; with one pass for all d (`NestedIndex.search_many_dims`)
+24-29 s where the earlier code took 38-42 s in the same quiet windows: 3.7-4.4 s the exact top-k,
+13-16 s the beams' walks, 4-5 s timing settings, 2 s drawing the probes (benchmarks/README)."""
 PROBE_REACH = 0.5
 """How far `probe_queries` moves a row from its nearest neighbour, in their distance."""
 TUNE_TIMED = 3
@@ -484,8 +486,8 @@ def tune(
     reaches it, the widest beam with every candidate (the best recall, untimed).
 
     ``progress(done, total)`` is called before the first and after every (d, tier) measured:
-    at 200k rows, 3 tiers and 7 dims it takes about 37 s on 2 cores (`TUNE_QUERIES`).
-    """
+    at 200k rows, 3 tiers and 7 dims it takes 24-29 s on 2 cores (`TUNE_QUERIES`), 15-22 s at
+    50k (the walks cost nearly as much there)."""
     tiers = _tiers(graph)
     if max(tiers) > index.full_dim or graph.n != index.n:
         raise InputError("the HNSW graph does not belong to this index")
@@ -580,7 +582,7 @@ def _tune_tier(
     if lo == len(efs):
         # None reaches it: the best recall is the widest beam's, every candidate reranked (the
         # recall grows with both). Trying every beam for it walked all 27 (at 200k, 3.7-4.3 s
-        # of `tune`'s 37 s went to the 64-d tier's narrow beams for d = 384), for one NaN row.
+        # of `tune`'s 37-42 s went to the 64-d tier's narrow beams for d = 384), for a NaN row.
         widest = efs[-1]
         return FunnelSetting(widest, widest, recall_at(widest, widest), float("nan"), tier.dim)
     for ef in efs[lo:]:
