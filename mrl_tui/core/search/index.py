@@ -266,8 +266,9 @@ _TINY = np.float32(1e-30)
 class _TopK:
     """Running top-k of many queries over row chunks taken in increasing row order, merged for
     all queries at once: per chunk one sort of the kept rows of the queries it touches and its
-    rows above their k-th best (a merge per query and chunk cost about 20 us, most of a batched
-    scan of 50k rows). Ties go to the lower row id, as `_best_k`."""
+    rows above their k-th best. A merge per query and chunk (`_best_k`, about 20 us) was most of
+    a batched scan: `search_many` at 7 dims, 1,000 queries over 50k rows took 6.3 s, now 3.1 s
+    (quiet, 2 cores). Ties go to the lower row id, as `_best_k`."""
 
     def __init__(self, m: int, k: int) -> None:
         self.k = k
@@ -657,24 +658,24 @@ class NestedIndex:
     def _search_many_dims_numpy(
         self, queries: np.ndarray, dims: list[int], k: int
     ) -> dict[int, list[Hits]]:
-        top = dims[-1]
+        widest = dims[-1]
         # Segments (block, first column in it, last, ends a dim?): the columns between
         # consecutive dims, split where a stored block ends, so each is a strided slice of one
         # block (no copy of the rows' prefix, as `_scan_many` makes).
-        cuts = sorted({*dims, *(hi for _, hi in self._bounds if hi < top)})
+        cuts = sorted({*dims, *(hi for _, hi in self._bounds if hi < widest)})
         segments, lo = [], 0
         for hi in cuts:
             i = self._block_of(lo)
             first = self._bounds[i][0]
             segments.append((self._blocks[i], lo, lo - first, hi - first, hi in dims))
             lo = hi
-        span = min(self.n, max(256, DIMS_SPAN_VALUES // top, 4 * k))
+        span = min(self.n, max(256, DIMS_SPAN_VALUES // widest, 4 * k))
         block = max(1, min(QUERY_BLOCK, SCORE_VALUES // span))  # three arrays of them
-        threads = _scan_threads(self.n * top)
+        threads = _scan_threads(self.n * widest)
         out: dict[int, list[Hits]] = {d: [] for d in dims}
         with _single_threaded_blas():
             for first in range(0, len(queries), block):
-                qs = np.ascontiguousarray(queries[first : first + block, :top])
+                qs = np.ascontiguousarray(queries[first : first + block, :widest])
                 results = _share_chunks(
                     self.n,
                     span,
