@@ -132,13 +132,30 @@ def test_tune_measures_a_setting_per_dim_and_graph_search_uses_it(
 
 
 def test_tune_falls_back_to_the_best_recall_when_the_target_is_out_of_reach(
-    data: tuple[np.ndarray, NestedIndex, HnswGraph],
+    data: tuple[np.ndarray, NestedIndex, HnswGraph], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     x, _, _ = data
     graph = HnswGraph.build(x[:300], 32, M=4, ef_construction=10, threads=1)
     small = NestedIndex(x[:300])
-    (setting,) = hnsw.tune(small, graph, [48], k=10, target=1.01, queries=10).values()
-    assert setting.recall <= 1.0 and np.isnan(setting.ms)
+    walked: list[int] = []
+    walk = HnswGraph.candidates_many
+
+    def counted(self: HnswGraph, queries: np.ndarray, k: int, ef: int | None = None, **kw):
+        walked.append(k)
+        return walk(self, queries, k, ef, **kw)
+
+    monkeypatch.setattr(HnswGraph, "candidates_many", counted)
+    probes = hnsw.probe_queries(small, 10)
+    (setting,) = hnsw.tune(small, graph, [48], k=10, target=1.01, probes=probes).values()
+    assert np.isnan(setting.ms)
+    # The widest beam below N (256), every candidate reranked: no narrower beam does better.
+    assert (setting.ef, setting.candidates) == (256, 256)
+    truth = [set(h.ids.tolist()) for h in small.search_many(probes, 48, 10)]
+    for ef in [ef for ef in hnsw.TUNE_EFS if ef < 300]:
+        found = walk(graph, probes, ef, ef)
+        recall = np.mean([len(t & set(f.tolist())) / 10 for t, f in zip(truth, found, strict=True)])
+        assert recall <= setting.recall + 1e-9
+    assert len(walked) == len(set(walked)) <= 5  # the bisection's beams, each walked once
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from mrl_tui.core.errors import InputError
+from mrl_tui.core.search import hnsw
 from mrl_tui.core.search import index as index_module
 from mrl_tui.core.search.index import STEP, Hits, NestedIndex, index_device
 
@@ -267,6 +268,7 @@ def threads(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(index_module, "_runnable", lambda: 0)  # however busy the machine
     monkeypatch.setattr(index_module, "BUSY_LOAD", float("inf"))
     monkeypatch.setattr(index_module, "BATCH_VALUES", 40 * 64)
+    monkeypatch.setattr(index_module, "DIMS_SPAN_VALUES", 40 * 64)
     monkeypatch.setattr(index_module, "SCORE_VALUES", 3 * 200)
     monkeypatch.setattr(index_module, "QUERY_BLOCK", 3)
     return request.param
@@ -352,6 +354,55 @@ def test_search_many_bad_input() -> None:
         index.search_many(np.ones((2, 8)), 9, 1)
     with pytest.raises(InputError):
         index.search_many(np.ones((2, 8)), 4, -1)
+
+
+@pytest.mark.parametrize("k", [1, 10, 600, 700, 5000])
+def test_search_many_dims_equals_search_many_at_each_dim(
+    threads: int, random_vectors: np.ndarray, k: int
+) -> None:
+    """One pass for all dims: the hits `search_many` gives at each d (the tuned dims of a 384-d
+    index and odd ones, splitting blocks), with tied rows, zero rows and k >= N."""
+    x = random_vectors[:600].copy()
+    x[250] = x[4]  # tied with row 4 at every dim: the lower id first
+    x[[17, 400]] = 0.0  # zero rows score 0 at every dim
+    index = NestedIndex(x)
+    queries = np.random.default_rng(k).standard_normal((5, 384)).astype(np.float32)
+    queries[1] = x[4]
+    queries[3, :100] = 0.0  # a zero prefix up to d = 100: every score 0 there, ids in order
+    dims = [*hnsw.tune_dims(384), 1, 7, 100, 7]
+    got = index.search_many_dims(queries, dims, k)
+    assert list(got) == list(dict.fromkeys(dims))
+    for dim, many in got.items():
+        want = index.search_many(queries, dim, k)
+        assert_same_hits(many, want)
+        for hits, q in zip(many, queries, strict=True):
+            assert_matches_reference(hits, x, q, dim, k)
+        if dim > 1:  # at d = 1 every row of the same sign ties at 1
+            assert many[1].ids[:2].tolist() == [4, 250][:k]
+        if dim <= 100:
+            assert many[3].ids.tolist() == list(range(min(k, 600)))
+        if k >= 600:  # every row, the zero ones at 0
+            assert all(h.scores[h.ids.tolist().index(17)] == 0 for h in many)
+
+
+def test_search_many_dims_torch_small_and_bad_input(random_vectors: np.ndarray) -> None:
+    queries = np.random.default_rng(6).standard_normal((3, 384)).astype(np.float32)
+    numpy_index = NestedIndex(random_vectors)
+    torch_index = NestedIndex(random_vectors, backend="torch")
+    got = torch_index.search_many_dims(queries, [7, 64, 384], 10)
+    for dim, many in got.items():
+        assert_same_hits(many, numpy_index.search_many(queries, dim, 10))
+    assert [len(h) for h in numpy_index.search_many_dims(queries, [8, 16], 0)[16]] == [0, 0, 0]
+    assert numpy_index.search_many_dims(queries[:0], [8, 16], 5) == {8: [], 16: []}
+    empty = NestedIndex(np.empty((0, 16), np.float32))
+    assert [len(h) for h in empty.search_many_dims(np.ones((2, 16)), [4, 16], 3)[4]] == [0, 0]
+    for bad_dims in ([], [0], [385], [8, True]):
+        with pytest.raises(InputError):
+            numpy_index.search_many_dims(queries, bad_dims, 10)
+    with pytest.raises(InputError):
+        numpy_index.search_many_dims(np.ones((2, 383)), [8], 10)
+    with pytest.raises(InputError):
+        numpy_index.search_many_dims(queries, [8], -1)
 
 
 @pytest.mark.parametrize("dim", DIMS)

@@ -72,8 +72,10 @@ At 50k, over four draws, the narrowest beam keeping 0.995 spread 88-120 / 96-160
 112-192 at d = 64 / 128 / 256 / 384 (the last on the 256-d tier) on 200 probes, 96-128 /
 104-160 / 104-128 / 128-160 on 500, 120-128 / 120-160 / 120-144 / 144-160 on 1,000; the default
 draw of 500 needed 224 at d = 384 (1.24x faiss's time by the same rule), of 1,000 144 (0.93x).
-Tuning 3 tiers x 7 dims at 200k took 22.5 s (500) and 36.6 s (1,000) on 2 cores: 13 s of it the
-exact top-k of the probes at the 7 dims, about 22 s the beams' walks."""
+Tuning 3 tiers x 7 dims at 200k took 22.5 s (500) and 36.6 s (1,000) on 2 cores, 13 s of it the
+exact top-k of the probes, one pass per d; with one pass for all d (`NestedIndex.search_many_dims`)
+24-29 s where the earlier code took 38-42 s in the same quiet windows: 3.7-4.4 s the exact top-k,
+13-16 s the beams' walks, 4-5 s timing settings, 2 s drawing the probes (benchmarks/README)."""
 PROBE_REACH = 0.5
 """How far `probe_queries` moves a row from its nearest neighbour, in their distance."""
 TUNE_TIMED = 3
@@ -481,11 +483,11 @@ def tune(
     `TUNE_TIMED` - 1 wider ones (up to `TUNE_REACH` times as wide) that need fewer candidates
     than any narrower one, and the fastest wins (per tier, then over the
     tiers, whose winners are timed again against each other: `_timed_together`). Where nothing
-    reaches it, the setting with the best recall.
+    reaches it, the widest beam with every candidate (the best recall, untimed).
 
     ``progress(done, total)`` is called before the first and after every (d, tier) measured:
-    at 200k rows, 3 tiers and 7 dims it takes about 37 s on 2 cores (`TUNE_QUERIES`).
-    """
+    at 200k rows, 3 tiers and 7 dims it takes 24-29 s on 2 cores (`TUNE_QUERIES`), 15-22 s at
+    50k (the walks cost nearly as much there)."""
     tiers = _tiers(graph)
     if max(tiers) > index.full_dim or graph.n != index.n:
         raise InputError("the HNSW graph does not belong to this index")
@@ -518,9 +520,10 @@ def tune(
     if progress is not None:
         progress(done, total)
     table: Table = {}
+    exact = index.search_many_dims(qs, dims, k)  # one pass over the vectors for every d
     for dim in dims:
         truth = np.full((len(qs), k), -1, np.int64)  # the exact top-k, -1 past a short one
-        for i, hits in enumerate(index.search_many(qs, dim, k)):
+        for i, hits in enumerate(exact[dim]):
             truth[i, : len(hits)] = hits.ids
         table[dim] = {}
         for tier in usable(dim):
@@ -564,12 +567,11 @@ def _tune_tier(
         return float(np.mean((where[ef] < c).sum(axis=1) / sizes))
 
     best: FunnelSetting | None = None
-    fallback: FunnelSetting | None = None
     tried = 0
     narrowest = fewest = 0  # the narrowest beam that reached the target; the fewest candidates
     # The narrowest beam whose every candidate reranked reaches the target, by bisection (the
     # recall grows with the beam): about 5 beams walked where a scan up from the narrowest of
-    # all walked about 20. Where none reaches it, every beam is tried for the best recall.
+    # all walked about 20.
     lo, hi = 0, len(efs)
     while lo < hi:
         mid = (lo + hi) // 2
@@ -577,7 +579,13 @@ def _tune_tier(
             hi = mid
         else:
             lo = mid + 1
-    for ef in efs[lo:] if lo < len(efs) else efs:
+    if lo == len(efs):
+        # None reaches it: the best recall is the widest beam's, every candidate reranked (the
+        # recall grows with both). Trying every beam for it walked all 27 (at 200k, 3.7-4.3 s
+        # of `tune`'s 37-42 s went to the 64-d tier's narrow beams for d = 384), for a NaN row.
+        widest = efs[-1]
+        return FunnelSetting(widest, widest, recall_at(widest, widest), float("nan"), tier.dim)
+    for ef in efs[lo:]:
         if narrowest and ef > TUNE_REACH * narrowest:
             break
         counts = sorted({min(ef, math.ceil(m * k)) for m in TUNE_CANDIDATES} | {ef})
@@ -585,12 +593,10 @@ def _tune_tier(
             counts = [c for c in counts if c < fewest]
         for c in counts:
             recall = recall_at(ef, c)
-            if fallback is None or recall > fallback.recall:
-                fallback = FunnelSetting(ef, c, recall, float("nan"), tier.dim)
             if recall >= target - RECALL_SLACK:
                 break
         else:
-            continue  # not reached, or only with as many candidates as a narrower beam
+            continue  # only with as many candidates as a narrower beam
         narrowest, fewest = narrowest or ef, c
         ms = _median_ms(
             lambda q, ef=ef, c=c: graph_search(index, tier, q, dim, k, c, ef),
@@ -601,8 +607,8 @@ def _tune_tier(
         tried += 1
         if tried == TUNE_TIMED or c <= k:
             break  # a wider beam would rerank no fewer: it costs more
-    assert fallback is not None  # efs is never empty
-    return best or fallback
+    assert best is not None  # efs[lo] reaches the target with every candidate
+    return best
 
 
 def file_name(transform: str, tier: int | None = None) -> str:
