@@ -77,7 +77,23 @@ def test_progress_line_and_rate() -> None:
     )
     assert progress_line(TrainProgress("loading"), None) == ""
     encoding = TrainProgress("encoding", step=512, total=23000)  # texts, not steps
-    assert progress_line(encoding, 2.0) == "text 512/23000"
+    assert progress_line(encoding, None) == "text 512/23000"
+    assert progress_line(encoding, 64.0) == "text 512/23000 · 64.0 texts/s · ETA 5:51"
+
+
+def test_each_counted_phase_gets_its_own_rate() -> None:
+    """The encoding's texts/s must not become the training's steps/s: a new phase starts over,
+    and the encoder stage gets a rate of its own too."""
+    from mrl_tui.ui.training import TrainingRun, TrainJob
+
+    run = TrainingRun(TrainJob(Path("notes")))
+    for step in (100, 300):
+        run.progressed(TrainProgress("encoding", step=step, total=1000))
+    assert run.rate.first is not None and run.rate.first[0] == 100
+    run.progressed(TrainProgress("training", step=1, total=20))
+    assert run.rate.first is not None and run.rate.first[0] == 1 and run.rate.per_s is None
+    run.progressed(TrainProgress("encoder", step=1, total=2))
+    assert run.rate_phase == "encoder" and run.rate.first is not None
 
 
 async def test_train_from_the_palette_stop_keeps_the_best_and_switch_to_it(

@@ -44,6 +44,8 @@ RUNNING_HINT = (
     "b runs it in the background: keep searching"
 )
 SWITCH_HINT = "palette (Ctrl+P) → Search with the trained model"
+COUNTED = ("encoding", "training", "encoder")
+"""The phases whose progress counts something (texts, steps): they show a rate and an ETA."""
 
 
 @dataclass
@@ -66,8 +68,13 @@ class Rate:
 def progress_line(p: TrainProgress, per_s: float | None) -> str:
     """``step 12/100 · loss 0.834 · 1.52 steps/s · ETA 0:58 · val 0.612``: what is known."""
     parts = []
-    if p.phase == "encoding":
-        return f"text {p.step}/{p.total}" if p.total else ""
+    if p.phase == "encoding":  # counts texts, not steps
+        if not p.total:
+            return ""
+        parts.append(f"text {p.step}/{p.total}")
+        if per_s:
+            parts += [f"{per_s:.1f} texts/s", f"ETA {eta_text((p.total - p.step) / per_s)}"]
+        return " · ".join(parts)
     if p.total:
         parts.append(f"step {p.step}/{p.total}")
     elif p.step:
@@ -149,6 +156,8 @@ class TrainingRun:
 
     job: TrainJob
     rate: Rate = field(default_factory=Rate)
+    rate_phase: str = ""
+    """The phase `rate` counts (a new phase starts a new rate)."""
     running: bool = True
     last_progress: TrainProgress | None = None
     result: TrainResult | None = None
@@ -165,7 +174,9 @@ class TrainingRun:
         self.last_progress = p
         if p.note:
             self.note = f"{p.note[:1].upper()}{p.note[1:]}."
-        if p.phase == "training" and p.step:
+        if p.phase != self.rate_phase:  # each counted phase has its own rate and ETA
+            self.rate, self.rate_phase = Rate(), p.phase
+        if p.phase in COUNTED and p.step:
             self.rate.update(p.step)
 
     def ended(self, result: TrainResult | None, error: str = "") -> None:
