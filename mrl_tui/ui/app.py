@@ -27,7 +27,6 @@ from textual.screen import Screen
 
 from mrl_tui.core.embedding.choice import ModelChoice
 from mrl_tui.core.errors import MrlError
-from mrl_tui.core.training.trained import read_provenance
 from mrl_tui.ui.fit_status import fit_line
 from mrl_tui.ui.literal import shown
 from mrl_tui.ui.screens.search import SearchScreen
@@ -99,6 +98,8 @@ def header_line(info: EmbedderInfo, transform: str, engine: str | None = None) -
     The model by its last name only (`info` has the whole): at 80 columns the rest must fit. A
     model mrl-tui trained is named by its base ("trained all-MiniLM-L6-v2"): its folder's name
     carries a key and a date that would crowd out the rest."""
+    from mrl_tui.core.training.trained import read_provenance  # numpy: not at import time
+
     device = info.device if info.backend == "torch" else f"{info.device} {info.backend}"
     name = PurePath(info.model).name or info.model
     record = read_provenance(info.model) if PurePath(info.model).is_absolute() else None

@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING
 from textual.message import Message
 
 from mrl_tui.core.errors import MrlError
-from mrl_tui.core.training.trained import steps_phrase
 from mrl_tui.ui.widgets.indexing import eta_text
 
 if TYPE_CHECKING:
@@ -92,6 +91,8 @@ def progress_line(p: TrainProgress, per_s: float | None) -> str:
 
 def outcome_lines(result: TrainResult) -> tuple[str, bool]:
     """What a finished run says, and whether there is a model to switch to."""
+    from mrl_tui.core.training.trained import steps_phrase  # numpy: not at import time
+
     record = result.provenance
     if result.up_to_date:
         return (
