@@ -799,3 +799,14 @@ async def test_the_header_reads_whole_at_80_columns_and_in_full_at_120(library: 
         await pilot.pause()
         drawn = str(app.query_one(HeaderTitle).render())
         assert drawn.startswith("mrl-tui · notes — ") and drawn.endswith(" at full dim"), drawn
+
+
+def test_left_cut_keeps_the_end_of_a_long_path() -> None:
+    from mrl_tui.ui.literal import left_cut
+
+    path = "/tmp/cache/models/notes-all-MiniLM-L6-v2-191b57db63-20261203-011028"
+    assert left_cut(path, 80) == path
+    assert left_cut(path, 60) == "…/models/notes-all-MiniLM-L6-v2-191b57db63-20261203-011028"
+    assert left_cut(path, 55) == "…/notes-all-MiniLM-L6-v2-191b57db63-20261203-011028"  # at a "/"
+    assert left_cut(path, 40) == "…MiniLM-L6-v2-191b57db63-20261203-011028"  # no "/" near
+    assert left_cut(path, 1) == "…" and left_cut(path, 0) == ""

@@ -172,6 +172,11 @@ async def test_an_up_to_date_folder_says_so_and_the_palette_switches_models(
         detail = text_of(screen, "#train-detail")
         assert detail.startswith("Up to date")
         assert steps_phrase(done.provenance) in detail
+        # The model's path is cut from the left to the box's one line, ending with its name.
+        source = text_of(screen, "#train-source")
+        assert source.startswith("model: ") and source.endswith(done.model_path.name), source
+        assert "\n" not in source and len(source) <= 86, source  # 90 columns less border, padding
+        assert screen.query_one("#train-source").size.height == 1
         await pilot.press("escape")  # close, keep the base model
         await wait_for(pilot, lambda: not isinstance(app.screen, TrainScreen))
         assert app.model is None and search.library is not None

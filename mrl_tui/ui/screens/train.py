@@ -12,6 +12,7 @@ model.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from rich.text import Text
@@ -21,7 +22,7 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Footer, ProgressBar, Static
 
-from mrl_tui.ui.literal import shown
+from mrl_tui.ui.literal import left_cut, shown
 from mrl_tui.ui.training import (
     DONE_HINT,
     RUNNING_HINT,
@@ -32,11 +33,19 @@ from mrl_tui.ui.training import (
 )
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from mrl_tui.core.training.train import TrainProgress, TrainResult
 
 __all__ = ["Rate", "TrainJob", "TrainScreen", "progress_line"]
+
+
+BOX_WIDTH = 90
+"""The box's width in `train.tcss` (`#train-box`)."""
+
+
+def home_short(path: Path | str) -> str:
+    """The path with the home folder as "~" (shorter, and how people write it)."""
+    text, home = str(path), str(Path.home())
+    return "~" + text[len(home) :] if home != "/" and text.startswith(home + "/") else text
 
 
 class TrainScreen(ModalScreen[str | None]):
@@ -107,9 +116,10 @@ class TrainScreen(ModalScreen[str | None]):
             return  # not composed yet: `on_mount` shows it
         if not run.running:
             run.seen = True
-        source = str(self.job.source)
+        source = left_cut(home_short(self.job.source), self._line_width())
         if run.model_path is not None:
-            source = f"model: {run.model_path}"
+            model = home_short(run.model_path)
+            source = f"model: {left_cut(model, self._line_width() - len('model: '))}"
         elif run.note:
             source = f"{source}\n{run.note}"
         self._set("#train-source", source, style="dim")
@@ -137,6 +147,14 @@ class TrainScreen(ModalScreen[str | None]):
         if keys != self._keys:  # the footer is rebuilt only when its keys change
             self._keys = keys
             self.refresh_bindings()
+
+    def _line_width(self) -> int:
+        """Columns inside the box (`train.tcss`: 90 wide, at most 95 % of the screen, a border
+        and a column of padding each side), so a path is cut on purpose rather than wrapped."""
+        return max(10, min(BOX_WIDTH, self.size.width * 95 // 100) - 4)
+
+    def on_resize(self) -> None:
+        self.show_run()
 
     def _set(self, selector: str, text: str, style: str = "") -> None:
         self.query_one(selector, Static).update(Text(shown(text), style=style))
