@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from mrl_tui.core.errors import InputError
-from mrl_tui.core.training.trained import steps_phrase
+from mrl_tui.core.training.trained import steps_phrase, when_trained
 
 PHASES = {
     "restarting": "restarting",
@@ -126,7 +126,7 @@ def _print(result: Any) -> None:
     if result.up_to_date:
         print(
             f"up to date: {result.model_path} was trained on {record['source']} "
-            f"({record['date']}, {steps_phrase(record)}); --force trains again"
+            f"({when_trained(record)}, {steps_phrase(record)}); --force trains again"
         )
         return
     if result.model_path is None:

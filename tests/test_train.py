@@ -532,3 +532,14 @@ def test_the_up_to_date_line_says_which_step_was_kept_and_the_encoder_stage() ->
     record = {"steps": 6, "steps_run": 12, "encoder_stage": {"steps_run": 3, "steps": 2}}
     assert steps_phrase(record) == "kept step 6 of 12, then 3 encoder steps"
     assert steps_phrase({"steps": 4}) == "4 steps"  # records from before steps_run
+
+
+def test_the_training_date_reads_in_local_time() -> None:
+    from datetime import datetime
+
+    from mrl_tui.core.training.trained import when_trained
+
+    stamp = "2026-12-03T06:29:59+00:00"
+    local = datetime.fromisoformat(stamp).astimezone().strftime("%Y-%m-%d %H:%M")
+    assert when_trained({"date": stamp}) == local and len(local) == 16
+    assert when_trained({"date": "yesterday"}) == "yesterday"  # not ISO: as recorded

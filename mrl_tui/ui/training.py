@@ -91,12 +91,12 @@ def progress_line(p: TrainProgress, per_s: float | None) -> str:
 
 def outcome_lines(result: TrainResult) -> tuple[str, bool]:
     """What a finished run says, and whether there is a model to switch to."""
-    from mrl_tui.core.training.trained import steps_phrase  # numpy: not at import time
+    from mrl_tui.core.training.trained import steps_phrase, when_trained  # numpy: not at import
 
     record = result.provenance
     if result.up_to_date:
         return (
-            f"Up to date: a model was trained on this folder at {record['date']} "
+            f"Up to date: a model was trained on this folder at {when_trained(record)} "
             f"({steps_phrase(record)}) and the folder has not changed since.",
             True,
         )

@@ -69,6 +69,18 @@ def read_provenance(folder: Path | str) -> dict[str, Any] | None:
     return data
 
 
+def when_trained(record: dict[str, Any]) -> str:
+    """The record's date as people read it, in local time ("2026-12-03 06:29"); the raw value
+    where it is not an ISO date."""
+    from datetime import datetime
+
+    raw = str(record.get("date", ""))
+    try:
+        return datetime.fromisoformat(raw).astimezone().strftime("%Y-%m-%d %H:%M")
+    except ValueError:
+        return raw
+
+
 def steps_phrase(record: dict[str, Any]) -> str:
     """How long a recorded run trained, for "up to date" lines: "12 steps", or "kept step 6 of
     12" when the stop rule kept an earlier checkpoint, plus the encoder stage when there was one."""
