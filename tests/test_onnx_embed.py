@@ -78,6 +78,7 @@ def test_export_says_each_step_once(torch_embedder, onnx_export):
     name = torch_embedder.name
     assert lines == [
         f"exporting {name} to ONNX (once, into the cache)",
+        f"exporting {name} to ONNX for int8 (once, into the cache)",
         f"quantising {name} to int8 (once, into the cache)",
     ]
     again: list[str] = []
@@ -117,7 +118,28 @@ def test_export_writes_only_into_the_cache_dir(onnx_export):
     (folder,) = {p.parts[:2] for p in written}  # one export folder, under onnx/
     assert folder[0] == "onnx"
     names = {p.name for p in written}
-    assert names == {"model.onnx", "model.onnx.sha256", "model_int8.onnx", "model_int8.onnx.sha256"}
+    graphs = {"model.onnx", "model_per_text.onnx", "model_int8.onnx"}
+    assert names == graphs | {f"{graph}.sha256" for graph in graphs}
+
+
+@needs_onnx
+def test_the_int8_graph_has_no_mask_and_gives_the_masked_graphs_vectors(
+    torch_embedder, onnx_cache: Path, tmp_path: Path
+):
+    """int8 runs each text alone, so its graph takes no attention mask (the mask's ops are
+    skipped); quantised from the masked graph instead, it gives the same vectors bit for bit."""
+    import onnxruntime as ort
+
+    model, name = torch_embedder.model, torch_embedder.name
+    int8 = onnx_embed.exported_model(model, name, "onnx-int8", onnx_cache)
+    inputs = {i.name for i in ort.InferenceSession(str(int8)).get_inputs()}
+    assert inputs == {"input_ids", "token_type_ids"}
+    masked = onnx_embed.exported_model(model, name, "onnx", onnx_cache)
+    assert "attention_mask" in {i.name for i in ort.InferenceSession(str(masked)).get_inputs()}
+    onnx_embed._quantize(masked, tmp_path / "masked_int8.onnx")
+    ours = onnx_embed.OnnxEncoder(model, int8, 1, per_text=True).encode(TEXTS, 8)
+    theirs = onnx_embed.OnnxEncoder(model, tmp_path / "masked_int8.onnx", 1, per_text=True)
+    np.testing.assert_array_equal(ours, theirs.encode(TEXTS, 8))
 
 
 def _onnx_embedder(backend: str, cache: Path):
@@ -176,9 +198,9 @@ def test_export_is_cached_reused_and_checked(
     made: list[Path] = []
     real = getattr(onnx_embed, maker)
 
-    def counting(*args) -> None:
+    def counting(*args, **kwargs) -> None:
         made.append(args[-1])
-        real(*args)
+        real(*args, **kwargs)
 
     monkeypatch.setattr(onnx_embed, maker, counting)
     assert onnx_embed.exported_model(model, name, backend, onnx_cache) == path
