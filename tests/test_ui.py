@@ -810,3 +810,30 @@ def test_left_cut_keeps_the_end_of_a_long_path() -> None:
     assert left_cut(path, 55) == "…/notes-all-MiniLM-L6-v2-191b57db63-20261203-011028"  # at a "/"
     assert left_cut(path, 40) == "…MiniLM-L6-v2-191b57db63-20261203-011028"  # no "/" near
     assert left_cut(path, 1) == "…" and left_cut(path, 0) == ""
+
+
+async def test_switching_models_clears_the_old_models_results(library: Library) -> None:
+    """While another model's index is on its way, the old model's hits, preview, times and route
+    are not left on screen under the new model's header."""
+    from mrl_tui.ui.widgets.panels import LatencyPanel, RouterPanel
+    from mrl_tui.ui.widgets.preview import Preview
+
+    app = make_app(library, auto_router=True)
+    async with app.run_test(size=(100, 32)) as pilot:
+        screen = await search(pilot)
+        left, right = (
+            screen.query_one("#left", RankingPane),
+            screen.query_one("#right", RankingPane),
+        )
+        assert table_rows(left)[0] and table_rows(right)[0]
+        assert str(left.border_title).startswith("at dim ")
+        await screen.model_switching()
+        await pilot.pause()
+        assert table_rows(left) == ([], []) and table_rows(right) == ([], [])
+        assert (str(left.border_title), str(right.border_title)) == ("at dim", "reference")
+        body = str(screen.query_one(Preview).query_one("#preview-body").render())
+        assert body == "Select a hit to see it here."
+        numbers = str(screen.query_one(LatencyPanel).query_one(".numbers").render())
+        assert numbers == "no query yet"
+        router = str(screen.query_one(RouterPanel).render())
+        assert router == "auto: the next query is routed", router

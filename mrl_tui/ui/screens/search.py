@@ -471,6 +471,13 @@ class SearchScreen(Screen[None]):
         self.full_dim = None
         await self.query(DimSlider).remove()
         self.query_one("#dim-label", Static).update(Text("dim: loading the model"))
+        # The old model's results would read as the new one's under its header: clear them.
+        self.query_one("#left", RankingPane).clear("at dim")
+        self.query_one("#right", RankingPane).clear("reference")
+        self._selected = None
+        self.query_one(Preview).selected = None
+        self.query_one(LatencyPanel).latency = None
+        self._show_router()  # no library: "the next query is routed" (or the manual dim)
 
     async def library_ready(self, library: Library, note: str = "") -> None:
         """The index is loaded: set up the slider, then run whatever query is waiting."""

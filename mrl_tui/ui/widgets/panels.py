@@ -344,7 +344,8 @@ class LatencyPanel(Vertical):
         self.border_title = "latency"
 
     def watch_latency(self, latency: Latency | None) -> None:
-        if latency is None:
+        if latency is None:  # a new model: its query has not run yet
+            self.query_one(".numbers", Static).update("no query yet")
             return
 
         def ms(value: float | None) -> str:

@@ -258,6 +258,13 @@ class RankingPane(Vertical):
     def table(self) -> RankingTable:
         return self.query_one(RankingTable)
 
+    def clear(self, title: str) -> None:
+        """No results to show under `title` (the index they came from is gone: another model's
+        is on its way)."""
+        self.border_title = title
+        self.table.ranked = RankedRows()
+        self.query_one(HitList).lost = LostHits()
+
     def watch_ranking(self, view: RankingView | None) -> None:
         if view is None:
             return
