@@ -776,6 +776,9 @@ def test_the_header_drops_the_size_then_the_apps_name_where_the_width_is_short()
     assert (title, sub_title) == ("rich", f"{line} · 1,745 chunks")
     assert len(f"{title} — {sub_title}") <= 80 - HEADER_FRAME
     trained = "trained all-MiniLM-L6-v2 · cpu · native MRL"
+    # Before the index is counted: the model line alone, the app's name dropped where needed.
+    assert fit_header("codebase", trained, "", "", 80) == ("codebase", trained)
+    assert fit_header("codebase", trained, "", "", 120) == ("mrl-tui · codebase", trained)
     assert fit_header("notes", trained, "552 chunks", "809 KB at full dim", 80) == (
         "notes",
         trained,
@@ -835,5 +838,8 @@ async def test_switching_models_clears_the_old_models_results(library: Library) 
         assert body == "Select a hit to see it here."
         numbers = str(screen.query_one(LatencyPanel).query_one(".numbers").render())
         assert numbers == "no query yet"
+        legend = str(screen.query_one(LatencyPanel).query_one(".legend").render())
+        assert legend == "search times: measured with the next query"
+        assert str(screen.query_one("#agreement").render()) == ""
         router = str(screen.query_one(RouterPanel).render())
         assert router == "auto: the next query is routed", router

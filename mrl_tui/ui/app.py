@@ -118,15 +118,13 @@ def fit_header(folder: str, model_line: str, count: str, size: str, width: int) 
     """The header's title and sub-title on a screen `width` columns wide: all of it where it
     fits; else the index's size goes first (the storage panel has it), then the app's name, so
     the folder, the model line and the chunk count stay whole at 80 columns; a model line too
-    long for that (a trained model's) drops the count rather than be cut."""
+    long for that (a trained model's) drops the count rather than be cut. Before the index is
+    counted, `count` and `size` are "" and only the model line is placed."""
     room = width - HEADER_FRAME - len(" — ")
     named = f"mrl-tui · {folder}"
-    choices = [
-        (named, f"{model_line} · {count}, {size}"),
-        (named, f"{model_line} · {count}"),
-        (folder, f"{model_line} · {count}"),
-        (folder, model_line),
-    ]
+    counted = f"{model_line} · {count}" if count else model_line
+    whole = f"{counted}, {size}" if count and size else counted
+    choices = [(named, whole), (named, counted), (folder, counted), (folder, model_line)]
     for title, sub_title in choices:
         if len(title) + len(sub_title) <= room:
             return title, sub_title
@@ -415,9 +413,9 @@ class MrlApp(App[int]):
 
     def _describe(self, library: Library) -> None:
         engine = library.engine.engine.engine if library.engine is not None else None
-        self._counted = None
-        self.title = f"mrl-tui · {self.folder_name}"
-        self.sub_title = header_line(library.embedder.info, library.transform_name, engine)
+        line = header_line(library.embedder.info, library.transform_name, engine)
+        self._counted = (line, "", "")  # not counted yet: the model line alone, fitted
+        self._lay_out_header()
         self.search_screen.model_ready(library.full_dim)
 
     def _count_chunks(self, library: Library, chunks: int) -> None:
@@ -425,7 +423,8 @@ class MrlApp(App[int]):
         self._describe(library)
         full_bytes = chunks * library.full_dim * 4
         size = f"{human_size(full_bytes)} at full dim"
-        self._counted = (self.sub_title, f"{chunks:,} chunks", size)
+        assert self._counted is not None
+        self._counted = (self._counted[0], f"{chunks:,} chunks", size)
         self._lay_out_header()
 
     def _lay_out_header(self, width: int | None = None) -> None:

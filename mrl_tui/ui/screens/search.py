@@ -476,7 +476,9 @@ class SearchScreen(Screen[None]):
         self.query_one("#right", RankingPane).clear("reference")
         self._selected = None
         self.query_one(Preview).selected = None
+        self.query_one("#agreement", Static).update("")
         self.query_one(LatencyPanel).latency = None
+        self.query_one(LatencyPanel).times = None  # the new index's are measured with its query
         self._show_router()  # no library: "the next query is routed" (or the manual dim)
 
     async def library_ready(self, library: Library, note: str = "") -> None:
