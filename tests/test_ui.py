@@ -804,15 +804,16 @@ async def test_the_header_reads_whole_at_80_columns_and_in_full_at_120(library: 
         assert drawn.startswith("mrl-tui · notes — ") and drawn.endswith(" at full dim"), drawn
 
 
-def test_left_cut_keeps_the_end_of_a_long_path() -> None:
-    from mrl_tui.ui.literal import left_cut
+def test_a_long_model_path_keeps_its_end_in_the_training_box() -> None:
+    """The training box cuts a long model path with `fit_path` (the tables' own rule): its last
+    folders behind "…/", so the model's name stays whole."""
+    from mrl_tui.ui.widgets.ranking import fit_path
 
     path = "/tmp/cache/models/notes-all-MiniLM-L6-v2-191b57db63-20261203-011028"
-    assert left_cut(path, 80) == path
-    assert left_cut(path, 60) == "…/models/notes-all-MiniLM-L6-v2-191b57db63-20261203-011028"
-    assert left_cut(path, 55) == "…/notes-all-MiniLM-L6-v2-191b57db63-20261203-011028"  # at a "/"
-    assert left_cut(path, 40) == "…MiniLM-L6-v2-191b57db63-20261203-011028"  # no "/" near
-    assert left_cut(path, 1) == "…" and left_cut(path, 0) == ""
+    assert fit_path(path, "", 80) == path
+    assert fit_path(path, "", 60) == "…/models/notes-all-MiniLM-L6-v2-191b57db63-20261203-011028"
+    assert fit_path(path, "", 55) == "…/notes-all-MiniLM-L6-v2-191b57db63-20261203-011028"
+    assert len(fit_path(path, "", 40)) <= 40
 
 
 async def test_switching_models_clears_the_old_models_results(library: Library) -> None:

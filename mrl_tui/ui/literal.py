@@ -16,17 +16,3 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 def shown(text: str) -> str:
     """`text` with every lone surrogate replaced by U+FFFD (�), so it can be drawn."""
     return _SURROGATE.sub("\ufffd", text)
-
-
-def left_cut(text: str, width: int) -> str:
-    """`text` in `width` columns, cut from the left ("…/models/notes-…"): of a long path, the end
-    says which one it is, so the start gives way, at a "/" where one is near."""
-    if len(text) <= width:
-        return text
-    if width <= 1:
-        return "…"[:width]
-    tail = text[-(width - 1) :]
-    cut = tail.find("/")
-    if 0 <= cut < len(tail) // 3:
-        tail = tail[cut:]
-    return f"…{tail}"

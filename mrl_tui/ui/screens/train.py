@@ -22,7 +22,7 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Footer, ProgressBar, Static
 
-from mrl_tui.ui.literal import left_cut, shown
+from mrl_tui.ui.literal import shown
 from mrl_tui.ui.training import (
     DONE_HINT,
     RUNNING_HINT,
@@ -31,6 +31,7 @@ from mrl_tui.ui.training import (
     TrainJob,
     progress_line,
 )
+from mrl_tui.ui.widgets.ranking import fit_path
 
 if TYPE_CHECKING:
     from mrl_tui.core.training.train import TrainProgress, TrainResult
@@ -116,10 +117,10 @@ class TrainScreen(ModalScreen[str | None]):
             return  # not composed yet: `on_mount` shows it
         if not run.running:
             run.seen = True
-        source = left_cut(home_short(self.job.source), self._line_width())
+        source = fit_path(home_short(self.job.source), "", self._line_width())
         if run.model_path is not None:
             model = home_short(run.model_path)
-            source = f"model: {left_cut(model, self._line_width() - len('model: '))}"
+            source = f"model: {fit_path(model, '', self._line_width() - len('model: '))}"
         elif run.note:
             source = f"{source}\n{run.note}"
         self._set("#train-source", source, style="dim")
