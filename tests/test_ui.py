@@ -819,7 +819,7 @@ def test_a_long_model_path_keeps_its_end_in_the_training_box() -> None:
 async def test_switching_models_clears_the_old_models_results(library: Library) -> None:
     """While another model's index is on its way, the old model's hits, preview, times and route
     are not left on screen under the new model's header."""
-    from mrl_tui.ui.widgets.panels import LatencyPanel, RouterPanel
+    from mrl_tui.ui.widgets.panels import LatencyPanel, RouterPanel, StoragePanel
     from mrl_tui.ui.widgets.preview import Preview
 
     app = make_app(library, auto_router=True)
@@ -842,5 +842,10 @@ async def test_switching_models_clears_the_old_models_results(library: Library) 
         legend = str(screen.query_one(LatencyPanel).query_one(".legend").render())
         assert legend == "search times: measured with the next query"
         assert str(screen.query_one("#agreement").render()) == ""
+        storage = screen.query_one(StoragePanel).storage
+        assert storage is not None and storage.agreement == {} and storage.current is None
+        assert "shared with full –" in str(
+            screen.query_one(StoragePanel).query_one(".numbers").render()
+        )
         router = str(screen.query_one(RouterPanel).render())
         assert router == "auto: the next query is routed", router

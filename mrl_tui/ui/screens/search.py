@@ -479,6 +479,9 @@ class SearchScreen(Screen[None]):
         self.query_one("#agreement", Static).update("")
         self.query_one(LatencyPanel).latency = None
         self.query_one(LatencyPanel).times = None  # the new index's are measured with its query
+        storage = self.query_one(StoragePanel)
+        if storage.storage is not None:  # the sizes hold; the last query's agreement does not
+            storage.storage = dataclasses.replace(storage.storage, agreement={}, current=None)
         self._show_router()  # no library: "the next query is routed" (or the manual dim)
 
     async def library_ready(self, library: Library, note: str = "") -> None:
